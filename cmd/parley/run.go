@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/parleyhq/parley/internal/config"
+	"github.com/parleyhq/parley/internal/logging"
+)
+
+const usage = `Usage: parley <command> [flags]
+
+Commands:
+  serve                     run the production server (configured by the environment)
+  dev [--data-dir DIR]      run everything locally with no accounts and no keys
+  token --sub UUID [--data-dir DIR] [--ttl 24h]
+                            print a dev bearer token for that user
+  migrate up|down|status    apply, roll back or list the database migrations
+
+Configuration is read from the environment; see the README.
+`
+
+// usageError is a mistake in the command line or configuration: exit status 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	var ue usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintln(os.Stderr, "parley:", err)
+		return 2
+	}
+	fmt.Fprintln(os.Stderr, "parley:", err)
+	return 1
+}
+
+// run is the whole program. It takes its environment as arguments so that
+// tests can run the real server in-process.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) < 2 {
+		fmt.Fprint(stderr, usage)
+		return usageError{errors.New("missing command")}
+	}
+	cmd, rest := args[1], args[2:]
+	switch cmd {
+	case "serve":
+		return runServe(ctx, rest, getenv, stdout)
+	case "dev":
+		return runDev(ctx, rest, getenv, stdout, stderr)
+	case "token":
+		return runToken(rest, stdout, stderr)
+	case "migrate":
+		return runMigrate(ctx, rest, getenv, stdout)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return usageError{fmt.Errorf("unknown command %q", cmd)}
+}
+
+func loadConfig(getenv func(string) string, mode config.Mode) (config.Config, error) {
+	cfg, err := config.Load(getenv, mode)
+	if err != nil {
+		return cfg, usageError{err}
+	}
+	return cfg, nil
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	noColor := true
+	if f, ok := w.(*os.File); ok {
+		noColor = !logging.IsTerminal(f)
+	}
+	return logging.New(w, logging.Options{Format: cfg.LogFormat, Level: cfg.LogLevel, Project: cfg.GoogleCloudProject, NoColor: noColor})
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))}
+	}
+	return nil
+}

@@ -1,0 +1,104 @@
+// Package chat holds Parley's conversation domain: the types, the rules a
+// request must follow and the services that apply them. It knows nothing of
+// protobuf or SQL; it declares the small interfaces it needs (Store) and the
+// packages that talk to Postgres implement them.
+package chat
+
+import (
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Limits on what a client may send.
+const (
+	MaxTitleRunes        = 200
+	MaxSystemPromptBytes = 32 << 10
+	MaxModelBytes        = 100
+	MaxRequestIDBytes    = 100
+	DefaultPageSize      = 20
+	MaxPageSize          = 100
+)
+
+// Conversation is one chat thread owned by a single user.
+type Conversation struct {
+	ID           uuid.UUID
+	UserID       uuid.UUID
+	Title        string
+	SystemPrompt string
+	Model        string
+	CreateTime   time.Time
+	UpdateTime   time.Time
+}
+
+// NewConversation holds what a client may set when it creates a conversation.
+type NewConversation struct {
+	Title        string
+	SystemPrompt string
+	Model        string
+	// RequestID makes the create idempotent when non-empty.
+	RequestID string
+}
+
+// ConversationPatch changes the fields that are non-nil.
+type ConversationPatch struct {
+	Title        *string
+	SystemPrompt *string
+	Model        *string
+}
+
+// Role says who wrote a message.
+type Role string
+
+// The roles of messages.
+const (
+	RoleUser      Role = "user"
+	RoleAssistant Role = "assistant"
+	RoleSystem    Role = "system"
+)
+
+// Status is where a message is in its life.
+type Status string
+
+// The statuses of messages.
+const (
+	StatusCompleted   Status = "completed"
+	StatusStreaming   Status = "streaming"
+	StatusStopped     Status = "stopped"
+	StatusFailed      Status = "failed"
+	StatusInterrupted Status = "interrupted"
+)
+
+// Usage counts the tokens a provider billed for one answer.
+type Usage struct {
+	PromptTokens     int64
+	CompletionTokens int64
+}
+
+// Message is one turn of a conversation.
+type Message struct {
+	ID             uuid.UUID
+	ConversationID uuid.UUID
+	ParentID       uuid.UUID // uuid.Nil for the first message
+	Role           Role
+	Content        string
+	Status         Status
+	Model          string
+	Usage          Usage
+	FinishReason   string
+	GenerationID   uuid.UUID // uuid.Nil unless an assistant message
+	CreateTime     time.Time
+	UpdateTime     time.Time
+}
+
+// Cursor is a keyset position: the sort time and id of the last row of a page.
+type Cursor struct {
+	Time time.Time
+	ID   uuid.UUID
+}
+
+// Page is a page request after validation.
+type Page struct {
+	Size  int
+	After *Cursor // nil for the first page
+}

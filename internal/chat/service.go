@@ -1,0 +1,133 @@
+package chat
+
+import (
+	"context"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/internal/apperr"
+)
+
+// Store persists conversations and messages. Every method takes the owner's
+// user id and treats rows of other users as absent.
+type Store interface {
+	// CreateConversation inserts a conversation, or returns the one created
+	// earlier with the same non-empty RequestID.
+	CreateConversation(ctx context.Context, userID uuid.UUID, c NewConversation) (Conversation, error)
+	// GetConversation returns apperr NotFound when absent.
+	GetConversation(ctx context.Context, userID, conversationID uuid.UUID) (Conversation, error)
+	// ListConversations returns up to limit conversations after the cursor,
+	// newest update first.
+	ListConversations(ctx context.Context, userID uuid.UUID, after *Cursor, limit int) ([]Conversation, error)
+	// UpdateConversation returns apperr NotFound when absent.
+	UpdateConversation(ctx context.Context, userID, conversationID uuid.UUID, p ConversationPatch) (Conversation, error)
+	// DeleteConversation returns apperr NotFound when absent.
+	DeleteConversation(ctx context.Context, userID, conversationID uuid.UUID) error
+	// ListMessages returns up to limit messages after the cursor, oldest
+	// first, or apperr NotFound when the conversation is absent.
+	ListMessages(ctx context.Context, userID, conversationID uuid.UUID, after *Cursor, limit int) ([]Message, error)
+}
+
+// Service applies the conversation rules on top of a Store.
+type Service struct {
+	store Store
+	// validModel reports whether a model name may be used; nil accepts any.
+	validModel func(string) bool
+}
+
+// NewService returns a Service on store. validModel, when non-nil, rejects
+// model names the server does not offer.
+func NewService(store Store, validModel func(string) bool) *Service {
+	return &Service{store: store, validModel: validModel}
+}
+
+func (s *Service) checkSettings(title, systemPrompt, model *string) error {
+	if title != nil && utf8.RuneCountInString(*title) > MaxTitleRunes {
+		return apperr.InvalidField("title", "must be at most %d characters, got %d", MaxTitleRunes, utf8.RuneCountInString(*title))
+	}
+	if title != nil && !utf8.ValidString(*title) {
+		return apperr.InvalidField("title", "must be valid UTF-8")
+	}
+	if systemPrompt != nil && len(*systemPrompt) > MaxSystemPromptBytes {
+		return apperr.InvalidField("system_prompt", "must be at most %d bytes, got %d", MaxSystemPromptBytes, len(*systemPrompt))
+	}
+	if model != nil && *model != "" {
+		if len(*model) > MaxModelBytes || (s.validModel != nil && !s.validModel(*model)) {
+			return apperr.InvalidField("model", "%q is not a model this server offers", *model)
+		}
+	}
+	return nil
+}
+
+// CreateConversation validates and creates a conversation. It returns
+// apperr Invalid for bad settings.
+func (s *Service) CreateConversation(ctx context.Context, userID uuid.UUID, c NewConversation) (Conversation, error) {
+	if err := s.checkSettings(&c.Title, &c.SystemPrompt, &c.Model); err != nil {
+		return Conversation{}, err
+	}
+	if len(c.RequestID) > MaxRequestIDBytes {
+		return Conversation{}, apperr.InvalidField("request_id", "must be at most %d bytes", MaxRequestIDBytes)
+	}
+	return s.store.CreateConversation(ctx, userID, c)
+}
+
+// GetConversation returns apperr NotFound unless the user owns the conversation.
+func (s *Service) GetConversation(ctx context.Context, userID, conversationID uuid.UUID) (Conversation, error) {
+	return s.store.GetConversation(ctx, userID, conversationID)
+}
+
+// ListConversations returns a page of the user's conversations, newest
+// first, and the token of the next page ("" on the last). It returns apperr
+// Invalid for a bad page size or token.
+func (s *Service) ListConversations(ctx context.Context, userID uuid.UUID, pageSize int, pageToken string) ([]Conversation, string, error) {
+	p, err := page("conversations", userID, pageSize, pageToken)
+	if err != nil {
+		return nil, "", err
+	}
+	items, err := s.store.ListConversations(ctx, userID, p.After, p.Size+1)
+	if err != nil {
+		return nil, "", err
+	}
+	if len(items) <= p.Size {
+		return items, "", nil
+	}
+	items = items[:p.Size]
+	last := items[len(items)-1]
+	return items, encodePageToken("conversations", userID, Cursor{Time: last.UpdateTime, ID: last.ID}), nil
+}
+
+// UpdateConversation applies the non-nil fields of p. It returns apperr
+// Invalid for bad settings and NotFound unless the user owns the conversation.
+func (s *Service) UpdateConversation(ctx context.Context, userID, conversationID uuid.UUID, p ConversationPatch) (Conversation, error) {
+	if err := s.checkSettings(p.Title, p.SystemPrompt, p.Model); err != nil {
+		return Conversation{}, err
+	}
+	return s.store.UpdateConversation(ctx, userID, conversationID, p)
+}
+
+// DeleteConversation removes a conversation and its messages. It returns
+// apperr NotFound unless the user owns the conversation.
+func (s *Service) DeleteConversation(ctx context.Context, userID, conversationID uuid.UUID) error {
+	return s.store.DeleteConversation(ctx, userID, conversationID)
+}
+
+// ListMessages returns a page of a conversation's messages, oldest first,
+// and the next page's token. It returns apperr NotFound unless the user owns
+// the conversation, Invalid for a bad page size or token.
+func (s *Service) ListMessages(ctx context.Context, userID, conversationID uuid.UUID, pageSize int, pageToken string) ([]Message, string, error) {
+	p, err := page("messages", conversationID, pageSize, pageToken)
+	if err != nil {
+		return nil, "", err
+	}
+	items, err := s.store.ListMessages(ctx, userID, conversationID, p.After, p.Size+1)
+	if err != nil {
+		return nil, "", err
+	}
+	if len(items) <= p.Size {
+		return items, "", nil
+	}
+	items = items[:p.Size]
+	last := items[len(items)-1]
+	return items, encodePageToken("messages", conversationID, Cursor{Time: last.CreateTime, ID: last.ID}), nil
+}

@@ -1,0 +1,251 @@
+// Package config reads Parley's configuration from the environment, once, at
+// start-up. Every problem is reported together so an operator fixes them all
+// in one go; nothing else in the program reads the environment.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Environments Parley knows. Production refuses dev conveniences.
+const (
+	EnvProduction  = "production"
+	EnvDevelopment = "development"
+)
+
+// Config is the whole configuration of a Parley process.
+type Config struct {
+	// Port is the TCP port the server listens on (PORT, default 8080).
+	Port int
+	// Host is the address to bind (HOST): empty means every interface, as
+	// Cloud Run needs; dev binds 127.0.0.1 unless told otherwise.
+	Host string
+	// Env is "production" or "development" (PARLEY_ENV).
+	Env string
+
+	// DatabaseURL is the Postgres connection string (DATABASE_URL).
+	DatabaseURL string
+	// QueryExecMode is pgx's statement mode (DATABASE_QUERY_EXEC_MODE):
+	// "cache_statement" (default) for direct connections; "exec" or
+	// "simple_protocol" behind Supavisor or PgBouncer in transaction mode.
+	QueryExecMode pgx.QueryExecMode
+
+	// SupabaseURL is the project URL (SUPABASE_URL); tokens must be issued by
+	// SupabaseURL + "/auth/v1".
+	SupabaseURL string
+	// SupabaseJWTSecret enables legacy HS256 tokens (SUPABASE_JWT_SECRET).
+	SupabaseJWTSecret string
+
+	// AllowedOrigins are the exact browser origins allowed by CORS (ALLOWED_ORIGINS, comma-separated).
+	AllowedOrigins []string
+
+	// LogFormat is "json" (Cloud Logging) or "text" (colored, for humans) (LOG_FORMAT).
+	LogFormat string
+	// LogLevel is the minimum level logged (LOG_LEVEL: debug, info, warn, error).
+	LogLevel slog.Level
+	// GoogleCloudProject names the project in trace log fields (GOOGLE_CLOUD_PROJECT, optional).
+	GoogleCloudProject string
+
+	// ShutdownTimeout bounds graceful shutdown (SHUTDOWN_TIMEOUT, default 8s; Cloud Run kills at 10s).
+	ShutdownTimeout time.Duration
+}
+
+// IssuerURL is the token issuer Supabase Auth writes into access tokens.
+func (c Config) IssuerURL() string { return strings.TrimRight(c.SupabaseURL, "/") + "/auth/v1" }
+
+// JWKSURL is where Supabase Auth publishes the project's signing keys.
+func (c Config) JWKSURL() string { return c.IssuerURL() + "/.well-known/jwks.json" }
+
+// Production reports whether PARLEY_ENV is production.
+func (c Config) Production() bool { return c.Env == EnvProduction }
+
+// Mode says which settings are required: serve needs real dependencies; dev
+// fills in local defaults for what is missing.
+type Mode int
+
+// The modes config.Load understands.
+const (
+	ModeServe Mode = iota
+	ModeDev
+	ModeMigrate // only the database settings matter
+)
+
+// Load parses the environment through getenv. In ModeServe DATABASE_URL and
+// SUPABASE_URL are required; in ModeDev they may be empty (the caller fills
+// them from local services). The error lists every problem found.
+func Load(getenv func(string) string, mode Mode) (Config, error) {
+	p := parser{getenv: getenv}
+	cfg := Config{
+		Port:               p.int("PORT", 8080, 0, 65535),
+		Host:               p.str("HOST", ""),
+		Env:                p.oneOf("PARLEY_ENV", EnvProduction, EnvProduction, EnvDevelopment),
+		DatabaseURL:        p.str("DATABASE_URL", ""),
+		SupabaseURL:        p.str("SUPABASE_URL", ""),
+		SupabaseJWTSecret:  p.str("SUPABASE_JWT_SECRET", ""),
+		AllowedOrigins:     p.origins("ALLOWED_ORIGINS"),
+		LogFormat:          p.oneOf("LOG_FORMAT", "json", "json", "text"),
+		LogLevel:           p.level("LOG_LEVEL"),
+		GoogleCloudProject: p.str("GOOGLE_CLOUD_PROJECT", ""),
+		ShutdownTimeout:    p.duration("SHUTDOWN_TIMEOUT", 8*time.Second),
+		QueryExecMode:      p.execMode("DATABASE_QUERY_EXEC_MODE"),
+	}
+	if mode == ModeDev {
+		if getenv("PARLEY_ENV") == "" {
+			cfg.Env = EnvDevelopment
+		}
+		if getenv("LOG_FORMAT") == "" {
+			cfg.LogFormat = "text"
+		}
+		if cfg.Host == "" {
+			cfg.Host = "127.0.0.1"
+		}
+		if cfg.Env == EnvProduction {
+			p.fail("PARLEY_ENV", "is production; `parley dev` refuses to run in production (unset it or use `parley serve`)")
+		}
+	}
+	switch mode {
+	case ModeServe:
+		p.required("DATABASE_URL", cfg.DatabaseURL)
+		p.required("SUPABASE_URL", cfg.SupabaseURL)
+	case ModeMigrate:
+		p.required("DATABASE_URL", cfg.DatabaseURL)
+	}
+	if cfg.DatabaseURL != "" {
+		if _, err := pgx.ParseConfig(cfg.DatabaseURL); err != nil {
+			// The parse error can echo the password: keep it out of the message.
+			p.fail("DATABASE_URL", "is not a valid PostgreSQL connection string")
+		}
+	}
+	if cfg.SupabaseURL != "" {
+		if u, err := url.Parse(cfg.SupabaseURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			p.fail("SUPABASE_URL", "must be an http(s) URL such as https://abcd.supabase.co")
+		}
+	}
+	return cfg, p.err()
+}
+
+type parser struct {
+	getenv   func(string) string
+	problems []string
+}
+
+func (p *parser) fail(name, format string, args ...any) {
+	p.problems = append(p.problems, name+" "+fmt.Sprintf(format, args...))
+}
+
+func (p *parser) err() error {
+	if len(p.problems) == 0 {
+		return nil
+	}
+	return errors.New("invalid configuration:\n  " + strings.Join(p.problems, "\n  "))
+}
+
+func (p *parser) str(name, def string) string {
+	if v := strings.TrimSpace(p.getenv(name)); v != "" {
+		return v
+	}
+	return def
+}
+
+func (p *parser) required(name, value string) {
+	if value == "" {
+		p.fail(name, "is required")
+	}
+}
+
+func (p *parser) int(name string, def, lo, hi int) int {
+	raw := p.str(name, "")
+	if raw == "" {
+		return def
+	}
+	n, err := strconv.Atoi(raw)
+	if err != nil || n < lo || n > hi {
+		p.fail(name, "must be a whole number from %d to %d, got %q", lo, hi, raw)
+		return def
+	}
+	return n
+}
+
+func (p *parser) duration(name string, def time.Duration) time.Duration {
+	raw := p.str(name, "")
+	if raw == "" {
+		return def
+	}
+	d, err := time.ParseDuration(raw)
+	if err != nil || d <= 0 {
+		p.fail(name, "must be a positive duration such as 8s or 2m, got %q", raw)
+		return def
+	}
+	return d
+}
+
+func (p *parser) oneOf(name, def string, allowed ...string) string {
+	raw := strings.ToLower(p.str(name, def))
+	for _, a := range allowed {
+		if raw == a {
+			return raw
+		}
+	}
+	p.fail(name, "must be one of %s, got %q", strings.Join(allowed, ", "), raw)
+	return def
+}
+
+func (p *parser) level(name string) slog.Level {
+	raw := p.str(name, "info")
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(raw)); err != nil {
+		p.fail(name, "must be debug, info, warn or error, got %q", raw)
+		return slog.LevelInfo
+	}
+	return l
+}
+
+func (p *parser) execMode(name string) pgx.QueryExecMode {
+	raw := p.str(name, "cache_statement")
+	modes := map[string]pgx.QueryExecMode{
+		"cache_statement": pgx.QueryExecModeCacheStatement,
+		"cache_describe":  pgx.QueryExecModeCacheDescribe,
+		"describe_exec":   pgx.QueryExecModeDescribeExec,
+		"exec":            pgx.QueryExecModeExec,
+		"simple_protocol": pgx.QueryExecModeSimpleProtocol,
+	}
+	m, ok := modes[raw]
+	if !ok {
+		p.fail(name, "must be one of cache_statement, cache_describe, describe_exec, exec, simple_protocol, got %q", raw)
+		return pgx.QueryExecModeCacheStatement
+	}
+	return m
+}
+
+func (p *parser) origins(name string) []string {
+	raw := p.str(name, "")
+	if raw == "" {
+		return nil
+	}
+	var out []string
+	for _, o := range strings.Split(raw, ",") {
+		o = strings.TrimSpace(o)
+		if o == "" {
+			continue
+		}
+		if o == "*" {
+			p.fail(name, "must list exact origins: \"*\" is refused because requests carry credentials")
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			p.fail(name, "entry %q must be an origin such as https://app.example.com", o)
+			continue
+		}
+		out = append(out, strings.TrimSuffix(o, "/"))
+	}
+	return out
+}

@@ -1,0 +1,84 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+func env(kv map[string]string) func(string) string {
+	return func(k string) string { return kv[k] }
+}
+
+func TestLoad(t *testing.T) {
+	t.Parallel()
+	t.Run("OK", func(t *testing.T) {
+		t.Parallel()
+		cfg, err := Load(env(map[string]string{
+			"PORT":                     "9090",
+			"DATABASE_URL":             "postgres://u:secret@db:5432/app",
+			"DATABASE_QUERY_EXEC_MODE": "simple_protocol",
+			"SUPABASE_URL":             "https://abcd.supabase.co/",
+			"ALLOWED_ORIGINS":          "https://app.example.com, http://localhost:5173",
+			"LOG_LEVEL":                "debug",
+			"SHUTDOWN_TIMEOUT":         "5s",
+		}), ModeServe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Port != 9090 || cfg.QueryExecMode != pgx.QueryExecModeSimpleProtocol || cfg.ShutdownTimeout != 5*time.Second {
+			t.Errorf("unexpected config %+v", cfg)
+		}
+		if got, want := cfg.IssuerURL(), "https://abcd.supabase.co/auth/v1"; got != want {
+			t.Errorf("IssuerURL = %q, want %q", got, want)
+		}
+		if got, want := cfg.JWKSURL(), "https://abcd.supabase.co/auth/v1/.well-known/jwks.json"; got != want {
+			t.Errorf("JWKSURL = %q, want %q", got, want)
+		}
+		if len(cfg.AllowedOrigins) != 2 || cfg.AllowedOrigins[1] != "http://localhost:5173" {
+			t.Errorf("AllowedOrigins = %q", cfg.AllowedOrigins)
+		}
+		if !cfg.Production() || cfg.LogFormat != "json" {
+			t.Errorf("serve defaults: env %q format %q", cfg.Env, cfg.LogFormat)
+		}
+	})
+	t.Run("ErrEveryProblemAtOnce", func(t *testing.T) {
+		t.Parallel()
+		_, err := Load(env(map[string]string{
+			"PORT":            "http",
+			"LOG_FORMAT":      "xml",
+			"ALLOWED_ORIGINS": "*",
+			"DATABASE_URL":    "postgres://u:hunter2@db:notaport/app",
+		}), ModeServe)
+		if err == nil {
+			t.Fatal("want error")
+		}
+		for _, want := range []string{"PORT", "LOG_FORMAT", "ALLOWED_ORIGINS", "SUPABASE_URL is required", "DATABASE_URL is not a valid"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not mention %q", err, want)
+			}
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("error leaks the database password: %q", err)
+		}
+	})
+	t.Run("DevDefaults", func(t *testing.T) {
+		t.Parallel()
+		cfg, err := Load(env(nil), ModeDev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Env != EnvDevelopment || cfg.LogFormat != "text" {
+			t.Errorf("dev defaults: env %q format %q", cfg.Env, cfg.LogFormat)
+		}
+	})
+	t.Run("ErrDevInProduction", func(t *testing.T) {
+		t.Parallel()
+		_, err := Load(env(map[string]string{"PARLEY_ENV": "production"}), ModeDev)
+		if err == nil || !strings.Contains(err.Error(), "refuses to run in production") {
+			t.Fatalf("err = %v, want refusal", err)
+		}
+	})
+}

@@ -1,0 +1,145 @@
+package rpc
+
+import (
+	"context"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/internal/apperr"
+	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/chat"
+	parleyv1 "github.com/parleyhq/parley/internal/gen/parley/v1"
+	"github.com/parleyhq/parley/internal/gen/parley/v1/parleyv1connect"
+)
+
+// ChatHandler serves parley.v1.ChatService on top of chat.Service.
+type ChatHandler struct {
+	parleyv1connect.UnimplementedChatServiceHandler
+	chat *chat.Service
+}
+
+// NewChatHandler returns a handler for svc.
+func NewChatHandler(svc *chat.Service) *ChatHandler {
+	return &ChatHandler{chat: svc}
+}
+
+// userID returns the authenticated caller. The auth interceptor guarantees
+// one; its absence is a wiring bug, answered as unauthenticated.
+func userID(ctx context.Context) (uuid.UUID, error) {
+	id, ok := auth.UserID(ctx)
+	if !ok {
+		return uuid.Nil, apperr.New(apperr.Unauthenticated, "missing or invalid access token")
+	}
+	return id, nil
+}
+
+// CreateConversation implements parleyv1connect.ChatServiceHandler.
+func (h *ChatHandler) CreateConversation(ctx context.Context, req *connect.Request[parleyv1.CreateConversationRequest]) (*connect.Response[parleyv1.CreateConversationResponse], error) {
+	uid, err := userID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c, err := h.chat.CreateConversation(ctx, uid, chat.NewConversation{
+		Title:        req.Msg.GetTitle(),
+		SystemPrompt: req.Msg.GetSystemPrompt(),
+		Model:        req.Msg.GetModel(),
+		RequestID:    req.Msg.GetRequestId(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&parleyv1.CreateConversationResponse{Conversation: toProtoConversation(c)}), nil
+}
+
+// ListConversations implements parleyv1connect.ChatServiceHandler.
+func (h *ChatHandler) ListConversations(ctx context.Context, req *connect.Request[parleyv1.ListConversationsRequest]) (*connect.Response[parleyv1.ListConversationsResponse], error) {
+	uid, err := userID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	items, next, err := h.chat.ListConversations(ctx, uid, int(req.Msg.GetPageSize()), req.Msg.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	res := &parleyv1.ListConversationsResponse{NextPageToken: next, Conversations: make([]*parleyv1.Conversation, len(items))}
+	for i, c := range items {
+		res.Conversations[i] = toProtoConversation(c)
+	}
+	return connect.NewResponse(res), nil
+}
+
+// GetConversation implements parleyv1connect.ChatServiceHandler.
+func (h *ChatHandler) GetConversation(ctx context.Context, req *connect.Request[parleyv1.GetConversationRequest]) (*connect.Response[parleyv1.GetConversationResponse], error) {
+	uid, err := userID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id, err := parseID("conversation_id", req.Msg.GetConversationId())
+	if err != nil {
+		return nil, err
+	}
+	c, err := h.chat.GetConversation(ctx, uid, id)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&parleyv1.GetConversationResponse{Conversation: toProtoConversation(c)}), nil
+}
+
+// UpdateConversation implements parleyv1connect.ChatServiceHandler.
+func (h *ChatHandler) UpdateConversation(ctx context.Context, req *connect.Request[parleyv1.UpdateConversationRequest]) (*connect.Response[parleyv1.UpdateConversationResponse], error) {
+	uid, err := userID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id, err := parseID("conversation_id", req.Msg.GetConversationId())
+	if err != nil {
+		return nil, err
+	}
+	c, err := h.chat.UpdateConversation(ctx, uid, id, chat.ConversationPatch{
+		Title:        req.Msg.Title,
+		SystemPrompt: req.Msg.SystemPrompt,
+		Model:        req.Msg.Model,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&parleyv1.UpdateConversationResponse{Conversation: toProtoConversation(c)}), nil
+}
+
+// DeleteConversation implements parleyv1connect.ChatServiceHandler.
+func (h *ChatHandler) DeleteConversation(ctx context.Context, req *connect.Request[parleyv1.DeleteConversationRequest]) (*connect.Response[parleyv1.DeleteConversationResponse], error) {
+	uid, err := userID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id, err := parseID("conversation_id", req.Msg.GetConversationId())
+	if err != nil {
+		return nil, err
+	}
+	if err := h.chat.DeleteConversation(ctx, uid, id); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&parleyv1.DeleteConversationResponse{}), nil
+}
+
+// ListMessages implements parleyv1connect.ChatServiceHandler.
+func (h *ChatHandler) ListMessages(ctx context.Context, req *connect.Request[parleyv1.ListMessagesRequest]) (*connect.Response[parleyv1.ListMessagesResponse], error) {
+	uid, err := userID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id, err := parseID("conversation_id", req.Msg.GetConversationId())
+	if err != nil {
+		return nil, err
+	}
+	items, next, err := h.chat.ListMessages(ctx, uid, id, int(req.Msg.GetPageSize()), req.Msg.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	res := &parleyv1.ListMessagesResponse{NextPageToken: next, Messages: make([]*parleyv1.Message, len(items))}
+	for i, m := range items {
+		res.Messages[i] = toProtoMessage(m)
+	}
+	return connect.NewResponse(res), nil
+}

@@ -1,0 +1,77 @@
+package rpc
+
+import (
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/parleyhq/parley/internal/apperr"
+	"github.com/parleyhq/parley/internal/chat"
+	parleyv1 "github.com/parleyhq/parley/internal/gen/parley/v1"
+)
+
+// parseID parses a UUID request field, naming the field when it is bad.
+func parseID(field, value string) (uuid.UUID, error) {
+	if value == "" {
+		return uuid.Nil, apperr.InvalidField(field, "is required")
+	}
+	id, err := uuid.Parse(value)
+	if err != nil || len(value) != 36 {
+		return uuid.Nil, apperr.InvalidField(field, "must be a UUID such as 3f0e2f4e-8a51-4c4e-9d59-5a1f4d1f2c3b, got %q", truncate(value, 64))
+	}
+	return id, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+func idString(id uuid.UUID) string {
+	if id == uuid.Nil {
+		return ""
+	}
+	return id.String()
+}
+
+func toProtoConversation(c chat.Conversation) *parleyv1.Conversation {
+	return &parleyv1.Conversation{
+		Id:           c.ID.String(),
+		Title:        c.Title,
+		SystemPrompt: c.SystemPrompt,
+		Model:        c.Model,
+		CreateTime:   timestamppb.New(c.CreateTime),
+		UpdateTime:   timestamppb.New(c.UpdateTime),
+	}
+}
+
+var roles = map[chat.Role]parleyv1.Role{
+	chat.RoleUser:      parleyv1.Role_ROLE_USER,
+	chat.RoleAssistant: parleyv1.Role_ROLE_ASSISTANT,
+	chat.RoleSystem:    parleyv1.Role_ROLE_SYSTEM,
+}
+
+var statuses = map[chat.Status]parleyv1.MessageStatus{
+	chat.StatusCompleted:   parleyv1.MessageStatus_MESSAGE_STATUS_COMPLETED,
+	chat.StatusStreaming:   parleyv1.MessageStatus_MESSAGE_STATUS_STREAMING,
+	chat.StatusStopped:     parleyv1.MessageStatus_MESSAGE_STATUS_STOPPED,
+	chat.StatusFailed:      parleyv1.MessageStatus_MESSAGE_STATUS_FAILED,
+	chat.StatusInterrupted: parleyv1.MessageStatus_MESSAGE_STATUS_INTERRUPTED,
+}
+
+func toProtoMessage(m chat.Message) *parleyv1.Message {
+	return &parleyv1.Message{
+		Id:             m.ID.String(),
+		ConversationId: m.ConversationID.String(),
+		ParentId:       idString(m.ParentID),
+		Role:           roles[m.Role],
+		Content:        m.Content,
+		Status:         statuses[m.Status],
+		Model:          m.Model,
+		Usage:          &parleyv1.Usage{PromptTokens: m.Usage.PromptTokens, CompletionTokens: m.Usage.CompletionTokens},
+		FinishReason:   m.FinishReason,
+		CreateTime:     timestamppb.New(m.CreateTime),
+		UpdateTime:     timestamppb.New(m.UpdateTime),
+	}
+}

@@ -1,0 +1,203 @@
+// Package server assembles Parley's HTTP surface: the Connect services with
+// their interceptors, health, reflection and CORS, served over HTTP/1.1 and
+// h2c from one port, with graceful shutdown.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"connectrpc.com/connect"
+	connectcors "connectrpc.com/cors"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+	"github.com/rs/cors"
+
+	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/gen/parley/v1/parleyv1connect"
+	"github.com/parleyhq/parley/internal/logging"
+	"github.com/parleyhq/parley/internal/rpc"
+)
+
+// MaxMessageBytes caps each request message; larger ones answer
+// resource_exhausted before they are read in full.
+const MaxMessageBytes = 10 << 20
+
+// Deps is everything the HTTP surface needs, built once in cmd/parley.
+type Deps struct {
+	Log      *slog.Logger
+	Verifier *auth.Verifier
+	Chat     *rpc.ChatHandler
+	// Ping reports whether the database answers; gRPC health turns
+	// NOT_SERVING while it fails.
+	Ping           func(context.Context) error
+	AllowedOrigins []string
+	Version        string
+}
+
+// Version returns the module version or VCS revision the binary was built from.
+func Version() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "devel"
+	}
+	for _, s := range info.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			return s.Value[:12]
+		}
+	}
+	if v := info.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	return "devel"
+}
+
+// publicProcedures need no access token.
+func isPublic(procedure string) bool {
+	switch procedure {
+	case "/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch",
+		"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+		"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo":
+		return true
+	}
+	return false
+}
+
+// New returns the root handler.
+func New(d Deps) http.Handler {
+	if d.Version == "" {
+		d.Version = Version()
+	}
+	// Interceptors run outermost first: the access log sees the final code,
+	// errors are mapped before it sees them, auth runs last before the handler.
+	options := []connect.HandlerOption{
+		connect.WithInterceptors(
+			newAccessLog(d.Log),
+			rpc.NewErrorInterceptor(d.Log),
+			auth.NewInterceptor(d.Verifier, isPublic, d.Log),
+			userCapture{},
+		),
+		connect.WithRecover(func(ctx context.Context, spec connect.Spec, _ http.Header, p any) error {
+			d.Log.ErrorContext(ctx, "panic in handler", "procedure", spec.Procedure, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			return connect.NewError(connect.CodeInternal, errors.New("internal error"))
+		}),
+		connect.WithReadMaxBytes(MaxMessageBytes),
+		connect.WithCompressMinBytes(1024),
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle(parleyv1connect.NewChatServiceHandler(d.Chat, options...))
+
+	services := []string{parleyv1connect.ChatServiceName}
+	reflector := grpcreflect.NewStaticReflector(services...)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector, options...))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, options...))
+	mux.Handle(grpchealth.NewHandler(&dbChecker{ping: d.Ping, services: services}, options...))
+
+	health, _ := json.Marshal(map[string]string{"status": "ok", "version": d.Version})
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		w.Write(health)
+	})
+
+	return withTrace(withCORS(mux, d.AllowedOrigins))
+}
+
+func withCORS(h http.Handler, origins []string) http.Handler {
+	if len(origins) == 0 {
+		return h
+	}
+	return cors.New(cors.Options{
+		AllowedOrigins: origins,
+		AllowedMethods: connectcors.AllowedMethods(),
+		AllowedHeaders: append(connectcors.AllowedHeaders(), "Authorization"),
+		ExposedHeaders: append(connectcors.ExposedHeaders(),
+			"Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"),
+		// Browsers cache the preflight for two hours (Chromium's maximum).
+		MaxAge: 7200,
+	}).Handler(h)
+}
+
+// withTrace puts the request's trace on its context so every log line
+// written for it joins the trace in Cloud Logging.
+func withTrace(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if t, ok := logging.TraceFromHeaders(r.Header.Get("traceparent"), r.Header.Get("X-Cloud-Trace-Context")); ok {
+			r = r.WithContext(logging.WithTrace(r.Context(), t))
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// dbChecker answers gRPC health checks from a database ping.
+type dbChecker struct {
+	ping     func(context.Context) error
+	services []string
+}
+
+func (c *dbChecker) Check(ctx context.Context, req *grpchealth.CheckRequest) (*grpchealth.CheckResponse, error) {
+	known := req.Service == ""
+	for _, s := range c.services {
+		known = known || s == req.Service
+	}
+	if !known {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %q", req.Service))
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if c.ping != nil && c.ping(ctx) != nil {
+		return &grpchealth.CheckResponse{Status: grpchealth.StatusNotServing}, nil
+	}
+	return &grpchealth.CheckResponse{Status: grpchealth.StatusServing}, nil
+}
+
+// NewHTTPServer returns an http.Server for h that speaks HTTP/1.1 and
+// unencrypted HTTP/2 (h2c: Cloud Run's --use-http2 and gRPC clients use it).
+// There is no whole-request read or write timeout: those would cut streams.
+func NewHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	return &http.Server{
+		Handler:           h,
+		Protocols:         &protocols,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+// Serve runs srv on ln until ctx ends, then shuts down gracefully: it stops
+// accepting, lets in-flight requests finish for up to timeout, and closes
+// whatever is left. beforeClose, if not nil, runs when the grace period is
+// over and connections are about to be cut.
+func Serve(ctx context.Context, srv *http.Server, ln net.Listener, timeout time.Duration, log *slog.Logger) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "grace", timeout.String())
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	err := srv.Shutdown(shutdownCtx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		log.Warn("grace period over; closing remaining connections")
+		err = srv.Close()
+	}
+	if serveErr := <-errc; !errors.Is(serveErr, http.ErrServerClosed) && serveErr != nil {
+		return serveErr
+	}
+	return err
+}
