@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -11,7 +12,10 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	code := exitCode(run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr))
+	err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr)
 	stop()
-	os.Exit(code)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "parley:", err)
+	}
+	os.Exit(exitCode(err))
 }

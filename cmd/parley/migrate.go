@@ -14,6 +14,9 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	if len(args) != 1 {
 		return usageError{errors.New("usage: parley migrate up|down|status")}
 	}
+	if args[0] != "up" && args[0] != "down" && args[0] != "status" {
+		return usageError{fmt.Errorf("unknown migrate command %q: use up, down or status", args[0])}
+	}
 	cfg, err := loadConfig(getenv, config.ModeMigrate)
 	if err != nil {
 		return err
@@ -34,8 +37,7 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 		return nil
 	case "down":
 		return m.Down(ctx)
-	case "status":
+	default:
 		return m.Status(ctx, stdout)
 	}
-	return usageError{fmt.Errorf("unknown migrate command %q: use up, down or status", args[0])}
 }

@@ -32,16 +32,16 @@ type usageError struct{ err error }
 func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
+// exitCode is the process status for run's error: 2 for usage and
+// configuration mistakes, 1 for other failures.
 func exitCode(err error) int {
 	if err == nil {
 		return 0
 	}
 	var ue usageError
 	if errors.As(err, &ue) {
-		fmt.Fprintln(os.Stderr, "parley:", err)
 		return 2
 	}
-	fmt.Fprintln(os.Stderr, "parley:", err)
 	return 1
 }
 

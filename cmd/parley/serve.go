@@ -2,15 +2,19 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/broker"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/config"
+	"github.com/parleyhq/parley/internal/llm"
 	"github.com/parleyhq/parley/internal/rpc"
 	"github.com/parleyhq/parley/internal/server"
 	"github.com/parleyhq/parley/internal/store"
@@ -53,7 +57,37 @@ func listen(cfg config.Config) (net.Listener, error) {
 	return ln, nil
 }
 
-// serve wires the dependencies and runs the HTTP server on ln until ctx ends.
+// models builds the model catalog: the configured OpenAI-compatible API,
+// or the offline responder when none is configured (dev only: serve
+// refuses to start without a provider).
+func models(cfg config.Config) (*chat.Models, chat.Titler) {
+	if cfg.Offline() {
+		return chat.NewModels().Add(llm.NewOffline(llm.DefaultOfflineDelay), llm.OfflineModel), chat.HeuristicTitler{}
+	}
+	provider := llm.NewOpenAI(llm.OpenAIConfig{BaseURL: cfg.OpenAIBaseURL, APIKey: cfg.OpenAIAPIKey, IdleTimeout: cfg.LLMIdleTimeout})
+	m := chat.NewModels().Add(provider, cfg.Models...)
+	return m, chat.ProviderTitler{Models: m}
+}
+
+// eventLog shares live generations through Redis, or keeps them in this
+// process when there is no Redis.
+func eventLog(cfg config.Config, log *slog.Logger) (chat.EventLog, func(), error) {
+	opts := []broker.Option{broker.WithMaxGeneration(cfg.GenerationTimeout)}
+	if cfg.RedisURL == "" {
+		if cfg.Production() {
+			log.Warn("REDIS_URL is unset: stop and resume only work on the instance that runs a generation")
+		}
+		return broker.NewMemory(cfg.EventLogRetention, opts...), func() {}, nil
+	}
+	client, err := broker.NewClient(cfg.RedisURL)
+	if err != nil {
+		return nil, nil, errors.New("REDIS_URL: cannot use it as a Redis URL")
+	}
+	return broker.NewRedis(client, "parley:", cfg.EventLogRetention, opts...), func() { client.Close() }, nil
+}
+
+// serve wires the dependencies and runs the HTTP server on ln until ctx
+// ends; this is the one place that builds everything.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listener, verifier *auth.Verifier) error {
 	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{QueryExecMode: cfg.QueryExecMode})
 	if err != nil {
@@ -61,16 +95,78 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.List
 		return err
 	}
 	defer st.Close()
+	events, closeEvents, err := eventLog(cfg, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer closeEvents()
 
-	chatService := chat.NewService(st, nil)
+	catalog, titler := models(cfg)
+	chatService := chat.NewService(st, catalog.Has)
+	generator := chat.NewGenerator(st, catalog, events, log, chat.GeneratorConfig{
+		MaxDuration:     cfg.GenerationTimeout,
+		ContextTokens:   cfg.ContextTokens,
+		MaxOutputTokens: cfg.MaxOutputTokens,
+		Titler:          titler,
+	})
+	listenCtx, stopListening := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopListening()
+	if err := generator.Listen(listenCtx); err != nil {
+		// Stops from other instances will not reach this one; local stops
+		// and everything else still work.
+		log.Warn("cannot subscribe to stop requests", "err", err)
+	}
+	go sweepStale(listenCtx, st, cfg.GenerationTimeout, log)
+
 	handler := server.New(server.Deps{
 		Log:            log,
 		Verifier:       verifier,
-		Chat:           rpc.NewChatHandler(chatService),
+		Chat:           rpc.NewChatHandler(chatService, generator),
 		Ping:           st.Ping,
 		AllowedOrigins: cfg.AllowedOrigins,
 	})
 	srv := server.NewHTTPServer(handler, log)
-	log.Info("listening", "url", "http://"+ln.Addr().String(), "env", cfg.Env, "version", server.Version())
-	return server.Serve(ctx, srv, ln, cfg.ShutdownTimeout, log)
+
+	// On SIGTERM, answers in flight get half the grace period to finish;
+	// the rest are saved as interrupted, which also ends their streams so
+	// the HTTP server can drain.
+	generationsDone := make(chan struct{})
+	go func() {
+		defer close(generationsDone)
+		<-ctx.Done()
+		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout-time.Second)
+		defer cancel()
+		if err := generator.Shutdown(shutdownCtx, cfg.ShutdownTimeout/2); err != nil {
+			log.Error("generations did not all save before the deadline", "err", err)
+		}
+	}()
+
+	log.Info("listening", "url", "http://"+ln.Addr().String(), "env", cfg.Env, "version", server.Version(), "models", catalog.Names())
+	err = server.Serve(ctx, srv, ln, cfg.ShutdownTimeout, log)
+	if ctx.Err() != nil {
+		<-generationsDone
+	}
+	return err
+}
+
+// sweepStale marks answers whose instance died mid-generation as
+// interrupted, once they are older than the longest generation.
+func sweepStale(ctx context.Context, st *store.Store, maxDuration time.Duration, log *slog.Logger) {
+	ticker := time.NewTicker(time.Minute)
+	defer ticker.Stop()
+	for {
+		n, err := st.InterruptStale(ctx, time.Now().Add(-maxDuration-time.Minute))
+		if err != nil && ctx.Err() == nil {
+			log.Debug("stale answer sweep failed", "err", err)
+		}
+		if n > 0 {
+			log.Warn("marked abandoned answers interrupted", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
 }

@@ -48,9 +48,12 @@ CREATE TABLE parley.messages (
     CONSTRAINT messages_generation_id_key UNIQUE (generation_id)
 );
 
--- Serves ListMessages (oldest first) and the walk along a branch.
-CREATE INDEX messages_conversation_idx ON parley.messages (conversation_id, create_time, id);
-CREATE INDEX messages_parent_idx ON parley.messages (parent_id);
+-- Serves the walk along a branch and the sibling lookups of ListMessages.
+-- (A branch's messages are created in order, so create_time orders a branch.)
+CREATE INDEX messages_parent_idx ON parley.messages (conversation_id, parent_id, create_time, id);
+
+-- Finds answers left streaming by an instance that died (a small set).
+CREATE INDEX messages_streaming_idx ON parley.messages (update_time) WHERE status = 'streaming';
 
 ALTER TABLE parley.conversations ENABLE ROW LEVEL SECURITY;
 ALTER TABLE parley.messages ENABLE ROW LEVEL SECURITY;

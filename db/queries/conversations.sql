@@ -34,3 +34,12 @@ RETURNING *;
 -- Messages go with it through ON DELETE CASCADE.
 DELETE FROM parley.conversations
 WHERE id = @id AND user_id = @user_id;
+
+-- name: SetActiveLeaf :execrows
+UPDATE parley.conversations SET active_leaf_id = @leaf_id, update_time = now()
+WHERE id = @id AND user_id = @user_id;
+
+-- name: SetTitleIfEmpty :execrows
+-- A generated title never overwrites one the user chose meanwhile.
+UPDATE parley.conversations SET title = @title, update_time = now()
+WHERE id = @id AND user_id = @user_id AND title = '';

@@ -1,19 +1,148 @@
--- name: ListMessages :many
--- Keyset pagination, oldest first: the cursor is the (create_time, id) of the
--- last row of the previous page.
-SELECT * FROM parley.messages
-WHERE conversation_id = @conversation_id AND user_id = @user_id
-  AND (sqlc.narg('after_time')::timestamptz IS NULL
-       OR (create_time, id) > (sqlc.narg('after_time')::timestamptz, sqlc.narg('after_id')::uuid))
-ORDER BY create_time, id
+-- name: ListBranch :many
+-- One page of the branch from the root down to a leaf (the conversation's
+-- active leaf when leaf_id is NULL), root first, with each message's
+-- siblings. A branch's messages are created in order, so (create_time, id)
+-- is both the branch order and the keyset cursor.
+WITH RECURSIVE conv AS (
+    SELECT c.id, c.active_leaf_id FROM parley.conversations c
+    WHERE c.id = @conversation_id AND c.user_id = @user_id
+), branch AS (
+    SELECT m.id, m.conversation_id, m.parent_id, m.create_time, 1 AS depth
+    FROM parley.messages m JOIN conv ON m.conversation_id = conv.id
+    WHERE m.id = COALESCE(sqlc.narg('leaf_id')::uuid, conv.active_leaf_id)
+    UNION ALL
+    SELECT p.id, p.conversation_id, p.parent_id, p.create_time, b.depth + 1
+    FROM parley.messages p JOIN branch b ON p.id = b.parent_id
+    WHERE b.depth < 100000
+)
+SELECT sqlc.embed(m), s.sibling_ids::uuid[] AS sibling_ids
+FROM branch b
+JOIN parley.messages m ON m.id = b.id
+CROSS JOIN LATERAL (
+    SELECT array_agg(x.id ORDER BY x.create_time, x.id) AS sibling_ids
+    FROM parley.messages x
+    WHERE x.conversation_id = b.conversation_id
+      AND (x.parent_id = b.parent_id OR (x.parent_id IS NULL AND b.parent_id IS NULL))
+) s
+WHERE sqlc.narg('after_time')::timestamptz IS NULL
+   OR (m.create_time, m.id) > (sqlc.narg('after_time')::timestamptz, sqlc.narg('after_id')::uuid)
+ORDER BY m.create_time, m.id
 LIMIT @page_limit;
 
--- name: InsertMessage :one
-INSERT INTO parley.messages (
-    conversation_id, user_id, parent_id, role, content, status, model,
-    client_message_id, generation_id
-) VALUES (
-    @conversation_id, @user_id, sqlc.narg('parent_id'), @role, @content, @status, @model,
-    sqlc.narg('client_message_id'), sqlc.narg('generation_id')
+-- name: LoadContext :many
+-- What a generation needs before it asks the model, in one round trip: the
+-- conversation's settings and the branch it continues, root first. No row:
+-- no such conversation. One row with a NULL message: no messages yet.
+WITH RECURSIVE conv AS (
+    SELECT c.id, c.title, c.system_prompt, c.model, c.active_leaf_id FROM parley.conversations c
+    WHERE c.id = @conversation_id AND c.user_id = @user_id
+), branch AS (
+    SELECT m.id, m.parent_id, m.role, m.content, m.status, m.create_time, 1 AS depth
+    FROM parley.messages m JOIN conv ON m.conversation_id = conv.id
+    WHERE m.id = COALESCE(sqlc.narg('leaf_id')::uuid, conv.active_leaf_id)
+    UNION ALL
+    SELECT p.id, p.parent_id, p.role, p.content, p.status, p.create_time, b.depth + 1
+    FROM parley.messages p JOIN branch b ON p.id = b.parent_id
+    WHERE b.depth < sqlc.arg('max_depth')::int
 )
+SELECT conv.title AS conversation_title, conv.system_prompt, conv.model AS conversation_model,
+       b.id AS message_id, b.parent_id, b.role, b.content, b.status
+FROM conv LEFT JOIN branch b ON true
+ORDER BY b.depth DESC;
+
+-- name: InsertMessages :many
+-- Saves an exchange in one statement (one round trip): an optional user
+-- message, the assistant message that will hold the answer, and the
+-- conversation's new active leaf. Inserts nothing unless the user owns the
+-- conversation and the parent (if any) belongs to it.
+WITH conv AS (
+    SELECT c.id FROM parley.conversations c
+    WHERE c.id = sqlc.arg('conversation_id') AND c.user_id = sqlc.arg('user_id')
+      AND (sqlc.narg('parent_id')::uuid IS NULL OR EXISTS (
+          SELECT 1 FROM parley.messages p WHERE p.id = sqlc.narg('parent_id')::uuid AND p.conversation_id = c.id))
+), user_msg AS (
+    INSERT INTO parley.messages (id, conversation_id, user_id, parent_id, role, content, status, client_message_id, create_time, update_time)
+    SELECT sqlc.arg('user_message_id'), conv.id, sqlc.arg('user_id'), sqlc.narg('parent_id')::uuid, 'user', sqlc.arg('content'), 'completed',
+           sqlc.narg('client_message_id'), sqlc.arg('create_time'), sqlc.arg('create_time')
+    FROM conv WHERE sqlc.arg('with_user_message')::bool
+    RETURNING *
+), assistant_msg AS (
+    INSERT INTO parley.messages (id, conversation_id, user_id, parent_id, role, status, model, generation_id, create_time, update_time)
+    SELECT sqlc.arg('assistant_message_id'), conv.id, sqlc.arg('user_id'),
+           CASE WHEN sqlc.arg('with_user_message')::bool THEN sqlc.arg('user_message_id')::uuid ELSE sqlc.narg('parent_id')::uuid END,
+           'assistant', 'streaming', sqlc.arg('model'), sqlc.arg('generation_id'), sqlc.arg('create_time')::timestamptz + interval '1 microsecond', sqlc.arg('create_time')::timestamptz + interval '1 microsecond'
+    FROM conv
+    WHERE NOT sqlc.arg('with_user_message')::bool OR EXISTS (SELECT 1 FROM user_msg)
+    RETURNING *
+), touched AS (
+    UPDATE parley.conversations c SET active_leaf_id = a.id, update_time = now()
+    FROM assistant_msg a WHERE c.id = a.conversation_id
+)
+SELECT * FROM user_msg
+UNION ALL
+SELECT * FROM assistant_msg;
+
+-- name: GetMessage :one
+SELECT * FROM parley.messages
+WHERE id = @id AND user_id = @user_id;
+
+-- name: GetMessageByGeneration :one
+SELECT * FROM parley.messages
+WHERE generation_id = @generation_id AND user_id = @user_id;
+
+-- name: GetExchangeByClientMessageID :many
+-- A retried send: the user message saved under client_message_id and its
+-- first answer.
+WITH user_msg AS (
+    SELECT * FROM parley.messages u
+    WHERE u.conversation_id = @conversation_id AND u.user_id = @user_id
+      AND u.client_message_id = @client_message_id
+)
+SELECT * FROM user_msg
+UNION ALL
+(SELECT a.* FROM parley.messages a JOIN user_msg u ON a.parent_id = u.id
+ WHERE a.role = 'assistant'
+ ORDER BY a.create_time, a.id LIMIT 1);
+
+-- name: CheckpointMessage :exec
+-- Saves the answer so far; a no-op once the answer has ended.
+UPDATE parley.messages SET content = @content, update_time = now()
+WHERE id = @id AND status = 'streaming';
+
+-- name: FinishMessage :one
+-- Ends an answer once: a message that is no longer streaming stays as it is.
+UPDATE parley.messages
+SET content = @content, status = @status, model = @model,
+    prompt_tokens = @prompt_tokens, completion_tokens = @completion_tokens,
+    finish_reason = @finish_reason, update_time = now()
+WHERE id = @id AND status = 'streaming'
+RETURNING *;
+
+-- name: InterruptStaleMessages :execrows
+-- Answers left streaming by an instance that died are marked interrupted
+-- after the longest a generation may run.
+UPDATE parley.messages SET status = 'interrupted', update_time = now()
+WHERE status = 'streaming' AND update_time < @before;
+
+-- name: NewestLeaf :one
+-- The leaf reached from a message by always taking the newest child.
+WITH RECURSIVE start AS (
+    SELECT m.id FROM parley.messages m
+    WHERE m.id = @message_id AND m.conversation_id = @conversation_id AND m.user_id = @user_id
+), descent AS (
+    SELECT start.id, 1 AS depth FROM start
+    UNION ALL
+    SELECT (SELECT c.id FROM parley.messages c WHERE c.parent_id = d.id
+            ORDER BY c.create_time DESC, c.id DESC LIMIT 1), d.depth + 1
+    FROM descent d
+    WHERE d.id IS NOT NULL AND d.depth < 100000
+)
+SELECT id::uuid FROM descent WHERE id IS NOT NULL ORDER BY depth DESC LIMIT 1;
+
+-- name: InsertMessage :one
+-- Saves one finished message as given; tests use it to build histories.
+INSERT INTO parley.messages (id, conversation_id, user_id, parent_id, role, content, status, model, create_time, update_time)
+SELECT sqlc.arg('id'), c.id, sqlc.arg('user_id'), sqlc.narg('parent_id')::uuid, sqlc.arg('role'), sqlc.arg('content'),
+       sqlc.arg('status'), sqlc.arg('model'), clock_timestamp(), clock_timestamp()
+FROM parley.conversations c WHERE c.id = sqlc.arg('conversation_id') AND c.user_id = sqlc.arg('user_id')
 RETURNING *;

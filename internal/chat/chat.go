@@ -16,6 +16,7 @@ const (
 	MaxSystemPromptBytes = 32 << 10
 	MaxModelBytes        = 100
 	MaxRequestIDBytes    = 100
+	MaxContentBytes      = 100 << 10
 	DefaultPageSize      = 20
 	MaxPageSize          = 100
 )
@@ -89,7 +90,13 @@ type Message struct {
 	GenerationID   uuid.UUID // uuid.Nil unless an assistant message
 	CreateTime     time.Time
 	UpdateTime     time.Time
+	// SiblingIDs lists the messages sharing this one's parent (itself
+	// included), oldest first; filled when listing a branch.
+	SiblingIDs []uuid.UUID
 }
+
+// Final reports whether the message will not change any more.
+func (m Message) Final() bool { return m.Status != StatusStreaming }
 
 // Cursor is a keyset position: the sort time and id of the last row of a page.
 type Cursor struct {

@@ -24,9 +24,14 @@ type Store interface {
 	UpdateConversation(ctx context.Context, userID, conversationID uuid.UUID, p ConversationPatch) (Conversation, error)
 	// DeleteConversation returns apperr NotFound when absent.
 	DeleteConversation(ctx context.Context, userID, conversationID uuid.UUID) error
-	// ListMessages returns up to limit messages after the cursor, oldest
-	// first, or apperr NotFound when the conversation is absent.
-	ListMessages(ctx context.Context, userID, conversationID uuid.UUID, after *Cursor, limit int) ([]Message, error)
+	// ListMessages returns up to limit messages of the branch ending at
+	// leafID (the active branch when uuid.Nil) after the cursor, root
+	// first, with their SiblingIDs; apperr NotFound when the conversation
+	// (or the leaf) is absent.
+	ListMessages(ctx context.Context, userID, conversationID, leafID uuid.UUID, after *Cursor, limit int) ([]Message, error)
+	// SelectBranch makes the newest leaf below messageID the active one;
+	// apperr NotFound when the message is not in the user's conversation.
+	SelectBranch(ctx context.Context, userID, conversationID, messageID uuid.UUID) error
 }
 
 // Service applies the conversation rules on top of a Store.
@@ -112,15 +117,20 @@ func (s *Service) DeleteConversation(ctx context.Context, userID, conversationID
 	return s.store.DeleteConversation(ctx, userID, conversationID)
 }
 
-// ListMessages returns a page of a conversation's messages, oldest first,
-// and the next page's token. It returns apperr NotFound unless the user owns
-// the conversation, Invalid for a bad page size or token.
-func (s *Service) ListMessages(ctx context.Context, userID, conversationID uuid.UUID, pageSize int, pageToken string) ([]Message, string, error) {
-	p, err := page("messages", conversationID, pageSize, pageToken)
+// ListMessages returns a page of the messages of a conversation's active
+// branch (or of the branch ending at leafID), root first, and the next
+// page's token. It returns apperr NotFound unless the user owns the
+// conversation, Invalid for a bad page size or token.
+func (s *Service) ListMessages(ctx context.Context, userID, conversationID, leafID uuid.UUID, pageSize int, pageToken string) ([]Message, string, error) {
+	scope := conversationID
+	if leafID != uuid.Nil {
+		scope = leafID // a token of one branch does not page another
+	}
+	p, err := page("messages", scope, pageSize, pageToken)
 	if err != nil {
 		return nil, "", err
 	}
-	items, err := s.store.ListMessages(ctx, userID, conversationID, p.After, p.Size+1)
+	items, err := s.store.ListMessages(ctx, userID, conversationID, leafID, p.After, p.Size+1)
 	if err != nil {
 		return nil, "", err
 	}
@@ -129,5 +139,18 @@ func (s *Service) ListMessages(ctx context.Context, userID, conversationID uuid.
 	}
 	items = items[:p.Size]
 	last := items[len(items)-1]
-	return items, encodePageToken("messages", conversationID, Cursor{Time: last.CreateTime, ID: last.ID}), nil
+	return items, encodePageToken("messages", scope, Cursor{Time: last.CreateTime, ID: last.ID}), nil
+}
+
+// maxSelectedBranch bounds the branch SelectBranch returns.
+const maxSelectedBranch = 1000
+
+// SelectBranch makes the branch through messageID the active one and
+// returns it, root first. It returns apperr NotFound unless the message is
+// in the user's conversation.
+func (s *Service) SelectBranch(ctx context.Context, userID, conversationID, messageID uuid.UUID) ([]Message, error) {
+	if err := s.store.SelectBranch(ctx, userID, conversationID, messageID); err != nil {
+		return nil, err
+	}
+	return s.store.ListMessages(ctx, userID, conversationID, uuid.Nil, nil, maxSelectedBranch)
 }

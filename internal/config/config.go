@@ -56,7 +56,34 @@ type Config struct {
 
 	// ShutdownTimeout bounds graceful shutdown (SHUTDOWN_TIMEOUT, default 8s; Cloud Run kills at 10s).
 	ShutdownTimeout time.Duration
+
+	// RedisURL shares live generations (and later limits) between
+	// instances (REDIS_URL; redis:// or rediss://). Empty: in-process only.
+	RedisURL string
+	// EventLogRetention is how long a finished generation's events stay
+	// replayable from Redis (EVENT_LOG_RETENTION, default 10m).
+	EventLogRetention time.Duration
+
+	// OpenAIBaseURL is any OpenAI-compatible API (OPENAI_BASE_URL).
+	OpenAIBaseURL string
+	// OpenAIAPIKey authenticates to it (OPENAI_API_KEY).
+	OpenAIAPIKey string
+	// Models are the model names offered, the first being the default (PARLEY_MODELS).
+	Models []string
+	// GenerationTimeout bounds one answer (GENERATION_TIMEOUT, default 5m).
+	GenerationTimeout time.Duration
+	// LLMIdleTimeout fails an answer when the provider sends nothing for
+	// that long (LLM_IDLE_TIMEOUT, default 60s).
+	LLMIdleTimeout time.Duration
+	// ContextTokens is the prompt budget per request (CONTEXT_TOKENS, default 16000).
+	ContextTokens int
+	// MaxOutputTokens caps an answer (MAX_OUTPUT_TOKENS, 0: the provider's default).
+	MaxOutputTokens int
 }
+
+// Offline reports whether no model provider is configured: dev then
+// answers with the offline responder.
+func (c Config) Offline() bool { return c.OpenAIAPIKey == "" && c.OpenAIBaseURL == "" }
 
 // IssuerURL is the token issuer Supabase Auth writes into access tokens.
 func (c Config) IssuerURL() string { return strings.TrimRight(c.SupabaseURL, "/") + "/auth/v1" }
@@ -96,6 +123,15 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 		GoogleCloudProject: p.str("GOOGLE_CLOUD_PROJECT", ""),
 		ShutdownTimeout:    p.duration("SHUTDOWN_TIMEOUT", 8*time.Second),
 		QueryExecMode:      p.execMode("DATABASE_QUERY_EXEC_MODE"),
+		RedisURL:           p.str("REDIS_URL", ""),
+		EventLogRetention:  p.duration("EVENT_LOG_RETENTION", 10*time.Minute),
+		OpenAIBaseURL:      p.str("OPENAI_BASE_URL", ""),
+		OpenAIAPIKey:       p.str("OPENAI_API_KEY", ""),
+		Models:             p.list("PARLEY_MODELS", "gpt-4o-mini"),
+		GenerationTimeout:  p.duration("GENERATION_TIMEOUT", 5*time.Minute),
+		LLMIdleTimeout:     p.duration("LLM_IDLE_TIMEOUT", 60*time.Second),
+		ContextTokens:      p.int("CONTEXT_TOKENS", 16000, 256, 10_000_000),
+		MaxOutputTokens:    p.int("MAX_OUTPUT_TOKENS", 0, 0, 1_000_000),
 	}
 	if mode == ModeDev {
 		if getenv("PARLEY_ENV") == "" {
@@ -115,6 +151,9 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 	case ModeServe:
 		p.required("DATABASE_URL", cfg.DatabaseURL)
 		p.required("SUPABASE_URL", cfg.SupabaseURL)
+		if cfg.Offline() {
+			p.fail("OPENAI_API_KEY", "is required (or OPENAI_BASE_URL, for a keyless OpenAI-compatible server such as Ollama)")
+		}
 	case ModeMigrate:
 		p.required("DATABASE_URL", cfg.DatabaseURL)
 	}
@@ -123,6 +162,22 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 			// The parse error can echo the password: keep it out of the message.
 			p.fail("DATABASE_URL", "is not a valid PostgreSQL connection string")
 		}
+	}
+	if cfg.RedisURL != "" {
+		if u, err := url.Parse(cfg.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+			p.fail("REDIS_URL", "must be a redis:// or rediss:// URL")
+		}
+	}
+	if cfg.OpenAIBaseURL != "" {
+		if u, err := url.Parse(cfg.OpenAIBaseURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			p.fail("OPENAI_BASE_URL", "must be an http(s) URL such as https://api.openai.com/v1")
+		}
+	}
+	if cfg.ContextTokens <= cfg.MaxOutputTokens {
+		p.fail("MAX_OUTPUT_TOKENS", "must be below CONTEXT_TOKENS")
+	}
+	if cfg.SupabaseJWTSecret != "" && len(cfg.SupabaseJWTSecret) < 32 {
+		p.fail("SUPABASE_JWT_SECRET", "must be at least 32 characters (the project's JWT secret from the Supabase dashboard)")
 	}
 	if cfg.SupabaseURL != "" {
 		if u, err := url.Parse(cfg.SupabaseURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
@@ -223,6 +278,19 @@ func (p *parser) execMode(name string) pgx.QueryExecMode {
 		return pgx.QueryExecModeCacheStatement
 	}
 	return m
+}
+
+func (p *parser) list(name, def string) []string {
+	var out []string
+	for _, v := range strings.Split(p.str(name, def), ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	if len(out) == 0 {
+		p.fail(name, "must name at least one model")
+	}
+	return out
 }
 
 func (p *parser) origins(name string) []string {

@@ -21,6 +21,7 @@ func TestLoad(t *testing.T) {
 			"DATABASE_URL":             "postgres://u:secret@db:5432/app",
 			"DATABASE_QUERY_EXEC_MODE": "simple_protocol",
 			"SUPABASE_URL":             "https://abcd.supabase.co/",
+			"OPENAI_API_KEY":           "sk-test",
 			"ALLOWED_ORIGINS":          "https://app.example.com, http://localhost:5173",
 			"LOG_LEVEL":                "debug",
 			"SHUTDOWN_TIMEOUT":         "5s",

@@ -15,13 +15,15 @@ import (
 
 // ChatHandler serves parley.v1.ChatService on top of chat.Service.
 type ChatHandler struct {
-	parleyv1connect.UnimplementedChatServiceHandler
 	chat *chat.Service
+	gen  *chat.Generator
 }
 
-// NewChatHandler returns a handler for svc.
-func NewChatHandler(svc *chat.Service) *ChatHandler {
-	return &ChatHandler{chat: svc}
+var _ parleyv1connect.ChatServiceHandler = (*ChatHandler)(nil)
+
+// NewChatHandler returns a handler for svc and gen.
+func NewChatHandler(svc *chat.Service, gen *chat.Generator) *ChatHandler {
+	return &ChatHandler{chat: svc, gen: gen}
 }
 
 // userID returns the authenticated caller. The auth interceptor guarantees
@@ -133,11 +135,42 @@ func (h *ChatHandler) ListMessages(ctx context.Context, req *connect.Request[par
 	if err != nil {
 		return nil, err
 	}
-	items, next, err := h.chat.ListMessages(ctx, uid, id, int(req.Msg.GetPageSize()), req.Msg.GetPageToken())
+	var leaf uuid.UUID
+	if req.Msg.GetLeafMessageId() != "" {
+		if leaf, err = parseID("leaf_message_id", req.Msg.GetLeafMessageId()); err != nil {
+			return nil, err
+		}
+	}
+	items, next, err := h.chat.ListMessages(ctx, uid, id, leaf, int(req.Msg.GetPageSize()), req.Msg.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
 	res := &parleyv1.ListMessagesResponse{NextPageToken: next, Messages: make([]*parleyv1.Message, len(items))}
+	for i, m := range items {
+		res.Messages[i] = toProtoMessage(m)
+	}
+	return connect.NewResponse(res), nil
+}
+
+// SelectBranch implements parleyv1connect.ChatServiceHandler.
+func (h *ChatHandler) SelectBranch(ctx context.Context, req *connect.Request[parleyv1.SelectBranchRequest]) (*connect.Response[parleyv1.SelectBranchResponse], error) {
+	uid, err := userID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	convID, err := parseID("conversation_id", req.Msg.GetConversationId())
+	if err != nil {
+		return nil, err
+	}
+	msgID, err := parseID("message_id", req.Msg.GetMessageId())
+	if err != nil {
+		return nil, err
+	}
+	items, err := h.chat.SelectBranch(ctx, uid, convID, msgID)
+	if err != nil {
+		return nil, err
+	}
+	res := &parleyv1.SelectBranchResponse{Messages: make([]*parleyv1.Message, len(items))}
 	for i, m := range items {
 		res.Messages[i] = toProtoMessage(m)
 	}

@@ -61,7 +61,7 @@ var statuses = map[chat.Status]parleyv1.MessageStatus{
 }
 
 func toProtoMessage(m chat.Message) *parleyv1.Message {
-	return &parleyv1.Message{
+	pm := &parleyv1.Message{
 		Id:             m.ID.String(),
 		ConversationId: m.ConversationID.String(),
 		ParentId:       idString(m.ParentID),
@@ -73,5 +73,17 @@ func toProtoMessage(m chat.Message) *parleyv1.Message {
 		FinishReason:   m.FinishReason,
 		CreateTime:     timestamppb.New(m.CreateTime),
 		UpdateTime:     timestamppb.New(m.UpdateTime),
+		GenerationId:   idString(m.GenerationID),
 	}
+	if n := len(m.SiblingIDs); n > 0 {
+		pm.SiblingCount = int32(n)
+		pm.SiblingIds = make([]string, n)
+		for i, id := range m.SiblingIDs {
+			pm.SiblingIds[i] = id.String()
+			if id == m.ID {
+				pm.SiblingIndex = int32(i)
+			}
+		}
+	}
+	return pm
 }

@@ -34,7 +34,7 @@ const MaxMessageBytes = 10 << 20
 type Deps struct {
 	Log      *slog.Logger
 	Verifier *auth.Verifier
-	Chat     *rpc.ChatHandler
+	Chat     parleyv1connect.ChatServiceHandler
 	// Ping reports whether the database answers; gRPC health turns
 	// NOT_SERVING while it fails.
 	Ping           func(context.Context) error

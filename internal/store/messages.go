@@ -5,6 +5,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/parleyhq/parley/internal/apperr"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/store/sqlcgen"
 )
@@ -41,44 +42,50 @@ func toMessage(r sqlcgen.ParleyMessage) chat.Message {
 	}
 }
 
-// ListMessages implements chat.Store.
-func (s *Store) ListMessages(ctx context.Context, userID, conversationID uuid.UUID, after *chat.Cursor, limit int) ([]chat.Message, error) {
-	// An empty page must still tell "no messages yet" from "no such
-	// conversation", so ownership is checked first.
-	if _, err := s.GetConversation(ctx, userID, conversationID); err != nil {
-		return nil, err
-	}
-	arg := sqlcgen.ListMessagesParams{ConversationID: conversationID, UserID: userID, PageLimit: int32(limit)}
+// ListMessages implements chat.Store: a page of the branch ending at
+// leafID (the active branch when uuid.Nil), root first.
+func (s *Store) ListMessages(ctx context.Context, userID, conversationID, leafID uuid.UUID, after *chat.Cursor, limit int) ([]chat.Message, error) {
+	arg := sqlcgen.ListBranchParams{ConversationID: conversationID, UserID: userID, LeafID: nonNil(leafID), PageLimit: int32(limit)}
 	if after != nil {
 		arg.AfterTime, arg.AfterID = &after.Time, &after.ID
 	}
-	rows, err := s.q.ListMessages(ctx, arg)
+	rows, err := s.q.ListBranch(ctx, arg)
 	if err != nil {
 		return nil, interpretError(err, "messages")
 	}
+	if len(rows) == 0 && after == nil {
+		// An empty first page must still tell "no messages yet" from "no
+		// such conversation" (or a leaf that is not in it).
+		if _, err := s.GetConversation(ctx, userID, conversationID); err != nil {
+			return nil, err
+		}
+		if leafID != uuid.Nil {
+			return nil, apperr.New(apperr.NotFound, "message not found")
+		}
+	}
 	out := make([]chat.Message, len(rows))
 	for i, r := range rows {
-		out[i] = toMessage(r)
+		out[i] = toMessage(r.ParleyMessage)
+		out[i].SiblingIDs = r.SiblingIds
 	}
 	return out, nil
 }
 
-// InsertMessage saves a message as it is given (tests and the generation
-// pipeline use it). The conversation must belong to the user.
-func (s *Store) InsertMessage(ctx context.Context, userID uuid.UUID, m chat.Message, clientMessageID string) (chat.Message, error) {
+// InsertMessage saves a message as it is given, for tests that need
+// messages without a generation. The conversation must belong to the user.
+func (s *Store) InsertMessage(ctx context.Context, userID uuid.UUID, m chat.Message) (chat.Message, error) {
+	if m.ID == uuid.Nil {
+		m.ID = uuid.New()
+	}
 	row, err := s.q.InsertMessage(ctx, sqlcgen.InsertMessageParams{
-		ConversationID:  m.ConversationID,
-		UserID:          userID,
-		ParentID:        nonNil(m.ParentID),
-		Role:            string(m.Role),
-		Content:         m.Content,
-		Status:          string(m.Status),
-		Model:           m.Model,
-		ClientMessageID: nonEmpty(clientMessageID),
-		GenerationID:    nonNil(m.GenerationID),
+		ID: m.ID, ConversationID: m.ConversationID, UserID: userID, ParentID: nonNil(m.ParentID),
+		Role: string(m.Role), Content: m.Content, Status: string(m.Status), Model: m.Model,
 	})
 	if err != nil {
-		return chat.Message{}, interpretError(err, "message")
+		return chat.Message{}, interpretError(err, "conversation")
+	}
+	if _, err := s.q.SetActiveLeaf(ctx, sqlcgen.SetActiveLeafParams{LeafID: &m.ID, ID: m.ConversationID, UserID: userID}); err != nil {
+		return chat.Message{}, interpretError(err, "conversation")
 	}
 	return toMessage(row), nil
 }

@@ -151,6 +151,45 @@ func (q *Queries) ListConversations(ctx context.Context, arg ListConversationsPa
 	return items, nil
 }
 
+const setActiveLeaf = `-- name: SetActiveLeaf :execrows
+UPDATE parley.conversations SET active_leaf_id = $1, update_time = now()
+WHERE id = $2 AND user_id = $3
+`
+
+type SetActiveLeafParams struct {
+	LeafID *uuid.UUID
+	ID     uuid.UUID
+	UserID uuid.UUID
+}
+
+func (q *Queries) SetActiveLeaf(ctx context.Context, arg SetActiveLeafParams) (int64, error) {
+	result, err := q.db.Exec(ctx, setActiveLeaf, arg.LeafID, arg.ID, arg.UserID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const setTitleIfEmpty = `-- name: SetTitleIfEmpty :execrows
+UPDATE parley.conversations SET title = $1, update_time = now()
+WHERE id = $2 AND user_id = $3 AND title = ''
+`
+
+type SetTitleIfEmptyParams struct {
+	Title  string
+	ID     uuid.UUID
+	UserID uuid.UUID
+}
+
+// A generated title never overwrites one the user chose meanwhile.
+func (q *Queries) SetTitleIfEmpty(ctx context.Context, arg SetTitleIfEmptyParams) (int64, error) {
+	result, err := q.db.Exec(ctx, setTitleIfEmpty, arg.Title, arg.ID, arg.UserID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const updateConversation = `-- name: UpdateConversation :one
 UPDATE parley.conversations
 SET title         = COALESCE($1, title),

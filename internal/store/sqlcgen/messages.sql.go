@@ -12,40 +12,51 @@ import (
 	"github.com/google/uuid"
 )
 
-const insertMessage = `-- name: InsertMessage :one
-INSERT INTO parley.messages (
-    conversation_id, user_id, parent_id, role, content, status, model,
-    client_message_id, generation_id
-) VALUES (
-    $1, $2, $3, $4, $5, $6, $7,
-    $8, $9
-)
+const checkpointMessage = `-- name: CheckpointMessage :exec
+UPDATE parley.messages SET content = $1, update_time = now()
+WHERE id = $2 AND status = 'streaming'
+`
+
+type CheckpointMessageParams struct {
+	Content string
+	ID      uuid.UUID
+}
+
+// Saves the answer so far; a no-op once the answer has ended.
+func (q *Queries) CheckpointMessage(ctx context.Context, arg CheckpointMessageParams) error {
+	_, err := q.db.Exec(ctx, checkpointMessage, arg.Content, arg.ID)
+	return err
+}
+
+const finishMessage = `-- name: FinishMessage :one
+UPDATE parley.messages
+SET content = $1, status = $2, model = $3,
+    prompt_tokens = $4, completion_tokens = $5,
+    finish_reason = $6, update_time = now()
+WHERE id = $7 AND status = 'streaming'
 RETURNING id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time
 `
 
-type InsertMessageParams struct {
-	ConversationID  uuid.UUID
-	UserID          uuid.UUID
-	ParentID        *uuid.UUID
-	Role            string
-	Content         string
-	Status          string
-	Model           string
-	ClientMessageID *string
-	GenerationID    *uuid.UUID
+type FinishMessageParams struct {
+	Content          string
+	Status           string
+	Model            string
+	PromptTokens     int64
+	CompletionTokens int64
+	FinishReason     string
+	ID               uuid.UUID
 }
 
-func (q *Queries) InsertMessage(ctx context.Context, arg InsertMessageParams) (ParleyMessage, error) {
-	row := q.db.QueryRow(ctx, insertMessage,
-		arg.ConversationID,
-		arg.UserID,
-		arg.ParentID,
-		arg.Role,
+// Ends an answer once: a message that is no longer streaming stays as it is.
+func (q *Queries) FinishMessage(ctx context.Context, arg FinishMessageParams) (ParleyMessage, error) {
+	row := q.db.QueryRow(ctx, finishMessage,
 		arg.Content,
 		arg.Status,
 		arg.Model,
-		arg.ClientMessageID,
-		arg.GenerationID,
+		arg.PromptTokens,
+		arg.CompletionTokens,
+		arg.FinishReason,
+		arg.ID,
 	)
 	var i ParleyMessage
 	err := row.Scan(
@@ -68,40 +79,54 @@ func (q *Queries) InsertMessage(ctx context.Context, arg InsertMessageParams) (P
 	return i, err
 }
 
-const listMessages = `-- name: ListMessages :many
-SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time FROM parley.messages
-WHERE conversation_id = $1 AND user_id = $2
-  AND ($3::timestamptz IS NULL
-       OR (create_time, id) > ($3::timestamptz, $4::uuid))
-ORDER BY create_time, id
-LIMIT $5
+const getExchangeByClientMessageID = `-- name: GetExchangeByClientMessageID :many
+WITH user_msg AS (
+    SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time FROM parley.messages u
+    WHERE u.conversation_id = $1 AND u.user_id = $2
+      AND u.client_message_id = $3
+)
+SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time FROM user_msg
+UNION ALL
+(SELECT a.id, a.conversation_id, a.user_id, a.parent_id, a.role, a.content, a.status, a.model, a.prompt_tokens, a.completion_tokens, a.finish_reason, a.client_message_id, a.generation_id, a.create_time, a.update_time FROM parley.messages a JOIN user_msg u ON a.parent_id = u.id
+ WHERE a.role = 'assistant'
+ ORDER BY a.create_time, a.id LIMIT 1)
 `
 
-type ListMessagesParams struct {
-	ConversationID uuid.UUID
-	UserID         uuid.UUID
-	AfterTime      *time.Time
-	AfterID        *uuid.UUID
-	PageLimit      int32
+type GetExchangeByClientMessageIDParams struct {
+	ConversationID  uuid.UUID
+	UserID          uuid.UUID
+	ClientMessageID *string
 }
 
-// Keyset pagination, oldest first: the cursor is the (create_time, id) of the
-// last row of the previous page.
-func (q *Queries) ListMessages(ctx context.Context, arg ListMessagesParams) ([]ParleyMessage, error) {
-	rows, err := q.db.Query(ctx, listMessages,
-		arg.ConversationID,
-		arg.UserID,
-		arg.AfterTime,
-		arg.AfterID,
-		arg.PageLimit,
-	)
+type GetExchangeByClientMessageIDRow struct {
+	ID               uuid.UUID
+	ConversationID   uuid.UUID
+	UserID           uuid.UUID
+	ParentID         *uuid.UUID
+	Role             string
+	Content          string
+	Status           string
+	Model            string
+	PromptTokens     int64
+	CompletionTokens int64
+	FinishReason     string
+	ClientMessageID  *string
+	GenerationID     *uuid.UUID
+	CreateTime       time.Time
+	UpdateTime       time.Time
+}
+
+// A retried send: the user message saved under client_message_id and its
+// first answer.
+func (q *Queries) GetExchangeByClientMessageID(ctx context.Context, arg GetExchangeByClientMessageIDParams) ([]GetExchangeByClientMessageIDRow, error) {
+	rows, err := q.db.Query(ctx, getExchangeByClientMessageID, arg.ConversationID, arg.UserID, arg.ClientMessageID)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []ParleyMessage
+	var items []GetExchangeByClientMessageIDRow
 	for rows.Next() {
-		var i ParleyMessage
+		var i GetExchangeByClientMessageIDRow
 		if err := rows.Scan(
 			&i.ID,
 			&i.ConversationID,
@@ -127,4 +152,443 @@ func (q *Queries) ListMessages(ctx context.Context, arg ListMessagesParams) ([]P
 		return nil, err
 	}
 	return items, nil
+}
+
+const getMessage = `-- name: GetMessage :one
+SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time FROM parley.messages
+WHERE id = $1 AND user_id = $2
+`
+
+type GetMessageParams struct {
+	ID     uuid.UUID
+	UserID uuid.UUID
+}
+
+func (q *Queries) GetMessage(ctx context.Context, arg GetMessageParams) (ParleyMessage, error) {
+	row := q.db.QueryRow(ctx, getMessage, arg.ID, arg.UserID)
+	var i ParleyMessage
+	err := row.Scan(
+		&i.ID,
+		&i.ConversationID,
+		&i.UserID,
+		&i.ParentID,
+		&i.Role,
+		&i.Content,
+		&i.Status,
+		&i.Model,
+		&i.PromptTokens,
+		&i.CompletionTokens,
+		&i.FinishReason,
+		&i.ClientMessageID,
+		&i.GenerationID,
+		&i.CreateTime,
+		&i.UpdateTime,
+	)
+	return i, err
+}
+
+const getMessageByGeneration = `-- name: GetMessageByGeneration :one
+SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time FROM parley.messages
+WHERE generation_id = $1 AND user_id = $2
+`
+
+type GetMessageByGenerationParams struct {
+	GenerationID *uuid.UUID
+	UserID       uuid.UUID
+}
+
+func (q *Queries) GetMessageByGeneration(ctx context.Context, arg GetMessageByGenerationParams) (ParleyMessage, error) {
+	row := q.db.QueryRow(ctx, getMessageByGeneration, arg.GenerationID, arg.UserID)
+	var i ParleyMessage
+	err := row.Scan(
+		&i.ID,
+		&i.ConversationID,
+		&i.UserID,
+		&i.ParentID,
+		&i.Role,
+		&i.Content,
+		&i.Status,
+		&i.Model,
+		&i.PromptTokens,
+		&i.CompletionTokens,
+		&i.FinishReason,
+		&i.ClientMessageID,
+		&i.GenerationID,
+		&i.CreateTime,
+		&i.UpdateTime,
+	)
+	return i, err
+}
+
+const insertMessage = `-- name: InsertMessage :one
+INSERT INTO parley.messages (id, conversation_id, user_id, parent_id, role, content, status, model, create_time, update_time)
+SELECT $1, c.id, $2, $3::uuid, $4, $5,
+       $6, $7, clock_timestamp(), clock_timestamp()
+FROM parley.conversations c WHERE c.id = $8 AND c.user_id = $2
+RETURNING id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time
+`
+
+type InsertMessageParams struct {
+	ID             uuid.UUID
+	UserID         uuid.UUID
+	ParentID       *uuid.UUID
+	Role           string
+	Content        string
+	Status         string
+	Model          string
+	ConversationID uuid.UUID
+}
+
+// Saves one finished message as given; tests use it to build histories.
+func (q *Queries) InsertMessage(ctx context.Context, arg InsertMessageParams) (ParleyMessage, error) {
+	row := q.db.QueryRow(ctx, insertMessage,
+		arg.ID,
+		arg.UserID,
+		arg.ParentID,
+		arg.Role,
+		arg.Content,
+		arg.Status,
+		arg.Model,
+		arg.ConversationID,
+	)
+	var i ParleyMessage
+	err := row.Scan(
+		&i.ID,
+		&i.ConversationID,
+		&i.UserID,
+		&i.ParentID,
+		&i.Role,
+		&i.Content,
+		&i.Status,
+		&i.Model,
+		&i.PromptTokens,
+		&i.CompletionTokens,
+		&i.FinishReason,
+		&i.ClientMessageID,
+		&i.GenerationID,
+		&i.CreateTime,
+		&i.UpdateTime,
+	)
+	return i, err
+}
+
+const insertMessages = `-- name: InsertMessages :many
+WITH conv AS (
+    SELECT c.id FROM parley.conversations c
+    WHERE c.id = $1 AND c.user_id = $2
+      AND ($3::uuid IS NULL OR EXISTS (
+          SELECT 1 FROM parley.messages p WHERE p.id = $3::uuid AND p.conversation_id = c.id))
+), user_msg AS (
+    INSERT INTO parley.messages (id, conversation_id, user_id, parent_id, role, content, status, client_message_id, create_time, update_time)
+    SELECT $4, conv.id, $2, $3::uuid, 'user', $5, 'completed',
+           $6, $7, $7
+    FROM conv WHERE $8::bool
+    RETURNING id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time
+), assistant_msg AS (
+    INSERT INTO parley.messages (id, conversation_id, user_id, parent_id, role, status, model, generation_id, create_time, update_time)
+    SELECT $9, conv.id, $2,
+           CASE WHEN $8::bool THEN $4::uuid ELSE $3::uuid END,
+           'assistant', 'streaming', $10, $11, $7::timestamptz + interval '1 microsecond', $7::timestamptz + interval '1 microsecond'
+    FROM conv
+    WHERE NOT $8::bool OR EXISTS (SELECT 1 FROM user_msg)
+    RETURNING id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time
+), touched AS (
+    UPDATE parley.conversations c SET active_leaf_id = a.id, update_time = now()
+    FROM assistant_msg a WHERE c.id = a.conversation_id
+)
+SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time FROM user_msg
+UNION ALL
+SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time FROM assistant_msg
+`
+
+type InsertMessagesParams struct {
+	ConversationID     uuid.UUID
+	UserID             uuid.UUID
+	ParentID           *uuid.UUID
+	UserMessageID      uuid.UUID
+	Content            string
+	ClientMessageID    *string
+	CreateTime         time.Time
+	WithUserMessage    bool
+	AssistantMessageID uuid.UUID
+	Model              string
+	GenerationID       *uuid.UUID
+}
+
+type InsertMessagesRow struct {
+	ID               uuid.UUID
+	ConversationID   uuid.UUID
+	UserID           uuid.UUID
+	ParentID         *uuid.UUID
+	Role             string
+	Content          string
+	Status           string
+	Model            string
+	PromptTokens     int64
+	CompletionTokens int64
+	FinishReason     string
+	ClientMessageID  *string
+	GenerationID     *uuid.UUID
+	CreateTime       time.Time
+	UpdateTime       time.Time
+}
+
+// Saves an exchange in one statement (one round trip): an optional user
+// message, the assistant message that will hold the answer, and the
+// conversation's new active leaf. Inserts nothing unless the user owns the
+// conversation and the parent (if any) belongs to it.
+func (q *Queries) InsertMessages(ctx context.Context, arg InsertMessagesParams) ([]InsertMessagesRow, error) {
+	rows, err := q.db.Query(ctx, insertMessages,
+		arg.ConversationID,
+		arg.UserID,
+		arg.ParentID,
+		arg.UserMessageID,
+		arg.Content,
+		arg.ClientMessageID,
+		arg.CreateTime,
+		arg.WithUserMessage,
+		arg.AssistantMessageID,
+		arg.Model,
+		arg.GenerationID,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []InsertMessagesRow
+	for rows.Next() {
+		var i InsertMessagesRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.ConversationID,
+			&i.UserID,
+			&i.ParentID,
+			&i.Role,
+			&i.Content,
+			&i.Status,
+			&i.Model,
+			&i.PromptTokens,
+			&i.CompletionTokens,
+			&i.FinishReason,
+			&i.ClientMessageID,
+			&i.GenerationID,
+			&i.CreateTime,
+			&i.UpdateTime,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const interruptStaleMessages = `-- name: InterruptStaleMessages :execrows
+UPDATE parley.messages SET status = 'interrupted', update_time = now()
+WHERE status = 'streaming' AND update_time < $1
+`
+
+// Answers left streaming by an instance that died are marked interrupted
+// after the longest a generation may run.
+func (q *Queries) InterruptStaleMessages(ctx context.Context, before time.Time) (int64, error) {
+	result, err := q.db.Exec(ctx, interruptStaleMessages, before)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const listBranch = `-- name: ListBranch :many
+WITH RECURSIVE conv AS (
+    SELECT c.id, c.active_leaf_id FROM parley.conversations c
+    WHERE c.id = $4 AND c.user_id = $5
+), branch AS (
+    SELECT m.id, m.conversation_id, m.parent_id, m.create_time, 1 AS depth
+    FROM parley.messages m JOIN conv ON m.conversation_id = conv.id
+    WHERE m.id = COALESCE($6::uuid, conv.active_leaf_id)
+    UNION ALL
+    SELECT p.id, p.conversation_id, p.parent_id, p.create_time, b.depth + 1
+    FROM parley.messages p JOIN branch b ON p.id = b.parent_id
+    WHERE b.depth < 100000
+)
+SELECT m.id, m.conversation_id, m.user_id, m.parent_id, m.role, m.content, m.status, m.model, m.prompt_tokens, m.completion_tokens, m.finish_reason, m.client_message_id, m.generation_id, m.create_time, m.update_time, s.sibling_ids::uuid[] AS sibling_ids
+FROM branch b
+JOIN parley.messages m ON m.id = b.id
+CROSS JOIN LATERAL (
+    SELECT array_agg(x.id ORDER BY x.create_time, x.id) AS sibling_ids
+    FROM parley.messages x
+    WHERE x.conversation_id = b.conversation_id
+      AND (x.parent_id = b.parent_id OR (x.parent_id IS NULL AND b.parent_id IS NULL))
+) s
+WHERE $1::timestamptz IS NULL
+   OR (m.create_time, m.id) > ($1::timestamptz, $2::uuid)
+ORDER BY m.create_time, m.id
+LIMIT $3
+`
+
+type ListBranchParams struct {
+	AfterTime      *time.Time
+	AfterID        *uuid.UUID
+	PageLimit      int32
+	ConversationID uuid.UUID
+	UserID         uuid.UUID
+	LeafID         *uuid.UUID
+}
+
+type ListBranchRow struct {
+	ParleyMessage ParleyMessage
+	SiblingIds    []uuid.UUID
+}
+
+// One page of the branch from the root down to a leaf (the conversation's
+// active leaf when leaf_id is NULL), root first, with each message's
+// siblings. A branch's messages are created in order, so (create_time, id)
+// is both the branch order and the keyset cursor.
+func (q *Queries) ListBranch(ctx context.Context, arg ListBranchParams) ([]ListBranchRow, error) {
+	rows, err := q.db.Query(ctx, listBranch,
+		arg.AfterTime,
+		arg.AfterID,
+		arg.PageLimit,
+		arg.ConversationID,
+		arg.UserID,
+		arg.LeafID,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []ListBranchRow
+	for rows.Next() {
+		var i ListBranchRow
+		if err := rows.Scan(
+			&i.ParleyMessage.ID,
+			&i.ParleyMessage.ConversationID,
+			&i.ParleyMessage.UserID,
+			&i.ParleyMessage.ParentID,
+			&i.ParleyMessage.Role,
+			&i.ParleyMessage.Content,
+			&i.ParleyMessage.Status,
+			&i.ParleyMessage.Model,
+			&i.ParleyMessage.PromptTokens,
+			&i.ParleyMessage.CompletionTokens,
+			&i.ParleyMessage.FinishReason,
+			&i.ParleyMessage.ClientMessageID,
+			&i.ParleyMessage.GenerationID,
+			&i.ParleyMessage.CreateTime,
+			&i.ParleyMessage.UpdateTime,
+			&i.SiblingIds,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const loadContext = `-- name: LoadContext :many
+WITH RECURSIVE conv AS (
+    SELECT c.id, c.title, c.system_prompt, c.model, c.active_leaf_id FROM parley.conversations c
+    WHERE c.id = $1 AND c.user_id = $2
+), branch AS (
+    SELECT m.id, m.parent_id, m.role, m.content, m.status, m.create_time, 1 AS depth
+    FROM parley.messages m JOIN conv ON m.conversation_id = conv.id
+    WHERE m.id = COALESCE($3::uuid, conv.active_leaf_id)
+    UNION ALL
+    SELECT p.id, p.parent_id, p.role, p.content, p.status, p.create_time, b.depth + 1
+    FROM parley.messages p JOIN branch b ON p.id = b.parent_id
+    WHERE b.depth < $4::int
+)
+SELECT conv.title AS conversation_title, conv.system_prompt, conv.model AS conversation_model,
+       b.id AS message_id, b.parent_id, b.role, b.content, b.status
+FROM conv LEFT JOIN branch b ON true
+ORDER BY b.depth DESC
+`
+
+type LoadContextParams struct {
+	ConversationID uuid.UUID
+	UserID         uuid.UUID
+	LeafID         *uuid.UUID
+	MaxDepth       int32
+}
+
+type LoadContextRow struct {
+	ConversationTitle string
+	SystemPrompt      string
+	ConversationModel string
+	MessageID         *uuid.UUID
+	ParentID          *uuid.UUID
+	Role              *string
+	Content           *string
+	Status            *string
+}
+
+// What a generation needs before it asks the model, in one round trip: the
+// conversation's settings and the branch it continues, root first. No row:
+// no such conversation. One row with a NULL message: no messages yet.
+func (q *Queries) LoadContext(ctx context.Context, arg LoadContextParams) ([]LoadContextRow, error) {
+	rows, err := q.db.Query(ctx, loadContext,
+		arg.ConversationID,
+		arg.UserID,
+		arg.LeafID,
+		arg.MaxDepth,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []LoadContextRow
+	for rows.Next() {
+		var i LoadContextRow
+		if err := rows.Scan(
+			&i.ConversationTitle,
+			&i.SystemPrompt,
+			&i.ConversationModel,
+			&i.MessageID,
+			&i.ParentID,
+			&i.Role,
+			&i.Content,
+			&i.Status,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const newestLeaf = `-- name: NewestLeaf :one
+WITH RECURSIVE start AS (
+    SELECT m.id FROM parley.messages m
+    WHERE m.id = $1 AND m.conversation_id = $2 AND m.user_id = $3
+), descent AS (
+    SELECT start.id, 1 AS depth FROM start
+    UNION ALL
+    SELECT (SELECT c.id FROM parley.messages c WHERE c.parent_id = d.id
+            ORDER BY c.create_time DESC, c.id DESC LIMIT 1), d.depth + 1
+    FROM descent d
+    WHERE d.id IS NOT NULL AND d.depth < 100000
+)
+SELECT id::uuid FROM descent WHERE id IS NOT NULL ORDER BY depth DESC LIMIT 1
+`
+
+type NewestLeafParams struct {
+	MessageID      uuid.UUID
+	ConversationID uuid.UUID
+	UserID         uuid.UUID
+}
+
+// The leaf reached from a message by always taking the newest child.
+func (q *Queries) NewestLeaf(ctx context.Context, arg NewestLeafParams) (uuid.UUID, error) {
+	row := q.db.QueryRow(ctx, newestLeaf, arg.MessageID, arg.ConversationID, arg.UserID)
+	var id uuid.UUID
+	err := row.Scan(&id)
+	return id, err
 }

@@ -315,7 +315,17 @@ type Message struct {
 	// When the message was created.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When the message last changed.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// The generation that writes (or wrote) an assistant message.
+	GenerationId string `protobuf:"bytes,12,opt,name=generation_id,json=generationId,proto3" json:"generation_id,omitempty"`
+	// How many messages share this message's parent, this one included.
+	// Filled by ListMessages and SelectBranch; 1 when there are no branches.
+	SiblingCount int32 `protobuf:"varint,13,opt,name=sibling_count,json=siblingCount,proto3" json:"sibling_count,omitempty"`
+	// This message's position among its siblings, oldest first, from 0.
+	SiblingIndex int32 `protobuf:"varint,14,opt,name=sibling_index,json=siblingIndex,proto3" json:"sibling_index,omitempty"`
+	// The ids of all siblings (this message included) in sibling_index order,
+	// so a client can switch branches with SelectBranch.
+	SiblingIds    []string `protobuf:"bytes,15,rep,name=sibling_ids,json=siblingIds,proto3" json:"sibling_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -423,6 +433,34 @@ func (x *Message) GetCreateTime() *timestamppb.Timestamp {
 func (x *Message) GetUpdateTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.UpdateTime
+	}
+	return nil
+}
+
+func (x *Message) GetGenerationId() string {
+	if x != nil {
+		return x.GenerationId
+	}
+	return ""
+}
+
+func (x *Message) GetSiblingCount() int32 {
+	if x != nil {
+		return x.SiblingCount
+	}
+	return 0
+}
+
+func (x *Message) GetSiblingIndex() int32 {
+	if x != nil {
+		return x.SiblingIndex
+	}
+	return 0
+}
+
+func (x *Message) GetSiblingIds() []string {
+	if x != nil {
+		return x.SiblingIds
 	}
 	return nil
 }
@@ -960,7 +998,10 @@ type ListMessagesRequest struct {
 	// Messages per page, 1 to 100; 0 means 20.
 	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The next_page_token of the previous page; empty for the first page.
-	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Optional: list the branch from the root to this message instead of the
+	// active branch.
+	LeafMessageId string `protobuf:"bytes,4,opt,name=leaf_message_id,json=leafMessageId,proto3" json:"leaf_message_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1016,10 +1057,17 @@ func (x *ListMessagesRequest) GetPageToken() string {
 	return ""
 }
 
+func (x *ListMessagesRequest) GetLeafMessageId() string {
+	if x != nil {
+		return x.LeafMessageId
+	}
+	return ""
+}
+
 // ListMessagesResponse is one page of messages.
 type ListMessagesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The messages, oldest first.
+	// The messages of the branch, root first.
 	Messages []*Message `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
 	// Token for the next page; empty on the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
@@ -1071,6 +1119,818 @@ func (x *ListMessagesResponse) GetNextPageToken() string {
 	return ""
 }
 
+// SelectBranchRequest names the message whose branch becomes active.
+type SelectBranchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// UUID of the conversation.
+	ConversationId string `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// UUID of any message of the wanted branch (usually a sibling id).
+	MessageId     string `protobuf:"bytes,2,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SelectBranchRequest) Reset() {
+	*x = SelectBranchRequest{}
+	mi := &file_parley_v1_chat_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SelectBranchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SelectBranchRequest) ProtoMessage() {}
+
+func (x *SelectBranchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SelectBranchRequest.ProtoReflect.Descriptor instead.
+func (*SelectBranchRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SelectBranchRequest) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *SelectBranchRequest) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+// SelectBranchResponse carries the newly active branch.
+type SelectBranchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The whole active branch, root first (at most 1000 messages).
+	Messages      []*Message `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SelectBranchResponse) Reset() {
+	*x = SelectBranchResponse{}
+	mi := &file_parley_v1_chat_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SelectBranchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SelectBranchResponse) ProtoMessage() {}
+
+func (x *SelectBranchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SelectBranchResponse.ProtoReflect.Descriptor instead.
+func (*SelectBranchResponse) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SelectBranchResponse) GetMessages() []*Message {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+// SendMessageRequest is a new user message to answer.
+type SendMessageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// UUID of the conversation.
+	ConversationId string `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// The message text, 1 character to 100 KiB.
+	Content string `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
+	// Optional model for this answer; empty uses the conversation's model or
+	// the server's default. Unknown models answer INVALID_ARGUMENT.
+	Model string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	// Optional client-chosen key (at most 100 characters): a retry with the
+	// same key attaches to the first attempt's answer.
+	ClientMessageId string `protobuf:"bytes,4,opt,name=client_message_id,json=clientMessageId,proto3" json:"client_message_id,omitempty"`
+	// Optional message to answer from (to branch); empty continues the
+	// active branch.
+	ParentMessageId string `protobuf:"bytes,5,opt,name=parent_message_id,json=parentMessageId,proto3" json:"parent_message_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SendMessageRequest) Reset() {
+	*x = SendMessageRequest{}
+	mi := &file_parley_v1_chat_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendMessageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendMessageRequest) ProtoMessage() {}
+
+func (x *SendMessageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendMessageRequest.ProtoReflect.Descriptor instead.
+func (*SendMessageRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SendMessageRequest) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *SendMessageRequest) GetContent() string {
+	if x != nil {
+		return x.Content
+	}
+	return ""
+}
+
+func (x *SendMessageRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *SendMessageRequest) GetClientMessageId() string {
+	if x != nil {
+		return x.ClientMessageId
+	}
+	return ""
+}
+
+func (x *SendMessageRequest) GetParentMessageId() string {
+	if x != nil {
+		return x.ParentMessageId
+	}
+	return ""
+}
+
+// SendMessageResponse is one event of a generation stream. Events carry a
+// seq that grows by one from 1; keep the last one to resume after a
+// disconnect.
+type SendMessageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Position of this event in the generation, from 1.
+	Seq int64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// What happened.
+	//
+	// Types that are valid to be assigned to Event:
+	//
+	//	*SendMessageResponse_Started
+	//	*SendMessageResponse_Delta
+	//	*SendMessageResponse_Usage
+	//	*SendMessageResponse_Title
+	//	*SendMessageResponse_Completed
+	Event         isSendMessageResponse_Event `protobuf_oneof:"event"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendMessageResponse) Reset() {
+	*x = SendMessageResponse{}
+	mi := &file_parley_v1_chat_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendMessageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendMessageResponse) ProtoMessage() {}
+
+func (x *SendMessageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendMessageResponse.ProtoReflect.Descriptor instead.
+func (*SendMessageResponse) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *SendMessageResponse) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *SendMessageResponse) GetEvent() isSendMessageResponse_Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *SendMessageResponse) GetStarted() *GenerationStarted {
+	if x != nil {
+		if x, ok := x.Event.(*SendMessageResponse_Started); ok {
+			return x.Started
+		}
+	}
+	return nil
+}
+
+func (x *SendMessageResponse) GetDelta() *TextDelta {
+	if x != nil {
+		if x, ok := x.Event.(*SendMessageResponse_Delta); ok {
+			return x.Delta
+		}
+	}
+	return nil
+}
+
+func (x *SendMessageResponse) GetUsage() *Usage {
+	if x != nil {
+		if x, ok := x.Event.(*SendMessageResponse_Usage); ok {
+			return x.Usage
+		}
+	}
+	return nil
+}
+
+func (x *SendMessageResponse) GetTitle() *TitleGenerated {
+	if x != nil {
+		if x, ok := x.Event.(*SendMessageResponse_Title); ok {
+			return x.Title
+		}
+	}
+	return nil
+}
+
+func (x *SendMessageResponse) GetCompleted() *GenerationCompleted {
+	if x != nil {
+		if x, ok := x.Event.(*SendMessageResponse_Completed); ok {
+			return x.Completed
+		}
+	}
+	return nil
+}
+
+type isSendMessageResponse_Event interface {
+	isSendMessageResponse_Event()
+}
+
+type SendMessageResponse_Started struct {
+	// The exchange is saved and the model has been asked.
+	Started *GenerationStarted `protobuf:"bytes,2,opt,name=started,proto3,oneof"`
+}
+
+type SendMessageResponse_Delta struct {
+	// The next piece of the answer.
+	Delta *TextDelta `protobuf:"bytes,3,opt,name=delta,proto3,oneof"`
+}
+
+type SendMessageResponse_Usage struct {
+	// Tokens billed for the answer.
+	Usage *Usage `protobuf:"bytes,4,opt,name=usage,proto3,oneof"`
+}
+
+type SendMessageResponse_Title struct {
+	// A title generated for a new conversation.
+	Title *TitleGenerated `protobuf:"bytes,5,opt,name=title,proto3,oneof"`
+}
+
+type SendMessageResponse_Completed struct {
+	// The answer has ended; the final assistant message.
+	Completed *GenerationCompleted `protobuf:"bytes,6,opt,name=completed,proto3,oneof"`
+}
+
+func (*SendMessageResponse_Started) isSendMessageResponse_Event() {}
+
+func (*SendMessageResponse_Delta) isSendMessageResponse_Event() {}
+
+func (*SendMessageResponse_Usage) isSendMessageResponse_Event() {}
+
+func (*SendMessageResponse_Title) isSendMessageResponse_Event() {}
+
+func (*SendMessageResponse_Completed) isSendMessageResponse_Event() {}
+
+// GenerationStarted is the first event of every generation.
+type GenerationStarted struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user message being answered, as saved.
+	UserMessage *Message `protobuf:"bytes,1,opt,name=user_message,json=userMessage,proto3" json:"user_message,omitempty"`
+	// UUID of the assistant message that will hold the answer.
+	AssistantMessageId string `protobuf:"bytes,2,opt,name=assistant_message_id,json=assistantMessageId,proto3" json:"assistant_message_id,omitempty"`
+	// UUID of the generation, for StopGeneration and ResumeGeneration.
+	GenerationId string `protobuf:"bytes,3,opt,name=generation_id,json=generationId,proto3" json:"generation_id,omitempty"`
+	// The model writing the answer.
+	Model         string `protobuf:"bytes,4,opt,name=model,proto3" json:"model,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GenerationStarted) Reset() {
+	*x = GenerationStarted{}
+	mi := &file_parley_v1_chat_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GenerationStarted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GenerationStarted) ProtoMessage() {}
+
+func (x *GenerationStarted) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GenerationStarted.ProtoReflect.Descriptor instead.
+func (*GenerationStarted) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *GenerationStarted) GetUserMessage() *Message {
+	if x != nil {
+		return x.UserMessage
+	}
+	return nil
+}
+
+func (x *GenerationStarted) GetAssistantMessageId() string {
+	if x != nil {
+		return x.AssistantMessageId
+	}
+	return ""
+}
+
+func (x *GenerationStarted) GetGenerationId() string {
+	if x != nil {
+		return x.GenerationId
+	}
+	return ""
+}
+
+func (x *GenerationStarted) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+// TextDelta is the next piece of an answer.
+type TextDelta struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Text to append to the answer.
+	Text          string `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TextDelta) Reset() {
+	*x = TextDelta{}
+	mi := &file_parley_v1_chat_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TextDelta) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TextDelta) ProtoMessage() {}
+
+func (x *TextDelta) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TextDelta.ProtoReflect.Descriptor instead.
+func (*TextDelta) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *TextDelta) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+// TitleGenerated carries a title the server wrote for a new conversation.
+type TitleGenerated struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The conversation's new title.
+	Title         string `protobuf:"bytes,1,opt,name=title,proto3" json:"title,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TitleGenerated) Reset() {
+	*x = TitleGenerated{}
+	mi := &file_parley_v1_chat_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TitleGenerated) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TitleGenerated) ProtoMessage() {}
+
+func (x *TitleGenerated) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TitleGenerated.ProtoReflect.Descriptor instead.
+func (*TitleGenerated) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *TitleGenerated) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+// GenerationCompleted ends a generation stream that was not cut by an error.
+type GenerationCompleted struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The assistant message as saved: status COMPLETED or STOPPED.
+	Message       *Message `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GenerationCompleted) Reset() {
+	*x = GenerationCompleted{}
+	mi := &file_parley_v1_chat_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GenerationCompleted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GenerationCompleted) ProtoMessage() {}
+
+func (x *GenerationCompleted) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GenerationCompleted.ProtoReflect.Descriptor instead.
+func (*GenerationCompleted) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *GenerationCompleted) GetMessage() *Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+// StopGenerationRequest names a generation to stop.
+type StopGenerationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// UUID of the generation (from GenerationStarted).
+	GenerationId  string `protobuf:"bytes,1,opt,name=generation_id,json=generationId,proto3" json:"generation_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopGenerationRequest) Reset() {
+	*x = StopGenerationRequest{}
+	mi := &file_parley_v1_chat_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopGenerationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopGenerationRequest) ProtoMessage() {}
+
+func (x *StopGenerationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopGenerationRequest.ProtoReflect.Descriptor instead.
+func (*StopGenerationRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *StopGenerationRequest) GetGenerationId() string {
+	if x != nil {
+		return x.GenerationId
+	}
+	return ""
+}
+
+// StopGenerationResponse carries the stopped answer.
+type StopGenerationResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The assistant message as saved after the stop.
+	Message       *Message `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopGenerationResponse) Reset() {
+	*x = StopGenerationResponse{}
+	mi := &file_parley_v1_chat_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopGenerationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopGenerationResponse) ProtoMessage() {}
+
+func (x *StopGenerationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopGenerationResponse.ProtoReflect.Descriptor instead.
+func (*StopGenerationResponse) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *StopGenerationResponse) GetMessage() *Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+// ResumeGenerationRequest names a generation to follow.
+type ResumeGenerationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// UUID of the generation (from GenerationStarted).
+	GenerationId string `protobuf:"bytes,1,opt,name=generation_id,json=generationId,proto3" json:"generation_id,omitempty"`
+	// Replay only events with a greater seq; 0 replays everything.
+	AfterSeq      int64 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeGenerationRequest) Reset() {
+	*x = ResumeGenerationRequest{}
+	mi := &file_parley_v1_chat_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeGenerationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeGenerationRequest) ProtoMessage() {}
+
+func (x *ResumeGenerationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeGenerationRequest.ProtoReflect.Descriptor instead.
+func (*ResumeGenerationRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ResumeGenerationRequest) GetGenerationId() string {
+	if x != nil {
+		return x.GenerationId
+	}
+	return ""
+}
+
+func (x *ResumeGenerationRequest) GetAfterSeq() int64 {
+	if x != nil {
+		return x.AfterSeq
+	}
+	return 0
+}
+
+// RegenerateMessageRequest names an answer to write again.
+type RegenerateMessageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// UUID of an assistant message.
+	MessageId string `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// Optional model for the new answer.
+	Model         string `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegenerateMessageRequest) Reset() {
+	*x = RegenerateMessageRequest{}
+	mi := &file_parley_v1_chat_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegenerateMessageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegenerateMessageRequest) ProtoMessage() {}
+
+func (x *RegenerateMessageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegenerateMessageRequest.ProtoReflect.Descriptor instead.
+func (*RegenerateMessageRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RegenerateMessageRequest) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *RegenerateMessageRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+// EditMessageRequest is a new version of a user message.
+type EditMessageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// UUID of a user message.
+	MessageId string `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// The new text, 1 character to 100 KiB.
+	Content string `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
+	// Optional model for the new answer.
+	Model         string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EditMessageRequest) Reset() {
+	*x = EditMessageRequest{}
+	mi := &file_parley_v1_chat_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EditMessageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EditMessageRequest) ProtoMessage() {}
+
+func (x *EditMessageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EditMessageRequest.ProtoReflect.Descriptor instead.
+func (*EditMessageRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *EditMessageRequest) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *EditMessageRequest) GetContent() string {
+	if x != nil {
+		return x.Content
+	}
+	return ""
+}
+
+func (x *EditMessageRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
 var File_parley_v1_chat_proto protoreflect.FileDescriptor
 
 const file_parley_v1_chat_proto_rawDesc = "" +
@@ -1087,7 +1947,7 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"updateTime\"Y\n" +
 	"\x05Usage\x12#\n" +
 	"\rprompt_tokens\x18\x01 \x01(\x03R\fpromptTokens\x12+\n" +
-	"\x11completion_tokens\x18\x02 \x01(\x03R\x10completionTokens\"\xad\x03\n" +
+	"\x11completion_tokens\x18\x02 \x01(\x03R\x10completionTokens\"\xbd\x04\n" +
 	"\aMessage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +
 	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x1b\n" +
@@ -1102,7 +1962,12 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\x8b\x01\n" +
+	"updateTime\x12#\n" +
+	"\rgeneration_id\x18\f \x01(\tR\fgenerationId\x12#\n" +
+	"\rsibling_count\x18\r \x01(\x05R\fsiblingCount\x12#\n" +
+	"\rsibling_index\x18\x0e \x01(\x05R\fsiblingIndex\x12\x1f\n" +
+	"\vsibling_ids\x18\x0f \x03(\tR\n" +
+	"siblingIds\"\x8b\x01\n" +
 	"\x19CreateConversationRequest\x12\x14\n" +
 	"\x05title\x18\x01 \x01(\tR\x05title\x12#\n" +
 	"\rsystem_prompt\x18\x02 \x01(\tR\fsystemPrompt\x12\x14\n" +
@@ -1134,15 +1999,63 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"\fconversation\x18\x01 \x01(\v2\x17.parley.v1.ConversationR\fconversation\"D\n" +
 	"\x19DeleteConversationRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\"\x1c\n" +
-	"\x1aDeleteConversationResponse\"z\n" +
+	"\x1aDeleteConversationResponse\"\xa2\x01\n" +
 	"\x13ListMessagesRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x03 \x01(\tR\tpageToken\"n\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\x12&\n" +
+	"\x0fleaf_message_id\x18\x04 \x01(\tR\rleafMessageId\"n\n" +
 	"\x14ListMessagesResponse\x12.\n" +
 	"\bmessages\x18\x01 \x03(\v2\x12.parley.v1.MessageR\bmessages\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*P\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"]\n" +
+	"\x13SelectBranchRequest\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x02 \x01(\tR\tmessageId\"F\n" +
+	"\x14SelectBranchResponse\x12.\n" +
+	"\bmessages\x18\x01 \x03(\v2\x12.parley.v1.MessageR\bmessages\"\xc5\x01\n" +
+	"\x12SendMessageRequest\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x18\n" +
+	"\acontent\x18\x02 \x01(\tR\acontent\x12\x14\n" +
+	"\x05model\x18\x03 \x01(\tR\x05model\x12*\n" +
+	"\x11client_message_id\x18\x04 \x01(\tR\x0fclientMessageId\x12*\n" +
+	"\x11parent_message_id\x18\x05 \x01(\tR\x0fparentMessageId\"\xb5\x02\n" +
+	"\x13SendMessageResponse\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x03R\x03seq\x128\n" +
+	"\astarted\x18\x02 \x01(\v2\x1c.parley.v1.GenerationStartedH\x00R\astarted\x12,\n" +
+	"\x05delta\x18\x03 \x01(\v2\x14.parley.v1.TextDeltaH\x00R\x05delta\x12(\n" +
+	"\x05usage\x18\x04 \x01(\v2\x10.parley.v1.UsageH\x00R\x05usage\x121\n" +
+	"\x05title\x18\x05 \x01(\v2\x19.parley.v1.TitleGeneratedH\x00R\x05title\x12>\n" +
+	"\tcompleted\x18\x06 \x01(\v2\x1e.parley.v1.GenerationCompletedH\x00R\tcompletedB\a\n" +
+	"\x05event\"\xb7\x01\n" +
+	"\x11GenerationStarted\x125\n" +
+	"\fuser_message\x18\x01 \x01(\v2\x12.parley.v1.MessageR\vuserMessage\x120\n" +
+	"\x14assistant_message_id\x18\x02 \x01(\tR\x12assistantMessageId\x12#\n" +
+	"\rgeneration_id\x18\x03 \x01(\tR\fgenerationId\x12\x14\n" +
+	"\x05model\x18\x04 \x01(\tR\x05model\"\x1f\n" +
+	"\tTextDelta\x12\x12\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text\"&\n" +
+	"\x0eTitleGenerated\x12\x14\n" +
+	"\x05title\x18\x01 \x01(\tR\x05title\"C\n" +
+	"\x13GenerationCompleted\x12,\n" +
+	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageR\amessage\"<\n" +
+	"\x15StopGenerationRequest\x12#\n" +
+	"\rgeneration_id\x18\x01 \x01(\tR\fgenerationId\"F\n" +
+	"\x16StopGenerationResponse\x12,\n" +
+	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageR\amessage\"[\n" +
+	"\x17ResumeGenerationRequest\x12#\n" +
+	"\rgeneration_id\x18\x01 \x01(\tR\fgenerationId\x12\x1b\n" +
+	"\tafter_seq\x18\x02 \x01(\x03R\bafterSeq\"O\n" +
+	"\x18RegenerateMessageRequest\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x14\n" +
+	"\x05model\x18\x02 \x01(\tR\x05model\"c\n" +
+	"\x12EditMessageRequest\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x18\n" +
+	"\acontent\x18\x02 \x01(\tR\acontent\x12\x14\n" +
+	"\x05model\x18\x03 \x01(\tR\x05model*P\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tROLE_USER\x10\x01\x12\x12\n" +
@@ -1154,14 +2067,20 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"\x18MESSAGE_STATUS_STREAMING\x10\x02\x12\x1a\n" +
 	"\x16MESSAGE_STATUS_STOPPED\x10\x03\x12\x19\n" +
 	"\x15MESSAGE_STATUS_FAILED\x10\x04\x12\x1e\n" +
-	"\x1aMESSAGE_STATUS_INTERRUPTED\x10\x052\xd0\x04\n" +
+	"\x1aMESSAGE_STATUS_INTERRUPTED\x10\x052\xce\b\n" +
 	"\vChatService\x12a\n" +
 	"\x12CreateConversation\x12$.parley.v1.CreateConversationRequest\x1a%.parley.v1.CreateConversationResponse\x12c\n" +
 	"\x11ListConversations\x12#.parley.v1.ListConversationsRequest\x1a$.parley.v1.ListConversationsResponse\"\x03\x90\x02\x01\x12]\n" +
 	"\x0fGetConversation\x12!.parley.v1.GetConversationRequest\x1a\".parley.v1.GetConversationResponse\"\x03\x90\x02\x01\x12a\n" +
 	"\x12UpdateConversation\x12$.parley.v1.UpdateConversationRequest\x1a%.parley.v1.UpdateConversationResponse\x12a\n" +
 	"\x12DeleteConversation\x12$.parley.v1.DeleteConversationRequest\x1a%.parley.v1.DeleteConversationResponse\x12T\n" +
-	"\fListMessages\x12\x1e.parley.v1.ListMessagesRequest\x1a\x1f.parley.v1.ListMessagesResponse\"\x03\x90\x02\x01B<Z:github.com/parleyhq/parley/internal/gen/parley/v1;parleyv1b\x06proto3"
+	"\fListMessages\x12\x1e.parley.v1.ListMessagesRequest\x1a\x1f.parley.v1.ListMessagesResponse\"\x03\x90\x02\x01\x12O\n" +
+	"\fSelectBranch\x12\x1e.parley.v1.SelectBranchRequest\x1a\x1f.parley.v1.SelectBranchResponse\x12N\n" +
+	"\vSendMessage\x12\x1d.parley.v1.SendMessageRequest\x1a\x1e.parley.v1.SendMessageResponse0\x01\x12U\n" +
+	"\x0eStopGeneration\x12 .parley.v1.StopGenerationRequest\x1a!.parley.v1.StopGenerationResponse\x12X\n" +
+	"\x10ResumeGeneration\x12\".parley.v1.ResumeGenerationRequest\x1a\x1e.parley.v1.SendMessageResponse0\x01\x12Z\n" +
+	"\x11RegenerateMessage\x12#.parley.v1.RegenerateMessageRequest\x1a\x1e.parley.v1.SendMessageResponse0\x01\x12N\n" +
+	"\vEditMessage\x12\x1d.parley.v1.EditMessageRequest\x1a\x1e.parley.v1.SendMessageResponse0\x01B<Z:github.com/parleyhq/parley/internal/gen/parley/v1;parleyv1b\x06proto3"
 
 var (
 	file_parley_v1_chat_proto_rawDescOnce sync.Once
@@ -1176,7 +2095,7 @@ func file_parley_v1_chat_proto_rawDescGZIP() []byte {
 }
 
 var file_parley_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_parley_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_parley_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_parley_v1_chat_proto_goTypes = []any{
 	(Role)(0),                          // 0: parley.v1.Role
 	(MessageStatus)(0),                 // 1: parley.v1.MessageStatus
@@ -1195,38 +2114,72 @@ var file_parley_v1_chat_proto_goTypes = []any{
 	(*DeleteConversationResponse)(nil), // 14: parley.v1.DeleteConversationResponse
 	(*ListMessagesRequest)(nil),        // 15: parley.v1.ListMessagesRequest
 	(*ListMessagesResponse)(nil),       // 16: parley.v1.ListMessagesResponse
-	(*timestamppb.Timestamp)(nil),      // 17: google.protobuf.Timestamp
+	(*SelectBranchRequest)(nil),        // 17: parley.v1.SelectBranchRequest
+	(*SelectBranchResponse)(nil),       // 18: parley.v1.SelectBranchResponse
+	(*SendMessageRequest)(nil),         // 19: parley.v1.SendMessageRequest
+	(*SendMessageResponse)(nil),        // 20: parley.v1.SendMessageResponse
+	(*GenerationStarted)(nil),          // 21: parley.v1.GenerationStarted
+	(*TextDelta)(nil),                  // 22: parley.v1.TextDelta
+	(*TitleGenerated)(nil),             // 23: parley.v1.TitleGenerated
+	(*GenerationCompleted)(nil),        // 24: parley.v1.GenerationCompleted
+	(*StopGenerationRequest)(nil),      // 25: parley.v1.StopGenerationRequest
+	(*StopGenerationResponse)(nil),     // 26: parley.v1.StopGenerationResponse
+	(*ResumeGenerationRequest)(nil),    // 27: parley.v1.ResumeGenerationRequest
+	(*RegenerateMessageRequest)(nil),   // 28: parley.v1.RegenerateMessageRequest
+	(*EditMessageRequest)(nil),         // 29: parley.v1.EditMessageRequest
+	(*timestamppb.Timestamp)(nil),      // 30: google.protobuf.Timestamp
 }
 var file_parley_v1_chat_proto_depIdxs = []int32{
-	17, // 0: parley.v1.Conversation.create_time:type_name -> google.protobuf.Timestamp
-	17, // 1: parley.v1.Conversation.update_time:type_name -> google.protobuf.Timestamp
+	30, // 0: parley.v1.Conversation.create_time:type_name -> google.protobuf.Timestamp
+	30, // 1: parley.v1.Conversation.update_time:type_name -> google.protobuf.Timestamp
 	0,  // 2: parley.v1.Message.role:type_name -> parley.v1.Role
 	1,  // 3: parley.v1.Message.status:type_name -> parley.v1.MessageStatus
 	3,  // 4: parley.v1.Message.usage:type_name -> parley.v1.Usage
-	17, // 5: parley.v1.Message.create_time:type_name -> google.protobuf.Timestamp
-	17, // 6: parley.v1.Message.update_time:type_name -> google.protobuf.Timestamp
+	30, // 5: parley.v1.Message.create_time:type_name -> google.protobuf.Timestamp
+	30, // 6: parley.v1.Message.update_time:type_name -> google.protobuf.Timestamp
 	2,  // 7: parley.v1.CreateConversationResponse.conversation:type_name -> parley.v1.Conversation
 	2,  // 8: parley.v1.ListConversationsResponse.conversations:type_name -> parley.v1.Conversation
 	2,  // 9: parley.v1.GetConversationResponse.conversation:type_name -> parley.v1.Conversation
 	2,  // 10: parley.v1.UpdateConversationResponse.conversation:type_name -> parley.v1.Conversation
 	4,  // 11: parley.v1.ListMessagesResponse.messages:type_name -> parley.v1.Message
-	5,  // 12: parley.v1.ChatService.CreateConversation:input_type -> parley.v1.CreateConversationRequest
-	7,  // 13: parley.v1.ChatService.ListConversations:input_type -> parley.v1.ListConversationsRequest
-	9,  // 14: parley.v1.ChatService.GetConversation:input_type -> parley.v1.GetConversationRequest
-	11, // 15: parley.v1.ChatService.UpdateConversation:input_type -> parley.v1.UpdateConversationRequest
-	13, // 16: parley.v1.ChatService.DeleteConversation:input_type -> parley.v1.DeleteConversationRequest
-	15, // 17: parley.v1.ChatService.ListMessages:input_type -> parley.v1.ListMessagesRequest
-	6,  // 18: parley.v1.ChatService.CreateConversation:output_type -> parley.v1.CreateConversationResponse
-	8,  // 19: parley.v1.ChatService.ListConversations:output_type -> parley.v1.ListConversationsResponse
-	10, // 20: parley.v1.ChatService.GetConversation:output_type -> parley.v1.GetConversationResponse
-	12, // 21: parley.v1.ChatService.UpdateConversation:output_type -> parley.v1.UpdateConversationResponse
-	14, // 22: parley.v1.ChatService.DeleteConversation:output_type -> parley.v1.DeleteConversationResponse
-	16, // 23: parley.v1.ChatService.ListMessages:output_type -> parley.v1.ListMessagesResponse
-	18, // [18:24] is the sub-list for method output_type
-	12, // [12:18] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	4,  // 12: parley.v1.SelectBranchResponse.messages:type_name -> parley.v1.Message
+	21, // 13: parley.v1.SendMessageResponse.started:type_name -> parley.v1.GenerationStarted
+	22, // 14: parley.v1.SendMessageResponse.delta:type_name -> parley.v1.TextDelta
+	3,  // 15: parley.v1.SendMessageResponse.usage:type_name -> parley.v1.Usage
+	23, // 16: parley.v1.SendMessageResponse.title:type_name -> parley.v1.TitleGenerated
+	24, // 17: parley.v1.SendMessageResponse.completed:type_name -> parley.v1.GenerationCompleted
+	4,  // 18: parley.v1.GenerationStarted.user_message:type_name -> parley.v1.Message
+	4,  // 19: parley.v1.GenerationCompleted.message:type_name -> parley.v1.Message
+	4,  // 20: parley.v1.StopGenerationResponse.message:type_name -> parley.v1.Message
+	5,  // 21: parley.v1.ChatService.CreateConversation:input_type -> parley.v1.CreateConversationRequest
+	7,  // 22: parley.v1.ChatService.ListConversations:input_type -> parley.v1.ListConversationsRequest
+	9,  // 23: parley.v1.ChatService.GetConversation:input_type -> parley.v1.GetConversationRequest
+	11, // 24: parley.v1.ChatService.UpdateConversation:input_type -> parley.v1.UpdateConversationRequest
+	13, // 25: parley.v1.ChatService.DeleteConversation:input_type -> parley.v1.DeleteConversationRequest
+	15, // 26: parley.v1.ChatService.ListMessages:input_type -> parley.v1.ListMessagesRequest
+	17, // 27: parley.v1.ChatService.SelectBranch:input_type -> parley.v1.SelectBranchRequest
+	19, // 28: parley.v1.ChatService.SendMessage:input_type -> parley.v1.SendMessageRequest
+	25, // 29: parley.v1.ChatService.StopGeneration:input_type -> parley.v1.StopGenerationRequest
+	27, // 30: parley.v1.ChatService.ResumeGeneration:input_type -> parley.v1.ResumeGenerationRequest
+	28, // 31: parley.v1.ChatService.RegenerateMessage:input_type -> parley.v1.RegenerateMessageRequest
+	29, // 32: parley.v1.ChatService.EditMessage:input_type -> parley.v1.EditMessageRequest
+	6,  // 33: parley.v1.ChatService.CreateConversation:output_type -> parley.v1.CreateConversationResponse
+	8,  // 34: parley.v1.ChatService.ListConversations:output_type -> parley.v1.ListConversationsResponse
+	10, // 35: parley.v1.ChatService.GetConversation:output_type -> parley.v1.GetConversationResponse
+	12, // 36: parley.v1.ChatService.UpdateConversation:output_type -> parley.v1.UpdateConversationResponse
+	14, // 37: parley.v1.ChatService.DeleteConversation:output_type -> parley.v1.DeleteConversationResponse
+	16, // 38: parley.v1.ChatService.ListMessages:output_type -> parley.v1.ListMessagesResponse
+	18, // 39: parley.v1.ChatService.SelectBranch:output_type -> parley.v1.SelectBranchResponse
+	20, // 40: parley.v1.ChatService.SendMessage:output_type -> parley.v1.SendMessageResponse
+	26, // 41: parley.v1.ChatService.StopGeneration:output_type -> parley.v1.StopGenerationResponse
+	20, // 42: parley.v1.ChatService.ResumeGeneration:output_type -> parley.v1.SendMessageResponse
+	20, // 43: parley.v1.ChatService.RegenerateMessage:output_type -> parley.v1.SendMessageResponse
+	20, // 44: parley.v1.ChatService.EditMessage:output_type -> parley.v1.SendMessageResponse
+	33, // [33:45] is the sub-list for method output_type
+	21, // [21:33] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_chat_proto_init() }
@@ -1235,13 +2188,20 @@ func file_parley_v1_chat_proto_init() {
 		return
 	}
 	file_parley_v1_chat_proto_msgTypes[9].OneofWrappers = []any{}
+	file_parley_v1_chat_proto_msgTypes[18].OneofWrappers = []any{
+		(*SendMessageResponse_Started)(nil),
+		(*SendMessageResponse_Delta)(nil),
+		(*SendMessageResponse_Usage)(nil),
+		(*SendMessageResponse_Title)(nil),
+		(*SendMessageResponse_Completed)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_chat_proto_rawDesc), len(file_parley_v1_chat_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   15,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

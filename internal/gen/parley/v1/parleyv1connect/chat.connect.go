@@ -51,6 +51,22 @@ const (
 	// ChatServiceListMessagesProcedure is the fully-qualified name of the ChatService's ListMessages
 	// RPC.
 	ChatServiceListMessagesProcedure = "/parley.v1.ChatService/ListMessages"
+	// ChatServiceSelectBranchProcedure is the fully-qualified name of the ChatService's SelectBranch
+	// RPC.
+	ChatServiceSelectBranchProcedure = "/parley.v1.ChatService/SelectBranch"
+	// ChatServiceSendMessageProcedure is the fully-qualified name of the ChatService's SendMessage RPC.
+	ChatServiceSendMessageProcedure = "/parley.v1.ChatService/SendMessage"
+	// ChatServiceStopGenerationProcedure is the fully-qualified name of the ChatService's
+	// StopGeneration RPC.
+	ChatServiceStopGenerationProcedure = "/parley.v1.ChatService/StopGeneration"
+	// ChatServiceResumeGenerationProcedure is the fully-qualified name of the ChatService's
+	// ResumeGeneration RPC.
+	ChatServiceResumeGenerationProcedure = "/parley.v1.ChatService/ResumeGeneration"
+	// ChatServiceRegenerateMessageProcedure is the fully-qualified name of the ChatService's
+	// RegenerateMessage RPC.
+	ChatServiceRegenerateMessageProcedure = "/parley.v1.ChatService/RegenerateMessage"
+	// ChatServiceEditMessageProcedure is the fully-qualified name of the ChatService's EditMessage RPC.
+	ChatServiceEditMessageProcedure = "/parley.v1.ChatService/EditMessage"
 )
 
 // ChatServiceClient is a client for the parley.v1.ChatService service.
@@ -68,8 +84,38 @@ type ChatServiceClient interface {
 	UpdateConversation(context.Context, *connect.Request[v1.UpdateConversationRequest]) (*connect.Response[v1.UpdateConversationResponse], error)
 	// DeleteConversation removes a conversation and all of its messages.
 	DeleteConversation(context.Context, *connect.Request[v1.DeleteConversationRequest]) (*connect.Response[v1.DeleteConversationResponse], error)
-	// ListMessages pages through a conversation's messages, oldest first.
+	// ListMessages pages through the messages of a conversation's active
+	// branch (or of the branch ending at leaf_message_id), oldest first.
 	ListMessages(context.Context, *connect.Request[v1.ListMessagesRequest]) (*connect.Response[v1.ListMessagesResponse], error)
+	// SelectBranch makes the branch through message_id the active one: the
+	// conversation then continues from the newest leaf below that message.
+	SelectBranch(context.Context, *connect.Request[v1.SelectBranchRequest]) (*connect.Response[v1.SelectBranchResponse], error)
+	// SendMessage saves a user message and streams the model's answer. The
+	// answer keeps being generated and saved if the client goes away; resume
+	// it with ResumeGeneration. A retry with the same client_message_id
+	// attaches to the first attempt instead of starting a second answer.
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+	SendMessage(context.Context, *connect.Request[v1.SendMessageRequest]) (*connect.ServerStreamForClient[v1.SendMessageResponse], error)
+	// StopGeneration stops a running answer on whichever server runs it,
+	// keeps what was generated so far with status STOPPED and returns it.
+	// Stopping an answer that has already ended returns it unchanged.
+	StopGeneration(context.Context, *connect.Request[v1.StopGenerationRequest]) (*connect.Response[v1.StopGenerationResponse], error)
+	// ResumeGeneration replays the events of a generation after after_seq and
+	// then follows it live until it ends. It streams SendMessageResponse
+	// events so that one client handler serves every generation stream.
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+	ResumeGeneration(context.Context, *connect.Request[v1.ResumeGenerationRequest]) (*connect.ServerStreamForClient[v1.SendMessageResponse], error)
+	// RegenerateMessage writes a new answer beside an assistant message (a
+	// sibling branch) and streams it; the old answer stays.
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+	RegenerateMessage(context.Context, *connect.Request[v1.RegenerateMessageRequest]) (*connect.ServerStreamForClient[v1.SendMessageResponse], error)
+	// EditMessage saves an edited copy of a user message beside the original
+	// (a sibling branch) and streams a new answer to it; the old branch stays.
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+	EditMessage(context.Context, *connect.Request[v1.EditMessageRequest]) (*connect.ServerStreamForClient[v1.SendMessageResponse], error)
 }
 
 // NewChatServiceClient constructs a client for the parley.v1.ChatService service. By default, it
@@ -122,6 +168,42 @@ func NewChatServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		selectBranch: connect.NewClient[v1.SelectBranchRequest, v1.SelectBranchResponse](
+			httpClient,
+			baseURL+ChatServiceSelectBranchProcedure,
+			connect.WithSchema(chatServiceMethods.ByName("SelectBranch")),
+			connect.WithClientOptions(opts...),
+		),
+		sendMessage: connect.NewClient[v1.SendMessageRequest, v1.SendMessageResponse](
+			httpClient,
+			baseURL+ChatServiceSendMessageProcedure,
+			connect.WithSchema(chatServiceMethods.ByName("SendMessage")),
+			connect.WithClientOptions(opts...),
+		),
+		stopGeneration: connect.NewClient[v1.StopGenerationRequest, v1.StopGenerationResponse](
+			httpClient,
+			baseURL+ChatServiceStopGenerationProcedure,
+			connect.WithSchema(chatServiceMethods.ByName("StopGeneration")),
+			connect.WithClientOptions(opts...),
+		),
+		resumeGeneration: connect.NewClient[v1.ResumeGenerationRequest, v1.SendMessageResponse](
+			httpClient,
+			baseURL+ChatServiceResumeGenerationProcedure,
+			connect.WithSchema(chatServiceMethods.ByName("ResumeGeneration")),
+			connect.WithClientOptions(opts...),
+		),
+		regenerateMessage: connect.NewClient[v1.RegenerateMessageRequest, v1.SendMessageResponse](
+			httpClient,
+			baseURL+ChatServiceRegenerateMessageProcedure,
+			connect.WithSchema(chatServiceMethods.ByName("RegenerateMessage")),
+			connect.WithClientOptions(opts...),
+		),
+		editMessage: connect.NewClient[v1.EditMessageRequest, v1.SendMessageResponse](
+			httpClient,
+			baseURL+ChatServiceEditMessageProcedure,
+			connect.WithSchema(chatServiceMethods.ByName("EditMessage")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -133,6 +215,12 @@ type chatServiceClient struct {
 	updateConversation *connect.Client[v1.UpdateConversationRequest, v1.UpdateConversationResponse]
 	deleteConversation *connect.Client[v1.DeleteConversationRequest, v1.DeleteConversationResponse]
 	listMessages       *connect.Client[v1.ListMessagesRequest, v1.ListMessagesResponse]
+	selectBranch       *connect.Client[v1.SelectBranchRequest, v1.SelectBranchResponse]
+	sendMessage        *connect.Client[v1.SendMessageRequest, v1.SendMessageResponse]
+	stopGeneration     *connect.Client[v1.StopGenerationRequest, v1.StopGenerationResponse]
+	resumeGeneration   *connect.Client[v1.ResumeGenerationRequest, v1.SendMessageResponse]
+	regenerateMessage  *connect.Client[v1.RegenerateMessageRequest, v1.SendMessageResponse]
+	editMessage        *connect.Client[v1.EditMessageRequest, v1.SendMessageResponse]
 }
 
 // CreateConversation calls parley.v1.ChatService.CreateConversation.
@@ -165,6 +253,36 @@ func (c *chatServiceClient) ListMessages(ctx context.Context, req *connect.Reque
 	return c.listMessages.CallUnary(ctx, req)
 }
 
+// SelectBranch calls parley.v1.ChatService.SelectBranch.
+func (c *chatServiceClient) SelectBranch(ctx context.Context, req *connect.Request[v1.SelectBranchRequest]) (*connect.Response[v1.SelectBranchResponse], error) {
+	return c.selectBranch.CallUnary(ctx, req)
+}
+
+// SendMessage calls parley.v1.ChatService.SendMessage.
+func (c *chatServiceClient) SendMessage(ctx context.Context, req *connect.Request[v1.SendMessageRequest]) (*connect.ServerStreamForClient[v1.SendMessageResponse], error) {
+	return c.sendMessage.CallServerStream(ctx, req)
+}
+
+// StopGeneration calls parley.v1.ChatService.StopGeneration.
+func (c *chatServiceClient) StopGeneration(ctx context.Context, req *connect.Request[v1.StopGenerationRequest]) (*connect.Response[v1.StopGenerationResponse], error) {
+	return c.stopGeneration.CallUnary(ctx, req)
+}
+
+// ResumeGeneration calls parley.v1.ChatService.ResumeGeneration.
+func (c *chatServiceClient) ResumeGeneration(ctx context.Context, req *connect.Request[v1.ResumeGenerationRequest]) (*connect.ServerStreamForClient[v1.SendMessageResponse], error) {
+	return c.resumeGeneration.CallServerStream(ctx, req)
+}
+
+// RegenerateMessage calls parley.v1.ChatService.RegenerateMessage.
+func (c *chatServiceClient) RegenerateMessage(ctx context.Context, req *connect.Request[v1.RegenerateMessageRequest]) (*connect.ServerStreamForClient[v1.SendMessageResponse], error) {
+	return c.regenerateMessage.CallServerStream(ctx, req)
+}
+
+// EditMessage calls parley.v1.ChatService.EditMessage.
+func (c *chatServiceClient) EditMessage(ctx context.Context, req *connect.Request[v1.EditMessageRequest]) (*connect.ServerStreamForClient[v1.SendMessageResponse], error) {
+	return c.editMessage.CallServerStream(ctx, req)
+}
+
 // ChatServiceHandler is an implementation of the parley.v1.ChatService service.
 type ChatServiceHandler interface {
 	// CreateConversation starts an empty conversation. A retry that repeats the
@@ -180,8 +298,38 @@ type ChatServiceHandler interface {
 	UpdateConversation(context.Context, *connect.Request[v1.UpdateConversationRequest]) (*connect.Response[v1.UpdateConversationResponse], error)
 	// DeleteConversation removes a conversation and all of its messages.
 	DeleteConversation(context.Context, *connect.Request[v1.DeleteConversationRequest]) (*connect.Response[v1.DeleteConversationResponse], error)
-	// ListMessages pages through a conversation's messages, oldest first.
+	// ListMessages pages through the messages of a conversation's active
+	// branch (or of the branch ending at leaf_message_id), oldest first.
 	ListMessages(context.Context, *connect.Request[v1.ListMessagesRequest]) (*connect.Response[v1.ListMessagesResponse], error)
+	// SelectBranch makes the branch through message_id the active one: the
+	// conversation then continues from the newest leaf below that message.
+	SelectBranch(context.Context, *connect.Request[v1.SelectBranchRequest]) (*connect.Response[v1.SelectBranchResponse], error)
+	// SendMessage saves a user message and streams the model's answer. The
+	// answer keeps being generated and saved if the client goes away; resume
+	// it with ResumeGeneration. A retry with the same client_message_id
+	// attaches to the first attempt instead of starting a second answer.
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+	SendMessage(context.Context, *connect.Request[v1.SendMessageRequest], *connect.ServerStream[v1.SendMessageResponse]) error
+	// StopGeneration stops a running answer on whichever server runs it,
+	// keeps what was generated so far with status STOPPED and returns it.
+	// Stopping an answer that has already ended returns it unchanged.
+	StopGeneration(context.Context, *connect.Request[v1.StopGenerationRequest]) (*connect.Response[v1.StopGenerationResponse], error)
+	// ResumeGeneration replays the events of a generation after after_seq and
+	// then follows it live until it ends. It streams SendMessageResponse
+	// events so that one client handler serves every generation stream.
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+	ResumeGeneration(context.Context, *connect.Request[v1.ResumeGenerationRequest], *connect.ServerStream[v1.SendMessageResponse]) error
+	// RegenerateMessage writes a new answer beside an assistant message (a
+	// sibling branch) and streams it; the old answer stays.
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+	RegenerateMessage(context.Context, *connect.Request[v1.RegenerateMessageRequest], *connect.ServerStream[v1.SendMessageResponse]) error
+	// EditMessage saves an edited copy of a user message beside the original
+	// (a sibling branch) and streams a new answer to it; the old branch stays.
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+	EditMessage(context.Context, *connect.Request[v1.EditMessageRequest], *connect.ServerStream[v1.SendMessageResponse]) error
 }
 
 // NewChatServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -230,6 +378,42 @@ func NewChatServiceHandler(svc ChatServiceHandler, opts ...connect.HandlerOption
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	chatServiceSelectBranchHandler := connect.NewUnaryHandler(
+		ChatServiceSelectBranchProcedure,
+		svc.SelectBranch,
+		connect.WithSchema(chatServiceMethods.ByName("SelectBranch")),
+		connect.WithHandlerOptions(opts...),
+	)
+	chatServiceSendMessageHandler := connect.NewServerStreamHandler(
+		ChatServiceSendMessageProcedure,
+		svc.SendMessage,
+		connect.WithSchema(chatServiceMethods.ByName("SendMessage")),
+		connect.WithHandlerOptions(opts...),
+	)
+	chatServiceStopGenerationHandler := connect.NewUnaryHandler(
+		ChatServiceStopGenerationProcedure,
+		svc.StopGeneration,
+		connect.WithSchema(chatServiceMethods.ByName("StopGeneration")),
+		connect.WithHandlerOptions(opts...),
+	)
+	chatServiceResumeGenerationHandler := connect.NewServerStreamHandler(
+		ChatServiceResumeGenerationProcedure,
+		svc.ResumeGeneration,
+		connect.WithSchema(chatServiceMethods.ByName("ResumeGeneration")),
+		connect.WithHandlerOptions(opts...),
+	)
+	chatServiceRegenerateMessageHandler := connect.NewServerStreamHandler(
+		ChatServiceRegenerateMessageProcedure,
+		svc.RegenerateMessage,
+		connect.WithSchema(chatServiceMethods.ByName("RegenerateMessage")),
+		connect.WithHandlerOptions(opts...),
+	)
+	chatServiceEditMessageHandler := connect.NewServerStreamHandler(
+		ChatServiceEditMessageProcedure,
+		svc.EditMessage,
+		connect.WithSchema(chatServiceMethods.ByName("EditMessage")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/parley.v1.ChatService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ChatServiceCreateConversationProcedure:
@@ -244,6 +428,18 @@ func NewChatServiceHandler(svc ChatServiceHandler, opts ...connect.HandlerOption
 			chatServiceDeleteConversationHandler.ServeHTTP(w, r)
 		case ChatServiceListMessagesProcedure:
 			chatServiceListMessagesHandler.ServeHTTP(w, r)
+		case ChatServiceSelectBranchProcedure:
+			chatServiceSelectBranchHandler.ServeHTTP(w, r)
+		case ChatServiceSendMessageProcedure:
+			chatServiceSendMessageHandler.ServeHTTP(w, r)
+		case ChatServiceStopGenerationProcedure:
+			chatServiceStopGenerationHandler.ServeHTTP(w, r)
+		case ChatServiceResumeGenerationProcedure:
+			chatServiceResumeGenerationHandler.ServeHTTP(w, r)
+		case ChatServiceRegenerateMessageProcedure:
+			chatServiceRegenerateMessageHandler.ServeHTTP(w, r)
+		case ChatServiceEditMessageProcedure:
+			chatServiceEditMessageHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -275,4 +471,28 @@ func (UnimplementedChatServiceHandler) DeleteConversation(context.Context, *conn
 
 func (UnimplementedChatServiceHandler) ListMessages(context.Context, *connect.Request[v1.ListMessagesRequest]) (*connect.Response[v1.ListMessagesResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("parley.v1.ChatService.ListMessages is not implemented"))
+}
+
+func (UnimplementedChatServiceHandler) SelectBranch(context.Context, *connect.Request[v1.SelectBranchRequest]) (*connect.Response[v1.SelectBranchResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("parley.v1.ChatService.SelectBranch is not implemented"))
+}
+
+func (UnimplementedChatServiceHandler) SendMessage(context.Context, *connect.Request[v1.SendMessageRequest], *connect.ServerStream[v1.SendMessageResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("parley.v1.ChatService.SendMessage is not implemented"))
+}
+
+func (UnimplementedChatServiceHandler) StopGeneration(context.Context, *connect.Request[v1.StopGenerationRequest]) (*connect.Response[v1.StopGenerationResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("parley.v1.ChatService.StopGeneration is not implemented"))
+}
+
+func (UnimplementedChatServiceHandler) ResumeGeneration(context.Context, *connect.Request[v1.ResumeGenerationRequest], *connect.ServerStream[v1.SendMessageResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("parley.v1.ChatService.ResumeGeneration is not implemented"))
+}
+
+func (UnimplementedChatServiceHandler) RegenerateMessage(context.Context, *connect.Request[v1.RegenerateMessageRequest], *connect.ServerStream[v1.SendMessageResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("parley.v1.ChatService.RegenerateMessage is not implemented"))
+}
+
+func (UnimplementedChatServiceHandler) EditMessage(context.Context, *connect.Request[v1.EditMessageRequest], *connect.ServerStream[v1.SendMessageResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("parley.v1.ChatService.EditMessage is not implemented"))
 }

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/internal/apitest"
+	parleyv1 "github.com/parleyhq/parley/internal/gen/parley/v1"
+	"github.com/parleyhq/parley/internal/gen/parley/v1/parleyv1connect"
+	"github.com/parleyhq/parley/internal/pgtest"
+)
+
+var tokenLine = regexp.MustCompile(`(?m)^export TOKEN=(\S+)$`)
+
+func startDev(t *testing.T, dataDir string) (*started, string) {
+	t.Helper()
+	s := start(t, map[string]string{"PORT": "0", "DATABASE_URL": pgtest.NewDatabase(t)}, "dev", "--data-dir", dataDir)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if m := tokenLine.FindStringSubmatch(s.Stdout.String()); m != nil {
+			return s, m[1]
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("dev printed no token:\n%s", s.Stdout)
+	return nil, ""
+}
+
+func TestDevAndToken(t *testing.T) {
+	t.Parallel()
+	dataDir := t.TempDir()
+	s, devToken := startDev(t, dataDir)
+	ctx := context.Background()
+
+	dev := parleyv1connect.NewChatServiceClient(apitest.H2CClient(), s.URL, connect.WithGRPC(), connect.WithInterceptors(apitest.Bearer(devToken)))
+	if _, err := dev.CreateConversation(ctx, connect.NewRequest(&parleyv1.CreateConversationRequest{Title: "dev"})); err != nil {
+		t.Fatal(err)
+	}
+
+	// `parley token` signs with the same key: its token works against dev.
+	var stdout, stderr output
+	user := uuid.New()
+	if err := run(ctx, []string{"parley", "token", "--sub", user.String(), "--data-dir", dataDir}, func(string) string { return "" }, &stdout, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	token := strings.TrimSpace(stdout.String())
+	if strings.Count(stdout.String(), "\n") != 1 || strings.Count(token, ".") != 2 {
+		t.Fatalf("token output is not one JWT alone on stdout: %q", stdout.String())
+	}
+	other := parleyv1connect.NewChatServiceClient(apitest.H2CClient(), s.URL, connect.WithInterceptors(apitest.Bearer(token)))
+	list, err := other.ListConversations(ctx, connect.NewRequest(&parleyv1.ListConversationsRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Msg.Conversations) != 0 {
+		t.Errorf("a new user sees %d conversations of the dev user", len(list.Msg.Conversations))
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "dev-signing-key.pem")); err != nil {
+		t.Errorf("signing key not kept in the data dir: %v", err)
+	}
+}
+
+// TestREADMECurlExamples runs the README's curl examples against `parley
+// dev`, so they cannot rot. The examples sit between the markers
+// <!-- curl-examples:start --> and <!-- curl-examples:end -->; they are run
+// in order in one bash script, with the server's real address and a fresh
+// token.
+func TestREADMECurlExamples(t *testing.T) {
+	t.Parallel()
+	for _, tool := range []string{"bash", "curl", "jq"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is needed to run the README examples: apt-get install %s", tool, tool)
+		}
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := readmeExamples(t, string(readme))
+	s, token := startDev(t, t.TempDir())
+	script = strings.ReplaceAll(script, "http://localhost:8080", s.URL)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// Each curl also reports its HTTP status on stderr, so the test can tell
+	// the examples that must succeed from the ones that fail on purpose.
+	cmd := exec.CommandContext(ctx, "bash", "-c", "set -euo pipefail\ncurl() { command curl -w '%{stderr}HTTP %{http_code}\\n' \"$@\"; }\n"+script)
+	cmd.Env = append(os.Environ(), "TOKEN="+token)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("README examples failed: %v\nscript:\n%s\nstdout:\n%s\nstderr:\n%s", err, script, &stdout, &stderr)
+	}
+	statuses := regexp.MustCompile(`HTTP (\d{3})`).FindAllStringSubmatch(stderr.String(), -1)
+	onPurpose := strings.Count(script, "fails on purpose")
+	var failed int
+	for _, m := range statuses {
+		if m[1] != "200" {
+			failed++
+		}
+	}
+	if len(statuses) != strings.Count(script, "curl -") || failed != onPurpose {
+		t.Fatalf("%d curl calls answered, %d of them not 200; want %d calls and exactly %d failures (marked \"fails on purpose\")\nstdout:\n%s\nstderr:\n%s",
+			len(statuses), failed, strings.Count(script, "curl -"), onPurpose, &stdout, &stderr)
+	}
+	if strings.Contains(stdout.String(), `"code":"internal"`) {
+		t.Errorf("an example answered internal:\n%s", &stdout)
+	}
+	t.Logf("README examples output:\n%s", &stdout)
+}
+
+var fence = regexp.MustCompile("(?s)```(?:sh|bash)\n(.*?)```")
+
+func readmeExamples(tb testing.TB, readme string) string {
+	tb.Helper()
+	_, rest, ok := strings.Cut(readme, "<!-- curl-examples:start -->")
+	section, _, ok2 := strings.Cut(rest, "<!-- curl-examples:end -->")
+	if !ok || !ok2 {
+		tb.Fatal("README.md has no curl-examples section")
+	}
+	var b strings.Builder
+	for _, m := range fence.FindAllStringSubmatch(section, -1) {
+		for _, line := range strings.Split(m[1], "\n") {
+			// The reader gets a token from `make dev`'s banner; the test has its own.
+			if strings.HasPrefix(strings.TrimSpace(line), "export TOKEN=") {
+				continue
+			}
+			b.WriteString(line + "\n")
+		}
+	}
+	if !strings.Contains(b.String(), "curl") {
+		tb.Fatal("README curl-examples section holds no curl command")
+	}
+	return b.String()
+}

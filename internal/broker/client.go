@@ -1,0 +1,33 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// defaultPoolSize replaces go-redis's default of 10 per CPU, which a single
+// Cloud Run vCPU serving a few dozen streams would exhaust: every live
+// Follow holds a connection while it waits. Idle connections are closed
+// again, so the size is a cap, not a standing cost.
+const defaultPoolSize = 256
+
+// NewClient returns a client for a redis:// or rediss:// (TLS, as Upstash
+// and Memorystore require) URL. A pool_size in the URL wins over the
+// default pool size chosen for followers. It does not connect.
+func NewClient(redisURL string) (*redis.Client, error) {
+	opt, err := redis.ParseURL(redisURL)
+	if err != nil {
+		// url.Error repeats the URL, password included; keep only the cause.
+		if urlErr, ok := errors.AsType[*url.Error](err); ok {
+			err = urlErr.Err
+		}
+		return nil, fmt.Errorf("broker: parse Redis URL: %w", err)
+	}
+	if opt.PoolSize == 0 {
+		opt.PoolSize = defaultPoolSize
+	}
+	return redis.NewClient(opt), nil
+}

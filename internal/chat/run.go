@@ -1,0 +1,392 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/internal/apperr"
+	"github.com/parleyhq/parley/internal/broker"
+	"github.com/parleyhq/parley/internal/llm"
+)
+
+// Stream is a follower's view of a generation's events.
+type Stream interface {
+	// Next returns the next event; after the terminal event (completed or
+	// failed) it returns io.EOF. A ctx that ends only ends this follower,
+	// never the generation.
+	Next(ctx context.Context) (Event, error)
+}
+
+// finalSaveTimeout bounds the last database write of a run, which happens
+// after the client may have left and even during shutdown.
+const finalSaveTimeout = 5 * time.Second
+
+// titleWait bounds how long a finished answer waits for its title, so the
+// title can still travel in the stream.
+const titleWait = 3 * time.Second
+
+// run is one generation running on this instance. Its events are kept in
+// memory for local followers (no encoding, no round trip) and mirrored to
+// the shared event log for followers on other instances.
+type run struct {
+	g        *Generator
+	userID   uuid.UUID
+	user     Message
+	answer   Message
+	xc       ExchangeContext
+	prompt   []llm.Message
+	provider llm.Provider
+
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	mu      sync.Mutex
+	events  []Event
+	wake    chan struct{} // closed and replaced on every new event
+	done    bool
+	text    strings.Builder
+	mirror  chan Event
+	mirrorW sync.WaitGroup
+}
+
+func (g *Generator) newRun(userID uuid.UUID, user, answer Message, xc ExchangeContext, prompt []llm.Message) *run {
+	_, provider, _ := g.models.resolve("model", answer.Model)
+	ctx, cancelTimeout := context.WithTimeoutCause(g.base, g.cfg.MaxDuration, errTooLong)
+	ctx, cancel := context.WithCancelCause(ctx)
+	r := &run{
+		g: g, userID: userID, user: user, answer: answer, xc: xc, prompt: prompt, provider: provider,
+		ctx: ctx, cancel: func(cause error) { cancel(cause); cancelTimeout() },
+		wake:   make(chan struct{}),
+		mirror: make(chan Event, 256),
+	}
+	g.mu.Lock()
+	g.runs[answer.GenerationID] = r
+	g.mu.Unlock()
+	g.wg.Add(1)
+	r.mirrorW.Add(1)
+	go r.mirrorLoop()
+	r.emit(Event{Kind: EventStarted, Started: &Started{
+		UserMessage: user, AssistantMessageID: answer.ID, GenerationID: answer.GenerationID, Model: answer.Model,
+	}})
+	go r.run()
+	return r
+}
+
+var errTooLong = errors.New("generation took longer than the maximum generation time")
+
+func (r *run) stop() { r.cancel(errStopped) }
+
+// emit assigns the next seq and publishes the event; after the terminal
+// event it drops anything else. The mirror send happens under the lock so
+// the shared log receives events in seq order.
+func (r *run) emit(ev Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done {
+		return
+	}
+	ev.Seq = int64(len(r.events)) + 1
+	r.events = append(r.events, ev)
+	close(r.wake)
+	r.wake = make(chan struct{})
+	r.done = ev.Terminal()
+	r.mirror <- ev
+}
+
+// mirrorLoop copies events to the shared log off the hot path, in order.
+func (r *run) mirrorLoop() {
+	defer r.mirrorW.Done()
+	ctx := context.WithoutCancel(r.ctx)
+	healthy := true
+	for ev := range r.mirror {
+		if !healthy {
+			continue
+		}
+		data, err := encodeEvent(ev)
+		if err == nil {
+			err = r.g.events.Append(ctx, r.answer.GenerationID, broker.Event{Seq: ev.Seq, Data: data})
+		}
+		if err != nil {
+			// Local followers are unaffected; remote ones fall back to the
+			// saved answer once it is final.
+			r.g.log.Warn("event log append failed; resume from other instances degraded", "generation_id", r.answer.GenerationID, "err", err)
+			healthy = false
+		}
+	}
+	if healthy {
+		if err := r.g.events.Finish(ctx, r.answer.GenerationID); err != nil {
+			r.g.log.Warn("event log finish failed", "generation_id", r.answer.GenerationID, "err", err)
+		}
+	}
+}
+
+// subscribe returns a follower that starts after afterSeq.
+func (r *run) subscribe(afterSeq int64) Stream { return &localStream{r: r, next: afterSeq} }
+
+type localStream struct {
+	r    *run
+	next int64 // seq of the last event returned
+}
+
+func (s *localStream) Next(ctx context.Context) (Event, error) {
+	for {
+		s.r.mu.Lock()
+		if s.next < int64(len(s.r.events)) {
+			ev := s.r.events[s.next]
+			s.next++
+			s.r.mu.Unlock()
+			return ev, nil
+		}
+		done, wake := s.r.done, s.r.wake
+		s.r.mu.Unlock()
+		if done {
+			return Event{}, io.EOF
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return Event{}, ctx.Err()
+		}
+	}
+}
+
+// run asks the model and relays its answer until it ends, then saves it.
+func (r *run) run() {
+	g := r.g
+	defer g.wg.Done()
+	defer func() {
+		g.mu.Lock()
+		delete(g.runs, r.answer.GenerationID)
+		g.mu.Unlock()
+	}()
+	defer r.cancel(nil)
+
+	titleDone := r.startTitle()
+	checkpoints := r.startCheckpoints()
+
+	usage, finishReason, err := r.stream()
+
+	checkpoints()
+	final := Final{Content: r.content(), Model: r.answer.Model, Usage: usage, FinishReason: finishReason, Status: StatusCompleted}
+	var failure *EventError
+	cause := context.Cause(r.ctx)
+	switch {
+	case err == nil:
+	case errors.Is(cause, errStopped):
+		final.Status, final.FinishReason = StatusStopped, "stop"
+	case errors.Is(cause, errShutdown):
+		final.Status = StatusInterrupted
+		failure = &EventError{Code: apperr.Unavailable, Message: "the server restarted during the answer; the partial answer is saved"}
+	case errors.Is(cause, errTooLong):
+		final.Status = StatusFailed
+		failure = &EventError{Code: apperr.DeadlineExceeded, Message: "the answer took longer than the maximum generation time; the partial answer is saved"}
+	default:
+		final.Status = StatusFailed
+		failure = eventError(err)
+		g.log.Warn("generation failed", "generation_id", r.answer.GenerationID, "model", r.answer.Model, "err", err)
+	}
+	if final.Status != StatusCompleted && final.Usage == (Usage{}) {
+		final.Usage = usage
+	}
+
+	saveCtx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), finalSaveTimeout)
+	saved, saveErr := g.store.FinishMessage(saveCtx, r.answer.ID, final)
+	cancel()
+	if saveErr != nil {
+		g.log.Error("saving the answer failed", "generation_id", r.answer.GenerationID, "err", saveErr)
+		if failure == nil {
+			failure = &EventError{Code: apperr.Unavailable, Message: "the answer could not be saved"}
+		}
+	}
+
+	select {
+	case <-titleDone:
+	case <-time.After(titleWait):
+	}
+	if failure != nil {
+		r.emit(Event{Kind: EventFailed, Error: failure})
+	} else {
+		r.emit(Event{Kind: EventCompleted, Message: &saved})
+	}
+	close(r.mirror)
+	r.mirrorW.Wait()
+}
+
+// stream relays deltas until the answer ends and returns usage and finish
+// reason, or the error that cut it.
+func (r *run) stream() (Usage, string, error) {
+	req := llm.Request{Model: r.answer.Model, Messages: r.prompt, MaxTokens: r.g.cfg.MaxOutputTokens}
+	s, err := r.provider.Stream(r.ctx, req)
+	if err != nil {
+		return Usage{}, "", err
+	}
+	defer s.Close()
+	stopWatch := context.AfterFunc(r.ctx, func() { s.Close() })
+	defer stopWatch()
+	for {
+		text, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			u := s.Usage()
+			usage := Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens}
+			r.emit(Event{Kind: EventUsage, Usage: &usage})
+			return usage, s.FinishReason(), nil
+		}
+		if err != nil {
+			u := s.Usage()
+			return Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens}, s.FinishReason(), err
+		}
+		if r.ctx.Err() != nil {
+			return Usage{}, "", context.Cause(r.ctx)
+		}
+		if text == "" {
+			continue
+		}
+		r.mu.Lock()
+		r.text.WriteString(text)
+		r.mu.Unlock()
+		r.emit(Event{Kind: EventDelta, Text: text})
+	}
+}
+
+func (r *run) content() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.text.String()
+}
+
+// startCheckpoints saves the answer so far about once per interval while
+// it streams: one write per interval at most, never one per token. The
+// returned func stops it and waits.
+func (r *run) startCheckpoints() func() {
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ticker := time.NewTicker(r.g.cfg.CheckpointInterval)
+		defer ticker.Stop()
+		saved := 0
+		for {
+			select {
+			case <-stop:
+				return
+			case <-ticker.C:
+			}
+			content := r.content()
+			if len(content) == saved {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), finalSaveTimeout)
+			if err := r.g.store.CheckpointMessage(ctx, r.answer.ID, content); err != nil {
+				r.g.log.Warn("checkpoint failed", "generation_id", r.answer.GenerationID, "err", err)
+			} else {
+				saved = len(content)
+			}
+			cancel()
+		}
+	}()
+	return func() { close(stop); wg.Wait() }
+}
+
+// startTitle writes a title for a conversation's first exchange, beside
+// the answer so the first token is not delayed. The channel closes when done.
+func (r *run) startTitle() <-chan struct{} {
+	done := make(chan struct{})
+	if r.g.cfg.Titler == nil || r.xc.Title != "" || len(r.xc.Branch) > 0 || r.user.ParentID != uuid.Nil {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), 20*time.Second)
+		defer cancel()
+		title, err := r.g.cfg.Titler.Title(ctx, r.answer.Model, r.user.Content)
+		if err != nil || title == "" {
+			if err != nil {
+				r.g.log.Warn("title generation failed", "generation_id", r.answer.GenerationID, "err", err)
+			}
+			return
+		}
+		set, err := r.g.store.SetTitleIfEmpty(ctx, r.userID, r.answer.ConversationID, title)
+		if err != nil || !set {
+			return
+		}
+		r.emit(Event{Kind: EventTitle, Title: title})
+	}()
+	return done
+}
+
+// eventError is the client-safe form of a provider error.
+func eventError(err error) *EventError {
+	var ae *apperr.Error
+	if errors.As(err, &ae) && ae.Code != apperr.Internal {
+		return &EventError{Code: ae.Code, Message: ae.Message, RetryAfter: ae.RetryAfter}
+	}
+	return &EventError{Code: apperr.Internal, Message: "the model provider failed; the partial answer is saved"}
+}
+
+// remoteStream follows a generation that runs on another instance.
+type remoteStream struct {
+	events <-chan broker.Event
+	errf   func() error
+	ended  bool
+}
+
+func (s *remoteStream) Next(ctx context.Context) (Event, error) {
+	if s.ended {
+		return Event{}, io.EOF
+	}
+	select {
+	case be, ok := <-s.events:
+		if !ok {
+			if err := s.errf(); err != nil && !errors.Is(err, context.Canceled) {
+				return Event{}, apperr.Wrap(err, apperr.Unavailable, "lost the generation's event log; resume again")
+			}
+			return Event{}, io.EOF
+		}
+		ev, err := decodeEvent(be.Data)
+		if err != nil {
+			return Event{}, apperr.Wrap(err, apperr.Internal, "corrupt generation event")
+		}
+		s.ended = ev.Terminal()
+		return ev, nil
+	case <-ctx.Done():
+		return Event{}, ctx.Err()
+	}
+}
+
+// replay rebuilds a finished generation's events from the saved messages,
+// once its live log has expired. A client that saw part of the stream
+// (afterSeq > 0) gets only the final message, which replaces what it has.
+func replay(user, answer Message, afterSeq int64) Stream {
+	var events []Event
+	if afterSeq == 0 {
+		events = append(events,
+			Event{Kind: EventStarted, Started: &Started{UserMessage: user, AssistantMessageID: answer.ID, GenerationID: answer.GenerationID, Model: answer.Model}},
+			Event{Kind: EventDelta, Text: answer.Content},
+			Event{Kind: EventUsage, Usage: &Usage{PromptTokens: answer.Usage.PromptTokens, CompletionTokens: answer.Usage.CompletionTokens}},
+		)
+	}
+	events = append(events, Event{Kind: EventCompleted, Message: &answer})
+	for i := range events {
+		events[i].Seq = afterSeq + int64(i) + 1
+	}
+	return &sliceStream{events: events}
+}
+
+type sliceStream struct{ events []Event }
+
+func (s *sliceStream) Next(context.Context) (Event, error) {
+	if len(s.events) == 0 {
+		return Event{}, io.EOF
+	}
+	ev := s.events[0]
+	s.events = s.events[1:]
+	return ev, nil
+}

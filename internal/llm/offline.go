@@ -1,0 +1,144 @@
+package llm
+
+import (
+	"context"
+	"io"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/parleyhq/parley/internal/apperr"
+)
+
+// OfflineModel is the model name under which the offline responder is
+// offered, so development setups without keys still have a model to pick.
+const OfflineModel = "parley-offline"
+
+// DefaultOfflineDelay is a per-word delay that makes the offline responder
+// stream at roughly a real model's pace, so the UI's streaming is visible.
+const DefaultOfflineDelay = 15 * time.Millisecond
+
+// Offline is a Provider that answers like ELIZA, without network or keys. It
+// is deterministic: the same conversation always gets the same answer, which
+// keeps tests and demos repeatable. It ignores Request.Model and MaxTokens.
+// It is safe for concurrent use.
+type Offline struct {
+	delay time.Duration
+}
+
+// NewOffline returns an Offline provider that waits delay before each word;
+// 0 streams without waiting, which tests want.
+func NewOffline(delay time.Duration) *Offline {
+	return &Offline{delay: max(delay, 0)}
+}
+
+// Stream implements Provider. It fails only with apperr Canceled or
+// DeadlineExceeded, when ctx ends.
+func (o *Offline) Stream(ctx context.Context, req Request) (Stream, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, ctxError(ctx)
+	}
+	answer := elizaAnswer(lastUserMessage(req.Messages))
+	words := strings.Fields(answer)
+	pieces := make([]string, len(words))
+	for i, w := range words {
+		if i > 0 {
+			w = " " + w
+		}
+		pieces[i] = w
+	}
+	return &offlineStream{
+		ctx:    ctx,
+		delay:  o.delay,
+		pieces: pieces,
+		done:   make(chan struct{}),
+		usage:  Usage{PromptTokens: promptEstimate(req.Messages)},
+	}, nil
+}
+
+// lastUserMessage is what ELIZA answers; older turns do not matter to it.
+func lastUserMessage(msgs []Message) string {
+	for i := len(msgs) - 1; i >= 0; i-- {
+		if msgs[i].Role == RoleUser {
+			return msgs[i].Content
+		}
+	}
+	return ""
+}
+
+// ctxError converts an ended context into the matching application error.
+func ctxError(ctx context.Context) *apperr.Error {
+	return interpretError(ctx.Err(), ctx, ctx, false)
+}
+
+// offlineStream hands out pre-computed words, one per Recv.
+type offlineStream struct {
+	ctx    context.Context
+	delay  time.Duration
+	pieces []string
+	next   int
+	usage  Usage
+	err    error
+	// received counts the runes handed out, so usage grows as a real
+	// provider's estimate would and equals EstimateTokens(answer) at io.EOF.
+	received int
+
+	closeOnce sync.Once
+	done      chan struct{} // closed by Close to wake a waiting Recv
+}
+
+// Recv implements Stream.
+func (s *offlineStream) Recv() (string, error) {
+	if s.err != nil {
+		return "", s.err
+	}
+	select {
+	case <-s.done:
+		s.err = apperr.Wrap(errClosed, apperr.Canceled, "the answer stream was closed")
+		return "", s.err
+	default:
+	}
+	if s.next == len(s.pieces) {
+		s.err = io.EOF
+		return "", s.err
+	}
+	if s.delay > 0 {
+		t := time.NewTimer(s.delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+			s.err = ctxError(s.ctx)
+			return "", s.err
+		case <-s.done:
+			s.err = apperr.Wrap(errClosed, apperr.Canceled, "the answer stream was closed")
+			return "", s.err
+		}
+	} else if s.ctx.Err() != nil {
+		s.err = ctxError(s.ctx)
+		return "", s.err
+	}
+	piece := s.pieces[s.next]
+	s.next++
+	s.received += utf8.RuneCountInString(piece)
+	s.usage.CompletionTokens = int64((s.received + 3) / 4)
+	return piece, nil
+}
+
+// Usage implements Stream.
+func (s *offlineStream) Usage() Usage { return s.usage }
+
+// FinishReason implements Stream.
+func (s *offlineStream) FinishReason() string {
+	if s.err == io.EOF {
+		return "stop"
+	}
+	return ""
+}
+
+// Close implements Stream.
+func (s *offlineStream) Close() error {
+	s.closeOnce.Do(func() { close(s.done) })
+	return nil
+}

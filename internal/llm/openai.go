@@ -1,0 +1,287 @@
+package llm
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/packages/ssestream"
+
+	"github.com/parleyhq/parley/internal/apperr"
+)
+
+// DefaultIdleTimeout is how long OpenAI waits for the provider's next sign of
+// life when OpenAIConfig.IdleTimeout is zero. Reasoning models can think for
+// a while before their first token, so this errs on the long side.
+const DefaultIdleTimeout = 60 * time.Second
+
+// DefaultBaseURL is OpenAI's own API, used when OpenAIConfig.BaseURL is empty.
+const DefaultBaseURL = "https://api.openai.com/v1"
+
+// maxRetryDelay caps the SDK's wait between retries. A 429 asking for a
+// longer wait is returned at once instead, as ResourceExhausted with its
+// RetryAfter, rather than holding the user's request open.
+const maxRetryDelay = 2 * time.Second
+
+// OpenAIConfig configures an OpenAI provider.
+type OpenAIConfig struct {
+	// BaseURL is the API root including its version, e.g.
+	// "http://localhost:11434/v1" for Ollama; empty means DefaultBaseURL.
+	BaseURL string
+	// APIKey is sent as a bearer token; empty sends none, which local
+	// servers such as Ollama and vLLM accept.
+	APIKey string
+	// IdleTimeout bounds each wait for the provider: for the response
+	// headers (including any retries) and, while Recv waits, for the next
+	// chunk. Zero means DefaultIdleTimeout. A long answer that keeps
+	// streaming is never cut off, which a total timeout would do.
+	IdleTimeout time.Duration
+	// HTTPClient carries the requests; nil means a client on
+	// http.DefaultTransport. Its Timeout must be zero, since it would cut
+	// long answers off; IdleTimeout is what detects a stalled provider.
+	HTTPClient *http.Client
+	// MaxRetries is how many times a request failing before its first byte
+	// (connection error, 408, 409, 429, 5xx) is retried. Zero, the default,
+	// never retries, so an outage costs the user one round trip, not
+	// several; set 1 to ride out a provider's occasional 502. A started
+	// answer is never retried, since the user already saw part of it.
+	MaxRetries int
+}
+
+// OpenAI is a Provider for any OpenAI-compatible Chat Completions API:
+// OpenAI, Ollama, vLLM, OpenRouter, Groq. It is safe for concurrent use.
+type OpenAI struct {
+	completions openai.ChatCompletionService
+	idleTimeout time.Duration
+	// configErr reports a BaseURL that cannot work, on every Stream call,
+	// because NewOpenAI has no error result to return it from.
+	configErr error
+}
+
+// NewOpenAI returns a provider that streams with stream_options.include_usage
+// so every answer ends with the provider's token count.
+func NewOpenAI(cfg OpenAIConfig) *OpenAI {
+	p := &OpenAI{idleTimeout: cfg.IdleTimeout}
+	if p.idleTimeout <= 0 {
+		p.idleTimeout = DefaultIdleTimeout
+	}
+	baseURL := cfg.BaseURL
+	if baseURL == "" {
+		baseURL = DefaultBaseURL
+	}
+	if u, err := url.Parse(baseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		p.configErr = fmt.Errorf("model provider base URL %q is not an http(s) URL", baseURL)
+	}
+	httpClient := cfg.HTTPClient
+	if httpClient == nil {
+		httpClient = &http.Client{}
+	}
+	// The service is built directly rather than through openai.NewClient,
+	// which reads OPENAI_API_KEY, OPENAI_BASE_URL and friends from the
+	// environment: configuration belongs to internal/config alone, and an
+	// ambient OpenAI key must never be sent to another provider's host.
+	p.completions = openai.NewChatCompletionService(
+		option.WithBaseURL(baseURL),
+		option.WithAPIKey(cfg.APIKey),
+		option.WithHTTPClient(httpClient),
+		option.WithMaxRetries(max(cfg.MaxRetries, 0)),
+		option.WithMaxRetryDelay(maxRetryDelay),
+	)
+	return p
+}
+
+// Stream implements Provider.
+func (p *OpenAI) Stream(ctx context.Context, req Request) (Stream, error) {
+	if p.configErr != nil {
+		return nil, apperr.Wrap(p.configErr, apperr.Internal, "the model provider is misconfigured")
+	}
+	params, err := chatParams(req)
+	if err != nil {
+		return nil, err
+	}
+
+	// The request runs on its own context so that the idle timer and Close
+	// can cancel it with a cause interpretError can tell apart from the
+	// caller's cancellation.
+	reqCtx, cancel := context.WithCancelCause(ctx)
+	idle := time.AfterFunc(p.idleTimeout, func() { cancel(errIdle) })
+	sse := p.completions.NewStreaming(reqCtx, params)
+	idle.Stop()
+	if err := sse.Err(); err != nil {
+		cancel(err)
+		_ = sse.Close()
+		return nil, interpretError(err, ctx, reqCtx, false)
+	}
+	return &openAIStream{
+		callerCtx:   ctx,
+		reqCtx:      reqCtx,
+		cancel:      cancel,
+		idle:        idle,
+		idleTimeout: p.idleTimeout,
+		sse:         sse,
+		usage:       Usage{PromptTokens: promptEstimate(req.Messages)},
+	}, nil
+}
+
+// chatParams validates req and converts it to the SDK's request body.
+func chatParams(req Request) (openai.ChatCompletionNewParams, error) {
+	// These are bugs in the caller rather than user input, hence Internal,
+	// except an empty conversation, which a client could send.
+	if req.Model == "" {
+		return openai.ChatCompletionNewParams{}, apperr.New(apperr.Internal, "no model was chosen for the request")
+	}
+	if len(req.Messages) == 0 {
+		return openai.ChatCompletionNewParams{}, apperr.InvalidField("messages", "must not be empty")
+	}
+	msgs := make([]openai.ChatCompletionMessageParamUnion, 0, len(req.Messages))
+	for i, m := range req.Messages {
+		switch m.Role {
+		case RoleSystem:
+			msgs = append(msgs, openai.SystemMessage(m.Content))
+		case RoleUser:
+			msgs = append(msgs, openai.UserMessage(m.Content))
+		case RoleAssistant:
+			msgs = append(msgs, openai.AssistantMessage(m.Content))
+		default:
+			return openai.ChatCompletionNewParams{}, apperr.New(apperr.Internal, "message %d has unknown role %q", i, m.Role)
+		}
+	}
+	params := openai.ChatCompletionNewParams{
+		Model:    req.Model,
+		Messages: msgs,
+		StreamOptions: openai.ChatCompletionStreamOptionsParam{
+			IncludeUsage: openai.Bool(true),
+		},
+	}
+	if req.MaxTokens > 0 {
+		// max_completion_tokens, not the deprecated max_tokens: OpenAI's
+		// reasoning models reject max_tokens with a 400, while servers
+		// that predate the new name ignore it and merely answer at length.
+		params.MaxCompletionTokens = openai.Int(int64(req.MaxTokens))
+	}
+	return params, nil
+}
+
+// promptEstimate is the prompt's size by EstimateTokens, the fallback for
+// providers that do not report usage.
+func promptEstimate(msgs []Message) int64 {
+	var n int64
+	for _, m := range msgs {
+		n += int64(EstimateTokens(m.Content))
+	}
+	return n
+}
+
+// openAIStream adapts the SDK's SSE stream to Stream.
+type openAIStream struct {
+	callerCtx   context.Context
+	reqCtx      context.Context
+	cancel      context.CancelCauseFunc
+	idle        *time.Timer
+	idleTimeout time.Duration
+
+	// recvMu is held by Recv so Close knows whether it may close the SSE
+	// stream itself or must leave that to the Recv in progress.
+	recvMu sync.Mutex
+	closed atomic.Bool
+	sse    *ssestream.Stream[openai.ChatCompletionChunk]
+
+	usage        Usage
+	usageFinal   bool
+	received     int // runes of answer text so far, for the usage estimate
+	finishReason string
+	err          error // sticky: io.EOF or an *apperr.Error
+}
+
+// Recv implements Stream.
+func (s *openAIStream) Recv() (string, error) {
+	s.recvMu.Lock()
+	defer s.recvMu.Unlock()
+	if s.err != nil {
+		return "", s.err
+	}
+	if s.closed.Load() {
+		// Close may have found a Recv in progress and left the body to us.
+		_ = s.sse.Close()
+		s.err = interpretError(errClosed, s.callerCtx, s.reqCtx, true)
+		return "", s.err
+	}
+	// The timer runs only while we wait on the provider, so a caller slow
+	// to call Recv (a slow client downstream) is not mistaken for a
+	// stalled provider.
+	s.idle.Reset(s.idleTimeout)
+	defer s.idle.Stop()
+	for s.sse.Next() {
+		s.idle.Reset(s.idleTimeout)
+		chunk := s.sse.Current()
+		if chunk.JSON.Usage.Valid() {
+			s.usage = Usage{PromptTokens: chunk.Usage.PromptTokens, CompletionTokens: chunk.Usage.CompletionTokens}
+			s.usageFinal = true
+		}
+		var text string
+		for _, choice := range chunk.Choices {
+			if choice.Index != 0 { // we never ask for n > 1
+				continue
+			}
+			text += choice.Delta.Content
+			if choice.FinishReason != "" {
+				s.finishReason = choice.FinishReason
+			}
+		}
+		if text != "" {
+			s.received += utf8.RuneCountInString(text)
+			if !s.usageFinal {
+				s.usage.CompletionTokens = int64((s.received + 3) / 4)
+			}
+			return text, nil
+		}
+	}
+	err := s.sse.Err()
+	switch {
+	case err == nil && s.finishReason == "":
+		// A body that ends without a finish reason is a truncated
+		// answer, e.g. a proxy that closed the connection cleanly. (If
+		// Close caused it, interpretError sees that and says Canceled.)
+		s.err = interpretError(errTruncated, s.callerCtx, s.reqCtx, true)
+	case err == nil:
+		s.err = io.EOF
+	default:
+		s.err = interpretError(err, s.callerCtx, s.reqCtx, true)
+	}
+	// Release the request's context now that the body is done with.
+	s.cancel(errClosed)
+	return "", s.err
+}
+
+// Usage implements Stream.
+func (s *openAIStream) Usage() Usage { return s.usage }
+
+// FinishReason implements Stream.
+func (s *openAIStream) FinishReason() string { return s.finishReason }
+
+// Close implements Stream.
+func (s *openAIStream) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	s.idle.Stop()
+	// Canceling the request context tears the connection down (HTTP/1)
+	// or resets the stream (HTTP/2), which is what tells the provider to
+	// stop generating; it also wakes a Recv blocked on the body.
+	s.cancel(errClosed)
+	if s.recvMu.TryLock() {
+		// No Recv in progress: close the body here. Otherwise the Recv
+		// returns on the canceled context and the SDK closes it.
+		_ = s.sse.Close()
+		s.recvMu.Unlock()
+	}
+	return nil
+}

@@ -1,0 +1,152 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/internal/chat"
+	parleyv1 "github.com/parleyhq/parley/internal/gen/parley/v1"
+)
+
+// SendMessage implements parleyv1connect.ChatServiceHandler.
+func (h *ChatHandler) SendMessage(ctx context.Context, req *connect.Request[parleyv1.SendMessageRequest], out *connect.ServerStream[parleyv1.SendMessageResponse]) error {
+	uid, err := userID(ctx)
+	if err != nil {
+		return err
+	}
+	convID, err := parseID("conversation_id", req.Msg.GetConversationId())
+	if err != nil {
+		return err
+	}
+	var parent uuid.UUID
+	if req.Msg.GetParentMessageId() != "" {
+		if parent, err = parseID("parent_message_id", req.Msg.GetParentMessageId()); err != nil {
+			return err
+		}
+	}
+	stream, err := h.gen.Send(ctx, uid, chat.SendInput{
+		ConversationID:  convID,
+		Content:         req.Msg.GetContent(),
+		Model:           req.Msg.GetModel(),
+		ClientMessageID: req.Msg.GetClientMessageId(),
+		ParentID:        parent,
+	})
+	if err != nil {
+		return err
+	}
+	return relay(ctx, stream, out)
+}
+
+// ResumeGeneration implements parleyv1connect.ChatServiceHandler.
+func (h *ChatHandler) ResumeGeneration(ctx context.Context, req *connect.Request[parleyv1.ResumeGenerationRequest], out *connect.ServerStream[parleyv1.SendMessageResponse]) error {
+	uid, err := userID(ctx)
+	if err != nil {
+		return err
+	}
+	genID, err := parseID("generation_id", req.Msg.GetGenerationId())
+	if err != nil {
+		return err
+	}
+	stream, err := h.gen.Resume(ctx, uid, genID, req.Msg.GetAfterSeq())
+	if err != nil {
+		return err
+	}
+	return relay(ctx, stream, out)
+}
+
+// RegenerateMessage implements parleyv1connect.ChatServiceHandler.
+func (h *ChatHandler) RegenerateMessage(ctx context.Context, req *connect.Request[parleyv1.RegenerateMessageRequest], out *connect.ServerStream[parleyv1.SendMessageResponse]) error {
+	uid, err := userID(ctx)
+	if err != nil {
+		return err
+	}
+	msgID, err := parseID("message_id", req.Msg.GetMessageId())
+	if err != nil {
+		return err
+	}
+	stream, err := h.gen.Regenerate(ctx, uid, msgID, req.Msg.GetModel())
+	if err != nil {
+		return err
+	}
+	return relay(ctx, stream, out)
+}
+
+// EditMessage implements parleyv1connect.ChatServiceHandler.
+func (h *ChatHandler) EditMessage(ctx context.Context, req *connect.Request[parleyv1.EditMessageRequest], out *connect.ServerStream[parleyv1.SendMessageResponse]) error {
+	uid, err := userID(ctx)
+	if err != nil {
+		return err
+	}
+	msgID, err := parseID("message_id", req.Msg.GetMessageId())
+	if err != nil {
+		return err
+	}
+	stream, err := h.gen.Edit(ctx, uid, msgID, req.Msg.GetContent(), req.Msg.GetModel())
+	if err != nil {
+		return err
+	}
+	return relay(ctx, stream, out)
+}
+
+// StopGeneration implements parleyv1connect.ChatServiceHandler.
+func (h *ChatHandler) StopGeneration(ctx context.Context, req *connect.Request[parleyv1.StopGenerationRequest]) (*connect.Response[parleyv1.StopGenerationResponse], error) {
+	uid, err := userID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	genID, err := parseID("generation_id", req.Msg.GetGenerationId())
+	if err != nil {
+		return nil, err
+	}
+	m, err := h.gen.Stop(ctx, uid, genID)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&parleyv1.StopGenerationResponse{Message: toProtoMessage(m)}), nil
+}
+
+// relay sends a generation's events until its end. A failed generation
+// ends the stream with its error; a client that leaves ends only the relay.
+func relay(ctx context.Context, stream chat.Stream, out *connect.ServerStream[parleyv1.SendMessageResponse]) error {
+	for {
+		ev, err := stream.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if ev.Kind == chat.EventFailed {
+			return ev.Error.Err()
+		}
+		if err := out.Send(toProtoEvent(ev)); err != nil {
+			return err
+		}
+	}
+}
+
+func toProtoEvent(ev chat.Event) *parleyv1.SendMessageResponse {
+	res := &parleyv1.SendMessageResponse{Seq: ev.Seq}
+	switch ev.Kind {
+	case chat.EventStarted:
+		res.Event = &parleyv1.SendMessageResponse_Started{Started: &parleyv1.GenerationStarted{
+			UserMessage:        toProtoMessage(ev.Started.UserMessage),
+			AssistantMessageId: ev.Started.AssistantMessageID.String(),
+			GenerationId:       ev.Started.GenerationID.String(),
+			Model:              ev.Started.Model,
+		}}
+	case chat.EventDelta:
+		res.Event = &parleyv1.SendMessageResponse_Delta{Delta: &parleyv1.TextDelta{Text: ev.Text}}
+	case chat.EventUsage:
+		res.Event = &parleyv1.SendMessageResponse_Usage{Usage: &parleyv1.Usage{PromptTokens: ev.Usage.PromptTokens, CompletionTokens: ev.Usage.CompletionTokens}}
+	case chat.EventTitle:
+		res.Event = &parleyv1.SendMessageResponse_Title{Title: &parleyv1.TitleGenerated{Title: ev.Title}}
+	case chat.EventCompleted:
+		res.Event = &parleyv1.SendMessageResponse_Completed{Completed: &parleyv1.GenerationCompleted{Message: toProtoMessage(*ev.Message)}}
+	}
+	return res
+}

@@ -1,0 +1,174 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/parleyhq/parley/internal/apperr"
+	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/store/sqlcgen"
+)
+
+// maxBranchDepth bounds the walk up a branch when building a prompt; the
+// prompt is trimmed to the model's budget anyway.
+const maxBranchDepth = 2000
+
+// LoadContext implements chat.GenerationStore in one round trip.
+func (s *Store) LoadContext(ctx context.Context, userID, conversationID, leafID uuid.UUID) (chat.ExchangeContext, error) {
+	rows, err := s.q.LoadContext(ctx, sqlcgen.LoadContextParams{
+		ConversationID: conversationID, UserID: userID, LeafID: nonNil(leafID), MaxDepth: maxBranchDepth,
+	})
+	if err != nil {
+		return chat.ExchangeContext{}, interpretError(err, "conversation")
+	}
+	if len(rows) == 0 {
+		return chat.ExchangeContext{}, apperr.New(apperr.NotFound, "conversation not found")
+	}
+	x := chat.ExchangeContext{
+		ConversationID: conversationID,
+		Title:          rows[0].ConversationTitle,
+		SystemPrompt:   rows[0].SystemPrompt,
+		Model:          rows[0].ConversationModel,
+	}
+	for _, r := range rows {
+		if r.MessageID == nil {
+			continue
+		}
+		x.Branch = append(x.Branch, chat.Message{
+			ID:             *r.MessageID,
+			ConversationID: conversationID,
+			ParentID:       deref(r.ParentID),
+			Role:           chat.Role(deref(r.Role)),
+			Content:        deref(r.Content),
+			Status:         chat.Status(deref(r.Status)),
+		})
+	}
+	return x, nil
+}
+
+// InsertExchange implements chat.GenerationStore in one round trip.
+func (s *Store) InsertExchange(ctx context.Context, userID uuid.UUID, x chat.NewExchange) (*chat.Message, chat.Message, error) {
+	rows, err := s.q.InsertMessages(ctx, sqlcgen.InsertMessagesParams{
+		ConversationID:     x.ConversationID,
+		UserID:             userID,
+		ParentID:           nonNil(x.ParentID),
+		UserMessageID:      x.UserMessageID,
+		Content:            x.Content,
+		ClientMessageID:    nonEmpty(x.ClientMessageID),
+		CreateTime:         x.CreateTime,
+		WithUserMessage:    x.UserMessageID != uuid.Nil,
+		AssistantMessageID: x.AssistantMessageID,
+		Model:              x.Model,
+		GenerationID:       &x.GenerationID,
+	})
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.ConstraintName == "messages_client_message_id_key" {
+			return nil, chat.Message{}, apperr.Wrap(err, apperr.Conflict, "client_message_id was used before")
+		}
+		return nil, chat.Message{}, interpretError(err, "message")
+	}
+	var user *chat.Message
+	var assistant chat.Message
+	for _, r := range rows {
+		m := toMessage(sqlcgen.ParleyMessage(r))
+		if m.Role == chat.RoleUser {
+			user = &m
+		} else {
+			assistant = m
+		}
+	}
+	if assistant.ID == uuid.Nil {
+		// Nothing inserted: the conversation or the parent is not the user's.
+		return nil, chat.Message{}, apperr.New(apperr.NotFound, "conversation or parent message not found")
+	}
+	return user, assistant, nil
+}
+
+// FindExchange implements chat.GenerationStore.
+func (s *Store) FindExchange(ctx context.Context, userID, conversationID uuid.UUID, clientMessageID string) (chat.Message, chat.Message, error) {
+	rows, err := s.q.GetExchangeByClientMessageID(ctx, sqlcgen.GetExchangeByClientMessageIDParams{
+		ConversationID: conversationID, UserID: userID, ClientMessageID: &clientMessageID,
+	})
+	if err != nil {
+		return chat.Message{}, chat.Message{}, interpretError(err, "message")
+	}
+	if len(rows) != 2 {
+		return chat.Message{}, chat.Message{}, apperr.New(apperr.NotFound, "message not found")
+	}
+	return toMessage(sqlcgen.ParleyMessage(rows[0])), toMessage(sqlcgen.ParleyMessage(rows[1])), nil
+}
+
+// GetMessage implements chat.GenerationStore.
+func (s *Store) GetMessage(ctx context.Context, userID, messageID uuid.UUID) (chat.Message, error) {
+	row, err := s.q.GetMessage(ctx, sqlcgen.GetMessageParams{ID: messageID, UserID: userID})
+	if err != nil {
+		return chat.Message{}, interpretError(err, "message")
+	}
+	return toMessage(row), nil
+}
+
+// GetMessageByGeneration implements chat.GenerationStore.
+func (s *Store) GetMessageByGeneration(ctx context.Context, userID, generationID uuid.UUID) (chat.Message, error) {
+	row, err := s.q.GetMessageByGeneration(ctx, sqlcgen.GetMessageByGenerationParams{GenerationID: &generationID, UserID: userID})
+	if err != nil {
+		return chat.Message{}, interpretError(err, "generation")
+	}
+	return toMessage(row), nil
+}
+
+// CheckpointMessage implements chat.GenerationStore.
+func (s *Store) CheckpointMessage(ctx context.Context, messageID uuid.UUID, content string) error {
+	return interpretError(s.q.CheckpointMessage(ctx, sqlcgen.CheckpointMessageParams{ID: messageID, Content: content}), "message")
+}
+
+// FinishMessage implements chat.GenerationStore.
+func (s *Store) FinishMessage(ctx context.Context, messageID uuid.UUID, f chat.Final) (chat.Message, error) {
+	row, err := s.q.FinishMessage(ctx, sqlcgen.FinishMessageParams{
+		ID:               messageID,
+		Content:          f.Content,
+		Status:           string(f.Status),
+		Model:            f.Model,
+		PromptTokens:     f.Usage.PromptTokens,
+		CompletionTokens: f.Usage.CompletionTokens,
+		FinishReason:     f.FinishReason,
+	})
+	if err != nil {
+		return chat.Message{}, interpretError(err, "message")
+	}
+	return toMessage(row), nil
+}
+
+// SetTitleIfEmpty implements chat.GenerationStore.
+func (s *Store) SetTitleIfEmpty(ctx context.Context, userID, conversationID uuid.UUID, title string) (bool, error) {
+	n, err := s.q.SetTitleIfEmpty(ctx, sqlcgen.SetTitleIfEmptyParams{ID: conversationID, UserID: userID, Title: title})
+	return n == 1, interpretError(err, "conversation")
+}
+
+// InterruptStale marks answers that have been streaming since before
+// `before` as interrupted (their instance died) and returns how many.
+func (s *Store) InterruptStale(ctx context.Context, before time.Time) (int64, error) {
+	n, err := s.q.InterruptStaleMessages(ctx, before)
+	return n, interpretError(err, "messages")
+}
+
+// SelectBranch implements chat.Store: the conversation's active leaf becomes
+// the newest leaf below messageID.
+func (s *Store) SelectBranch(ctx context.Context, userID, conversationID, messageID uuid.UUID) error {
+	leaf, err := s.q.NewestLeaf(ctx, sqlcgen.NewestLeafParams{MessageID: messageID, ConversationID: conversationID, UserID: userID})
+	if err != nil {
+		return interpretError(err, "message")
+	}
+	n, err := s.q.SetActiveLeaf(ctx, sqlcgen.SetActiveLeafParams{LeafID: &leaf, ID: conversationID, UserID: userID})
+	if err != nil {
+		return interpretError(err, "conversation")
+	}
+	if n == 0 {
+		return apperr.New(apperr.NotFound, "conversation not found")
+	}
+	return nil
+}
