@@ -91,14 +91,10 @@ func startDevPostgres(ctx context.Context, dataDir string, log *slog.Logger) (*p
 	if err != nil {
 		return nil, "", err
 	}
-	logFile, err := os.OpenFile(filepath.Join(dataDir, "postgres.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, "", fmt.Errorf("dev: %w", err)
-	}
+	// The server log goes to dataDir/postgres.log.
 	log.Info("starting the dev database", "data", abs)
-	pg, err := pglocal.Start(ctx, pglocal.Options{DataDir: abs, Log: logFile})
+	pg, err := pglocal.Start(ctx, pglocal.Options{DataDir: abs})
 	if err != nil {
-		logFile.Close()
 		return nil, "", fmt.Errorf("dev: start PostgreSQL: %w", err)
 	}
 	url, err := pg.CreateDatabase(ctx, "parley")

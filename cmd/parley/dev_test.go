@@ -95,6 +95,7 @@ func TestREADMECurlExamples(t *testing.T) {
 	// the examples that must succeed from the ones that fail on purpose.
 	cmd := exec.CommandContext(ctx, "bash", "-c", "set -euo pipefail\ncurl() { command curl -w '%{stderr}HTTP %{http_code}\\n' \"$@\"; }\n"+script)
 	cmd.Env = append(os.Environ(), "TOKEN="+token)
+	cmd.Dir = "../.." // go tool buf runs in the module
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -108,9 +109,20 @@ func TestREADMECurlExamples(t *testing.T) {
 			failed++
 		}
 	}
-	if len(statuses) != strings.Count(script, "curl -") || failed != onPurpose {
+	if len(statuses) != strings.Count(script, "curl -sS") || failed != onPurpose {
 		t.Fatalf("%d curl calls answered, %d of them not 200; want %d calls and exactly %d failures (marked \"fails on purpose\")\nstdout:\n%s\nstderr:\n%s",
-			len(statuses), failed, strings.Count(script, "curl -"), onPurpose, &stdout, &stderr)
+			len(statuses), failed, strings.Count(script, "curl -sS"), onPurpose, &stdout, &stderr)
+	}
+	// Streams answer HTTP 200 and carry errors in their last frame: check
+	// that the streaming examples really streamed and completed.
+	out := stdout.String()
+	for _, want := range []string{`"delta":`, `"completed":`, `"role":"ROLE_ASSISTANT","status":"MESSAGE_STATUS_COMPLETED"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("README examples' output lacks %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, `"error"`) {
+		t.Errorf("a README example ended with an error:\n%s", out)
 	}
 	if strings.Contains(stdout.String(), `"code":"internal"`) {
 		t.Errorf("an example answered internal:\n%s", &stdout)

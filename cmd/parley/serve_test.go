@@ -14,10 +14,12 @@ import (
 
 	"github.com/parleyhq/parley/internal/apitest"
 	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/chat"
 	parleyv1 "github.com/parleyhq/parley/internal/gen/parley/v1"
 	"github.com/parleyhq/parley/internal/gen/parley/v1/parleyv1connect"
 	"github.com/parleyhq/parley/internal/llm/llmtest"
 	"github.com/parleyhq/parley/internal/pgtest"
+	"github.com/parleyhq/parley/internal/store"
 )
 
 // fakeSupabase serves a JWKS the way Supabase Auth publishes it.
@@ -119,5 +121,71 @@ func TestServeUnauthenticatedWhileJWKSDown(t *testing.T) {
 	_, err := c.ListConversations(context.Background(), connect.NewRequest(&parleyv1.ListConversationsRequest{}))
 	if connect.CodeOf(err) != connect.CodeUnauthenticated {
 		t.Errorf("err = %v, want unauthenticated", err)
+	}
+}
+
+// TestServeSIGTERMMidStream: on SIGTERM the server saves the partial answer
+// as interrupted, ends the stream with unavailable and exits in time.
+func TestServeSIGTERMMidStream(t *testing.T) {
+	t.Parallel()
+	supabaseURL, key := fakeSupabase(t)
+	fake := llmtest.NewServer(t, llmtest.Hold())
+	dbURL := pgtest.URL(t)
+	s := start(t, map[string]string{
+		"PORT": "0", "HOST": "127.0.0.1",
+		"DATABASE_URL":     dbURL,
+		"SUPABASE_URL":     supabaseURL,
+		"OPENAI_BASE_URL":  fake.URL,
+		"PARLEY_MODELS":    "fake-model",
+		"SHUTDOWN_TIMEOUT": "3s",
+	}, "serve")
+	user := uuid.New()
+	token, err := key.Sign(supabaseURL+"/auth/v1", user, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := parleyv1connect.NewChatServiceClient(http.DefaultClient, s.URL, connect.WithInterceptors(apitest.Bearer(token)))
+	// A titled conversation: no title request competes for the held chunks.
+	conv, err := c.CreateConversation(ctx, connect.NewRequest(&parleyv1.CreateConversationRequest{Title: "sigterm"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := c.SendMessage(ctx, connect.NewRequest(&parleyv1.SendMessageRequest{ConversationId: conv.Msg.Conversation.Id, Content: "hi"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !stream.Receive() || stream.Msg().GetStarted() == nil {
+		t.Fatalf("no started event: %v", stream.Err())
+	}
+	answerID := stream.Msg().GetStarted().AssistantMessageId
+	fake.Release(1)
+	if !stream.Receive() || stream.Msg().GetDelta() == nil {
+		t.Fatalf("no delta: %v", stream.Err())
+	}
+	partial := stream.Msg().GetDelta().Text
+
+	begin := time.Now()
+	stopped := make(chan error, 1)
+	go func() { stopped <- s.Stop(t) }()
+	for stream.Receive() {
+	}
+	if connect.CodeOf(stream.Err()) != connect.CodeUnavailable {
+		t.Errorf("stream ended with %v, want unavailable", stream.Err())
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("run after SIGTERM: %v", err)
+	}
+	if d := time.Since(begin); d > 3*time.Second {
+		t.Errorf("shutdown took %v with SHUTDOWN_TIMEOUT=3s", d)
+	}
+	st := store.New(pgtest.Pool(t))
+	m, err := st.GetMessage(ctx, user, uuid.MustParse(answerID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Status != chat.StatusInterrupted || m.Content != partial {
+		t.Errorf("after SIGTERM the answer is %q (%s), want %q interrupted", m.Content, m.Status, partial)
 	}
 }

@@ -17,6 +17,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/broker"
+	"github.com/parleyhq/parley/internal/llm"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/gen/parley/v1/parleyv1connect"
 	"github.com/parleyhq/parley/internal/pgtest"
@@ -38,6 +40,8 @@ type Env struct {
 	Key   *auth.DevKey
 	// HTTPClient speaks h2c to the server.
 	HTTPClient *http.Client
+	// Generator runs this server's generations.
+	Generator *chat.Generator
 }
 
 // Options adjust New.
@@ -50,6 +54,22 @@ type Options struct {
 	Log *slog.Logger
 	// AllowedOrigins configures CORS.
 	AllowedOrigins []string
+
+	// Provider serves the models; the offline responder (no delay) when nil.
+	Provider llm.Provider
+	// Models are the offered model names, the first the default
+	// (llm.OfflineModel when nil).
+	Models []string
+	// RedisURL and RedisPrefix select a Redis event log; servers that share
+	// both (and the database) act as instances of one deployment. Without
+	// them each server has an in-memory log.
+	RedisURL, RedisPrefix string
+	// Retention is how long finished logs stay (1 minute when zero).
+	Retention time.Duration
+	// Generator tunes generations.
+	Generator chat.GeneratorConfig
+	// WrapStore decorates the generation store (to count writes, say).
+	WrapStore func(chat.GenerationStore) chat.GenerationStore
 }
 
 // New starts a server for the test's lifetime on the package's test database
@@ -70,7 +90,43 @@ func New(tb testing.TB, opts Options) *Env {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	var handler parleyv1connect.ChatServiceHandler = rpc.NewChatHandler(chat.NewService(st, nil), nil)
+	provider, names := opts.Provider, opts.Models
+	if provider == nil {
+		provider = llm.NewOffline(0)
+	}
+	if names == nil {
+		names = []string{llm.OfflineModel}
+	}
+	models := chat.NewModels().Add(provider, names...)
+	var genStore chat.GenerationStore = st
+	if opts.WrapStore != nil {
+		genStore = opts.WrapStore(st)
+	}
+	retention := opts.Retention
+	if retention == 0 {
+		retention = time.Minute
+	}
+	var events chat.EventLog = broker.NewMemory(retention)
+	if opts.RedisURL != "" {
+		client, err := broker.NewClient(opts.RedisURL)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { client.Close() })
+		events = broker.NewRedis(client, opts.RedisPrefix, retention)
+	}
+	generator := chat.NewGenerator(genStore, models, events, log, opts.Generator)
+	listenCtx, stopListening := context.WithCancel(context.Background())
+	tb.Cleanup(stopListening)
+	if err := generator.Listen(listenCtx); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		generator.Shutdown(ctx, 0)
+	})
+	var handler parleyv1connect.ChatServiceHandler = rpc.NewChatHandler(chat.NewService(st, models.Has), generator)
 	if opts.Chat != nil {
 		handler = opts.Chat(handler.(*rpc.ChatHandler))
 	}
@@ -90,7 +146,7 @@ func New(tb testing.TB, opts Options) *Env {
 		defer cancel()
 		srv.Shutdown(ctx)
 	})
-	return &Env{URL: "http://" + ln.Addr().String(), Store: st, Key: key, HTTPClient: H2CClient()}
+	return &Env{URL: "http://" + ln.Addr().String(), Store: st, Key: key, HTTPClient: H2CClient(), Generator: generator}
 }
 
 // H2CClient returns a client that speaks HTTP/2 without TLS (prior

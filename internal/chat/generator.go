@@ -381,6 +381,16 @@ func (g *Generator) follow(ctx context.Context, userID uuid.UUID, answer Message
 		return r.subscribe(afterSeq), nil
 	}
 	events, errf, err := g.events.Follow(ctx, answer.GenerationID, afterSeq)
+	// A generation that just started on another instance may not have
+	// mirrored its first event yet: give it a moment.
+	for wait := 0; errors.Is(err, broker.ErrNotFound) && !answer.Final() && wait < 20 && time.Since(answer.CreateTime) < 5*time.Second; wait++ {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(25 * time.Millisecond):
+		}
+		events, errf, err = g.events.Follow(ctx, answer.GenerationID, afterSeq)
+	}
 	if err == nil {
 		return &remoteStream{events: events, errf: errf}, nil
 	}

@@ -205,9 +205,11 @@ func (r *run) run() {
 		}
 	}
 
-	select {
-	case <-titleDone:
-	case <-time.After(titleWait):
+	if err == nil {
+		select {
+		case <-titleDone:
+		case <-time.After(titleWait):
+		}
 	}
 	if failure != nil {
 		r.emit(Event{Kind: EventFailed, Error: failure})
@@ -304,7 +306,8 @@ func (r *run) startTitle() <-chan struct{} {
 	}
 	go func() {
 		defer close(done)
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), 20*time.Second)
+		// Not canceled by a stop (the title is still wanted), but by shutdown.
+		ctx, cancel := context.WithTimeout(r.g.base, 20*time.Second)
 		defer cancel()
 		title, err := r.g.cfg.Titler.Title(ctx, r.answer.Model, r.user.Content)
 		if err != nil || title == "" {

@@ -12,6 +12,7 @@ import (
 // server; such developers point DATABASE_URL at a server they run.
 var errUnsupported = errors.New("pglocal: starting a local PostgreSQL server is supported on Linux and macOS only; set DATABASE_URL to a server you run")
 
+// account mirrors proc_unix.go's; no account is ever used here.
 type account struct {
 	name     string
 	uid, gid uint32

@@ -48,11 +48,12 @@ var extraDatabases atomic.Int64
 // it afterwards, then exits with the tests' status. It exits with status 1
 // when no database can be set up, or when cleaning up fails.
 func Main(m *testing.M) {
-	os.Exit(run(m))
+	os.Exit(Run(m))
 }
 
-// run is Main without the exit, so deferred clean-up runs.
-func run(m *testing.M) int {
+// Run is Main without the exit, for a TestMain that also sets up other
+// services (see redistest.Setup); it returns the exit status.
+func Run(m *testing.M) int {
 	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	teardown, err := setup(ctx)
 	cancel()

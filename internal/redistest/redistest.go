@@ -56,8 +56,28 @@ var (
 // URL started one. Call it from TestMain in every package that uses URL or
 // Prefix. It does not return.
 func Main(m *testing.M) {
-	mainUsed.Store(true)
+	teardown := Setup()
 	code := m.Run()
+	teardown()
+	os.Exit(code)
+}
+
+// Setup is Main's first half for a TestMain that also runs other helpers:
+//
+//	func TestMain(m *testing.M) {
+//		teardown := redistest.Setup()
+//		code := pgtest.Run(m)
+//		teardown()
+//		os.Exit(code)
+//	}
+//
+// The returned func stops the shared Redis, if one was started.
+func Setup() func() {
+	mainUsed.Store(true)
+	return stopShared
+}
+
+func stopShared() {
 	shared.Lock()
 	if shared.server != nil {
 		if err := shared.server.stop(); err != nil {
@@ -67,7 +87,6 @@ func Main(m *testing.M) {
 		shared.server = nil
 	}
 	shared.Unlock()
-	os.Exit(code)
 }
 
 // URL returns the URL of a Redis for tests. With REDIS_URL set it returns

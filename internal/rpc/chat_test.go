@@ -16,6 +16,7 @@ import (
 	"github.com/parleyhq/parley/internal/chat"
 	parleyv1 "github.com/parleyhq/parley/internal/gen/parley/v1"
 	"github.com/parleyhq/parley/internal/gen/parley/v1/parleyv1connect"
+	"github.com/parleyhq/parley/internal/llm"
 )
 
 func wantCode(tb testing.TB, err error, code connect.Code, msgPart string) {
@@ -51,13 +52,13 @@ func TestConversationLifecycle(t *testing.T) {
 			c := env.ChatClient(t, protocol, uuid.New())
 
 			created, err := c.CreateConversation(ctx, connect.NewRequest(&parleyv1.CreateConversationRequest{
-				Title: "Trip", SystemPrompt: "Be brief.", Model: "gpt-test",
+				Title: "Trip", SystemPrompt: "Be brief.", Model: llm.OfflineModel,
 			}))
 			if err != nil {
 				t.Fatal(err)
 			}
 			conv := created.Msg.Conversation
-			if _, err := uuid.Parse(conv.Id); err != nil || conv.Title != "Trip" || conv.SystemPrompt != "Be brief." || conv.Model != "gpt-test" || conv.CreateTime == nil {
+			if _, err := uuid.Parse(conv.Id); err != nil || conv.Title != "Trip" || conv.SystemPrompt != "Be brief." || conv.Model != llm.OfflineModel || conv.CreateTime == nil {
 				t.Fatalf("created %v", conv)
 			}
 
@@ -75,7 +76,7 @@ func TestConversationLifecycle(t *testing.T) {
 				t.Fatal(err)
 			}
 			u := updated.Msg.Conversation
-			if u.Title != newTitle || u.SystemPrompt != "Be brief." || u.Model != "gpt-test" {
+			if u.Title != newTitle || u.SystemPrompt != "Be brief." || u.Model != llm.OfflineModel {
 				t.Errorf("update changed the wrong fields: %v", u)
 			}
 			if !u.UpdateTime.AsTime().After(conv.UpdateTime.AsTime()) {
@@ -284,6 +285,10 @@ func TestInvalidArguments(t *testing.T) {
 			_, err := c.CreateConversation(ctx, connect.NewRequest(&parleyv1.CreateConversationRequest{SystemPrompt: strings.Repeat("a", chat.MaxSystemPromptBytes+1)}))
 			return err
 		}, "system_prompt"},
+		{"ErrUnknownModel", func(c parleyv1connect.ChatServiceClient) error {
+			_, err := c.CreateConversation(ctx, connect.NewRequest(&parleyv1.CreateConversationRequest{Model: "gpt-99"}))
+			return err
+		}, "model"},
 		{"ErrPageSizeTooLarge", func(c parleyv1connect.ChatServiceClient) error {
 			_, err := c.ListConversations(ctx, connect.NewRequest(&parleyv1.ListConversationsRequest{PageSize: chat.MaxPageSize + 1}))
 			return err

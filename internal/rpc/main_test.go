@@ -1,9 +1,16 @@
 package rpc_test
 
 import (
+	"os"
 	"testing"
 
 	"github.com/parleyhq/parley/internal/pgtest"
+	"github.com/parleyhq/parley/internal/redistest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	teardown := redistest.Setup()
+	code := pgtest.Run(m)
+	teardown()
+	os.Exit(code)
+}
