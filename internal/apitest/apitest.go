@@ -18,9 +18,9 @@ import (
 
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/broker"
-	"github.com/parleyhq/parley/internal/llm"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/gen/parley/v1/parleyv1connect"
+	"github.com/parleyhq/parley/internal/llm"
 	"github.com/parleyhq/parley/internal/pgtest"
 	"github.com/parleyhq/parley/internal/rpc"
 	"github.com/parleyhq/parley/internal/server"
