@@ -15,6 +15,8 @@ import (
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/config"
 	"github.com/parleyhq/parley/internal/llm"
+	"github.com/parleyhq/parley/internal/plan"
+	"github.com/parleyhq/parley/internal/ratelimit"
 	"github.com/parleyhq/parley/internal/rpc"
 	"github.com/parleyhq/parley/internal/server"
 	"github.com/parleyhq/parley/internal/store"
@@ -69,21 +71,36 @@ func models(cfg config.Config) (*chat.Models, chat.Titler) {
 	return m, chat.ProviderTitler{Models: m}
 }
 
-// eventLog shares live generations through Redis, or keeps them in this
-// process when there is no Redis.
-func eventLog(cfg config.Config, log *slog.Logger) (chat.EventLog, func(), error) {
+// shared builds what instances share through Redis (generation events and
+// rate limits), or in-process stand-ins when there is no Redis.
+func shared(cfg config.Config, log *slog.Logger) (chat.EventLog, *ratelimit.Resilient, func(), error) {
 	opts := []broker.Option{broker.WithMaxGeneration(cfg.GenerationTimeout)}
+	var limiter *ratelimit.Resilient
 	if cfg.RedisURL == "" {
 		if cfg.Production() {
-			log.Warn("REDIS_URL is unset: stop and resume only work on the instance that runs a generation")
+			log.Warn("REDIS_URL is unset: stop, resume and rate limits only work per instance")
 		}
-		return broker.NewMemory(cfg.EventLogRetention, opts...), func() {}, nil
+		if cfg.RateLimitEnabled {
+			limiter = ratelimit.NewResilient(nil, log)
+		}
+		return broker.NewMemory(cfg.EventLogRetention, opts...), limiter, func() {}, nil
 	}
 	client, err := broker.NewClient(cfg.RedisURL)
 	if err != nil {
-		return nil, nil, errors.New("REDIS_URL: cannot use it as a Redis URL")
+		return nil, nil, nil, errors.New("REDIS_URL: cannot use it as a Redis URL")
 	}
-	return broker.NewRedis(client, "parley:", cfg.EventLogRetention, opts...), func() { client.Close() }, nil
+	if cfg.RateLimitEnabled {
+		limiter = ratelimit.NewResilient(ratelimit.NewRedis(client, "parley:rate:"), log)
+	}
+	return broker.NewRedis(client, "parley:", cfg.EventLogRetention, opts...), limiter, func() { client.Close() }, nil
+}
+
+// plans builds the plan catalog from the configuration.
+func plans(cfg config.Config) plan.Catalog {
+	return plan.Catalog{
+		Free: plan.Plan{Name: plan.Free, RateMultiplier: 1, MonthlyTokens: cfg.PlanFreeMonthlyTokens, Models: cfg.PlanFreeModels},
+		Pro:  plan.Plan{Name: plan.Pro, RateMultiplier: cfg.PlanProRateMultiplier, MonthlyTokens: cfg.PlanProMonthlyTokens, Models: cfg.PlanProModels},
+	}
 }
 
 // serve wires the dependencies and runs the HTTP server on ln until ctx
@@ -95,12 +112,13 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.List
 		return err
 	}
 	defer st.Close()
-	events, closeEvents, err := eventLog(cfg, log)
+	events, limiter, closeShared, err := shared(cfg, log)
 	if err != nil {
 		ln.Close()
 		return err
 	}
-	defer closeEvents()
+	defer closeShared()
+	catalogOfPlans := plans(cfg)
 
 	catalog, titler := models(cfg)
 	chatService := chat.NewService(st, catalog.Has)
@@ -109,6 +127,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.List
 		ContextTokens:   cfg.ContextTokens,
 		MaxOutputTokens: cfg.MaxOutputTokens,
 		Titler:          titler,
+		Plans:           catalogOfPlans,
+		MaxConcurrent:   cfg.MaxConcurrentGenerations,
 	})
 	listenCtx, stopListening := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopListening()
@@ -125,6 +145,14 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.List
 		Chat:           rpc.NewChatHandler(chatService, generator),
 		Ping:           st.Ping,
 		AllowedOrigins: cfg.AllowedOrigins,
+		Limiter:        limiter,
+		RateLimits: server.RateLimits{
+			Chat:    ratelimit.PerMinute(cfg.RateLimitChat),
+			Agent:   ratelimit.PerMinute(cfg.RateLimitAgent),
+			General: ratelimit.PerMinute(cfg.RateLimitGeneral),
+		},
+		Plans:            catalogOfPlans,
+		TrustedProxyHops: cfg.TrustedProxyHops,
 	})
 	srv := server.NewHTTPServer(handler, log)
 

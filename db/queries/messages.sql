@@ -51,28 +51,42 @@ FROM conv LEFT JOIN branch b ON true
 ORDER BY b.depth DESC;
 
 -- name: InsertMessages :many
--- Saves an exchange in one statement (one round trip): an optional user
--- message, the assistant message that will hold the answer, and the
--- conversation's new active leaf. Inserts nothing unless the user owns the
--- conversation and the parent (if any) belongs to it.
+-- Saves an exchange in one statement (one round trip): it reserves the
+-- answer's token estimate against the monthly quota and takes one of the
+-- user's concurrent-answer slots, then saves an optional user message, the
+-- streaming assistant message and the conversation's new active leaf.
+-- Nothing is saved unless the user owns the conversation, the parent (if
+-- any) belongs to it, and the quota and slot are available.
 WITH conv AS (
     SELECT c.id FROM parley.conversations c
     WHERE c.id = sqlc.arg('conversation_id') AND c.user_id = sqlc.arg('user_id')
       AND (sqlc.narg('parent_id')::uuid IS NULL OR EXISTS (
           SELECT 1 FROM parley.messages p WHERE p.id = sqlc.narg('parent_id')::uuid AND p.conversation_id = c.id))
+), reserve AS (
+    INSERT INTO parley.token_usage AS u (user_id, month, reserved_tokens, active_generations)
+    SELECT sqlc.arg('user_id'), sqlc.arg('month')::date, sqlc.arg('reserve_tokens')::bigint, 1
+    FROM conv
+    WHERE sqlc.arg('reserve_tokens')::bigint <= sqlc.arg('quota_tokens')::bigint AND sqlc.arg('max_active')::int >= 1
+    ON CONFLICT (user_id, month) DO UPDATE
+        SET reserved_tokens = u.reserved_tokens + EXCLUDED.reserved_tokens,
+            active_generations = u.active_generations + 1
+        WHERE u.used_tokens + u.reserved_tokens + EXCLUDED.reserved_tokens <= sqlc.arg('quota_tokens')::bigint
+          AND u.active_generations < sqlc.arg('max_active')::int
+    RETURNING 1
 ), user_msg AS (
     INSERT INTO parley.messages (id, conversation_id, user_id, parent_id, role, content, status, client_message_id, create_time, update_time)
     SELECT sqlc.arg('user_message_id'), conv.id, sqlc.arg('user_id'), sqlc.narg('parent_id')::uuid, 'user', sqlc.arg('content'), 'completed',
            sqlc.narg('client_message_id'), sqlc.arg('create_time'), sqlc.arg('create_time')
-    FROM conv WHERE sqlc.arg('with_user_message')::bool
+    FROM conv WHERE sqlc.arg('with_user_message')::bool AND EXISTS (SELECT 1 FROM reserve)
     RETURNING *
 ), assistant_msg AS (
-    INSERT INTO parley.messages (id, conversation_id, user_id, parent_id, role, status, model, generation_id, create_time, update_time)
+    INSERT INTO parley.messages (id, conversation_id, user_id, parent_id, role, status, model, generation_id, reserved_tokens, create_time, update_time)
     SELECT sqlc.arg('assistant_message_id'), conv.id, sqlc.arg('user_id'),
            CASE WHEN sqlc.arg('with_user_message')::bool THEN sqlc.arg('user_message_id')::uuid ELSE sqlc.narg('parent_id')::uuid END,
-           'assistant', 'streaming', sqlc.arg('model'), sqlc.arg('generation_id'), sqlc.arg('create_time')::timestamptz + interval '1 microsecond', sqlc.arg('create_time')::timestamptz + interval '1 microsecond'
+           'assistant', 'streaming', sqlc.arg('model'), sqlc.arg('generation_id'), sqlc.arg('reserve_tokens')::bigint,
+           sqlc.arg('create_time')::timestamptz + interval '1 microsecond', sqlc.arg('create_time')::timestamptz + interval '1 microsecond'
     FROM conv
-    WHERE NOT sqlc.arg('with_user_message')::bool OR EXISTS (SELECT 1 FROM user_msg)
+    WHERE EXISTS (SELECT 1 FROM reserve) AND (NOT sqlc.arg('with_user_message')::bool OR EXISTS (SELECT 1 FROM user_msg))
     RETURNING *
 ), touched AS (
     UPDATE parley.conversations c SET active_leaf_id = a.id, update_time = now()
@@ -81,6 +95,10 @@ WITH conv AS (
 SELECT * FROM user_msg
 UNION ALL
 SELECT * FROM assistant_msg;
+
+-- name: GetTokenUsage :one
+SELECT * FROM parley.token_usage
+WHERE user_id = @user_id AND month = @month;
 
 -- name: GetMessage :one
 SELECT * FROM parley.messages
@@ -110,19 +128,50 @@ UPDATE parley.messages SET content = @content, update_time = now()
 WHERE id = @id AND status = 'streaming';
 
 -- name: FinishMessage :one
--- Ends an answer once: a message that is no longer streaming stays as it is.
-UPDATE parley.messages
-SET content = @content, status = @status, model = @model,
-    prompt_tokens = @prompt_tokens, completion_tokens = @completion_tokens,
-    finish_reason = @finish_reason, update_time = now()
-WHERE id = @id AND status = 'streaming'
-RETURNING *;
+-- Ends an answer once (a message that is no longer streaming stays as it
+-- is) and settles its reservation: the real usage replaces the estimate
+-- and the concurrent-answer slot is freed.
+WITH fin AS (
+    UPDATE parley.messages m
+    SET content = @content, status = @status, model = @model,
+        prompt_tokens = @prompt_tokens, completion_tokens = @completion_tokens,
+        finish_reason = @finish_reason, reserved_tokens = 0, update_time = now()
+    FROM (SELECT o.id, o.reserved_tokens FROM parley.messages o WHERE o.id = @id) old
+    WHERE m.id = old.id AND m.status = 'streaming'
+    RETURNING m.*, old.reserved_tokens AS released_tokens
+), settle AS (
+    UPDATE parley.token_usage u
+    SET used_tokens = u.used_tokens + fin.prompt_tokens + fin.completion_tokens,
+        reserved_tokens = GREATEST(u.reserved_tokens - fin.released_tokens, 0),
+        active_generations = GREATEST(u.active_generations - 1, 0)
+    FROM fin
+    WHERE u.user_id = fin.user_id AND u.month = date_trunc('month', fin.create_time AT TIME ZONE 'UTC')::date
+)
+SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens,
+       completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens
+FROM fin;
 
 -- name: InterruptStaleMessages :execrows
 -- Answers left streaming by an instance that died are marked interrupted
--- after the longest a generation may run.
-UPDATE parley.messages SET status = 'interrupted', update_time = now()
-WHERE status = 'streaming' AND update_time < @before;
+-- after the longest a generation may run, and their reservations released.
+WITH stale AS (
+    UPDATE parley.messages m SET status = 'interrupted', reserved_tokens = 0, update_time = now()
+    FROM (SELECT o.id, o.reserved_tokens FROM parley.messages o
+          WHERE o.status = 'streaming' AND o.update_time < @before) old
+    WHERE m.id = old.id AND m.status = 'streaming'
+    RETURNING m.user_id, m.create_time, old.reserved_tokens AS released_tokens
+), released AS (
+    SELECT user_id, date_trunc('month', create_time AT TIME ZONE 'UTC')::date AS month,
+           sum(released_tokens) AS tokens, count(*) AS answers
+    FROM stale GROUP BY 1, 2
+), settle AS (
+    UPDATE parley.token_usage u
+    SET reserved_tokens = GREATEST(u.reserved_tokens - r.tokens, 0),
+        active_generations = GREATEST(u.active_generations - r.answers, 0)
+    FROM released r
+    WHERE u.user_id = r.user_id AND u.month = r.month
+)
+SELECT 1 FROM stale;
 
 -- name: NewestLeaf :one
 -- The leaf reached from a message by always taking the newest child.

@@ -22,6 +22,8 @@ import (
 	"github.com/parleyhq/parley/internal/gen/parley/v1/parleyv1connect"
 	"github.com/parleyhq/parley/internal/llm"
 	"github.com/parleyhq/parley/internal/pgtest"
+	"github.com/parleyhq/parley/internal/plan"
+	"github.com/parleyhq/parley/internal/ratelimit"
 	"github.com/parleyhq/parley/internal/rpc"
 	"github.com/parleyhq/parley/internal/server"
 	"github.com/parleyhq/parley/internal/store"
@@ -70,6 +72,15 @@ type Options struct {
 	Generator chat.GeneratorConfig
 	// WrapStore decorates the generation store (to count writes, say).
 	WrapStore func(chat.GenerationStore) chat.GenerationStore
+
+	// RateLimits enables rate limiting with these limits: on Redis when
+	// RedisURL is set (shared by servers with the same RedisPrefix), else in
+	// memory.
+	RateLimits *server.RateLimits
+	// Plans scale rate limits and set quotas.
+	Plans plan.Resolver
+	// TrustedProxyHops configures client IPs for unauthenticated calls.
+	TrustedProxyHops int
 }
 
 // New starts a server for the test's lifetime on the package's test database
@@ -107,6 +118,7 @@ func New(tb testing.TB, opts Options) *Env {
 		retention = time.Minute
 	}
 	var events chat.EventLog = broker.NewMemory(retention)
+	var shared ratelimit.Limiter
 	if opts.RedisURL != "" {
 		client, err := broker.NewClient(opts.RedisURL)
 		if err != nil {
@@ -114,6 +126,15 @@ func New(tb testing.TB, opts Options) *Env {
 		}
 		tb.Cleanup(func() { client.Close() })
 		events = broker.NewRedis(client, opts.RedisPrefix, retention)
+		shared = ratelimit.NewRedis(client, opts.RedisPrefix+"rate:")
+	}
+	var limiter *ratelimit.Resilient
+	var limits server.RateLimits
+	if opts.RateLimits != nil {
+		limiter, limits = ratelimit.NewResilient(shared, log), *opts.RateLimits
+	}
+	if opts.Plans != nil {
+		opts.Generator.Plans = opts.Plans
 	}
 	generator := chat.NewGenerator(genStore, models, events, log, opts.Generator)
 	listenCtx, stopListening := context.WithCancel(context.Background())
@@ -134,7 +155,10 @@ func New(tb testing.TB, opts Options) *Env {
 	if ping == nil {
 		ping = st.Ping
 	}
-	h := server.New(server.Deps{Log: log, Verifier: verifier, Chat: handler, Ping: ping, AllowedOrigins: opts.AllowedOrigins})
+	h := server.New(server.Deps{
+		Log: log, Verifier: verifier, Chat: handler, Ping: ping, AllowedOrigins: opts.AllowedOrigins,
+		Limiter: limiter, RateLimits: limits, Plans: opts.Plans, TrustedProxyHops: opts.TrustedProxyHops,
+	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)

@@ -109,3 +109,11 @@ type Page struct {
 	Size  int
 	After *Cursor // nil for the first page
 }
+
+// TokenUsage is a user's token account for one month.
+type TokenUsage struct {
+	Month    time.Time // first day, UTC
+	Used     int64     // settled usage of finished answers
+	Reserved int64     // estimates held by answers still streaming
+	Active   int       // answers streaming now
+}

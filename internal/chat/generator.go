@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -13,6 +14,7 @@ import (
 	"github.com/parleyhq/parley/internal/apperr"
 	"github.com/parleyhq/parley/internal/broker"
 	"github.com/parleyhq/parley/internal/llm"
+	"github.com/parleyhq/parley/internal/plan"
 )
 
 // GenerationStore persists exchanges and answers. Every method that takes a
@@ -62,7 +64,20 @@ type NewExchange struct {
 	GenerationID       uuid.UUID
 	Model              string
 	CreateTime         time.Time
+	// ReserveTokens is held against the monthly quota until the answer
+	// ends; QuotaTokens is the user's monthly quota and MaxActive the
+	// answers they may have streaming at once.
+	ReserveTokens int64
+	QuotaTokens   int64
+	MaxActive     int
 }
+
+// Errors InsertExchange returns when a limit, not the input, refuses the
+// exchange.
+var (
+	ErrQuotaExceeded      = errors.New("monthly token quota exceeded")
+	ErrTooManyGenerations = errors.New("too many concurrent generations")
+)
 
 // Final is how an answer ended.
 type Final struct {
@@ -88,6 +103,14 @@ type GeneratorConfig struct {
 	// StopWait bounds how long StopGeneration waits for the answer to be
 	// saved by the instance that runs it (10s).
 	StopWait time.Duration
+	// Plans says what each user may spend; nil: no quota, every model.
+	Plans plan.Resolver
+	// MaxConcurrent is how many answers one user may have streaming at
+	// once, across instances (3).
+	MaxConcurrent int
+	// OutputReserve is the answer length reserved against the quota before
+	// the real usage is known (MaxOutputTokens, or 1000 when that is 0).
+	OutputReserve int
 }
 
 func (c *GeneratorConfig) defaults() {
@@ -102,6 +125,15 @@ func (c *GeneratorConfig) defaults() {
 	}
 	if c.StopWait <= 0 {
 		c.StopWait = 10 * time.Second
+	}
+	if c.MaxConcurrent <= 0 {
+		c.MaxConcurrent = 3
+	}
+	if c.OutputReserve <= 0 {
+		c.OutputReserve = c.MaxOutputTokens
+		if c.OutputReserve <= 0 {
+			c.OutputReserve = 1000
+		}
 	}
 }
 
@@ -341,11 +373,42 @@ func (g *Generator) Edit(ctx context.Context, userID, messageID uuid.UUID, conte
 	return g.start(ctx, userID, x, xc, prompt, provider)
 }
 
-// start saves the exchange and launches its run.
+// start checks the user's plan, saves the exchange (reserving its tokens)
+// and launches its run.
 func (g *Generator) start(ctx context.Context, userID uuid.UUID, x NewExchange, xc ExchangeContext, history []Message, provider llm.Provider) (Stream, error) {
 	x.CreateTime = time.Now().UTC().Truncate(time.Microsecond)
+	prompt := g.buildPrompt(xc, history, x.Model)
+	x.QuotaTokens, x.MaxActive = math.MaxInt64, g.cfg.MaxConcurrent
+	var quota int64
+	if g.cfg.Plans != nil {
+		p, err := g.cfg.Plans.PlanOf(ctx, userID)
+		if err != nil {
+			return nil, err
+		}
+		if !p.AllowsModel(x.Model) {
+			return nil, apperr.New(apperr.PermissionDenied, "model %q is not included in the %s plan", x.Model, p.Name)
+		}
+		if p.MonthlyTokens > 0 {
+			x.QuotaTokens, quota = p.MonthlyTokens, p.MonthlyTokens
+		}
+	}
+	x.ReserveTokens = int64(g.cfg.OutputReserve)
+	for _, m := range prompt {
+		x.ReserveTokens += int64(llm.EstimateTokens(m.Content))
+	}
 	user, answer, err := g.store.InsertExchange(ctx, userID, x)
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrQuotaExceeded):
+		reset := nextMonth(x.CreateTime)
+		e := apperr.New(apperr.ResourceExhausted, "the monthly quota of %d tokens is used up (this message needs about %d); it resets at %s",
+			quota, x.ReserveTokens, reset.Format(time.RFC3339))
+		e.RetryAfter = int(time.Until(reset).Seconds()) + 1
+		return nil, e
+	case errors.Is(err, ErrTooManyGenerations):
+		e := apperr.New(apperr.ResourceExhausted, "at most %d answers can be written at once; wait for one to end or stop it", x.MaxActive)
+		e.RetryAfter = 1
+		return nil, e
+	case err != nil:
 		return nil, err
 	}
 	if user == nil {
@@ -356,8 +419,14 @@ func (g *Generator) start(ctx context.Context, userID uuid.UUID, x NewExchange, 
 		}
 		user = &parent
 	}
-	r := g.newRun(userID, *user, answer, xc, g.buildPrompt(xc, history, x.Model))
+	r := g.newRun(userID, *user, answer, xc, prompt)
 	return r.subscribe(0), nil
+}
+
+// nextMonth is when the quota period holding t ends.
+func nextMonth(t time.Time) time.Time {
+	t = t.UTC()
+	return time.Date(t.Year(), t.Month()+1, 1, 0, 0, 0, 0, time.UTC)
 }
 
 // Resume replays a generation's events after afterSeq and follows it live.

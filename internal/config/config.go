@@ -79,6 +79,25 @@ type Config struct {
 	ContextTokens int
 	// MaxOutputTokens caps an answer (MAX_OUTPUT_TOKENS, 0: the provider's default).
 	MaxOutputTokens int
+
+	// RateLimitEnabled switches rate limiting (RATE_LIMIT_ENABLED, default true).
+	RateLimitEnabled bool
+	// RateLimitChat, RateLimitAgent and RateLimitGeneral are requests per
+	// minute per user on the free plan (RATE_LIMIT_CHAT 20, RATE_LIMIT_AGENT 5,
+	// RATE_LIMIT_GENERAL 100).
+	RateLimitChat, RateLimitAgent, RateLimitGeneral int
+	// TrustedProxyHops is how many proxies in front of the service append
+	// to X-Forwarded-For (TRUSTED_PROXY_HOPS, default 1: Cloud Run's front
+	// end). 0 uses the connection's address.
+	TrustedProxyHops int
+	// MaxConcurrentGenerations is how many answers a user may have
+	// streaming at once (MAX_CONCURRENT_GENERATIONS, default 3).
+	MaxConcurrentGenerations int
+	// Plan settings: monthly token quotas (0: unlimited), the pro plan's
+	// rate-limit multiplier and the models each plan may use (empty: all).
+	PlanFreeMonthlyTokens, PlanProMonthlyTokens int64
+	PlanProRateMultiplier                       float64
+	PlanFreeModels, PlanProModels               []string
 }
 
 // Offline reports whether no model provider is configured: dev then
@@ -111,27 +130,38 @@ const (
 func Load(getenv func(string) string, mode Mode) (Config, error) {
 	p := parser{getenv: getenv}
 	cfg := Config{
-		Port:               p.int("PORT", 8080, 0, 65535),
-		Host:               p.str("HOST", ""),
-		Env:                p.oneOf("PARLEY_ENV", EnvProduction, EnvProduction, EnvDevelopment),
-		DatabaseURL:        p.str("DATABASE_URL", ""),
-		SupabaseURL:        p.str("SUPABASE_URL", ""),
-		SupabaseJWTSecret:  p.str("SUPABASE_JWT_SECRET", ""),
-		AllowedOrigins:     p.origins("ALLOWED_ORIGINS"),
-		LogFormat:          p.oneOf("LOG_FORMAT", "json", "json", "text"),
-		LogLevel:           p.level("LOG_LEVEL"),
-		GoogleCloudProject: p.str("GOOGLE_CLOUD_PROJECT", ""),
-		ShutdownTimeout:    p.duration("SHUTDOWN_TIMEOUT", 8*time.Second),
-		QueryExecMode:      p.execMode("DATABASE_QUERY_EXEC_MODE"),
-		RedisURL:           p.str("REDIS_URL", ""),
-		EventLogRetention:  p.duration("EVENT_LOG_RETENTION", 10*time.Minute),
-		OpenAIBaseURL:      p.str("OPENAI_BASE_URL", ""),
-		OpenAIAPIKey:       p.str("OPENAI_API_KEY", ""),
-		Models:             p.list("PARLEY_MODELS", "gpt-4o-mini"),
-		GenerationTimeout:  p.duration("GENERATION_TIMEOUT", 5*time.Minute),
-		LLMIdleTimeout:     p.duration("LLM_IDLE_TIMEOUT", 60*time.Second),
-		ContextTokens:      p.int("CONTEXT_TOKENS", 16000, 256, 10_000_000),
-		MaxOutputTokens:    p.int("MAX_OUTPUT_TOKENS", 0, 0, 1_000_000),
+		Port:                     p.int("PORT", 8080, 0, 65535),
+		Host:                     p.str("HOST", ""),
+		Env:                      p.oneOf("PARLEY_ENV", EnvProduction, EnvProduction, EnvDevelopment),
+		DatabaseURL:              p.str("DATABASE_URL", ""),
+		SupabaseURL:              p.str("SUPABASE_URL", ""),
+		SupabaseJWTSecret:        p.str("SUPABASE_JWT_SECRET", ""),
+		AllowedOrigins:           p.origins("ALLOWED_ORIGINS"),
+		LogFormat:                p.oneOf("LOG_FORMAT", "json", "json", "text"),
+		LogLevel:                 p.level("LOG_LEVEL"),
+		GoogleCloudProject:       p.str("GOOGLE_CLOUD_PROJECT", ""),
+		ShutdownTimeout:          p.duration("SHUTDOWN_TIMEOUT", 8*time.Second),
+		QueryExecMode:            p.execMode("DATABASE_QUERY_EXEC_MODE"),
+		RedisURL:                 p.str("REDIS_URL", ""),
+		EventLogRetention:        p.duration("EVENT_LOG_RETENTION", 10*time.Minute),
+		OpenAIBaseURL:            p.str("OPENAI_BASE_URL", ""),
+		OpenAIAPIKey:             p.str("OPENAI_API_KEY", ""),
+		Models:                   p.list("PARLEY_MODELS", "gpt-4o-mini"),
+		GenerationTimeout:        p.duration("GENERATION_TIMEOUT", 5*time.Minute),
+		LLMIdleTimeout:           p.duration("LLM_IDLE_TIMEOUT", 60*time.Second),
+		ContextTokens:            p.int("CONTEXT_TOKENS", 16000, 256, 10_000_000),
+		MaxOutputTokens:          p.int("MAX_OUTPUT_TOKENS", 0, 0, 1_000_000),
+		RateLimitEnabled:         p.bool("RATE_LIMIT_ENABLED", true),
+		RateLimitChat:            p.int("RATE_LIMIT_CHAT", 20, 1, 1_000_000),
+		RateLimitAgent:           p.int("RATE_LIMIT_AGENT", 5, 1, 1_000_000),
+		RateLimitGeneral:         p.int("RATE_LIMIT_GENERAL", 100, 1, 1_000_000),
+		TrustedProxyHops:         p.int("TRUSTED_PROXY_HOPS", 1, 0, 10),
+		MaxConcurrentGenerations: p.int("MAX_CONCURRENT_GENERATIONS", 3, 1, 1000),
+		PlanFreeMonthlyTokens:    int64(p.int("PLAN_FREE_MONTHLY_TOKENS", 500_000, 0, 1<<50)),
+		PlanProMonthlyTokens:     int64(p.int("PLAN_PRO_MONTHLY_TOKENS", 10_000_000, 0, 1<<50)),
+		PlanProRateMultiplier:    p.float("PLAN_PRO_RATE_MULTIPLIER", 5, 1, 1000),
+		PlanFreeModels:           p.optionalList("PLAN_FREE_MODELS"),
+		PlanProModels:            p.optionalList("PLAN_PRO_MODELS"),
 	}
 	if mode == ModeDev {
 		if getenv("PARLEY_ENV") == "" {
@@ -142,6 +172,9 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 		}
 		if cfg.Host == "" {
 			cfg.Host = "127.0.0.1"
+		}
+		if getenv("TRUSTED_PROXY_HOPS") == "" {
+			cfg.TrustedProxyHops = 0 // nothing in front of a dev server
 		}
 		if cfg.Env == EnvProduction {
 			p.fail("PARLEY_ENV", "is production; `parley dev` refuses to run in production (unset it or use `parley serve`)")
@@ -278,6 +311,42 @@ func (p *parser) execMode(name string) pgx.QueryExecMode {
 		return pgx.QueryExecModeCacheStatement
 	}
 	return m
+}
+
+func (p *parser) bool(name string, def bool) bool {
+	raw := p.str(name, "")
+	if raw == "" {
+		return def
+	}
+	v, err := strconv.ParseBool(raw)
+	if err != nil {
+		p.fail(name, "must be true or false, got %q", raw)
+		return def
+	}
+	return v
+}
+
+func (p *parser) float(name string, def, lo, hi float64) float64 {
+	raw := p.str(name, "")
+	if raw == "" {
+		return def
+	}
+	v, err := strconv.ParseFloat(raw, 64)
+	if err != nil || v < lo || v > hi {
+		p.fail(name, "must be a number from %g to %g, got %q", lo, hi, raw)
+		return def
+	}
+	return v
+}
+
+func (p *parser) optionalList(name string) []string {
+	var out []string
+	for _, v := range strings.Split(p.str(name, ""), ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 func (p *parser) list(name, def string) []string {

@@ -23,6 +23,8 @@ import (
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/gen/parley/v1/parleyv1connect"
 	"github.com/parleyhq/parley/internal/logging"
+	"github.com/parleyhq/parley/internal/plan"
+	"github.com/parleyhq/parley/internal/ratelimit"
 	"github.com/parleyhq/parley/internal/rpc"
 )
 
@@ -40,6 +42,15 @@ type Deps struct {
 	Ping           func(context.Context) error
 	AllowedOrigins []string
 	Version        string
+
+	// Limiter applies RateLimits; nil disables rate limiting.
+	Limiter    *ratelimit.Resilient
+	RateLimits RateLimits
+	// Plans scale the rate limits per user.
+	Plans plan.Resolver
+	// TrustedProxyHops says which X-Forwarded-For entry is the client's
+	// address for unauthenticated calls (see clientIP).
+	TrustedProxyHops int
 }
 
 // Version returns the module version or VCS revision the binary was built from.
@@ -77,13 +88,17 @@ func New(d Deps) http.Handler {
 	}
 	// Interceptors run outermost first: the access log sees the final code,
 	// errors are mapped before it sees them, auth runs last before the handler.
+	interceptors := []connect.Interceptor{
+		newAccessLog(d.Log),
+		rpc.NewErrorInterceptor(d.Log),
+		auth.NewInterceptor(d.Verifier, isPublic, d.Log),
+		userCapture{},
+	}
+	if d.Limiter != nil {
+		interceptors = append(interceptors, &rateLimiter{limiter: d.Limiter, limits: d.RateLimits, plans: d.Plans, hops: d.TrustedProxyHops})
+	}
 	options := []connect.HandlerOption{
-		connect.WithInterceptors(
-			newAccessLog(d.Log),
-			rpc.NewErrorInterceptor(d.Log),
-			auth.NewInterceptor(d.Verifier, isPublic, d.Log),
-			userCapture{},
-		),
+		connect.WithInterceptors(interceptors...),
 		connect.WithRecover(func(ctx context.Context, spec connect.Spec, _ http.Header, p any) error {
 			d.Log.ErrorContext(ctx, "panic in handler", "procedure", spec.Procedure, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 			return connect.NewError(connect.CodeInternal, errors.New("internal error"))
@@ -120,7 +135,8 @@ func withCORS(h http.Handler, origins []string) http.Handler {
 		AllowedMethods: connectcors.AllowedMethods(),
 		AllowedHeaders: append(connectcors.AllowedHeaders(), "Authorization"),
 		ExposedHeaders: append(connectcors.ExposedHeaders(),
-			"Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"),
+			"Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset",
+			"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"),
 		// Browsers cache the preflight for two hours (Chromium's maximum).
 		MaxAge: 7200,
 	}).Handler(h)

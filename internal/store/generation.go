@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/parleyhq/parley/internal/apperr"
@@ -52,7 +53,12 @@ func (s *Store) LoadContext(ctx context.Context, userID, conversationID, leafID 
 
 // InsertExchange implements chat.GenerationStore in one round trip.
 func (s *Store) InsertExchange(ctx context.Context, userID uuid.UUID, x chat.NewExchange) (*chat.Message, chat.Message, error) {
+	month := monthOf(x.CreateTime)
 	rows, err := s.q.InsertMessages(ctx, sqlcgen.InsertMessagesParams{
+		Month:              month,
+		ReserveTokens:      x.ReserveTokens,
+		QuotaTokens:        x.QuotaTokens,
+		MaxActive:          int32(x.MaxActive),
 		ConversationID:     x.ConversationID,
 		UserID:             userID,
 		ParentID:           nonNil(x.ParentID),
@@ -83,10 +89,43 @@ func (s *Store) InsertExchange(ctx context.Context, userID uuid.UUID, x chat.New
 		}
 	}
 	if assistant.ID == uuid.Nil {
-		// Nothing inserted: the conversation or the parent is not the user's.
-		return nil, chat.Message{}, apperr.New(apperr.NotFound, "conversation or parent message not found")
+		// Nothing inserted: a limit refused it, or the conversation or the
+		// parent is not the user's. Off the hot path, find out which.
+		return nil, chat.Message{}, s.whyNotInserted(ctx, userID, month, x)
 	}
 	return user, assistant, nil
+}
+
+func (s *Store) whyNotInserted(ctx context.Context, userID uuid.UUID, month time.Time, x chat.NewExchange) error {
+	u, err := s.q.GetTokenUsage(ctx, sqlcgen.GetTokenUsageParams{UserID: userID, Month: month})
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return interpretError(err, "token usage")
+	}
+	switch {
+	case x.ReserveTokens > x.QuotaTokens || (err == nil && u.UsedTokens+u.ReservedTokens+x.ReserveTokens > x.QuotaTokens):
+		return chat.ErrQuotaExceeded
+	case x.MaxActive < 1 || (err == nil && int(u.ActiveGenerations) >= x.MaxActive):
+		return chat.ErrTooManyGenerations
+	}
+	return apperr.New(apperr.NotFound, "conversation or parent message not found")
+}
+
+// monthOf is the first day (UTC) of t's month: the quota period.
+func monthOf(t time.Time) time.Time {
+	t = t.UTC()
+	return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
+}
+
+// TokenUsage returns the user's usage for the month that holds t.
+func (s *Store) TokenUsage(ctx context.Context, userID uuid.UUID, t time.Time) (chat.TokenUsage, error) {
+	u, err := s.q.GetTokenUsage(ctx, sqlcgen.GetTokenUsageParams{UserID: userID, Month: monthOf(t)})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return chat.TokenUsage{Month: monthOf(t)}, nil
+	}
+	if err != nil {
+		return chat.TokenUsage{}, interpretError(err, "token usage")
+	}
+	return chat.TokenUsage{Month: u.Month, Used: u.UsedTokens, Reserved: u.ReservedTokens, Active: int(u.ActiveGenerations)}, nil
 }
 
 // FindExchange implements chat.GenerationStore.
@@ -140,7 +179,7 @@ func (s *Store) FinishMessage(ctx context.Context, messageID uuid.UUID, f chat.F
 	if err != nil {
 		return chat.Message{}, interpretError(err, "message")
 	}
-	return toMessage(row), nil
+	return toMessage(sqlcgen.ParleyMessage(row)), nil
 }
 
 // SetTitleIfEmpty implements chat.GenerationStore.

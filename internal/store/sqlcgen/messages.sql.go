@@ -29,12 +29,25 @@ func (q *Queries) CheckpointMessage(ctx context.Context, arg CheckpointMessagePa
 }
 
 const finishMessage = `-- name: FinishMessage :one
-UPDATE parley.messages
-SET content = $1, status = $2, model = $3,
-    prompt_tokens = $4, completion_tokens = $5,
-    finish_reason = $6, update_time = now()
-WHERE id = $7 AND status = 'streaming'
-RETURNING id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time
+WITH fin AS (
+    UPDATE parley.messages m
+    SET content = $1, status = $2, model = $3,
+        prompt_tokens = $4, completion_tokens = $5,
+        finish_reason = $6, reserved_tokens = 0, update_time = now()
+    FROM (SELECT o.id, o.reserved_tokens FROM parley.messages o WHERE o.id = $7) old
+    WHERE m.id = old.id AND m.status = 'streaming'
+    RETURNING m.id, m.conversation_id, m.user_id, m.parent_id, m.role, m.content, m.status, m.model, m.prompt_tokens, m.completion_tokens, m.finish_reason, m.client_message_id, m.generation_id, m.create_time, m.update_time, m.reserved_tokens, old.reserved_tokens AS released_tokens
+), settle AS (
+    UPDATE parley.token_usage u
+    SET used_tokens = u.used_tokens + fin.prompt_tokens + fin.completion_tokens,
+        reserved_tokens = GREATEST(u.reserved_tokens - fin.released_tokens, 0),
+        active_generations = GREATEST(u.active_generations - 1, 0)
+    FROM fin
+    WHERE u.user_id = fin.user_id AND u.month = date_trunc('month', fin.create_time AT TIME ZONE 'UTC')::date
+)
+SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens,
+       completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens
+FROM fin
 `
 
 type FinishMessageParams struct {
@@ -47,8 +60,29 @@ type FinishMessageParams struct {
 	ID               uuid.UUID
 }
 
-// Ends an answer once: a message that is no longer streaming stays as it is.
-func (q *Queries) FinishMessage(ctx context.Context, arg FinishMessageParams) (ParleyMessage, error) {
+type FinishMessageRow struct {
+	ID               uuid.UUID
+	ConversationID   uuid.UUID
+	UserID           uuid.UUID
+	ParentID         *uuid.UUID
+	Role             string
+	Content          string
+	Status           string
+	Model            string
+	PromptTokens     int64
+	CompletionTokens int64
+	FinishReason     string
+	ClientMessageID  *string
+	GenerationID     *uuid.UUID
+	CreateTime       time.Time
+	UpdateTime       time.Time
+	ReservedTokens   int64
+}
+
+// Ends an answer once (a message that is no longer streaming stays as it
+// is) and settles its reservation: the real usage replaces the estimate
+// and the concurrent-answer slot is freed.
+func (q *Queries) FinishMessage(ctx context.Context, arg FinishMessageParams) (FinishMessageRow, error) {
 	row := q.db.QueryRow(ctx, finishMessage,
 		arg.Content,
 		arg.Status,
@@ -58,7 +92,7 @@ func (q *Queries) FinishMessage(ctx context.Context, arg FinishMessageParams) (P
 		arg.FinishReason,
 		arg.ID,
 	)
-	var i ParleyMessage
+	var i FinishMessageRow
 	err := row.Scan(
 		&i.ID,
 		&i.ConversationID,
@@ -75,19 +109,20 @@ func (q *Queries) FinishMessage(ctx context.Context, arg FinishMessageParams) (P
 		&i.GenerationID,
 		&i.CreateTime,
 		&i.UpdateTime,
+		&i.ReservedTokens,
 	)
 	return i, err
 }
 
 const getExchangeByClientMessageID = `-- name: GetExchangeByClientMessageID :many
 WITH user_msg AS (
-    SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time FROM parley.messages u
+    SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens FROM parley.messages u
     WHERE u.conversation_id = $1 AND u.user_id = $2
       AND u.client_message_id = $3
 )
-SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time FROM user_msg
+SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens FROM user_msg
 UNION ALL
-(SELECT a.id, a.conversation_id, a.user_id, a.parent_id, a.role, a.content, a.status, a.model, a.prompt_tokens, a.completion_tokens, a.finish_reason, a.client_message_id, a.generation_id, a.create_time, a.update_time FROM parley.messages a JOIN user_msg u ON a.parent_id = u.id
+(SELECT a.id, a.conversation_id, a.user_id, a.parent_id, a.role, a.content, a.status, a.model, a.prompt_tokens, a.completion_tokens, a.finish_reason, a.client_message_id, a.generation_id, a.create_time, a.update_time, a.reserved_tokens FROM parley.messages a JOIN user_msg u ON a.parent_id = u.id
  WHERE a.role = 'assistant'
  ORDER BY a.create_time, a.id LIMIT 1)
 `
@@ -114,6 +149,7 @@ type GetExchangeByClientMessageIDRow struct {
 	GenerationID     *uuid.UUID
 	CreateTime       time.Time
 	UpdateTime       time.Time
+	ReservedTokens   int64
 }
 
 // A retried send: the user message saved under client_message_id and its
@@ -143,6 +179,7 @@ func (q *Queries) GetExchangeByClientMessageID(ctx context.Context, arg GetExcha
 			&i.GenerationID,
 			&i.CreateTime,
 			&i.UpdateTime,
+			&i.ReservedTokens,
 		); err != nil {
 			return nil, err
 		}
@@ -155,7 +192,7 @@ func (q *Queries) GetExchangeByClientMessageID(ctx context.Context, arg GetExcha
 }
 
 const getMessage = `-- name: GetMessage :one
-SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time FROM parley.messages
+SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens FROM parley.messages
 WHERE id = $1 AND user_id = $2
 `
 
@@ -183,12 +220,13 @@ func (q *Queries) GetMessage(ctx context.Context, arg GetMessageParams) (ParleyM
 		&i.GenerationID,
 		&i.CreateTime,
 		&i.UpdateTime,
+		&i.ReservedTokens,
 	)
 	return i, err
 }
 
 const getMessageByGeneration = `-- name: GetMessageByGeneration :one
-SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time FROM parley.messages
+SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens FROM parley.messages
 WHERE generation_id = $1 AND user_id = $2
 `
 
@@ -216,6 +254,30 @@ func (q *Queries) GetMessageByGeneration(ctx context.Context, arg GetMessageByGe
 		&i.GenerationID,
 		&i.CreateTime,
 		&i.UpdateTime,
+		&i.ReservedTokens,
+	)
+	return i, err
+}
+
+const getTokenUsage = `-- name: GetTokenUsage :one
+SELECT user_id, month, used_tokens, reserved_tokens, active_generations FROM parley.token_usage
+WHERE user_id = $1 AND month = $2
+`
+
+type GetTokenUsageParams struct {
+	UserID uuid.UUID
+	Month  time.Time
+}
+
+func (q *Queries) GetTokenUsage(ctx context.Context, arg GetTokenUsageParams) (ParleyTokenUsage, error) {
+	row := q.db.QueryRow(ctx, getTokenUsage, arg.UserID, arg.Month)
+	var i ParleyTokenUsage
+	err := row.Scan(
+		&i.UserID,
+		&i.Month,
+		&i.UsedTokens,
+		&i.ReservedTokens,
+		&i.ActiveGenerations,
 	)
 	return i, err
 }
@@ -225,7 +287,7 @@ INSERT INTO parley.messages (id, conversation_id, user_id, parent_id, role, cont
 SELECT $1, c.id, $2, $3::uuid, $4, $5,
        $6, $7, clock_timestamp(), clock_timestamp()
 FROM parley.conversations c WHERE c.id = $8 AND c.user_id = $2
-RETURNING id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time
+RETURNING id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens
 `
 
 type InsertMessageParams struct {
@@ -268,6 +330,7 @@ func (q *Queries) InsertMessage(ctx context.Context, arg InsertMessageParams) (P
 		&i.GenerationID,
 		&i.CreateTime,
 		&i.UpdateTime,
+		&i.ReservedTokens,
 	)
 	return i, err
 }
@@ -278,33 +341,49 @@ WITH conv AS (
     WHERE c.id = $1 AND c.user_id = $2
       AND ($3::uuid IS NULL OR EXISTS (
           SELECT 1 FROM parley.messages p WHERE p.id = $3::uuid AND p.conversation_id = c.id))
+), reserve AS (
+    INSERT INTO parley.token_usage AS u (user_id, month, reserved_tokens, active_generations)
+    SELECT $2, $4::date, $5::bigint, 1
+    FROM conv
+    WHERE $5::bigint <= $6::bigint AND $7::int >= 1
+    ON CONFLICT (user_id, month) DO UPDATE
+        SET reserved_tokens = u.reserved_tokens + EXCLUDED.reserved_tokens,
+            active_generations = u.active_generations + 1
+        WHERE u.used_tokens + u.reserved_tokens + EXCLUDED.reserved_tokens <= $6::bigint
+          AND u.active_generations < $7::int
+    RETURNING 1
 ), user_msg AS (
     INSERT INTO parley.messages (id, conversation_id, user_id, parent_id, role, content, status, client_message_id, create_time, update_time)
-    SELECT $4, conv.id, $2, $3::uuid, 'user', $5, 'completed',
-           $6, $7, $7
-    FROM conv WHERE $8::bool
-    RETURNING id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time
+    SELECT $8, conv.id, $2, $3::uuid, 'user', $9, 'completed',
+           $10, $11, $11
+    FROM conv WHERE $12::bool AND EXISTS (SELECT 1 FROM reserve)
+    RETURNING id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens
 ), assistant_msg AS (
-    INSERT INTO parley.messages (id, conversation_id, user_id, parent_id, role, status, model, generation_id, create_time, update_time)
-    SELECT $9, conv.id, $2,
-           CASE WHEN $8::bool THEN $4::uuid ELSE $3::uuid END,
-           'assistant', 'streaming', $10, $11, $7::timestamptz + interval '1 microsecond', $7::timestamptz + interval '1 microsecond'
+    INSERT INTO parley.messages (id, conversation_id, user_id, parent_id, role, status, model, generation_id, reserved_tokens, create_time, update_time)
+    SELECT $13, conv.id, $2,
+           CASE WHEN $12::bool THEN $8::uuid ELSE $3::uuid END,
+           'assistant', 'streaming', $14, $15, $5::bigint,
+           $11::timestamptz + interval '1 microsecond', $11::timestamptz + interval '1 microsecond'
     FROM conv
-    WHERE NOT $8::bool OR EXISTS (SELECT 1 FROM user_msg)
-    RETURNING id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time
+    WHERE EXISTS (SELECT 1 FROM reserve) AND (NOT $12::bool OR EXISTS (SELECT 1 FROM user_msg))
+    RETURNING id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens
 ), touched AS (
     UPDATE parley.conversations c SET active_leaf_id = a.id, update_time = now()
     FROM assistant_msg a WHERE c.id = a.conversation_id
 )
-SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time FROM user_msg
+SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens FROM user_msg
 UNION ALL
-SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time FROM assistant_msg
+SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens FROM assistant_msg
 `
 
 type InsertMessagesParams struct {
 	ConversationID     uuid.UUID
 	UserID             uuid.UUID
 	ParentID           *uuid.UUID
+	Month              time.Time
+	ReserveTokens      int64
+	QuotaTokens        int64
+	MaxActive          int32
 	UserMessageID      uuid.UUID
 	Content            string
 	ClientMessageID    *string
@@ -331,17 +410,24 @@ type InsertMessagesRow struct {
 	GenerationID     *uuid.UUID
 	CreateTime       time.Time
 	UpdateTime       time.Time
+	ReservedTokens   int64
 }
 
-// Saves an exchange in one statement (one round trip): an optional user
-// message, the assistant message that will hold the answer, and the
-// conversation's new active leaf. Inserts nothing unless the user owns the
-// conversation and the parent (if any) belongs to it.
+// Saves an exchange in one statement (one round trip): it reserves the
+// answer's token estimate against the monthly quota and takes one of the
+// user's concurrent-answer slots, then saves an optional user message, the
+// streaming assistant message and the conversation's new active leaf.
+// Nothing is saved unless the user owns the conversation, the parent (if
+// any) belongs to it, and the quota and slot are available.
 func (q *Queries) InsertMessages(ctx context.Context, arg InsertMessagesParams) ([]InsertMessagesRow, error) {
 	rows, err := q.db.Query(ctx, insertMessages,
 		arg.ConversationID,
 		arg.UserID,
 		arg.ParentID,
+		arg.Month,
+		arg.ReserveTokens,
+		arg.QuotaTokens,
+		arg.MaxActive,
 		arg.UserMessageID,
 		arg.Content,
 		arg.ClientMessageID,
@@ -374,6 +460,7 @@ func (q *Queries) InsertMessages(ctx context.Context, arg InsertMessagesParams) 
 			&i.GenerationID,
 			&i.CreateTime,
 			&i.UpdateTime,
+			&i.ReservedTokens,
 		); err != nil {
 			return nil, err
 		}
@@ -386,12 +473,28 @@ func (q *Queries) InsertMessages(ctx context.Context, arg InsertMessagesParams) 
 }
 
 const interruptStaleMessages = `-- name: InterruptStaleMessages :execrows
-UPDATE parley.messages SET status = 'interrupted', update_time = now()
-WHERE status = 'streaming' AND update_time < $1
+WITH stale AS (
+    UPDATE parley.messages m SET status = 'interrupted', reserved_tokens = 0, update_time = now()
+    FROM (SELECT o.id, o.reserved_tokens FROM parley.messages o
+          WHERE o.status = 'streaming' AND o.update_time < $1) old
+    WHERE m.id = old.id AND m.status = 'streaming'
+    RETURNING m.user_id, m.create_time, old.reserved_tokens AS released_tokens
+), released AS (
+    SELECT user_id, date_trunc('month', create_time AT TIME ZONE 'UTC')::date AS month,
+           sum(released_tokens) AS tokens, count(*) AS answers
+    FROM stale GROUP BY 1, 2
+), settle AS (
+    UPDATE parley.token_usage u
+    SET reserved_tokens = GREATEST(u.reserved_tokens - r.tokens, 0),
+        active_generations = GREATEST(u.active_generations - r.answers, 0)
+    FROM released r
+    WHERE u.user_id = r.user_id AND u.month = r.month
+)
+SELECT 1 FROM stale
 `
 
 // Answers left streaming by an instance that died are marked interrupted
-// after the longest a generation may run.
+// after the longest a generation may run, and their reservations released.
 func (q *Queries) InterruptStaleMessages(ctx context.Context, before time.Time) (int64, error) {
 	result, err := q.db.Exec(ctx, interruptStaleMessages, before)
 	if err != nil {
@@ -413,7 +516,7 @@ WITH RECURSIVE conv AS (
     FROM parley.messages p JOIN branch b ON p.id = b.parent_id
     WHERE b.depth < 100000
 )
-SELECT m.id, m.conversation_id, m.user_id, m.parent_id, m.role, m.content, m.status, m.model, m.prompt_tokens, m.completion_tokens, m.finish_reason, m.client_message_id, m.generation_id, m.create_time, m.update_time, s.sibling_ids::uuid[] AS sibling_ids
+SELECT m.id, m.conversation_id, m.user_id, m.parent_id, m.role, m.content, m.status, m.model, m.prompt_tokens, m.completion_tokens, m.finish_reason, m.client_message_id, m.generation_id, m.create_time, m.update_time, m.reserved_tokens, s.sibling_ids::uuid[] AS sibling_ids
 FROM branch b
 JOIN parley.messages m ON m.id = b.id
 CROSS JOIN LATERAL (
@@ -478,6 +581,7 @@ func (q *Queries) ListBranch(ctx context.Context, arg ListBranchParams) ([]ListB
 			&i.ParleyMessage.GenerationID,
 			&i.ParleyMessage.CreateTime,
 			&i.ParleyMessage.UpdateTime,
+			&i.ParleyMessage.ReservedTokens,
 			&i.SiblingIds,
 		); err != nil {
 			return nil, err

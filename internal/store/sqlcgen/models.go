@@ -38,4 +38,13 @@ type ParleyMessage struct {
 	GenerationID     *uuid.UUID
 	CreateTime       time.Time
 	UpdateTime       time.Time
+	ReservedTokens   int64
+}
+
+type ParleyTokenUsage struct {
+	UserID            uuid.UUID
+	Month             time.Time
+	UsedTokens        int64
+	ReservedTokens    int64
+	ActiveGenerations int32
 }

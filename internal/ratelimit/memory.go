@@ -1,0 +1,56 @@
+package ratelimit
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Memory is an in-process limiter with redis_rate's semantics (GCRA: each
+// key keeps a theoretical arrival time). Keys idle past their reset are
+// dropped by a sweep, so memory stays bounded by the active keys.
+type Memory struct {
+	mu        sync.Mutex
+	tat       map[string]time.Time
+	now       func() time.Time
+	lastSweep time.Time
+}
+
+// NewMemory returns an empty in-process limiter.
+func NewMemory() *Memory { return &Memory{tat: map[string]time.Time{}, now: time.Now} }
+
+// Allow implements Limiter.
+func (m *Memory) Allow(_ context.Context, key string, limit Limit) (Result, error) {
+	now := m.now()
+	interval := limit.Period / time.Duration(limit.Rate)
+	burstOffset := interval * time.Duration(limit.Burst)
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.sweep(now)
+	tat, ok := m.tat[key]
+	if !ok || tat.Before(now) {
+		tat = now
+	}
+	newTAT := tat.Add(interval)
+	allowAt := newTAT.Add(-burstOffset)
+	if diff := now.Sub(allowAt); diff < 0 {
+		return Result{Limit: limit, RetryAfter: -diff, ResetAfter: tat.Sub(now)}, nil
+	} else {
+		m.tat[key] = newTAT
+		return Result{Allowed: true, Limit: limit, Remaining: int(diff / interval), ResetAfter: newTAT.Sub(now)}, nil
+	}
+}
+
+// sweep drops keys whose limit has fully reset, at most once a minute.
+func (m *Memory) sweep(now time.Time) {
+	if now.Sub(m.lastSweep) < time.Minute {
+		return
+	}
+	m.lastSweep = now
+	for k, tat := range m.tat {
+		if tat.Before(now) {
+			delete(m.tat, k)
+		}
+	}
+}

@@ -1,0 +1,177 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/gen/parley/v1/parleyv1connect"
+	"github.com/parleyhq/parley/internal/plan"
+	"github.com/parleyhq/parley/internal/ratelimit"
+)
+
+// RateLimits are the free plan's limits per class of RPC; a plan's
+// multiplier scales them.
+type RateLimits struct {
+	Chat    ratelimit.Limit // SendMessage, RegenerateMessage, EditMessage
+	Agent   ratelimit.Limit // starting agent runs
+	General ratelimit.Limit // everything else
+}
+
+// class is a family of RPCs that share a limit.
+type class struct {
+	name string
+	// failOpen classes are allowed while the shared limiter is down; the
+	// others fall back to per-instance limits.
+	failOpen bool
+}
+
+var (
+	classChat    = class{name: "chat"}
+	classAgent   = class{name: "agent"}
+	classGeneral = class{name: "general", failOpen: true}
+)
+
+// classes maps procedures to their class; unlisted ones are general.
+var classes = map[string]class{
+	parleyv1connect.ChatServiceSendMessageProcedure:       classChat,
+	parleyv1connect.ChatServiceRegenerateMessageProcedure: classChat,
+	parleyv1connect.ChatServiceEditMessageProcedure:       classChat,
+}
+
+// rateLimiter is the interceptor that applies the limits: per user when
+// the call is authenticated, per client IP otherwise. Every answer carries
+// RateLimit-* headers; over the limit answers resource_exhausted with
+// Retry-After, as an HTTP header for Connect and gRPC-Web and as metadata
+// for gRPC.
+type rateLimiter struct {
+	limiter *ratelimit.Resilient
+	limits  RateLimits
+	plans   plan.Resolver
+	hops    int
+}
+
+func (l *rateLimiter) limitFor(c class) ratelimit.Limit {
+	switch c {
+	case classChat:
+		return l.limits.Chat
+	case classAgent:
+		return l.limits.Agent
+	}
+	return l.limits.General
+}
+
+// check runs one limit check and writes the headers.
+func (l *rateLimiter) check(ctx context.Context, procedure string, peer connect.Peer, reqHeader, resHeader http.Header) error {
+	c, ok := classes[procedure]
+	if !ok {
+		c = classGeneral
+	}
+	limit := l.limitFor(c)
+	var key string
+	if claims, ok := auth.ClaimsFrom(ctx); ok {
+		key = c.name + ":user:" + claims.UserID.String()
+		if l.plans != nil {
+			p, err := l.plans.PlanOf(ctx, claims.UserID)
+			if err != nil {
+				return err
+			}
+			limit = limit.Scale(p.RateMultiplier)
+		}
+	} else {
+		key = c.name + ":ip:" + clientIP(reqHeader, peer.Addr, l.hops)
+	}
+	res, _ := l.limiter.Allow(ctx, key, limit, c.failOpen)
+	setRateHeaders(resHeader, res)
+	if res.Allowed {
+		return nil
+	}
+	retry := seconds(res.RetryAfter)
+	err := connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
+		"rate limit exceeded: %d %s requests per %s; retry in %ds", limit.Rate, c.name, limit.Period, retry))
+	setRateHeaders(err.Meta(), res)
+	err.Meta().Set("Retry-After", strconv.Itoa(retry))
+	return err
+}
+
+func seconds(d time.Duration) int { return int(math.Ceil(d.Seconds())) }
+
+func setRateHeaders(h http.Header, res ratelimit.Result) {
+	limit, remaining, reset := strconv.Itoa(res.Limit.Burst), strconv.Itoa(res.Remaining), strconv.Itoa(seconds(res.ResetAfter))
+	h.Set("RateLimit-Limit", limit)
+	h.Set("RateLimit-Remaining", remaining)
+	h.Set("RateLimit-Reset", reset)
+	h.Set("X-RateLimit-Limit", limit)
+	h.Set("X-RateLimit-Remaining", remaining)
+	h.Set("X-RateLimit-Reset", reset)
+}
+
+// clientIP is the address Cloud Run's front end saw: the hops-th entry
+// from the right of X-Forwarded-For (entries to its left are whatever the
+// client sent, and can be forged). Without such an entry, the peer address.
+func clientIP(h http.Header, peerAddr string, hops int) string {
+	if hops > 0 {
+		var hopsList []string
+		for _, v := range h.Values("X-Forwarded-For") {
+			for _, part := range strings.Split(v, ",") {
+				hopsList = append(hopsList, strings.TrimSpace(part))
+			}
+		}
+		if len(hopsList) >= hops {
+			if ip := net.ParseIP(hopsList[len(hopsList)-hops]); ip != nil {
+				return ip.String()
+			}
+		}
+	}
+	if host, _, err := net.SplitHostPort(peerAddr); err == nil {
+		return host
+	}
+	return peerAddr
+}
+
+func (l *rateLimiter) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		header := http.Header{}
+		if err := l.check(ctx, req.Spec().Procedure, req.Peer(), req.Header(), header); err != nil {
+			return nil, err
+		}
+		res, err := next(ctx, req)
+		// The headers travel on success and on failure alike.
+		var target http.Header
+		var ce *connect.Error
+		switch {
+		case err == nil && res != nil:
+			target = res.Header()
+		case errors.As(err, &ce):
+			target = ce.Meta()
+		}
+		for k, v := range header {
+			if target != nil {
+				target[k] = v
+			}
+		}
+		return res, err
+	}
+}
+
+func (l *rateLimiter) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (l *rateLimiter) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		if err := l.check(ctx, conn.Spec().Procedure, conn.Peer(), conn.RequestHeader(), conn.ResponseHeader()); err != nil {
+			return err
+		}
+		return next(ctx, conn)
+	}
+}
