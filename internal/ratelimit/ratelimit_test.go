@@ -5,8 +5,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/parleyhq/parley/internal/broker"
 	"github.com/parleyhq/parley/internal/redistest"
@@ -142,5 +146,42 @@ func TestResilientOutage(t *testing.T) {
 	}
 	if res, degraded := b.Allow(ctx, "back", limit, false); degraded || !res.Allowed || res.Remaining != 0 {
 		t.Errorf("after recovery b does not share a's count: %+v degraded=%v", res, degraded)
+	}
+}
+
+// countHook counts commands sent to Redis.
+type countHook struct{ n *atomic.Int64 }
+
+func (h countHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h countHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { h.n.Add(1); return next(ctx, cmd) }
+}
+func (h countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { h.n.Add(1); return next(ctx, cmds) }
+}
+
+// TestRedisOneRoundTrip: a check is one round trip once the script is loaded.
+func TestRedisOneRoundTrip(t *testing.T) {
+	t.Parallel()
+	client, err := broker.NewClient(redistest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	var n atomic.Int64
+	client.AddHook(countHook{&n})
+	l := NewRedis(client, redistest.Prefix(t))
+	ctx := context.Background()
+	if _, err := l.Allow(ctx, "warm", PerMinute(100)); err != nil { // loads the script
+		t.Fatal(err)
+	}
+	n.Store(0)
+	for i := range 10 {
+		if _, err := l.Allow(ctx, "k"+strconv.Itoa(i%3), PerMinute(100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := n.Load(); got != 10 {
+		t.Errorf("10 checks took %d round trips, want 10", got)
 	}
 }
