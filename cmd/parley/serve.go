@@ -156,7 +156,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.List
 	})
 	srv := server.NewHTTPServer(handler, log)
 
-	// On SIGTERM, answers in flight get half the grace period to finish;
+	// On SIGTERM, answers in flight get a quarter of the grace period to finish;
 	// the rest are saved as interrupted, which also ends their streams so
 	// the HTTP server can drain.
 	generationsDone := make(chan struct{})
@@ -165,7 +165,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.List
 		<-ctx.Done()
 		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout-time.Second)
 		defer cancel()
-		if err := generator.Shutdown(shutdownCtx, cfg.ShutdownTimeout/2); err != nil {
+		// A quarter of the grace period to finish, then the interrupted
+		// saves, well before the pool closes.
+		if err := generator.Shutdown(shutdownCtx, cfg.ShutdownTimeout/4); err != nil {
 			log.Error("generations did not all save before the deadline", "err", err)
 		}
 	}()

@@ -60,6 +60,8 @@ ORDER BY b.depth DESC;
 WITH conv AS (
     SELECT c.id FROM parley.conversations c
     WHERE c.id = sqlc.arg('conversation_id') AND c.user_id = sqlc.arg('user_id')
+      -- One answer at a time per conversation.
+      AND NOT EXISTS (SELECT 1 FROM parley.messages s WHERE s.conversation_id = c.id AND s.status = 'streaming')
       AND (sqlc.narg('parent_id')::uuid IS NULL OR EXISTS (
           SELECT 1 FROM parley.messages p WHERE p.id = sqlc.narg('parent_id')::uuid AND p.conversation_id = c.id))
 ), reserve AS (
@@ -122,8 +124,9 @@ UNION ALL
  WHERE a.role = 'assistant'
  ORDER BY a.create_time, a.id LIMIT 1);
 
--- name: CheckpointMessage :exec
--- Saves the answer so far; a no-op once the answer has ended.
+-- name: CheckpointMessage :execrows
+-- Saves the answer so far; a no-op (0 rows) once the answer has ended.
+-- Ids come from the server's own run, never from a client, hence no user id.
 UPDATE parley.messages SET content = @content, update_time = now()
 WHERE id = @id AND status = 'streaming';
 
@@ -195,3 +198,7 @@ SELECT sqlc.arg('id'), c.id, sqlc.arg('user_id'), sqlc.narg('parent_id')::uuid, 
        sqlc.arg('status'), sqlc.arg('model'), clock_timestamp(), clock_timestamp()
 FROM parley.conversations c WHERE c.id = sqlc.arg('conversation_id') AND c.user_id = sqlc.arg('user_id')
 RETURNING *;
+
+-- name: CountStreaming :one
+SELECT count(*) FROM parley.messages
+WHERE conversation_id = @conversation_id AND user_id = @user_id AND status = 'streaming';

@@ -30,10 +30,14 @@ type GenerationStore interface {
 	// FindExchange returns the user message saved under clientMessageID and
 	// its first answer.
 	FindExchange(ctx context.Context, userID, conversationID uuid.UUID, clientMessageID string) (Message, Message, error)
+	// GetMessage returns one of the user's messages (apperr NotFound).
 	GetMessage(ctx context.Context, userID, messageID uuid.UUID) (Message, error)
+	// GetMessageByGeneration returns the answer a generation writes (apperr NotFound).
 	GetMessageByGeneration(ctx context.Context, userID, generationID uuid.UUID) (Message, error)
-	// CheckpointMessage saves the answer so far while it is streaming.
-	CheckpointMessage(ctx context.Context, messageID uuid.UUID, content string) error
+	// CheckpointMessage saves the answer so far while it is streaming. It
+	// reports false when the answer is no longer streaming: it was ended
+	// elsewhere (stopped by another instance, or deleted).
+	CheckpointMessage(ctx context.Context, messageID uuid.UUID, content string) (bool, error)
 	// FinishMessage ends a streaming answer; apperr NotFound if it already ended.
 	FinishMessage(ctx context.Context, messageID uuid.UUID, f Final) (Message, error)
 	// SetTitleIfEmpty sets a generated title unless the conversation has one.
@@ -77,6 +81,7 @@ type NewExchange struct {
 var (
 	ErrQuotaExceeded      = errors.New("monthly token quota exceeded")
 	ErrTooManyGenerations = errors.New("too many concurrent generations")
+	ErrConversationBusy   = errors.New("an answer is streaming in the conversation")
 )
 
 // Final is how an answer ended.
@@ -155,6 +160,9 @@ type Generator struct {
 	runs map[uuid.UUID]*run
 	wg   sync.WaitGroup
 }
+
+// errBusy refuses a second answer in a conversation while one streams.
+var errBusy = apperr.New(apperr.FailedPrecondition, "an answer is still being written in this conversation: stop it (StopGeneration) or wait for it to end")
 
 // errShutdown cancels runs when the server stops; they save what they have
 // with status interrupted.
@@ -254,8 +262,13 @@ func (g *Generator) Send(ctx context.Context, userID uuid.UUID, in SendInput) (S
 	if err != nil {
 		return nil, err
 	}
-	if in.ParentID != uuid.Nil && len(xc.Branch) == 0 {
-		return nil, apperr.InvalidField("parent_message_id", "is not a message of this conversation")
+	if in.ParentID != uuid.Nil {
+		if len(xc.Branch) == 0 {
+			return nil, apperr.New(apperr.NotFound, "parent message not found")
+		}
+		if xc.Branch[len(xc.Branch)-1].Role != RoleAssistant {
+			return nil, apperr.InvalidField("parent_message_id", "must name an assistant message; to change a user message use EditMessage")
+		}
 	}
 	if n := len(xc.Branch); n > 0 && xc.Branch[n-1].Status == StatusStreaming {
 		if in.ClientMessageID != "" {
@@ -263,7 +276,7 @@ func (g *Generator) Send(ctx context.Context, userID uuid.UUID, in SendInput) (S
 				return s, nil
 			}
 		}
-		return nil, apperr.New(apperr.FailedPrecondition, "an answer is still being written in this conversation: stop it (StopGeneration) or wait for it to end")
+		return nil, errBusy
 	}
 	model, provider, err := g.models.resolve("model", in.Model, xc.Model)
 	if err != nil {
@@ -404,6 +417,8 @@ func (g *Generator) start(ctx context.Context, userID uuid.UUID, x NewExchange, 
 			quota, x.ReserveTokens, reset.Format(time.RFC3339))
 		e.RetryAfter = int(time.Until(reset).Seconds()) + 1
 		return nil, e
+	case errors.Is(err, ErrConversationBusy):
+		return nil, errBusy
 	case errors.Is(err, ErrTooManyGenerations):
 		e := apperr.New(apperr.ResourceExhausted, "at most %d answers can be written at once; wait for one to end or stop it", x.MaxActive)
 		e.RetryAfter = 1
@@ -412,14 +427,12 @@ func (g *Generator) start(ctx context.Context, userID uuid.UUID, x NewExchange, 
 		return nil, err
 	}
 	if user == nil {
-		// Regeneration: the user message is the answer's existing parent.
-		parent, err := g.store.GetMessage(ctx, userID, x.ParentID)
-		if err != nil {
-			return nil, err
-		}
+		// Regeneration: the user message is the answer's existing parent,
+		// the last message of the loaded branch.
+		parent := xc.Branch[len(xc.Branch)-1]
 		user = &parent
 	}
-	r := g.newRun(userID, *user, answer, xc, prompt)
+	r := g.newRun(userID, *user, answer, xc, prompt, provider)
 	return r.subscribe(0), nil
 }
 
@@ -449,6 +462,9 @@ func (g *Generator) follow(ctx context.Context, userID uuid.UUID, answer Message
 	if r := g.local(answer.GenerationID); r != nil {
 		return r.subscribe(afterSeq), nil
 	}
+	final := func(ctx context.Context) (Message, error) {
+		return g.store.GetMessageByGeneration(ctx, userID, answer.GenerationID)
+	}
 	events, errf, err := g.events.Follow(ctx, answer.GenerationID, afterSeq)
 	// A generation that just started on another instance may not have
 	// mirrored its first event yet: give it a moment.
@@ -461,7 +477,7 @@ func (g *Generator) follow(ctx context.Context, userID uuid.UUID, answer Message
 		events, errf, err = g.events.Follow(ctx, answer.GenerationID, afterSeq)
 	}
 	if err == nil {
-		return &remoteStream{events: events, errf: errf}, nil
+		return &remoteStream{events: events, errf: errf, final: final, seq: afterSeq}, nil
 	}
 	if !errors.Is(err, broker.ErrNotFound) {
 		g.log.WarnContext(ctx, "event log unavailable; replaying from the database", "generation_id", answer.GenerationID, "err", err)
@@ -495,7 +511,9 @@ func (g *Generator) Stop(ctx context.Context, userID, generationID uuid.UUID) (M
 			g.log.WarnContext(ctx, "could not broadcast stop", "generation_id", generationID, "err", err)
 		}
 		if events, errf, err := g.events.Follow(ctx, generationID, 0); err == nil {
-			stream = &remoteStream{events: events, errf: errf}
+			stream = &remoteStream{events: events, errf: errf, final: func(ctx context.Context) (Message, error) {
+				return g.store.GetMessageByGeneration(ctx, userID, generationID)
+			}}
 		}
 	}
 	if stream != nil {

@@ -55,8 +55,7 @@ type run struct {
 	mirrorW sync.WaitGroup
 }
 
-func (g *Generator) newRun(userID uuid.UUID, user, answer Message, xc ExchangeContext, prompt []llm.Message) *run {
-	_, provider, _ := g.models.resolve("model", answer.Model)
+func (g *Generator) newRun(userID uuid.UUID, user, answer Message, xc ExchangeContext, prompt []llm.Message, provider llm.Provider) *run {
 	ctx, cancelTimeout := context.WithTimeoutCause(g.base, g.cfg.MaxDuration, errTooLong)
 	ctx, cancel := context.WithCancelCause(ctx)
 	r := &run{
@@ -80,6 +79,10 @@ func (g *Generator) newRun(userID uuid.UUID, user, answer Message, xc ExchangeCo
 
 var errTooLong = errors.New("generation took longer than the maximum generation time")
 
+// errEndedElsewhere cancels a run whose answer was ended by someone else: a
+// stop that reached the database but not this instance, or a deletion.
+var errEndedElsewhere = errors.New("answer ended elsewhere")
+
 func (r *run) stop() { r.cancel(errStopped) }
 
 // emit assigns the next seq and publishes the event; after the terminal
@@ -102,7 +105,7 @@ func (r *run) emit(ev Event) {
 // mirrorLoop copies events to the shared log off the hot path, in order.
 func (r *run) mirrorLoop() {
 	defer r.mirrorW.Done()
-	ctx := context.WithoutCancel(r.ctx)
+	base := context.WithoutCancel(r.ctx)
 	healthy := true
 	for ev := range r.mirror {
 		if !healthy {
@@ -110,21 +113,27 @@ func (r *run) mirrorLoop() {
 		}
 		data, err := encodeEvent(ev)
 		if err == nil {
+			ctx, cancel := context.WithTimeout(base, mirrorTimeout)
 			err = r.g.events.Append(ctx, r.answer.GenerationID, broker.Event{Seq: ev.Seq, Data: data})
+			cancel()
 		}
 		if err != nil {
-			// Local followers are unaffected; remote ones fall back to the
-			// saved answer once it is final.
-			r.g.log.Warn("event log append failed; resume from other instances degraded", "generation_id", r.answer.GenerationID, "err", err)
+			// Local followers are unaffected. The log stops here; remote
+			// followers reach its end without a terminal event and read
+			// the saved answer instead (remoteStream).
+			r.g.log.Warn("event log append failed; remote followers will read the saved answer", "generation_id", r.answer.GenerationID, "err", err)
 			healthy = false
 		}
 	}
-	if healthy {
-		if err := r.g.events.Finish(ctx, r.answer.GenerationID); err != nil {
-			r.g.log.Warn("event log finish failed", "generation_id", r.answer.GenerationID, "err", err)
-		}
+	ctx, cancel := context.WithTimeout(base, mirrorTimeout)
+	defer cancel()
+	if err := r.g.events.Finish(ctx, r.answer.GenerationID); err != nil {
+		r.g.log.Warn("event log finish failed", "generation_id", r.answer.GenerationID, "err", err)
 	}
 }
+
+// mirrorTimeout bounds one write to the shared event log.
+const mirrorTimeout = 2 * time.Second
 
 // subscribe returns a follower that starts after afterSeq.
 func (r *run) subscribe(afterSeq int64) Stream { return &localStream{r: r, next: afterSeq} }
@@ -178,7 +187,7 @@ func (r *run) run() {
 	cause := context.Cause(r.ctx)
 	switch {
 	case err == nil:
-	case errors.Is(cause, errStopped):
+	case errors.Is(cause, errStopped), errors.Is(cause, errEndedElsewhere):
 		final.Status, final.FinishReason = StatusStopped, "stop"
 	case errors.Is(cause, errShutdown):
 		final.Status = StatusInterrupted
@@ -197,6 +206,13 @@ func (r *run) run() {
 
 	saveCtx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), finalSaveTimeout)
 	saved, saveErr := g.store.FinishMessage(saveCtx, r.answer.ID, final)
+	if apperr.IsNotFound(saveErr) {
+		// Someone else ended it first (a stop that reached the database
+		// from another instance): relay the answer as they saved it.
+		if saved, saveErr = g.store.GetMessage(saveCtx, r.userID, r.answer.ID); saveErr == nil && failure != nil && saved.Status == StatusStopped {
+			failure = nil
+		}
+	}
 	cancel()
 	if saveErr != nil {
 		g.log.Error("saving the answer failed", "generation_id", r.answer.GenerationID, "err", saveErr)
@@ -285,12 +301,18 @@ func (r *run) startCheckpoints() func() {
 				continue
 			}
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), finalSaveTimeout)
-			if err := r.g.store.CheckpointMessage(ctx, r.answer.ID, content); err != nil {
+			streaming, err := r.g.store.CheckpointMessage(ctx, r.answer.ID, content)
+			cancel()
+			switch {
+			case err != nil:
 				r.g.log.Warn("checkpoint failed", "generation_id", r.answer.GenerationID, "err", err)
-			} else {
+			case !streaming:
+				// The database is the stop signal of last resort.
+				r.cancel(errEndedElsewhere)
+				return
+			default:
 				saved = len(content)
 			}
-			cancel()
 		}
 	}()
 	return func() { close(stop); wg.Wait() }
@@ -334,10 +356,14 @@ func eventError(err error) *EventError {
 	return &EventError{Code: apperr.Internal, Message: "the model provider failed; the partial answer is saved"}
 }
 
-// remoteStream follows a generation that runs on another instance.
+// remoteStream follows a generation that runs on another instance. A log
+// that ends without a terminal event (its instance lost Redis) ends with
+// the saved answer instead, read through final.
 type remoteStream struct {
 	events <-chan broker.Event
 	errf   func() error
+	final  func(context.Context) (Message, error)
+	seq    int64
 	ended  bool
 }
 
@@ -348,16 +374,20 @@ func (s *remoteStream) Next(ctx context.Context) (Event, error) {
 	select {
 	case be, ok := <-s.events:
 		if !ok {
-			if err := s.errf(); err != nil && !errors.Is(err, context.Canceled) {
-				return Event{}, apperr.Wrap(err, apperr.Unavailable, "lost the generation's event log; resume again")
+			if err := s.errf(); errors.Is(err, context.Canceled) && ctx.Err() != nil {
+				return Event{}, ctx.Err()
 			}
-			return Event{}, io.EOF
+			s.ended = true
+			if m, err := s.final(ctx); err == nil && m.Final() {
+				return Event{Seq: s.seq + 1, Kind: EventCompleted, Message: &m}, nil
+			}
+			return Event{}, apperr.New(apperr.Unavailable, "lost the generation's event log; resume again")
 		}
 		ev, err := decodeEvent(be.Data)
 		if err != nil {
 			return Event{}, apperr.Wrap(err, apperr.Internal, "corrupt generation event")
 		}
-		s.ended = ev.Terminal()
+		s.seq, s.ended = ev.Seq, ev.Terminal()
 		return ev, nil
 	case <-ctx.Done():
 		return Event{}, ctx.Err()

@@ -45,6 +45,9 @@ func ToConnect(ctx context.Context, log *slog.Logger, procedure string, err erro
 		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 			return connect.NewError(connect.CodeCanceled, errors.New("request canceled"))
 		}
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+			return connect.NewError(connect.CodeDeadlineExceeded, errors.New("the request's deadline passed"))
+		}
 		log.ErrorContext(ctx, "internal error", "procedure", procedure, "err", err)
 		msg := "internal error"
 		if appErr != nil && appErr.Message != "" {

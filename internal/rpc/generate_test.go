@@ -305,7 +305,9 @@ func TestSendMessageInvalid(t *testing.T) {
 		{"ErrContentTooLong", &parleyv1.SendMessageRequest{ConversationId: conv.Id, Content: strings.Repeat("a", chat.MaxContentBytes+1)}, connect.CodeInvalidArgument, "content"},
 		{"ErrUnknownModel", &parleyv1.SendMessageRequest{ConversationId: conv.Id, Content: "hi", Model: "gpt-99"}, connect.CodeInvalidArgument, "model"},
 		{"ErrBadConversationID", &parleyv1.SendMessageRequest{ConversationId: "x", Content: "hi"}, connect.CodeInvalidArgument, "conversation_id"},
-		{"ErrBadParent", &parleyv1.SendMessageRequest{ConversationId: conv.Id, Content: "hi", ParentMessageId: uuid.NewString()}, connect.CodeInvalidArgument, "parent_message_id"},
+		{"ErrMissingParent", &parleyv1.SendMessageRequest{ConversationId: conv.Id, Content: "hi", ParentMessageId: uuid.NewString()}, connect.CodeNotFound, "parent message not found"},
+		{"ErrBadParentID", &parleyv1.SendMessageRequest{ConversationId: conv.Id, Content: "hi", ParentMessageId: "nope"}, connect.CodeInvalidArgument, "parent_message_id"},
+		{"ErrClientMessageIDTooLong", &parleyv1.SendMessageRequest{ConversationId: conv.Id, Content: "hi", ClientMessageId: strings.Repeat("x", 101)}, connect.CodeInvalidArgument, "client_message_id"},
 		{"ErrOtherUsersConversation", &parleyv1.SendMessageRequest{ConversationId: other.Id, Content: "hi"}, connect.CodeNotFound, "not found"},
 	}
 	for _, tt := range tests {
@@ -400,7 +402,7 @@ func (s *countingStore) InsertExchange(ctx context.Context, userID uuid.UUID, x 
 	return s.GenerationStore.InsertExchange(ctx, userID, x)
 }
 
-func (s *countingStore) CheckpointMessage(ctx context.Context, id uuid.UUID, content string) error {
+func (s *countingStore) CheckpointMessage(ctx context.Context, id uuid.UUID, content string) (bool, error) {
 	s.checkpoints.Add(1)
 	return s.GenerationStore.CheckpointMessage(ctx, id, content)
 }
@@ -846,3 +848,213 @@ func collectErr(stream *connect.ServerStreamForClient[parleyv1.SendMessageRespon
 	return out, stream.Err()
 }
 func errorsAs(err error, target any) bool { return errors.As(err, target) }
+
+// TestGenerationCrossUser: another user's generation, message and branch
+// ids answer not_found on every generation RPC, exactly like missing ids,
+// over every protocol.
+func TestGenerationCrossUser(t *testing.T) {
+	t.Parallel()
+	env := apitest.New(t, apitest.Options{})
+	ctx := testCtx(t)
+	alice := env.ChatClient(t, "connect+json", uuid.New())
+	conv := create(t, alice, "alice")
+	evs, err := collectErr(send(ctx, alice, conv.Id, "hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := started(t, evs)
+	calls := []struct {
+		name string
+		call func(c parleyv1connect.ChatServiceClient, ids [4]string) error // conversation, user msg, answer, generation
+	}{
+		{"SendMessageParent", func(c parleyv1connect.ChatServiceClient, ids [4]string) error {
+			bobConv := create(t, c, "bob")
+			_, err := collectErr(c.SendMessage(ctx, connect.NewRequest(&parleyv1.SendMessageRequest{ConversationId: bobConv.Id, Content: "x", ParentMessageId: ids[2]})))
+			return err
+		}},
+		{"ResumeGeneration", func(c parleyv1connect.ChatServiceClient, ids [4]string) error {
+			_, err := collectErr(c.ResumeGeneration(ctx, connect.NewRequest(&parleyv1.ResumeGenerationRequest{GenerationId: ids[3]})))
+			return err
+		}},
+		{"StopGeneration", func(c parleyv1connect.ChatServiceClient, ids [4]string) error {
+			_, err := c.StopGeneration(ctx, connect.NewRequest(&parleyv1.StopGenerationRequest{GenerationId: ids[3]}))
+			return err
+		}},
+		{"RegenerateMessage", func(c parleyv1connect.ChatServiceClient, ids [4]string) error {
+			_, err := collectErr(c.RegenerateMessage(ctx, connect.NewRequest(&parleyv1.RegenerateMessageRequest{MessageId: ids[2]})))
+			return err
+		}},
+		{"EditMessage", func(c parleyv1connect.ChatServiceClient, ids [4]string) error {
+			_, err := collectErr(c.EditMessage(ctx, connect.NewRequest(&parleyv1.EditMessageRequest{MessageId: ids[1], Content: "x"})))
+			return err
+		}},
+		{"SelectBranch", func(c parleyv1connect.ChatServiceClient, ids [4]string) error {
+			_, err := c.SelectBranch(ctx, connect.NewRequest(&parleyv1.SelectBranchRequest{ConversationId: ids[0], MessageId: ids[2]}))
+			return err
+		}},
+		{"ListMessagesLeaf", func(c parleyv1connect.ChatServiceClient, ids [4]string) error {
+			_, err := c.ListMessages(ctx, connect.NewRequest(&parleyv1.ListMessagesRequest{ConversationId: ids[0], LeafMessageId: ids[2]}))
+			return err
+		}},
+	}
+	alices := [4]string{conv.Id, st.UserMessage.Id, st.AssistantMessageId, st.GenerationId}
+	missing := [4]string{uuid.NewString(), uuid.NewString(), uuid.NewString(), uuid.NewString()}
+	for _, protocol := range apitest.Protocols {
+		bob := env.ChatClient(t, protocol, uuid.New())
+		for _, tt := range calls {
+			t.Run(protocol+"/"+tt.name, func(t *testing.T) {
+				errOther, errMissing := tt.call(bob, alices), tt.call(bob, missing)
+				wantCode(t, errOther, connect.CodeNotFound, "")
+				wantCode(t, errMissing, connect.CodeNotFound, "")
+				if errOther.Error() != errMissing.Error() {
+					t.Errorf("another user's id (%v) answers unlike a missing one (%v)", errOther, errMissing)
+				}
+			})
+		}
+	}
+	if msgs := messages(t, alice, conv.Id); len(msgs) != 2 || msgs[1].Content != completed(t, evs).Content {
+		t.Errorf("alice's conversation changed: %v", msgs)
+	}
+}
+
+// TestMaxGenerationTime: an answer that runs past the maximum generation
+// time ends with deadline_exceeded and keeps its partial text as failed.
+func TestMaxGenerationTime(t *testing.T) {
+	t.Parallel()
+	fake := llmtest.NewServer(t, llmtest.Hold())
+	env := fakeEnv(t, fake, apitest.Options{Generator: chat.GeneratorConfig{MaxDuration: 500 * time.Millisecond}})
+	ctx := testCtx(t)
+	user := uuid.New()
+	c := env.ChatClient(t, "grpc", user)
+	conv := create(t, c, "slow")
+	stream, err := send(ctx, c, conv.Id, "hi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := next(t, stream).GetStarted()
+	fake.Release(1)
+	partial := next(t, stream).GetDelta().GetText()
+	_, err = collect(t, stream, 3)
+	wantCode(t, err, connect.CodeDeadlineExceeded, "maximum generation time")
+	m := waitMessage(t, env, user, st.AssistantMessageId, chat.Message.Final)
+	if m.Status != chat.StatusFailed || m.Content != partial {
+		t.Errorf("saved %q (%s), want %q failed", m.Content, m.Status, partial)
+	}
+	if !fake.WaitCanceled(1, 5*time.Second) {
+		t.Error("the upstream request was not canceled")
+	}
+}
+
+// blockingTitler writes its title only when released.
+type blockingTitler struct{ release chan struct{} }
+
+func (b blockingTitler) Title(ctx context.Context, _, _ string) (string, error) {
+	select {
+	case <-b.release:
+		return "Late title", nil
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// TestTitleDoesNotDelayAnswer: the answer streams while the title is still
+// being written; the title arrives in the same stream before completed.
+func TestTitleDoesNotDelayAnswer(t *testing.T) {
+	t.Parallel()
+	titler := blockingTitler{release: make(chan struct{})}
+	env := apitest.New(t, apitest.Options{Generator: chat.GeneratorConfig{Titler: titler}})
+	ctx := testCtx(t)
+	c := env.ChatClient(t, "connect+json", uuid.New())
+	conv := create(t, c, "")
+	stream, err := send(ctx, c, conv.Id, "hello there")
+	if err != nil {
+		t.Fatal(err)
+	}
+	next(t, stream) // started
+	if ev := next(t, stream); ev.GetDelta() == nil {
+		t.Fatalf("second event %v, want a delta before the title", ev)
+	}
+	close(titler.release)
+	evs, err := collect(t, stream, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var title string
+	for _, ev := range evs {
+		if ev.GetTitle() != nil {
+			title = ev.GetTitle().Title
+		}
+	}
+	if title != "Late title" || completed(t, evs) == nil {
+		t.Errorf("title %q", title)
+	}
+}
+
+// TestOneAnswerPerConversation: while an answer streams, another send,
+// regenerate or edit in the conversation answers failed_precondition.
+func TestOneAnswerPerConversation(t *testing.T) {
+	t.Parallel()
+	fake := llmtest.NewServer(t, llmtest.Hold())
+	env := fakeEnv(t, fake, apitest.Options{})
+	ctx := testCtx(t)
+	c := env.ChatClient(t, "connect+json", uuid.New())
+	conv := create(t, c, "busy")
+	stream, err := send(ctx, c, conv.Id, "first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := next(t, stream).GetStarted()
+	_, err = collectErr(send(ctx, c, conv.Id, "second"))
+	wantCode(t, err, connect.CodeFailedPrecondition, "StopGeneration")
+	_, err = collectErr(c.EditMessage(ctx, connect.NewRequest(&parleyv1.EditMessageRequest{MessageId: st.UserMessage.Id, Content: "edited"})))
+	wantCode(t, err, connect.CodeFailedPrecondition, "StopGeneration")
+	_, err = collectErr(c.RegenerateMessage(ctx, connect.NewRequest(&parleyv1.RegenerateMessageRequest{MessageId: st.AssistantMessageId})))
+	wantCode(t, err, connect.CodeFailedPrecondition, "StopGeneration")
+	fake.Release(len(llmtest.DefaultChunks))
+	if _, err := collect(t, stream, 2); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(messages(t, c, conv.Id)); n != 2 {
+		t.Errorf("%d messages, want 2", n)
+	}
+}
+
+// TestStopWithoutSharedLog: even when the stop signal cannot reach the
+// running instance (no shared event log), a stop recorded in the database
+// stops the model there at its next checkpoint.
+func TestStopWithoutSharedLog(t *testing.T) {
+	t.Parallel()
+	fake := llmtest.NewServer(t, llmtest.Hold())
+	opts := apitest.Options{Generator: chat.GeneratorConfig{CheckpointInterval: 50 * time.Millisecond, StopWait: 100 * time.Millisecond}}
+	a, b := fakeEnv(t, fake, opts), fakeEnv(t, fake, opts) // separate in-memory logs
+	ctx := testCtx(t)
+	user := uuid.New()
+	ca := a.ChatClient(t, "connect+json", user)
+	conv := create(t, ca, "isolated")
+	stream, err := send(ctx, ca, conv.Id, "hi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := next(t, stream).GetStarted()
+	fake.Release(1)
+	partial := next(t, stream).GetDelta().GetText()
+	waitMessage(t, a, user, st.AssistantMessageId, func(m chat.Message) bool { return m.Content == partial })
+
+	res, err := b.ChatClient(t, "grpc", user).StopGeneration(ctx, connect.NewRequest(&parleyv1.StopGenerationRequest{GenerationId: st.GenerationId}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := res.Msg.Message; m.Status != parleyv1.MessageStatus_MESSAGE_STATUS_STOPPED || m.Content != partial {
+		t.Errorf("stop returned %v", m)
+	}
+	if !fake.WaitCanceled(1, 5*time.Second) {
+		t.Error("the model was not stopped on the instance that runs it")
+	}
+	evs, err := collect(t, stream, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := completed(t, evs); m.Status != parleyv1.MessageStatus_MESSAGE_STATUS_STOPPED || m.Content != partial {
+		t.Errorf("the running instance ended with %v", m)
+	}
+}

@@ -107,6 +107,9 @@ func (s *Store) whyNotInserted(ctx context.Context, userID uuid.UUID, month time
 	case x.MaxActive < 1 || (err == nil && int(u.ActiveGenerations) >= x.MaxActive):
 		return chat.ErrTooManyGenerations
 	}
+	if n, err := s.q.CountStreaming(ctx, sqlcgen.CountStreamingParams{ConversationID: x.ConversationID, UserID: userID}); err == nil && n > 0 {
+		return chat.ErrConversationBusy
+	}
 	return apperr.New(apperr.NotFound, "conversation or parent message not found")
 }
 
@@ -161,8 +164,9 @@ func (s *Store) GetMessageByGeneration(ctx context.Context, userID, generationID
 }
 
 // CheckpointMessage implements chat.GenerationStore.
-func (s *Store) CheckpointMessage(ctx context.Context, messageID uuid.UUID, content string) error {
-	return interpretError(s.q.CheckpointMessage(ctx, sqlcgen.CheckpointMessageParams{ID: messageID, Content: content}), "message")
+func (s *Store) CheckpointMessage(ctx context.Context, messageID uuid.UUID, content string) (bool, error) {
+	n, err := s.q.CheckpointMessage(ctx, sqlcgen.CheckpointMessageParams{ID: messageID, Content: content})
+	return n == 1, interpretError(err, "message")
 }
 
 // FinishMessage implements chat.GenerationStore.

@@ -12,7 +12,7 @@ import (
 	"github.com/google/uuid"
 )
 
-const checkpointMessage = `-- name: CheckpointMessage :exec
+const checkpointMessage = `-- name: CheckpointMessage :execrows
 UPDATE parley.messages SET content = $1, update_time = now()
 WHERE id = $2 AND status = 'streaming'
 `
@@ -22,10 +22,31 @@ type CheckpointMessageParams struct {
 	ID      uuid.UUID
 }
 
-// Saves the answer so far; a no-op once the answer has ended.
-func (q *Queries) CheckpointMessage(ctx context.Context, arg CheckpointMessageParams) error {
-	_, err := q.db.Exec(ctx, checkpointMessage, arg.Content, arg.ID)
-	return err
+// Saves the answer so far; a no-op (0 rows) once the answer has ended.
+// Ids come from the server's own run, never from a client, hence no user id.
+func (q *Queries) CheckpointMessage(ctx context.Context, arg CheckpointMessageParams) (int64, error) {
+	result, err := q.db.Exec(ctx, checkpointMessage, arg.Content, arg.ID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const countStreaming = `-- name: CountStreaming :one
+SELECT count(*) FROM parley.messages
+WHERE conversation_id = $1 AND user_id = $2 AND status = 'streaming'
+`
+
+type CountStreamingParams struct {
+	ConversationID uuid.UUID
+	UserID         uuid.UUID
+}
+
+func (q *Queries) CountStreaming(ctx context.Context, arg CountStreamingParams) (int64, error) {
+	row := q.db.QueryRow(ctx, countStreaming, arg.ConversationID, arg.UserID)
+	var count int64
+	err := row.Scan(&count)
+	return count, err
 }
 
 const finishMessage = `-- name: FinishMessage :one
@@ -339,6 +360,8 @@ const insertMessages = `-- name: InsertMessages :many
 WITH conv AS (
     SELECT c.id FROM parley.conversations c
     WHERE c.id = $1 AND c.user_id = $2
+      -- One answer at a time per conversation.
+      AND NOT EXISTS (SELECT 1 FROM parley.messages s WHERE s.conversation_id = c.id AND s.status = 'streaming')
       AND ($3::uuid IS NULL OR EXISTS (
           SELECT 1 FROM parley.messages p WHERE p.id = $3::uuid AND p.conversation_id = c.id))
 ), reserve AS (

@@ -474,7 +474,7 @@ type CreateConversationRequest struct {
 	SystemPrompt string `protobuf:"bytes,2,opt,name=system_prompt,json=systemPrompt,proto3" json:"system_prompt,omitempty"`
 	// Optional model name; empty means the server's default.
 	Model string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
-	// Optional client-chosen key (at most 100 characters) that makes the call
+	// Optional client-chosen key (at most 100 bytes) that makes the call
 	// idempotent: a retry with the same request_id returns the same conversation.
 	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1230,11 +1230,11 @@ type SendMessageRequest struct {
 	// Optional model for this answer; empty uses the conversation's model or
 	// the server's default. Unknown models answer INVALID_ARGUMENT.
 	Model string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
-	// Optional client-chosen key (at most 100 characters): a retry with the
-	// same key attaches to the first attempt's answer.
+	// Optional client-chosen key (at most 100 bytes): a retry with the same
+	// key attaches to the first attempt's answer.
 	ClientMessageId string `protobuf:"bytes,4,opt,name=client_message_id,json=clientMessageId,proto3" json:"client_message_id,omitempty"`
-	// Optional message to answer from (to branch); empty continues the
-	// active branch.
+	// Optional assistant message to continue from (to branch); empty
+	// continues the active branch.
 	ParentMessageId string `protobuf:"bytes,5,opt,name=parent_message_id,json=parentMessageId,proto3" json:"parent_message_id,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
@@ -1420,7 +1420,7 @@ type isSendMessageResponse_Event interface {
 }
 
 type SendMessageResponse_Started struct {
-	// The exchange is saved and the model has been asked.
+	// The exchange is saved; the model is being asked.
 	Started *GenerationStarted `protobuf:"bytes,2,opt,name=started,proto3,oneof"`
 }
 
