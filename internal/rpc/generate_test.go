@@ -520,11 +520,21 @@ func TestUpstreamFailures(t *testing.T) {
 // answer as stopped, and ends the stream with it.
 func TestStopGeneration(t *testing.T) {
 	t.Parallel()
+	for _, protocol := range apitest.Protocols {
+		t.Run(protocol, func(t *testing.T) {
+			t.Parallel()
+			// A server of its own: held chunks are shared by a fake's streams.
+			testStopGeneration(t, protocol)
+		})
+	}
+}
+
+func testStopGeneration(t *testing.T, protocol string) {
 	fake := llmtest.NewServer(t, llmtest.Hold())
 	env := fakeEnv(t, fake, apitest.Options{})
 	ctx := testCtx(t)
 	user := uuid.New()
-	c := env.ChatClient(t, "connect+json", user)
+	c := env.ChatClient(t, protocol, user)
 	conv := create(t, c, "stop")
 	stream, err := send(ctx, c, conv.Id, "talk forever")
 	if err != nil {
@@ -753,9 +763,18 @@ func TestShutdownInterrupts(t *testing.T) {
 func TestBranches(t *testing.T) {
 	t.Parallel()
 	env := apitest.New(t, apitest.Options{})
+	for _, protocol := range apitest.Protocols {
+		t.Run(protocol, func(t *testing.T) {
+			t.Parallel()
+			testBranches(t, env, protocol)
+		})
+	}
+}
+
+func testBranches(t *testing.T, env *apitest.Env, protocol string) {
 	ctx := testCtx(t)
 	user := uuid.New()
-	c := env.ChatClient(t, "connect+json", user)
+	c := env.ChatClient(t, protocol, user)
 	conv := create(t, c, "branches")
 	run := func(stream *connect.ServerStreamForClient[parleyv1.SendMessageResponse], err error) *parleyv1.GenerationStarted {
 		t.Helper()
@@ -826,7 +845,7 @@ func TestBranches(t *testing.T) {
 	wantCode(t, err, connect.CodeInvalidArgument, "message_id")
 	_, err = collectErr(c.EditMessage(ctx, connect.NewRequest(&parleyv1.EditMessageRequest{MessageId: a1, Content: "x"})))
 	wantCode(t, err, connect.CodeInvalidArgument, "message_id")
-	stranger := env.ChatClient(t, "connect+json", uuid.New())
+	stranger := env.ChatClient(t, protocol, uuid.New())
 	_, err = collectErr(stranger.RegenerateMessage(ctx, connect.NewRequest(&parleyv1.RegenerateMessageRequest{MessageId: a1})))
 	wantCode(t, err, connect.CodeNotFound, "")
 	_, err = collectErr(stranger.EditMessage(ctx, connect.NewRequest(&parleyv1.EditMessageRequest{MessageId: u1, Content: "x"})))
