@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -123,6 +124,28 @@ func TestREADMECurlExamples(t *testing.T) {
 	}
 	if strings.Contains(out, `"error"`) {
 		t.Errorf("a README example ended with an error:\n%s", out)
+	}
+	// The streamed answer (one JSON object per line from the curl example)
+	// is the answer ListMessages shows as saved.
+	var streamed, saved string
+	for _, line := range strings.Split(out, "\n") {
+		var ev struct {
+			Delta   *struct{ Text string }
+			Role    string
+			Content string
+		}
+		if json.Unmarshal([]byte(line), &ev) != nil {
+			continue
+		}
+		if ev.Delta != nil {
+			streamed += ev.Delta.Text
+		}
+		if ev.Role == "ROLE_ASSISTANT" && saved == "" {
+			saved = ev.Content
+		}
+	}
+	if streamed == "" || streamed != saved {
+		t.Errorf("streamed %q, but ListMessages saved %q", streamed, saved)
 	}
 	if strings.Contains(stdout.String(), `"code":"internal"`) {
 		t.Errorf("an example answered internal:\n%s", &stdout)
