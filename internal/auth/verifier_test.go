@@ -15,6 +15,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/google/uuid"
 )
 
@@ -118,7 +119,7 @@ func TestVerify(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Verify: %v", err)
 			}
-			if diff := cmp.Diff(wantClaims, got); diff != "" {
+			if diff := cmp.Diff(wantClaims, got, cmpopts.EquateApproxTime(2*time.Second)); diff != "" {
 				t.Errorf("claims mismatch (-want +got):\n%s", diff)
 			}
 		})

@@ -29,10 +29,10 @@ type Event struct {
 
 // Broker is the event log and stop signal of generations.
 type Broker interface {
-	// Append adds an event to the generation's log, creating the log on
-	// the first event, and wakes followers. It returns ErrSequence if
-	// ev.Seq is not above the last Seq or the log is finished.
-	Append(ctx context.Context, generationID uuid.UUID, ev Event) error
+	// Append adds events, in order, to the generation's log, creating the
+	// log on the first event, and wakes followers. It returns ErrSequence
+	// if an event's Seq is not above the last Seq or the log is finished.
+	Append(ctx context.Context, generationID uuid.UUID, evs ...Event) error
 	// Finish marks the log complete, so followers get the remaining
 	// events and then see their channel close, and makes the log expire
 	// after the retention. Finishing a finished log does nothing harmful.

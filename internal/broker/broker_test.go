@@ -62,6 +62,7 @@ func TestBroker(t *testing.T) {
 		run       func(t *testing.T, a, b broker.Broker)
 	}{
 		{name: "FollowFromStart", run: testFollowFromStart},
+		{name: "AppendBatch", run: testAppendBatch},
 		{name: "FollowAfterSeq", run: testFollowAfterSeq},
 		{name: "FollowLive", run: testFollowLive},
 		{name: "FinishClosesFollowers", run: testFinishClosesFollowers},
@@ -94,6 +95,23 @@ func TestBroker(t *testing.T) {
 				})
 			}
 		})
+	}
+}
+
+// testAppendBatch: several events in one Append arrive in order.
+func testAppendBatch(t *testing.T, a, b broker.Broker) {
+	id := uuid.New()
+	if err := a.Append(context.Background(), id, makeEvents(1, 4)...); err != nil {
+		t.Fatal(err)
+	}
+	appendEvents(t, a, id, 5, 6)
+	finish(t, a, id)
+	got, err := followAll(t, b, id, 0)
+	if err != nil {
+		t.Errorf("Follow ended with %v", err)
+	}
+	if diff := cmp.Diff(makeEvents(1, 6), got); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
 	}
 }
 

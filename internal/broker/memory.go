@@ -63,7 +63,16 @@ func NewMemory(retention time.Duration, opts ...Option) *Memory {
 }
 
 // Append implements Broker.
-func (m *Memory) Append(ctx context.Context, generationID uuid.UUID, ev Event) error {
+func (m *Memory) Append(ctx context.Context, generationID uuid.UUID, evs ...Event) error {
+	for _, ev := range evs {
+		if err := m.append(ctx, generationID, ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *Memory) append(ctx context.Context, generationID uuid.UUID, ev Event) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}

@@ -59,30 +59,38 @@ func (r *Redis) stopChannel() string { return r.prefix + "stop" }
 
 func entryID(seq uint64) string { return "0-" + strconv.FormatUint(seq, 10) }
 
-// Append implements Broker in one round trip: XADD and PEXPIRE go in one
-// pipeline. The expiry is pushed back on every event so that the log of a
-// generation whose instance crashes expires maxGeneration+retention after
-// its last event, however long the generation ran.
-func (r *Redis) Append(ctx context.Context, generationID uuid.UUID, ev Event) error {
-	if ev.Seq < 1 {
-		return fmt.Errorf("%w: seq %d is not positive", ErrSequence, ev.Seq)
+// Append implements Broker in one round trip, however many events: the
+// XADDs and one PEXPIRE go in one pipeline. The expiry is pushed back on
+// every append so that the log of a generation whose instance crashes
+// expires maxGeneration+retention after its last event, however long the
+// generation ran.
+func (r *Redis) Append(ctx context.Context, generationID uuid.UUID, evs ...Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	for _, ev := range evs {
+		if ev.Seq < 1 {
+			return fmt.Errorf("%w: seq %d is not positive", ErrSequence, ev.Seq)
+		}
 	}
 	key := r.logKey(generationID)
 	_, err := r.client.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		pipe.XAdd(ctx, &redis.XAddArgs{
-			Stream: key,
-			ID:     entryID(uint64(ev.Seq)),
-			Values: []any{fieldData, ev.Data},
-		})
+		for _, ev := range evs {
+			pipe.XAdd(ctx, &redis.XAddArgs{
+				Stream: key,
+				ID:     entryID(uint64(ev.Seq)),
+				Values: []any{fieldData, ev.Data},
+			})
+		}
 		pipe.PExpire(ctx, key, r.opts.maxGeneration+r.retention)
 		return nil
 	})
 	if err != nil {
 		// Redis's wording is the only way to tell this refusal apart.
 		if strings.Contains(err.Error(), "equal or smaller than the target stream top item") {
-			return fmt.Errorf("%w: append %d to %s", ErrSequence, ev.Seq, generationID)
+			return fmt.Errorf("%w: append %d to %s", ErrSequence, evs[0].Seq, generationID)
 		}
-		return fmt.Errorf("broker: append %d to %s: %w", ev.Seq, generationID, err)
+		return fmt.Errorf("broker: append %d to %s: %w", evs[0].Seq, generationID, err)
 	}
 	return nil
 }

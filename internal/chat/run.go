@@ -107,14 +107,34 @@ func (r *run) mirrorLoop() {
 	defer r.mirrorW.Done()
 	base := context.WithoutCancel(r.ctx)
 	healthy := true
+	batch := make([]broker.Event, 0, mirrorBatch)
 	for ev := range r.mirror {
 		if !healthy {
 			continue
 		}
-		data, err := encodeEvent(ev)
+		// Whatever queued up while the last write was in flight goes in the
+		// same round trip: a slow Redis costs fewer, larger writes.
+		batch = batch[:0]
+		var err error
+		for more := true; more && err == nil; {
+			var data []byte
+			if data, err = encodeEvent(ev); err == nil {
+				batch = append(batch, broker.Event{Seq: ev.Seq, Data: data})
+			}
+			more = false
+			if len(batch) < mirrorBatch {
+				select {
+				case next, ok := <-r.mirror:
+					if ok {
+						ev, more = next, true
+					}
+				default:
+				}
+			}
+		}
 		if err == nil {
 			ctx, cancel := context.WithTimeout(base, mirrorTimeout)
-			err = r.g.events.Append(ctx, r.answer.GenerationID, broker.Event{Seq: ev.Seq, Data: data})
+			err = r.g.events.Append(ctx, r.answer.GenerationID, batch...)
 			cancel()
 		}
 		if err != nil {
@@ -134,6 +154,9 @@ func (r *run) mirrorLoop() {
 
 // mirrorTimeout bounds one write to the shared event log.
 const mirrorTimeout = 2 * time.Second
+
+// mirrorBatch caps the events written to the shared log in one round trip.
+const mirrorBatch = 64
 
 // subscribe returns a follower that starts after afterSeq.
 func (r *run) subscribe(afterSeq int64) Stream { return &localStream{r: r, next: afterSeq} }
