@@ -68,9 +68,15 @@ func TestServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	traced := connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			req.Header().Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+			return next(ctx, req)
+		}
+	})
 	for _, protocol := range apitest.Protocols {
-		c := parleyv1connect.NewChatServiceClient(apitest.H2CClient(), s.URL,
-			append(apitest.ClientOptions(protocol), connect.WithInterceptors(apitest.Bearer(token)))...)
+		c := parleyv1connect.NewChatServiceClient(apitest.HTTPClientFor(protocol), s.URL,
+			append(apitest.ClientOptions(protocol), connect.WithInterceptors(apitest.Bearer(token), traced))...)
 		if _, err := c.CreateConversation(context.Background(), connect.NewRequest(&parleyv1.CreateConversationRequest{Title: protocol})); err != nil {
 			t.Fatalf("%s: %v", protocol, err)
 		}
@@ -88,6 +94,9 @@ func TestServe(t *testing.T) {
 		}
 		if m["message"] == "rpc" && m["user_id"] == user.String() {
 			sawAccess = true
+			if m["logging.googleapis.com/trace"] != "4bf92f3577b34da6a3ce929d0e0e4736" {
+				t.Errorf("access line without the request's trace: %q", line)
+			}
 		}
 		if strings.Contains(line, token) {
 			t.Errorf("log line leaks the token: %q", line)

@@ -79,8 +79,8 @@ func (HeuristicTitler) Title(_ context.Context, _, firstMessage string) (string,
 // CleanTitle trims quotes, punctuation and length from a model's title.
 func CleanTitle(s string) string {
 	s = strings.TrimSpace(strings.SplitN(strings.TrimSpace(s), "\n", 2)[0])
-	s = strings.TrimFunc(s, func(r rune) bool { return r == '"' || r == '\'' || r == '*' || r == '#' || unicode.IsSpace(r) })
-	s = strings.TrimRight(s, ".!?:;,")
+	s = strings.TrimLeft(s, "\"'*#` \t")
+	s = strings.TrimRight(s, "\"'*#`.!?:;, \t")
 	for utf8.RuneCountInString(s) > 80 {
 		_, size := utf8.DecodeLastRuneInString(s)
 		s = s[:len(s)-size]
