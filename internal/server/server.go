@@ -111,7 +111,8 @@ func New(d Deps) http.Handler {
 	mux.Handle(parleyv1connect.NewChatServiceHandler(d.Chat, options...))
 
 	services := []string{parleyv1connect.ChatServiceName}
-	reflector := grpcreflect.NewStaticReflector(services...)
+	// Health is listed too, so grpcurl can call it without proto files.
+	reflector := grpcreflect.NewStaticReflector(append(services, grpchealth.HealthV1ServiceName)...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, options...))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, options...))
 	mux.Handle(grpchealth.NewHandler(&dbChecker{ping: d.Ping, services: services}, options...))
