@@ -1,0 +1,16 @@
+package store_test
+
+import (
+	"os"
+	"testing"
+
+	"github.com/parleyhq/parley/internal/pgtest"
+	"github.com/parleyhq/parley/internal/redistest"
+)
+
+func TestMain(m *testing.M) {
+	teardown := redistest.Setup()
+	code := pgtest.Run(m)
+	teardown()
+	os.Exit(code)
+}
