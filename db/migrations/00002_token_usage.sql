@@ -20,6 +20,11 @@ ALTER TABLE parley.token_usage ENABLE ROW LEVEL SECURITY;
 -- What a streaming answer holds in token_usage, released when it ends.
 ALTER TABLE parley.messages ADD COLUMN reserved_tokens bigint NOT NULL DEFAULT 0;
 
+-- One answer at a time per conversation, enforced even for sends that race
+-- (a double click, two tabs): the check in the insert reads a snapshot.
+CREATE UNIQUE INDEX messages_one_streaming_idx ON parley.messages (conversation_id) WHERE status = 'streaming';
+
 -- +goose Down
+DROP INDEX parley.messages_one_streaming_idx;
 ALTER TABLE parley.messages DROP COLUMN reserved_tokens;
 DROP TABLE parley.token_usage;

@@ -162,14 +162,17 @@ WITH stale AS (
     FROM (SELECT o.id, o.reserved_tokens FROM parley.messages o
           WHERE o.status = 'streaming' AND o.update_time < @before) old
     WHERE m.id = old.id AND m.status = 'streaming'
-    RETURNING m.user_id, m.create_time, old.reserved_tokens AS released_tokens
+    RETURNING m.user_id, m.create_time, old.reserved_tokens AS released_tokens,
+              -- The provider's count died with the instance: about 4 characters a token.
+              ceil(length(m.content) / 4.0)::bigint AS estimated_tokens
 ), released AS (
     SELECT user_id, date_trunc('month', create_time AT TIME ZONE 'UTC')::date AS month,
-           sum(released_tokens) AS tokens, count(*) AS answers
+           sum(released_tokens) AS tokens, sum(estimated_tokens) AS used, count(*) AS answers
     FROM stale GROUP BY 1, 2
 ), settle AS (
     UPDATE parley.token_usage u
-    SET reserved_tokens = GREATEST(u.reserved_tokens - r.tokens, 0),
+    SET used_tokens = u.used_tokens + r.used,
+        reserved_tokens = GREATEST(u.reserved_tokens - r.tokens, 0),
         active_generations = GREATEST(u.active_generations - r.answers, 0)
     FROM released r
     WHERE u.user_id = r.user_id AND u.month = r.month

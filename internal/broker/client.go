@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -29,5 +30,22 @@ func NewClient(redisURL string) (*redis.Client, error) {
 	if opt.PoolSize == 0 {
 		opt.PoolSize = defaultPoolSize
 	}
+	return redis.NewClient(opt), nil
+}
+
+// NewFastClient is NewClient for calls that must fail fast when Redis is
+// slow, such as rate-limit checks: it honours context deadlines on every
+// socket read and write (go-redis does not by default) and bounds dials
+// and pool waits.
+func NewFastClient(redisURL string, timeout time.Duration) (*redis.Client, error) {
+	c, err := NewClient(redisURL)
+	if err != nil {
+		return nil, err
+	}
+	opt := c.Options()
+	opt.ContextTimeoutEnabled = true
+	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = timeout, timeout, timeout, timeout
+	opt.MaxRetries = -1 // a check is not retried: the fallback is the answer
+	c.Close()
 	return redis.NewClient(opt), nil
 }

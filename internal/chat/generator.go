@@ -535,6 +535,8 @@ func (g *Generator) Stop(ctx context.Context, userID, generationID uuid.UUID) (M
 	// last checkpoint as the stopped answer.
 	stopped, err := g.store.FinishMessage(context.WithoutCancel(ctx), answer.ID, Final{
 		Content: answer.Content, Status: StatusStopped, Model: answer.Model, FinishReason: "stop",
+		// The provider's count died with the instance: charge an estimate.
+		Usage: Usage{CompletionTokens: int64(llm.EstimateTokens(answer.Content))},
 	})
 	if apperr.IsNotFound(err) {
 		return g.store.GetMessageByGeneration(ctx, userID, generationID)

@@ -283,7 +283,9 @@ func (r *run) stream() (Usage, string, error) {
 			return Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens}, s.FinishReason(), err
 		}
 		if r.ctx.Err() != nil {
-			return Usage{}, "", context.Cause(r.ctx)
+			// Charge what was used so far (the provider's estimate).
+			u := s.Usage()
+			return Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens}, "", context.Cause(r.ctx)
 		}
 		if text == "" {
 			continue

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strconv"
 	"sync/atomic"
@@ -183,5 +184,47 @@ func TestRedisOneRoundTrip(t *testing.T) {
 	}
 	if got := n.Load(); got != 10 {
 		t.Errorf("10 checks took %d round trips, want 10", got)
+	}
+}
+
+// TestResilientSlowRedis: a Redis that accepts connections but never
+// answers costs a check about the timeout, not go-redis's default seconds.
+func TestResilientSlowRedis(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { conn.Close() }) // hold it open, say nothing
+		}
+	}()
+	client, err := broker.NewFastClient("redis://"+ln.Addr().String(), 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	r := NewResilient(NewRedis(client, "slow:"), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	start := time.Now()
+	res, degraded := r.Allow(context.Background(), "k", PerMinute(1), false)
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("a check against a silent Redis took %v", d)
+	}
+	if !degraded || !res.Allowed {
+		t.Errorf("want an in-memory answer, got %+v degraded=%v", res, degraded)
+	}
+	// A caller that gives up does not put the limiter in cool-down.
+	healthy := NewResilient(newRedis(t, redistest.URL(t)), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	healthy.Allow(canceled, "c", PerMinute(5), false)
+	if _, degraded := healthy.Allow(context.Background(), "c2", PerMinute(5), false); degraded {
+		t.Error("one canceled call made the limiter skip Redis")
 	}
 }

@@ -47,6 +47,10 @@ func (r *Resilient) Allow(ctx context.Context, key string, limit Limit, failOpen
 		if err == nil {
 			return res, false
 		}
+		if ctx.Err() != nil {
+			// The caller gave up; that says nothing about Redis.
+			return Result{Limit: limit}, true
+		}
 		r.failed(err)
 	}
 	if failOpen {

@@ -1077,3 +1077,45 @@ func TestStopWithoutSharedLog(t *testing.T) {
 		t.Errorf("the running instance ended with %v", m)
 	}
 }
+
+// TestOneAnswerPerConversationRace: sends racing into one conversation (a
+// double click, two tabs) start exactly one answer.
+func TestOneAnswerPerConversationRace(t *testing.T) {
+	t.Parallel()
+	fake := llmtest.NewServer(t, llmtest.Hold())
+	a := fakeEnv(t, fake, apitest.Options{Generator: chat.GeneratorConfig{MaxConcurrent: 100}})
+	b := fakeEnv(t, fake, apitest.Options{Generator: chat.GeneratorConfig{MaxConcurrent: 100}})
+	ctx := testCtx(t)
+	user := uuid.New()
+	conv := create(t, a.ChatClient(t, "grpc", user), "race")
+	const racers = 10
+	results := make(chan error, racers)
+	for i := range racers {
+		c := []*apitest.Env{a, b}[i%2].ChatClient(t, apitest.Protocols[i%len(apitest.Protocols)], user)
+		go func() {
+			stream, err := send(ctx, c, conv.Id, fmt.Sprintf("click %d", i))
+			if err == nil && stream.Receive() {
+				results <- nil
+				return
+			}
+			if err == nil {
+				err = stream.Err()
+			}
+			results <- err
+		}()
+	}
+	var started int
+	for range racers {
+		err := <-results
+		switch {
+		case err == nil:
+			started++
+		case connect.CodeOf(err) != connect.CodeFailedPrecondition:
+			t.Errorf("racer: %v, want failed_precondition", err)
+		}
+	}
+	if started != 1 {
+		t.Errorf("%d answers started in one conversation, want 1", started)
+	}
+	fake.Release(len(llmtest.DefaultChunks))
+}

@@ -104,6 +104,15 @@ func TestRateLimits(t *testing.T) {
 				t.Errorf("remaining %d when limited", remaining)
 			}
 
+			// A failed call carries the headers too (another user, fresh budget).
+			_, err = a.ChatClient(t, protocol, uuid.New()).GetConversation(ctx, connect.NewRequest(&parleyv1.GetConversationRequest{ConversationId: uuid.NewString()}))
+			wantCode(t, err, connect.CodeNotFound, "")
+			if errors.As(err, &ce) {
+				if limit, remaining, _ := rateHeaders(t, ce.Meta()); limit != 3 || remaining != 2 {
+					t.Errorf("not_found answer: limit %d remaining %d", limit, remaining)
+				}
+			}
+
 			// chat has its own budget (2): not used up by the general calls.
 			conv, err := a.Store.CreateConversation(ctx, user, chat.NewConversation{Title: "limits"})
 			if err != nil {

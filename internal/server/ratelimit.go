@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"github.com/parleyhq/parley/internal/gen/parley/v1/parleyv1connect"
 	"github.com/parleyhq/parley/internal/plan"
 	"github.com/parleyhq/parley/internal/ratelimit"
+	"github.com/parleyhq/parley/internal/rpc"
 )
 
 // RateLimits are the free plan's limits per class of RPC; a plan's
@@ -54,6 +56,7 @@ var classes = map[string]class{
 // Retry-After, as an HTTP header for Connect and gRPC-Web and as metadata
 // for gRPC.
 type rateLimiter struct {
+	log     *slog.Logger
 	limiter *ratelimit.Resilient
 	limits  RateLimits
 	plans   plan.Resolver
@@ -145,7 +148,9 @@ func (l *rateLimiter) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 			return nil, err
 		}
 		res, err := next(ctx, req)
-		// The headers travel on success and on failure alike.
+		// The headers travel on success and on failure alike; a domain
+		// error becomes its Connect form here so it can carry them.
+		err = rpc.ToConnect(ctx, l.log, req.Spec().Procedure, err)
 		var target http.Header
 		var ce *connect.Error
 		switch {
@@ -170,6 +175,12 @@ func (l *rateLimiter) WrapStreamingClient(next connect.StreamingClientFunc) conn
 func (l *rateLimiter) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		if err := l.check(ctx, conn.Spec().Procedure, conn.Peer(), conn.RequestHeader(), conn.ResponseHeader()); err != nil {
+			// Connect streams answer HTTP 200 with the error in the last
+			// frame: say Retry-After in the headers too.
+			var ce *connect.Error
+			if errors.As(err, &ce) {
+				conn.ResponseHeader().Set("Retry-After", ce.Meta().Get("Retry-After"))
+			}
 			return err
 		}
 		return next(ctx, conn)

@@ -95,7 +95,7 @@ func New(d Deps) http.Handler {
 		userCapture{},
 	}
 	if d.Limiter != nil {
-		interceptors = append(interceptors, &rateLimiter{limiter: d.Limiter, limits: d.RateLimits, plans: d.Plans, hops: d.TrustedProxyHops})
+		interceptors = append(interceptors, &rateLimiter{log: d.Log, limiter: d.Limiter, limits: d.RateLimits, plans: d.Plans, hops: d.TrustedProxyHops})
 	}
 	options := []connect.HandlerOption{
 		connect.WithInterceptors(interceptors...),

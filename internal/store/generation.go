@@ -76,6 +76,9 @@ func (s *Store) InsertExchange(ctx context.Context, userID uuid.UUID, x chat.New
 		if errors.As(err, &pgErr) && pgErr.ConstraintName == "messages_client_message_id_key" {
 			return nil, chat.Message{}, apperr.Wrap(err, apperr.Conflict, "client_message_id was used before")
 		}
+		if errors.As(err, &pgErr) && pgErr.ConstraintName == "messages_one_streaming_idx" {
+			return nil, chat.Message{}, chat.ErrConversationBusy
+		}
 		return nil, chat.Message{}, interpretError(err, "message")
 	}
 	var user *chat.Message

@@ -2,7 +2,9 @@ package store_test
 
 import (
 	"context"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -55,4 +57,53 @@ func TestErrors(t *testing.T) {
 			t.Errorf("err = %v, want unavailable", err)
 		}
 	})
+}
+
+// TestInterruptStale: answers whose instance died are marked interrupted
+// and release their reservation and slot, charged an estimate; a late
+// finish of the dead run does not settle twice.
+func TestInterruptStale(t *testing.T) {
+	t.Parallel()
+	st := store.New(pgtestPool(t))
+	ctx := context.Background()
+	user := uuid.New()
+	conv, err := st.CreateConversation(ctx, user, chat.NewConversation{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	_, answer, err := st.InsertExchange(ctx, user, chat.NewExchange{
+		ConversationID: conv.ID, UserMessageID: uuid.New(), Content: "hi", AssistantMessageID: uuid.New(),
+		GenerationID: uuid.New(), Model: "m", CreateTime: now, ReserveTokens: 500, QuotaTokens: 1000, MaxActive: 3,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if streaming, err := st.CheckpointMessage(ctx, answer.ID, strings.Repeat("x", 40)); err != nil || !streaming {
+		t.Fatalf("checkpoint: %v %v", streaming, err)
+	}
+	if u, _ := st.TokenUsage(ctx, user, now); u.Reserved != 500 || u.Active != 1 {
+		t.Fatalf("before the sweep: %+v", u)
+	}
+	if n, err := st.InterruptStale(ctx, time.Now().Add(-time.Hour)); err != nil || n != 0 {
+		t.Fatalf("a fresh answer was swept: %d %v", n, err)
+	}
+	n, err := st.InterruptStale(ctx, time.Now().Add(time.Hour))
+	if err != nil || n != 1 {
+		t.Fatalf("swept %d (%v), want 1", n, err)
+	}
+	m, err := st.GetMessage(ctx, user, answer.ID)
+	if err != nil || m.Status != chat.StatusInterrupted {
+		t.Fatalf("after the sweep: %+v %v", m, err)
+	}
+	u, err := st.TokenUsage(ctx, user, now)
+	if err != nil || u.Reserved != 0 || u.Active != 0 || u.Used != 10 {
+		t.Errorf("usage after the sweep: %+v %v, want used 10 (40 characters), nothing reserved or active", u, err)
+	}
+	if _, err := st.FinishMessage(ctx, answer.ID, chat.Final{Status: chat.StatusCompleted, Usage: chat.Usage{CompletionTokens: 99}}); apperr.CodeOf(err) != apperr.NotFound {
+		t.Errorf("late finish: %v, want not_found", err)
+	}
+	if u2, _ := st.TokenUsage(ctx, user, now); u2 != u {
+		t.Errorf("a late finish settled again: %+v, was %+v", u2, u)
+	}
 }
