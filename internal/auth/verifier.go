@@ -11,6 +11,7 @@ package auth
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -130,6 +131,9 @@ type Verifier struct {
 
 	cancel    context.CancelFunc
 	closeOnce sync.Once
+
+	// verified remembers tokens already checked (see cache.go).
+	verified *tokenCache
 }
 
 // NewVerifier returns a Verifier that fetches signing keys from cfg.JWKSURL.
@@ -212,6 +216,14 @@ func NewStaticVerifier(cfg Config, jwksJSON []byte) (*Verifier, error) {
 	return v, nil
 }
 
+// cacheTTLFor keeps verified tokens no longer than one JWKS refresh.
+func cacheTTLFor(refresh time.Duration) time.Duration {
+	if refresh <= 0 {
+		refresh = defaultRefreshInterval
+	}
+	return refresh
+}
+
 // newVerifier checks what both constructors share and builds the parser.
 func newVerifier(cfg Config) (*Verifier, error) {
 	if cfg.Issuer == "" {
@@ -250,6 +262,7 @@ func newVerifier(cfg Config) (*Verifier, error) {
 		),
 		hs256Secret: bytes.Clone(cfg.HS256Secret),
 		log:         log,
+		verified:    newTokenCache(cacheTTLFor(cfg.RefreshInterval)),
 		ready:       make(chan struct{}),
 	}, nil
 }
@@ -259,10 +272,16 @@ func newVerifier(cfg Config) (*Verifier, error) {
 // Verify waits for it briefly (bounded by ctx and a few seconds); a token
 // signed by a key not yet in the cache triggers a rate-limited re-fetch.
 func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
+	key := sha256.Sum256([]byte(token))
+	now := time.Now()
+	if claims, ok := v.verified.get(key, now); ok {
+		return claims, nil
+	}
 	claims, err := v.verify(ctx, token)
 	if err != nil {
 		return Claims{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
+	v.verified.put(key, claims, now)
 	return claims, nil
 }
 

@@ -1,0 +1,66 @@
+package auth
+
+import (
+	"crypto/sha256"
+	"sync"
+	"time"
+)
+
+// A client sends the same access token with every call for up to an hour,
+// and checking an ES256 signature costs far more than the rest of a small
+// RPC (see BENCHMARKS.md). The verifier therefore remembers tokens it has
+// verified, keyed by a hash of the whole token (signature included, so no
+// other token can match), until the token expires or for the cache's ttl at
+// most: the JWKS refresh interval, capped at maxCacheTTL, so a token signed
+// by a key that has been revoked stops working within two refreshes.
+const (
+	maxCacheTTL  = 5 * time.Minute
+	cacheEntries = 50_000
+)
+
+type cacheEntry struct {
+	claims Claims
+	until  time.Time
+}
+
+type tokenCache struct {
+	ttl     time.Duration
+	mu      sync.Mutex
+	entries map[[sha256.Size]byte]cacheEntry
+}
+
+func newTokenCache(ttl time.Duration) *tokenCache {
+	return &tokenCache{ttl: min(ttl, maxCacheTTL), entries: make(map[[sha256.Size]byte]cacheEntry)}
+}
+
+func (c *tokenCache) get(key [sha256.Size]byte, now time.Time) (Claims, bool) {
+	c.mu.Lock()
+	e, ok := c.entries[key]
+	c.mu.Unlock()
+	if !ok || !now.Before(e.until) {
+		return Claims{}, false
+	}
+	return e.claims, true
+}
+
+func (c *tokenCache) put(key [sha256.Size]byte, claims Claims, now time.Time) {
+	until := now.Add(c.ttl)
+	if claims.ExpiresAt.Before(until) {
+		until = claims.ExpiresAt
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) >= cacheEntries {
+		// Drop what has expired; if that is not enough, start afresh: a
+		// miss only costs one signature check.
+		for k, e := range c.entries {
+			if !now.Before(e.until) {
+				delete(c.entries, k)
+			}
+		}
+		if len(c.entries) >= cacheEntries {
+			clear(c.entries)
+		}
+	}
+	c.entries[key] = cacheEntry{claims: claims, until: until}
+}
