@@ -68,6 +68,14 @@ func us(v float64) string {
 	return fmt.Sprintf("%.0f µs", v)
 }
 
+// short formats milliseconds in µs below one millisecond.
+func short(v float64) string {
+	if !math.IsNaN(v) && math.Abs(v) < 1 {
+		return us(v * 1000)
+	}
+	return ms(v)
+}
+
 // msOf converts a duration to float milliseconds.
 func msOf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 

@@ -26,7 +26,8 @@ type Store struct {
 // Options tune the connection pool.
 type Options struct {
 	// QueryExecMode must avoid named prepared statements behind Supavisor or
-	// PgBouncer in transaction mode (use exec or simple_protocol there).
+	// PgBouncer in transaction mode (use exec or simple_protocol there);
+	// zero keeps pgx's default (cache_statement).
 	QueryExecMode pgx.QueryExecMode
 	// MaxConns caps the pool (0: pgx's default, max(4, GOMAXPROCS)).
 	MaxConns int32
@@ -39,7 +40,9 @@ func Open(ctx context.Context, databaseURL string, opts Options) (*Store, error)
 	if err != nil {
 		return nil, errors.New("store: invalid database URL")
 	}
-	cfg.ConnConfig.DefaultQueryExecMode = opts.QueryExecMode
+	if opts.QueryExecMode != 0 {
+		cfg.ConnConfig.DefaultQueryExecMode = opts.QueryExecMode
+	}
 	if opts.MaxConns > 0 {
 		cfg.MaxConns = opts.MaxConns
 	}
