@@ -17,6 +17,9 @@ test: check-generated lint ## every check and every test (what CI runs)
 	@# Benchmarks are not tests: compile them (and the bench-tagged harness), run none.
 	$(GO) vet -tags bench ./...
 
+bench: ## measure against same-run baselines; rewrites BENCHMARKS.md and bench/ttft.svg (~5 min)
+	$(GO) test -tags bench -run TestReport -count=1 -timeout 15m -v ./internal/bench/
+
 generate: ## regenerate protobuf/Connect and sqlc code with the tools pinned in go.mod
 	$(GO) tool buf format -w
 	$(GO) tool buf generate

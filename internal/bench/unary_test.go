@@ -1,0 +1,305 @@
+//go:build bench
+
+package bench
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	parleyv1 "github.com/parleyhq/parley/internal/gen/parley/v1"
+	"github.com/parleyhq/parley/internal/gen/parley/v1/parleyv1connect"
+)
+
+const (
+	// unaryClients is the number of concurrent callers.
+	unaryClients = 32
+	// unaryWindow is how long one run calls.
+	unaryWindow = 1500 * time.Millisecond
+	// unaryRounds is how many runs each target gets per RPC.
+	unaryRounds = 5
+	// listedConversations is how many conversations each caller has: more
+	// than a default page (20), so every list returns a full page.
+	listedConversations = 25
+)
+
+// The bare baseline runs sqlc's statements for the two RPCs (see
+// internal/store/sqlcgen), with the arguments Parley passes: a default page
+// of 20 asks for 21 rows, to know whether there is a next page.
+const (
+	getConversationSQL = `SELECT id, user_id, title, system_prompt, model, request_id, active_leaf_id, create_time, update_time FROM parley.conversations
+WHERE id = $1 AND user_id = $2`
+	listConversationsSQL = `SELECT id, user_id, title, system_prompt, model, request_id, active_leaf_id, create_time, update_time FROM parley.conversations
+WHERE user_id = $1
+  AND ($2::timestamptz IS NULL
+       OR (update_time, id) < ($2::timestamptz, $3::uuid))
+ORDER BY update_time DESC, id DESC
+LIMIT $4`
+	listLimit = 21
+)
+
+// conversationRow receives a row of the baseline's queries.
+type conversationRow struct {
+	id, userID                 uuid.UUID
+	title, systemPrompt, model string
+	requestID                  *string
+	activeLeafID               *uuid.UUID
+	createTime, updateTime     time.Time
+}
+
+func (c *conversationRow) targets() []any {
+	return []any{&c.id, &c.userID, &c.title, &c.systemPrompt, &c.model, &c.requestID, &c.activeLeafID, &c.createTime, &c.updateTime}
+}
+
+// unaryTarget answers the two RPCs for caller i.
+type unaryTarget struct {
+	get, list func(ctx context.Context, i int) error
+}
+
+// callers are the unaryClients users of the unary figures, each with a
+// conversation to get and a page of them to list.
+type callers struct {
+	users []*benchUser
+	convs []uuid.UUID
+}
+
+func newCallers(t *testing.T, r *rig) callers {
+	t.Helper()
+	users := newUsers(t, r.auth, r.store, repeat(unaryClients, listedConversations), "bench")
+	c := callers{users: users}
+	for _, u := range users {
+		id, err := u.conversation(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.convs = append(c.convs, id)
+	}
+	return c
+}
+
+// bareTarget is the baseline: pgxpool with its defaults (the same pool
+// size as Parley's) running the same statements.
+func bareTarget(pool *pgxpool.Pool, c callers) unaryTarget {
+	return unaryTarget{
+		get: func(ctx context.Context, i int) error {
+			var row conversationRow
+			return pool.QueryRow(ctx, getConversationSQL, c.convs[i], c.users[i].id).Scan(row.targets()...)
+		},
+		list: func(ctx context.Context, i int) error {
+			rows, err := pool.Query(ctx, listConversationsSQL, c.users[i].id, (*time.Time)(nil), (*uuid.UUID)(nil), int32(listLimit))
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			n := 0
+			for rows.Next() {
+				var row conversationRow
+				if err := rows.Scan(row.targets()...); err != nil {
+					return err
+				}
+				n++
+			}
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			if n != listLimit {
+				return fmt.Errorf("listed %d rows, want %d", n, listLimit)
+			}
+			return nil
+		},
+	}
+}
+
+// parleyTarget calls a Parley process over Connect (binary protobuf) on
+// h2c, one client per user sharing one HTTP client.
+func parleyTarget(url string, c callers) unaryTarget {
+	hc := h2cClient()
+	clients := make([]parleyv1connect.ChatServiceClient, len(c.users))
+	for i, u := range c.users {
+		clients[i] = u.client(hc, url)
+	}
+	return unaryTarget{
+		get: func(ctx context.Context, i int) error {
+			_, err := clients[i].GetConversation(ctx, connect.NewRequest(&parleyv1.GetConversationRequest{ConversationId: c.convs[i].String()}))
+			return err
+		},
+		list: func(ctx context.Context, i int) error {
+			res, err := clients[i].ListConversations(ctx, connect.NewRequest(&parleyv1.ListConversationsRequest{}))
+			if err != nil {
+				return err
+			}
+			if n := len(res.Msg.GetConversations()); n != listLimit-1 {
+				return fmt.Errorf("listed %d conversations, want %d", n, listLimit-1)
+			}
+			return nil
+		},
+	}
+}
+
+// unaryRun is one run of callLoop.
+type unaryRun struct {
+	perSecond float64
+	calls     int64
+	errs      []string
+	cpu       cpuSnapshot
+}
+
+// callLoop calls fn from unaryClients goroutines for unaryWindow. Calls cut
+// by the end of the window are not counted.
+func callLoop(ctx context.Context, pid int, fn func(ctx context.Context, i int) error) unaryRun {
+	var (
+		n   atomic.Int64
+		mu  sync.Mutex
+		run unaryRun
+		wg  sync.WaitGroup
+	)
+	before := snapCPU(pid)
+	ctx, cancel := context.WithTimeout(ctx, unaryWindow)
+	defer cancel()
+	begin := time.Now()
+	for c := range unaryClients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				err := fn(ctx, c)
+				if ctx.Err() != nil {
+					return
+				}
+				if err != nil {
+					mu.Lock()
+					if len(run.errs) < 3 {
+						run.errs = append(run.errs, err.Error())
+					}
+					mu.Unlock()
+					continue
+				}
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	run.perSecond = float64(n.Load()) / time.Since(begin).Seconds()
+	run.calls = n.Load()
+	run.cpu = snapCPU(pid).sub(before)
+	return run
+}
+
+// comparison is rounds of a target against its baseline.
+type comparison struct {
+	name         string
+	base, target []unaryRun
+}
+
+// ratio is target over baseline throughput, per round.
+func (c comparison) ratio() spread {
+	var v []float64
+	for i := range c.target {
+		v = append(v, c.target[i].perSecond/c.base[i].perSecond)
+	}
+	return spreadOf(v)
+}
+
+func (c comparison) rate(runs []unaryRun) spread {
+	var v []float64
+	for _, r := range runs {
+		v = append(v, r.perSecond)
+	}
+	return spreadOf(v)
+}
+
+func (c comparison) errors() []string {
+	var out []string
+	for _, runs := range [][]unaryRun{c.base, c.target} {
+		for _, r := range runs {
+			out = append(out, r.errs...)
+		}
+	}
+	return out
+}
+
+// compare runs base and target in alternating order for unaryRounds
+// rounds, after a short untimed warm-up of each.
+func compare(ctx context.Context, name string, base, target func(ctx context.Context, i int) error, basePID, targetPID int) comparison {
+	c := comparison{name: name}
+	warm, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	callLoop(warm, basePID, base)
+	cancel()
+	warm, cancel = context.WithTimeout(ctx, 500*time.Millisecond)
+	callLoop(warm, targetPID, target)
+	cancel()
+	for round := range unaryRounds {
+		if round%2 == 0 {
+			c.base = append(c.base, callLoop(ctx, basePID, base))
+			c.target = append(c.target, callLoop(ctx, targetPID, target))
+		} else {
+			c.target = append(c.target, callLoop(ctx, targetPID, target))
+			c.base = append(c.base, callLoop(ctx, basePID, base))
+		}
+	}
+	return c
+}
+
+// measureUnary compares Parley's GetConversation and ListConversations
+// with the bare statements.
+func measureUnary(t *testing.T, r *rig, cs callers, p *proc) []comparison {
+	ctx := t.Context()
+	pool, err := pgxpool.New(ctx, r.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	bare, parley := bareTarget(pool, cs), parleyTarget(p.URL, cs)
+	out := []comparison{
+		compare(ctx, "GetConversation", bare.get, parley.get, 0, p.pid()),
+		compare(ctx, "ListConversations", bare.list, parley.list, 0, p.pid()),
+	}
+	for _, c := range out {
+		t.Logf("%s: bare %s/s, parley %s/s, ratio %s, errors %v", c.name, c.rate(c.base).format(num), c.rate(c.target).format(num), c.ratio().format(pct), c.errors())
+	}
+	return out
+}
+
+func num(v float64) string { return fmt.Sprintf("%.0f", v) }
+
+func unarySection(cmps []comparison, poolSize int32) (rows []summaryRow, details string) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d concurrent callers, each a different user, call for %v per run; %d runs of each target, alternating which goes first, after 0.5 s of untimed warm-up each. ",
+		unaryClients, unaryWindow, unaryRounds)
+	fmt.Fprintf(&b, "Parley is called over the Connect protocol (binary protobuf) on h2c with a valid ES256 token, through every interceptor (access log, errors, auth, rate limit). ")
+	fmt.Fprintf(&b, "The baseline runs sqlc's statement for the RPC from the benchmark process with `pgxpool` and its defaults (%d connections, as Parley's pool), ", poolSize)
+	b.WriteString("`QueryRow(...).Scan` for `GetConversation` and `Query` plus a scan of the 21 rows for `ListConversations`.\n\n")
+	b.WriteString("| RPC | bare pgxpool, calls/s | Parley, calls/s | Parley / bare | CPU per call, µs (Parley run) | CPU per call, µs (bare run) |\n|---|---|---|---|---|---|\n")
+	for _, c := range cmps {
+		var pc, bc cpuSnapshot
+		var pn, bn int64
+		for i := range c.target {
+			pc, pn = pc.add(c.target[i].cpu), pn+c.target[i].calls
+			bc, bn = bc.add(c.base[i].cpu), bn+c.base[i].calls
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", c.name, c.rate(c.base).format(num), c.rate(c.target).format(num), c.ratio().format(pct),
+			pc.per(int(pn)), bc.per(int(bn)))
+		ratio := c.ratio()
+		measured := fmt.Sprintf("%s of the bare loop (%s vs %s calls/s)", ratio.format(pct), num(c.rate(c.target).Med), num(c.rate(c.base).Med))
+		if errs := c.errors(); len(errs) > 0 {
+			measured += "; errors: " + strings.Join(errs, "; ")
+		}
+		rows = append(rows, summaryRow{
+			figure:   fmt.Sprintf("Unary `%s` calls per second, %d clients", c.name, unaryClients),
+			baseline: "a bare pgxpool loop of the same statement",
+			target:   "≥ 50 % of the bare loop", measured: measured,
+			verdict: verdictOf(ratio.Med >= 0.5 && len(c.errors()) == 0),
+		})
+	}
+	b.WriteString("\nThe benchmark's callers run on the same two cores as Parley and PostgreSQL, so the Parley figure also pays for the client's HTTP/2 and protobuf work; the CPU columns show where the time goes. ")
+	b.WriteString("\"Unattributed\" is the machine's busy time not charged to any of these processes: other processes on the machine, and kernel work such as loopback networking.\n")
+	return rows, b.String()
+}
