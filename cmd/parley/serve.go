@@ -114,7 +114,7 @@ func plans(cfg config.Config) plan.Catalog {
 // serve wires the dependencies and runs the HTTP server on ln until ctx
 // ends; this is the one place that builds everything.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listener, verifier *auth.Verifier) error {
-	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{QueryExecMode: cfg.QueryExecMode})
+	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{QueryExecMode: cfg.QueryExecMode, MaxConns: int32(cfg.DatabaseMaxConns)})
 	if err != nil {
 		ln.Close()
 		return err
@@ -140,11 +140,14 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.List
 	})
 	listenCtx, stopListening := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopListening()
-	if err := generator.Listen(listenCtx); err != nil {
-		// Stops from other instances will not reach this one; local stops
-		// and everything else still work.
-		log.Warn("cannot subscribe to stop requests", "err", err)
-	}
+	go func() {
+		// Off the start-up path: the subscription waits for Redis.
+		if err := generator.Listen(listenCtx); err != nil {
+			// Stops from other instances will not reach this one; local
+			// stops and everything else still work.
+			log.Warn("cannot subscribe to stop requests", "err", err)
+		}
+	}()
 	go sweepStale(listenCtx, st, cfg.GenerationTimeout, log)
 
 	handler := server.New(server.Deps{

@@ -124,11 +124,15 @@ UNION ALL
  WHERE a.role = 'assistant'
  ORDER BY a.create_time, a.id LIMIT 1);
 
--- name: CheckpointMessage :execrows
--- Saves the answer so far; a no-op (0 rows) once the answer has ended.
--- Ids come from the server's own run, never from a client, hence no user id.
-UPDATE parley.messages SET content = @content, update_time = now()
-WHERE id = @id AND status = 'streaming';
+-- name: CheckpointMessages :many
+-- Saves what every streaming answer of an instance has so far, in one
+-- statement a second however many answers run, and returns the ids still
+-- streaming: an answer missing from the result was ended elsewhere. Ids
+-- come from the server's own runs, never from a client, hence no user id.
+UPDATE parley.messages m SET content = c.content, update_time = now()
+FROM (SELECT unnest(@ids::uuid[]) AS id, unnest(@contents::text[]) AS content) c
+WHERE m.id = c.id AND m.status = 'streaming'
+RETURNING m.id;
 
 -- name: FinishMessage :one
 -- Ends an answer once (a message that is no longer streaming stays as it

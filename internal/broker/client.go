@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
 // defaultPoolSize replaces go-redis's default of 10 per CPU, which a single
@@ -30,6 +31,9 @@ func NewClient(redisURL string) (*redis.Client, error) {
 	if opt.PoolSize == 0 {
 		opt.PoolSize = defaultPoolSize
 	}
+	// Maintenance notifications are a Redis Cloud feature that Upstash and
+	// Memorystore do not speak; probing for them logs non-JSON lines.
+	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	return redis.NewClient(opt), nil
 }
 

@@ -34,10 +34,10 @@ type GenerationStore interface {
 	GetMessage(ctx context.Context, userID, messageID uuid.UUID) (Message, error)
 	// GetMessageByGeneration returns the answer a generation writes (apperr NotFound).
 	GetMessageByGeneration(ctx context.Context, userID, generationID uuid.UUID) (Message, error)
-	// CheckpointMessage saves the answer so far while it is streaming. It
-	// reports false when the answer is no longer streaming: it was ended
+	// CheckpointMessages saves the answers so far while they stream, all in
+	// one write, and returns the ids still streaming: the others were ended
 	// elsewhere (stopped by another instance, or deleted).
-	CheckpointMessage(ctx context.Context, messageID uuid.UUID, content string) (bool, error)
+	CheckpointMessages(ctx context.Context, checkpoints []Checkpoint) ([]uuid.UUID, error)
 	// FinishMessage ends a streaming answer; apperr NotFound if it already ended.
 	FinishMessage(ctx context.Context, messageID uuid.UUID, f Final) (Message, error)
 	// SetTitleIfEmpty sets a generated title unless the conversation has one.
@@ -83,6 +83,12 @@ var (
 	ErrTooManyGenerations = errors.New("too many concurrent generations")
 	ErrConversationBusy   = errors.New("an answer is streaming in the conversation")
 )
+
+// Checkpoint is the text an answer has so far.
+type Checkpoint struct {
+	MessageID uuid.UUID
+	Content   string
+}
 
 // Final is how an answer ended.
 type Final struct {
@@ -159,6 +165,8 @@ type Generator struct {
 	mu   sync.Mutex
 	runs map[uuid.UUID]*run
 	wg   sync.WaitGroup
+
+	checkpointsOnce sync.Once
 }
 
 // errBusy refuses a second answer in a conversation while one streams.

@@ -51,6 +51,7 @@ type run struct {
 	wake    chan struct{} // closed and replaced on every new event
 	done    bool
 	text    strings.Builder
+	saved   int // length of the text last checkpointed
 	mirror  chan Event
 	mirrorW sync.WaitGroup
 }
@@ -62,7 +63,7 @@ func (g *Generator) newRun(userID uuid.UUID, user, answer Message, xc ExchangeCo
 		g: g, userID: userID, user: user, answer: answer, xc: xc, prompt: prompt, provider: provider,
 		ctx: ctx, cancel: func(cause error) { cancel(cause); cancelTimeout() },
 		wake:   make(chan struct{}),
-		mirror: make(chan Event, 256),
+		mirror: make(chan Event, mirrorBuffer),
 	}
 	g.mu.Lock()
 	g.runs[answer.GenerationID] = r
@@ -112,23 +113,28 @@ func (r *run) mirrorLoop() {
 		if !healthy {
 			continue
 		}
-		// Whatever queued up while the last write was in flight goes in the
-		// same round trip: a slow Redis costs fewer, larger writes.
+		// Gather what arrives within mirrorDelay and write it in one round
+		// trip. The first event (a remote resume may be waiting for the log
+		// to exist) and the last one go out at once.
 		batch = batch[:0]
 		var err error
+		var deadline <-chan time.Time
+		if ev.Seq > 1 && !ev.Terminal() {
+			deadline = time.After(mirrorDelay)
+		}
 		for more := true; more && err == nil; {
 			var data []byte
 			if data, err = encodeEvent(ev); err == nil {
 				batch = append(batch, broker.Event{Seq: ev.Seq, Data: data})
 			}
 			more = false
-			if len(batch) < mirrorBatch {
+			if len(batch) < mirrorBatch && !ev.Terminal() && deadline != nil {
 				select {
 				case next, ok := <-r.mirror:
 					if ok {
 						ev, more = next, true
 					}
-				default:
+				case <-deadline:
 				}
 			}
 		}
@@ -157,6 +163,17 @@ const mirrorTimeout = 2 * time.Second
 
 // mirrorBatch caps the events written to the shared log in one round trip.
 const mirrorBatch = 64
+
+// mirrorDelay is how long the mirror gathers events before it writes them:
+// remote followers see events up to this much later, in exchange for one
+// Redis round trip per answer every mirrorDelay instead of one per token.
+// Local followers (the client that sent the message) are not delayed.
+const mirrorDelay = 50 * time.Millisecond
+
+// mirrorBuffer is how many events may wait for the mirror; a full buffer
+// slows the answer down rather than losing events. Kept small: it is most
+// of the memory an idle stream holds.
+const mirrorBuffer = 32
 
 // subscribe returns a follower that starts after afterSeq.
 func (r *run) subscribe(afterSeq int64) Stream { return &localStream{r: r, next: afterSeq} }
@@ -200,11 +217,10 @@ func (r *run) run() {
 	defer r.cancel(nil)
 
 	titleDone := r.startTitle()
-	checkpoints := r.startCheckpoints()
+	g.checkpointsOnce.Do(func() { go g.checkpointLoop() })
 
 	usage, finishReason, err := r.stream()
 
-	checkpoints()
 	final := Final{Content: r.content(), Model: r.answer.Model, Usage: usage, FinishReason: finishReason, Status: StatusCompleted}
 	var failure *EventError
 	cause := context.Cause(r.ctx)
@@ -303,44 +319,62 @@ func (r *run) content() string {
 	return r.text.String()
 }
 
-// startCheckpoints saves the answer so far about once per interval while
-// it streams: one write per interval at most, never one per token. The
-// returned func stops it and waits.
-func (r *run) startCheckpoints() func() {
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		ticker := time.NewTicker(r.g.cfg.CheckpointInterval)
-		defer ticker.Stop()
-		saved := 0
-		for {
-			select {
-			case <-stop:
-				return
-			case <-ticker.C:
+// checkpointLoop saves, about once per interval, what every answer running
+// on this instance has so far, in one write for all of them: database
+// writes per answer are one per interval, never one per token, and per
+// instance they stay one per interval however many answers run. An answer
+// the database says has ended elsewhere (a stop that reached only the
+// database, or a deletion) is canceled here: the database is the stop
+// signal of last resort. It runs until shutdown.
+func (g *Generator) checkpointLoop() {
+	ticker := time.NewTicker(g.cfg.CheckpointInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-g.base.Done():
+			return
+		case <-ticker.C:
+		}
+		g.mu.Lock()
+		runs := make([]*run, 0, len(g.runs))
+		for _, r := range g.runs {
+			runs = append(runs, r)
+		}
+		g.mu.Unlock()
+		var batch []Checkpoint
+		var pending []*run
+		for _, r := range runs {
+			r.mu.Lock()
+			if r.text.Len() != r.saved {
+				batch = append(batch, Checkpoint{MessageID: r.answer.ID, Content: r.text.String()})
+				pending = append(pending, r)
 			}
-			content := r.content()
-			if len(content) == saved {
+			r.mu.Unlock()
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(g.base), finalSaveTimeout)
+		streaming, err := g.store.CheckpointMessages(ctx, batch)
+		cancel()
+		if err != nil {
+			g.log.Warn("checkpoint failed", "answers", len(batch), "err", err)
+			continue
+		}
+		still := make(map[uuid.UUID]bool, len(streaming))
+		for _, id := range streaming {
+			still[id] = true
+		}
+		for i, r := range pending {
+			if !still[r.answer.ID] {
+				r.cancel(errEndedElsewhere)
 				continue
 			}
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), finalSaveTimeout)
-			streaming, err := r.g.store.CheckpointMessage(ctx, r.answer.ID, content)
-			cancel()
-			switch {
-			case err != nil:
-				r.g.log.Warn("checkpoint failed", "generation_id", r.answer.GenerationID, "err", err)
-			case !streaming:
-				// The database is the stop signal of last resort.
-				r.cancel(errEndedElsewhere)
-				return
-			default:
-				saved = len(content)
-			}
+			r.mu.Lock()
+			r.saved = len(batch[i].Content)
+			r.mu.Unlock()
 		}
-	}()
-	return func() { close(stop); wg.Wait() }
+	}
 }
 
 // startTitle writes a title for a conversation's first exchange, beside

@@ -57,6 +57,10 @@ type Config struct {
 	// ShutdownTimeout bounds graceful shutdown (SHUTDOWN_TIMEOUT, default 8s; Cloud Run kills at 10s).
 	ShutdownTimeout time.Duration
 
+	// DatabaseMaxConns caps the connections of one instance
+	// (DATABASE_MAX_CONNS, default 10).
+	DatabaseMaxConns int
+
 	// RedisURL shares live generations (and later limits) between
 	// instances (REDIS_URL; redis:// or rediss://). Empty: in-process only.
 	RedisURL string
@@ -143,6 +147,7 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 		ShutdownTimeout:          p.duration("SHUTDOWN_TIMEOUT", 8*time.Second),
 		QueryExecMode:            p.execMode("DATABASE_QUERY_EXEC_MODE"),
 		RedisURL:                 p.str("REDIS_URL", ""),
+		DatabaseMaxConns:         p.int("DATABASE_MAX_CONNS", 10, 1, 1000),
 		EventLogRetention:        p.duration("EVENT_LOG_RETENTION", 10*time.Minute),
 		OpenAIBaseURL:            p.str("OPENAI_BASE_URL", ""),
 		OpenAIAPIKey:             p.str("OPENAI_API_KEY", ""),

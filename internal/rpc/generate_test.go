@@ -402,9 +402,9 @@ func (s *countingStore) InsertExchange(ctx context.Context, userID uuid.UUID, x 
 	return s.GenerationStore.InsertExchange(ctx, userID, x)
 }
 
-func (s *countingStore) CheckpointMessage(ctx context.Context, id uuid.UUID, content string) (bool, error) {
+func (s *countingStore) CheckpointMessages(ctx context.Context, cps []chat.Checkpoint) ([]uuid.UUID, error) {
 	s.checkpoints.Add(1)
-	return s.GenerationStore.CheckpointMessage(ctx, id, content)
+	return s.GenerationStore.CheckpointMessages(ctx, cps)
 }
 
 func (s *countingStore) FinishMessage(ctx context.Context, id uuid.UUID, f chat.Final) (chat.Message, error) {

@@ -166,10 +166,14 @@ func (s *Store) GetMessageByGeneration(ctx context.Context, userID, generationID
 	return toMessage(row), nil
 }
 
-// CheckpointMessage implements chat.GenerationStore.
-func (s *Store) CheckpointMessage(ctx context.Context, messageID uuid.UUID, content string) (bool, error) {
-	n, err := s.q.CheckpointMessage(ctx, sqlcgen.CheckpointMessageParams{ID: messageID, Content: content})
-	return n == 1, interpretError(err, "message")
+// CheckpointMessages implements chat.GenerationStore in one round trip.
+func (s *Store) CheckpointMessages(ctx context.Context, checkpoints []chat.Checkpoint) ([]uuid.UUID, error) {
+	arg := sqlcgen.CheckpointMessagesParams{Ids: make([]uuid.UUID, len(checkpoints)), Contents: make([]string, len(checkpoints))}
+	for i, c := range checkpoints {
+		arg.Ids[i], arg.Contents[i] = c.MessageID, c.Content
+	}
+	ids, err := s.q.CheckpointMessages(ctx, arg)
+	return ids, interpretError(err, "messages")
 }
 
 // FinishMessage implements chat.GenerationStore.

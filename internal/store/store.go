@@ -30,6 +30,7 @@ type Options struct {
 	// zero keeps pgx's default (cache_statement).
 	QueryExecMode pgx.QueryExecMode
 	// MaxConns caps the pool (0: pgx's default, max(4, GOMAXPROCS)).
+	// Mind the database's (or Supavisor's) connection limit per instance.
 	MaxConns int32
 }
 
@@ -46,6 +47,9 @@ func Open(ctx context.Context, databaseURL string, opts Options) (*Store, error)
 	if opts.MaxConns > 0 {
 		cfg.MaxConns = opts.MaxConns
 	}
+	// One connection is opened in the background at once, so the first
+	// request after a cold start does not pay for a new backend.
+	cfg.MinConns = 1
 	// Cloud Run scales to zero: do not hold idle connections for long.
 	cfg.MaxConnIdleTime = 5 * time.Minute
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)

@@ -79,7 +79,7 @@ func TestInterruptStale(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if streaming, err := st.CheckpointMessage(ctx, answer.ID, strings.Repeat("x", 40)); err != nil || !streaming {
+	if streaming, err := st.CheckpointMessages(ctx, []chat.Checkpoint{{MessageID: answer.ID, Content: strings.Repeat("x", 40)}}); err != nil || len(streaming) != 1 {
 		t.Fatalf("checkpoint: %v %v", streaming, err)
 	}
 	if u, _ := st.TokenUsage(ctx, user, now); u.Reserved != 500 || u.Active != 1 {

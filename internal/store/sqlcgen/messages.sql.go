@@ -12,24 +12,40 @@ import (
 	"github.com/google/uuid"
 )
 
-const checkpointMessage = `-- name: CheckpointMessage :execrows
-UPDATE parley.messages SET content = $1, update_time = now()
-WHERE id = $2 AND status = 'streaming'
+const checkpointMessages = `-- name: CheckpointMessages :many
+UPDATE parley.messages m SET content = c.content, update_time = now()
+FROM (SELECT unnest($1::uuid[]) AS id, unnest($2::text[]) AS content) c
+WHERE m.id = c.id AND m.status = 'streaming'
+RETURNING m.id
 `
 
-type CheckpointMessageParams struct {
-	Content string
-	ID      uuid.UUID
+type CheckpointMessagesParams struct {
+	Ids      []uuid.UUID
+	Contents []string
 }
 
-// Saves the answer so far; a no-op (0 rows) once the answer has ended.
-// Ids come from the server's own run, never from a client, hence no user id.
-func (q *Queries) CheckpointMessage(ctx context.Context, arg CheckpointMessageParams) (int64, error) {
-	result, err := q.db.Exec(ctx, checkpointMessage, arg.Content, arg.ID)
+// Saves what every streaming answer of an instance has so far, in one
+// statement a second however many answers run, and returns the ids still
+// streaming: an answer missing from the result was ended elsewhere. Ids
+// come from the server's own runs, never from a client, hence no user id.
+func (q *Queries) CheckpointMessages(ctx context.Context, arg CheckpointMessagesParams) ([]uuid.UUID, error) {
+	rows, err := q.db.Query(ctx, checkpointMessages, arg.Ids, arg.Contents)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	return result.RowsAffected(), nil
+	defer rows.Close()
+	var items []uuid.UUID
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const countStreaming = `-- name: CountStreaming :one
