@@ -51,9 +51,12 @@ type writeBatch struct {
 	failed   []string
 }
 
-// expected is the design: one statement saves the exchange, one per
-// second of generation checkpoints the text, one finishes the answer, and
-// an untitled conversation's first answer also saves the generated title.
+// expected is the design's upper bound: one statement saves the exchange,
+// one per second of generation checkpoints the text, one finishes the
+// answer, and an untitled conversation's first answer also saves the
+// generated title. A checkpoint statement covers every answer running on
+// the instance, so answers that run together share it and the per-answer
+// count can be lower.
 func (w writeBatch) expected() int {
 	n := 2 + int(w.took/time.Second)
 	if w.untitled {
@@ -156,7 +159,7 @@ func writesSection(batches []writeBatch) (rows []summaryRow, details string) {
 	var parts []string
 	for _, wb := range batches {
 		per := float64(wb.writes) / float64(wb.answers)
-		if per != float64(wb.expected()) || len(wb.failed) > 0 {
+		if per > float64(wb.expected()) || per < 2 || len(wb.failed) > 0 {
 			ok = false
 		}
 		if !wb.untitled {
@@ -165,7 +168,7 @@ func writesSection(batches []writeBatch) (rows []summaryRow, details string) {
 	}
 	rows = append(rows, summaryRow{
 		figure: "Database writes per answer", baseline: "—", target: "O(1) + one per second of generation, counted",
-		measured: "writes per answer by answer length: " + strings.Join(parts, "; ") + " (design: 2 + one per whole second)",
+		measured: "writes per answer by answer length: " + strings.Join(parts, "; ") + " (design: at most 2 + one per whole second; one checkpoint statement a second serves all answers running on an instance)",
 		verdict:  verdictOf(ok),
 	})
 	var b strings.Builder
@@ -174,7 +177,7 @@ func writesSection(batches []writeBatch) (rows []summaryRow, details string) {
 	b.WriteString("however many rows or tables one statement touches (saving an exchange inserts two messages, moves the conversation's active leaf and reserves tokens in one statement). ")
 	b.WriteString("Reads (loading the conversation before the model is asked) are not writes and are not counted. ")
 	b.WriteString("The answers of a batch run together, each in a fresh conversation of its own user, and nothing else writes meanwhile.\n\n")
-	b.WriteString("| batch | answers | client-side answer time (mean) | write statements per answer | design | rows written, by table and operation (whole batch) |\n|---|---|---|---|---|---|\n")
+	b.WriteString("| batch | answers | client-side answer time (mean) | write statements per answer | design (at most) | rows written, by table and operation (whole batch) |\n|---|---|---|---|---|---|\n")
 	for _, wb := range batches {
 		var rowParts []string
 		for name, n := range wb.rows {
