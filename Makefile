@@ -10,7 +10,8 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 dev: ## run the API locally with a private Postgres, a dev signing key and no accounts
-	$(GO) run ./cmd/parley dev
+	$(GO) build -o bin/parley ./cmd/parley
+	exec bin/parley dev
 
 test: check-generated lint ## every check and every test (what CI runs)
 	$(GO) test -race -count=1 ./...
