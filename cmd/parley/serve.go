@@ -158,9 +158,10 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.List
 		AllowedOrigins: cfg.AllowedOrigins,
 		Limiter:        limiter,
 		RateLimits: server.RateLimits{
-			Chat:    ratelimit.PerMinute(cfg.RateLimitChat),
-			Agent:   ratelimit.PerMinute(cfg.RateLimitAgent),
-			General: ratelimit.PerMinute(cfg.RateLimitGeneral),
+			Chat:         ratelimit.PerMinute(cfg.RateLimitChat),
+			Agent:        ratelimit.PerMinute(cfg.RateLimitAgent),
+			General:      ratelimit.PerMinute(cfg.RateLimitGeneral),
+			AuthFailures: ratelimit.PerMinute(cfg.RateLimitAuthFailures),
 		},
 		Plans:            catalogOfPlans,
 		TrustedProxyHops: cfg.TrustedProxyHops,

@@ -90,6 +90,10 @@ type Config struct {
 	// minute per user on the free plan (RATE_LIMIT_CHAT 20, RATE_LIMIT_AGENT 5,
 	// RATE_LIMIT_GENERAL 100).
 	RateLimitChat, RateLimitAgent, RateLimitGeneral int
+	// RateLimitAuthFailures is how many calls failing authentication a
+	// client IP may make per minute on one instance before it is refused
+	// without a token check (RATE_LIMIT_AUTH_FAILURES, default 60).
+	RateLimitAuthFailures int
 	// TrustedProxyHops is how many proxies in front of the service append
 	// to X-Forwarded-For (TRUSTED_PROXY_HOPS, default 1: Cloud Run's front
 	// end). 0 uses the connection's address.
@@ -160,6 +164,7 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 		RateLimitChat:            p.int("RATE_LIMIT_CHAT", 20, 1, 1_000_000),
 		RateLimitAgent:           p.int("RATE_LIMIT_AGENT", 5, 1, 1_000_000),
 		RateLimitGeneral:         p.int("RATE_LIMIT_GENERAL", 100, 1, 1_000_000),
+		RateLimitAuthFailures:    p.int("RATE_LIMIT_AUTH_FAILURES", 60, 1, 1_000_000),
 		TrustedProxyHops:         p.int("TRUSTED_PROXY_HOPS", 1, 0, 10),
 		MaxConcurrentGenerations: p.int("MAX_CONCURRENT_GENERATIONS", 3, 1, 1000),
 		PlanFreeMonthlyTokens:    int64(p.int("PLAN_FREE_MONTHLY_TOKENS", 500_000, 0, 1<<50)),

@@ -42,6 +42,25 @@ func (m *Memory) Allow(_ context.Context, key string, limit Limit) (Result, erro
 	}
 }
 
+// Peek reports what Allow would answer for key without counting an event.
+func (m *Memory) Peek(key string, limit Limit) Result {
+	now := m.now()
+	interval := limit.Period / time.Duration(limit.Rate)
+	burstOffset := interval * time.Duration(limit.Burst)
+	m.mu.Lock()
+	tat, ok := m.tat[key]
+	m.mu.Unlock()
+	if !ok || tat.Before(now) {
+		tat = now
+	}
+	allowAt := tat.Add(interval).Add(-burstOffset)
+	if diff := now.Sub(allowAt); diff < 0 {
+		return Result{Limit: limit, RetryAfter: -diff, ResetAfter: tat.Sub(now)}
+	} else {
+		return Result{Allowed: true, Limit: limit, Remaining: int(diff/interval) + 1, ResetAfter: tat.Sub(now)}
+	}
+}
+
 // sweep drops keys whose limit has fully reset, at most once a minute.
 func (m *Memory) sweep(now time.Time) {
 	if now.Sub(m.lastSweep) < time.Minute {

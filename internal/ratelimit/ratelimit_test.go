@@ -228,3 +228,24 @@ func TestResilientSlowRedis(t *testing.T) {
 		t.Error("one canceled call made the limiter skip Redis")
 	}
 }
+
+// TestMemoryPeek: a peek tells whether an event would pass, without
+// counting one.
+func TestMemoryPeek(t *testing.T) {
+	t.Parallel()
+	m := NewMemory()
+	limit := PerMinute(2)
+	for range 5 {
+		if res := m.Peek("k", limit); !res.Allowed || res.Remaining != 2 {
+			t.Fatalf("peek on a fresh key: %+v", res)
+		}
+	}
+	m.Allow(context.Background(), "k", limit)
+	if res := m.Peek("k", limit); !res.Allowed || res.Remaining != 1 {
+		t.Errorf("after one event: %+v", res)
+	}
+	m.Allow(context.Background(), "k", limit)
+	if res := m.Peek("k", limit); res.Allowed || res.RetryAfter <= 0 {
+		t.Errorf("after the burst: %+v, want denied with a retry hint", res)
+	}
+}

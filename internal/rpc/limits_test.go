@@ -458,3 +458,43 @@ func (g getOnly) WrapStreamingClient(next connect.StreamingClientFunc) connect.S
 func (g getOnly) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return next
 }
+
+// TestAuthFailureFlood: a client IP that keeps sending bad tokens is
+// refused before any token check; other addresses are not affected.
+func TestAuthFailureFlood(t *testing.T) {
+	t.Parallel()
+	limits := testLimits
+	limits.AuthFailures = ratelimit.PerMinute(3)
+	env := apitest.New(t, apitest.Options{RateLimits: &limits, TrustedProxyHops: 1})
+	ctx := testCtx(t)
+	var xff string
+	setXFF := connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			req.Header().Set("X-Forwarded-For", xff)
+			return next(ctx, req)
+		}
+	})
+	for _, protocol := range apitest.Protocols {
+		t.Run(protocol, func(t *testing.T) {
+			forged := parleyv1connect.NewChatServiceClient(apitest.HTTPClientFor(protocol), env.URL,
+				append(apitest.ClientOptions(protocol), connect.WithInterceptors(apitest.Bearer("not.a.token"), setXFF))...)
+			attacker := "203.0.113." + strconv.Itoa(len(protocol)+10)
+			xff = attacker
+			for i := range 3 {
+				_, err := forged.ListConversations(ctx, connect.NewRequest(&parleyv1.ListConversationsRequest{}))
+				if connect.CodeOf(err) != connect.CodeUnauthenticated {
+					t.Fatalf("bad token %d: %v, want unauthenticated", i, err)
+				}
+			}
+			_, err := forged.ListConversations(ctx, connect.NewRequest(&parleyv1.ListConversationsRequest{}))
+			wantCode(t, err, connect.CodeResourceExhausted, "invalid access tokens")
+			var ce *connect.Error
+			if errors.As(err, &ce) && ce.Meta().Get("Retry-After") == "" {
+				t.Error("no Retry-After")
+			}
+			xff = "198.51.100." + strconv.Itoa(len(protocol)+10) // another client
+			_, err = forged.ListConversations(ctx, connect.NewRequest(&parleyv1.ListConversationsRequest{}))
+			wantCode(t, err, connect.CodeUnauthenticated, "")
+		})
+	}
+}

@@ -27,6 +27,9 @@ type RateLimits struct {
 	Chat    ratelimit.Limit // SendMessage, RegenerateMessage, EditMessage
 	Agent   ratelimit.Limit // starting agent runs
 	General ratelimit.Limit // everything else
+	// AuthFailures bounds the calls per client IP that fail authentication,
+	// per instance; past it a client IP is refused before any token check.
+	AuthFailures ratelimit.Limit
 }
 
 // class is a family of RPCs that share a limit.
@@ -184,5 +187,64 @@ func (l *rateLimiter) WrapStreamingHandler(next connect.StreamingHandlerFunc) co
 			return err
 		}
 		return next(ctx, conn)
+	}
+}
+
+// authFailures refuses, before any signature is checked, client IPs that
+// sent too many calls failing authentication: a flood of bad tokens would
+// otherwise cost a verification each. It counts per instance, in memory,
+// so it adds no round trip to calls that authenticate.
+type authFailures struct {
+	counts *ratelimit.Memory
+	limit  ratelimit.Limit
+	hops   int
+}
+
+func (a *authFailures) refuse(ip string, h http.Header) error {
+	res := a.counts.Peek("authfail:"+ip, a.limit)
+	if res.Allowed {
+		return nil
+	}
+	retry := max(1, seconds(res.RetryAfter))
+	err := connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
+		"too many calls with missing or invalid access tokens from this address; retry in %ds", retry))
+	err.Meta().Set("Retry-After", strconv.Itoa(retry))
+	if h != nil {
+		h.Set("Retry-After", strconv.Itoa(retry))
+	}
+	return err
+}
+
+func (a *authFailures) count(ip string, err error) {
+	if connect.CodeOf(err) == connect.CodeUnauthenticated {
+		a.counts.Allow(context.Background(), "authfail:"+ip, a.limit)
+	}
+}
+
+func (a *authFailures) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		ip := clientIP(req.Header(), req.Peer().Addr, a.hops)
+		if err := a.refuse(ip, nil); err != nil {
+			return nil, err
+		}
+		res, err := next(ctx, req)
+		a.count(ip, err)
+		return res, err
+	}
+}
+
+func (a *authFailures) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (a *authFailures) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		ip := clientIP(conn.RequestHeader(), conn.Peer().Addr, a.hops)
+		if err := a.refuse(ip, conn.ResponseHeader()); err != nil {
+			return err
+		}
+		err := next(ctx, conn)
+		a.count(ip, err)
+		return err
 	}
 }

@@ -88,12 +88,11 @@ func New(d Deps) http.Handler {
 	}
 	// Interceptors run outermost first: the access log sees the final code,
 	// errors are mapped before it sees them, auth runs last before the handler.
-	interceptors := []connect.Interceptor{
-		newAccessLog(d.Log),
-		rpc.NewErrorInterceptor(d.Log),
-		auth.NewInterceptor(d.Verifier, isPublic, d.Log),
-		userCapture{},
+	interceptors := []connect.Interceptor{newAccessLog(d.Log), rpc.NewErrorInterceptor(d.Log)}
+	if d.Limiter != nil && d.RateLimits.AuthFailures.Rate > 0 {
+		interceptors = append(interceptors, &authFailures{counts: ratelimit.NewMemory(), limit: d.RateLimits.AuthFailures, hops: d.TrustedProxyHops})
 	}
+	interceptors = append(interceptors, auth.NewInterceptor(d.Verifier, isPublic, d.Log), userCapture{})
 	if d.Limiter != nil {
 		interceptors = append(interceptors, &rateLimiter{log: d.Log, limiter: d.Limiter, limits: d.RateLimits, plans: d.Plans, hops: d.TrustedProxyHops})
 	}
