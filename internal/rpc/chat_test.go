@@ -97,8 +97,17 @@ func TestConversationLifecycle(t *testing.T) {
 func TestCreateConversationIdempotent(t *testing.T) {
 	t.Parallel()
 	env := apitest.New(t, apitest.Options{})
+	for _, protocol := range apitest.Protocols {
+		t.Run(protocol, func(t *testing.T) {
+			t.Parallel()
+			testCreateConversationIdempotent(t, env, protocol)
+		})
+	}
+}
+
+func testCreateConversationIdempotent(t *testing.T, env *apitest.Env, protocol string) {
 	ctx := context.Background()
-	c := env.ChatClient(t, "connect+json", uuid.New())
+	c := env.ChatClient(t, protocol, uuid.New())
 	req := &parleyv1.CreateConversationRequest{Title: "Once", RequestId: "req-123"}
 	first, err := c.CreateConversation(ctx, connect.NewRequest(req))
 	if err != nil {
@@ -119,7 +128,7 @@ func TestCreateConversationIdempotent(t *testing.T) {
 		t.Errorf("%d conversations after a retried create, want 1", n)
 	}
 	// The same request id from another user is another conversation.
-	other, err := env.ChatClient(t, "connect+json", uuid.New()).CreateConversation(ctx, connect.NewRequest(req))
+	other, err := env.ChatClient(t, protocol, uuid.New()).CreateConversation(ctx, connect.NewRequest(req))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,9 +140,18 @@ func TestCreateConversationIdempotent(t *testing.T) {
 func TestListConversationsPages(t *testing.T) {
 	t.Parallel()
 	env := apitest.New(t, apitest.Options{})
+	for _, protocol := range apitest.Protocols {
+		t.Run(protocol, func(t *testing.T) {
+			t.Parallel()
+			testListConversationsPages(t, env, protocol)
+		})
+	}
+}
+
+func testListConversationsPages(t *testing.T, env *apitest.Env, protocol string) {
 	ctx := context.Background()
 	user := uuid.New()
-	c := env.ChatClient(t, "grpc", user)
+	c := env.ChatClient(t, protocol, user)
 	var want []string
 	for i := range 5 {
 		want = append([]string{create(t, c, fmt.Sprintf("c%d", i)).Id}, want...) // newest first
@@ -180,9 +198,18 @@ func TestListConversationsPages(t *testing.T) {
 func TestListMessages(t *testing.T) {
 	t.Parallel()
 	env := apitest.New(t, apitest.Options{})
+	for _, protocol := range apitest.Protocols {
+		t.Run(protocol, func(t *testing.T) {
+			t.Parallel()
+			testListMessages(t, env, protocol)
+		})
+	}
+}
+
+func testListMessages(t *testing.T, env *apitest.Env, protocol string) {
 	ctx := context.Background()
 	user := uuid.New()
-	c := env.ChatClient(t, "grpcweb", user)
+	c := env.ChatClient(t, protocol, user)
 	conv := create(t, c, "with messages")
 	convID := uuid.MustParse(conv.Id)
 	var want []string

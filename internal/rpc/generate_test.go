@@ -343,11 +343,20 @@ func TestSendMessageInvalid(t *testing.T) {
 // attaches to the first answer instead of starting a second one.
 func TestSendMessageIdempotent(t *testing.T) {
 	t.Parallel()
+	for _, protocol := range apitest.Protocols {
+		t.Run(protocol, func(t *testing.T) {
+			t.Parallel()
+			testSendMessageIdempotent(t, protocol)
+		})
+	}
+}
+
+func testSendMessageIdempotent(t *testing.T, protocol string) {
 	fake := llmtest.NewServer(t, llmtest.Hold())
 	env := fakeEnv(t, fake, apitest.Options{})
 	ctx := testCtx(t)
 	user := uuid.New()
-	c := env.ChatClient(t, "connect+proto", user)
+	c := env.ChatClient(t, protocol, user)
 	conv := create(t, c, "retry")
 	req := &parleyv1.SendMessageRequest{ConversationId: conv.Id, Content: "once", ClientMessageId: "client-1"}
 	first, err := c.SendMessage(ctx, connect.NewRequest(req))
@@ -731,11 +740,20 @@ func TestStopFromAnotherInstance(t *testing.T) {
 // interrupted and the stream ends with unavailable.
 func TestShutdownInterrupts(t *testing.T) {
 	t.Parallel()
+	for _, protocol := range apitest.Protocols {
+		t.Run(protocol, func(t *testing.T) {
+			t.Parallel()
+			testShutdownInterrupts(t, protocol)
+		})
+	}
+}
+
+func testShutdownInterrupts(t *testing.T, protocol string) {
 	fake := llmtest.NewServer(t, llmtest.Hold())
 	env := fakeEnv(t, fake, apitest.Options{})
 	ctx := testCtx(t)
 	user := uuid.New()
-	c := env.ChatClient(t, "connect+json", user)
+	c := env.ChatClient(t, protocol, user)
 	conv := create(t, c, "shutdown")
 	stream, err := send(ctx, c, conv.Id, "hi")
 	if err != nil {
