@@ -21,8 +21,9 @@ import (
 // user id treats other users' rows as absent (apperr NotFound).
 type GenerationStore interface {
 	// LoadContext returns the conversation's settings and the branch ending
-	// at leafID (the active leaf when uuid.Nil), root first.
-	LoadContext(ctx context.Context, userID, conversationID, leafID uuid.UUID) (ExchangeContext, error)
+	// at leafID (the active leaf when uuid.Nil), root first; the walk up the
+	// branch stops after about maxBytes of text (the leaf always comes).
+	LoadContext(ctx context.Context, userID, conversationID, leafID uuid.UUID, maxBytes int) (ExchangeContext, error)
 	// InsertExchange saves the user message (unless x.UserMessageID is Nil),
 	// the streaming assistant message and the new active leaf, atomically.
 	// It returns apperr Conflict when x.ClientMessageID was used before.
@@ -266,7 +267,7 @@ func (g *Generator) Send(ctx context.Context, userID uuid.UUID, in SendInput) (S
 	if len(in.ClientMessageID) > MaxRequestIDBytes {
 		return nil, apperr.InvalidField("client_message_id", "must be at most %d bytes", MaxRequestIDBytes)
 	}
-	xc, err := g.store.LoadContext(ctx, userID, in.ConversationID, in.ParentID)
+	xc, err := g.store.LoadContext(ctx, userID, in.ConversationID, in.ParentID, g.loadBytes())
 	if err != nil {
 		return nil, err
 	}
@@ -335,7 +336,7 @@ func (g *Generator) Regenerate(ctx context.Context, userID, messageID uuid.UUID,
 	if old.ParentID == uuid.Nil {
 		return nil, apperr.InvalidField("message_id", "has no user message to answer")
 	}
-	xc, err := g.store.LoadContext(ctx, userID, old.ConversationID, old.ParentID)
+	xc, err := g.store.LoadContext(ctx, userID, old.ConversationID, old.ParentID, g.loadBytes())
 	if err != nil {
 		return nil, err
 	}
@@ -369,9 +370,9 @@ func (g *Generator) Edit(ctx context.Context, userID, messageID uuid.UUID, conte
 	}
 	var xc ExchangeContext
 	if old.ParentID != uuid.Nil {
-		xc, err = g.store.LoadContext(ctx, userID, old.ConversationID, old.ParentID)
+		xc, err = g.store.LoadContext(ctx, userID, old.ConversationID, old.ParentID, g.loadBytes())
 	} else {
-		xc, err = g.store.LoadContext(ctx, userID, old.ConversationID, uuid.Nil)
+		xc, err = g.store.LoadContext(ctx, userID, old.ConversationID, uuid.Nil, g.loadBytes())
 		xc.Branch = nil // the edited message starts the conversation
 	}
 	if err != nil {
@@ -443,6 +444,10 @@ func (g *Generator) start(ctx context.Context, userID uuid.UUID, x NewExchange, 
 	r := g.newRun(userID, *user, answer, xc, prompt, provider)
 	return r.subscribe(0), nil
 }
+
+// loadBytes is how much branch text to load for a prompt: the token budget
+// at the estimate's 4 characters a token, doubled for multi-byte text.
+func (g *Generator) loadBytes() int { return g.cfg.ContextTokens * 8 }
 
 // nextMonth is when the quota period holding t ends.
 func nextMonth(t time.Time) time.Time {

@@ -19,9 +19,9 @@ import (
 const maxBranchDepth = 2000
 
 // LoadContext implements chat.GenerationStore in one round trip.
-func (s *Store) LoadContext(ctx context.Context, userID, conversationID, leafID uuid.UUID) (chat.ExchangeContext, error) {
+func (s *Store) LoadContext(ctx context.Context, userID, conversationID, leafID uuid.UUID, maxBytes int) (chat.ExchangeContext, error) {
 	rows, err := s.q.LoadContext(ctx, sqlcgen.LoadContextParams{
-		ConversationID: conversationID, UserID: userID, LeafID: nonNil(leafID), MaxDepth: maxBranchDepth,
+		ConversationID: conversationID, UserID: userID, LeafID: nonNil(leafID), MaxDepth: maxBranchDepth, MaxBytes: int64(maxBytes),
 	})
 	if err != nil {
 		return chat.ExchangeContext{}, interpretError(err, "conversation")

@@ -107,3 +107,46 @@ func TestInterruptStale(t *testing.T) {
 		t.Errorf("a late finish settled again: %+v, was %+v", u2, u)
 	}
 }
+
+// TestLoadContextBounded: the walk up a branch stops after about maxBytes
+// of text, keeping the newest messages, root first.
+func TestLoadContextBounded(t *testing.T) {
+	t.Parallel()
+	st := store.New(pgtestPool(t))
+	ctx := context.Background()
+	user := uuid.New()
+	conv, err := st.CreateConversation(ctx, user, chat.NewConversation{SystemPrompt: "sys"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := uuid.Nil
+	var ids []uuid.UUID
+	for i := range 10 {
+		role := chat.RoleUser
+		if i%2 == 1 {
+			role = chat.RoleAssistant
+		}
+		m, err := st.InsertMessage(ctx, user, chat.Message{ConversationID: conv.ID, ParentID: parent, Role: role, Content: strings.Repeat("x", 1000), Status: chat.StatusCompleted})
+		if err != nil {
+			t.Fatal(err)
+		}
+		parent = m.ID
+		ids = append(ids, m.ID)
+	}
+	xc, err := st.LoadContext(ctx, user, conv.ID, uuid.Nil, 2500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if xc.SystemPrompt != "sys" || len(xc.Branch) != 3 {
+		t.Fatalf("loaded %d messages (system %q), want the newest 3", len(xc.Branch), xc.SystemPrompt)
+	}
+	for i, m := range xc.Branch {
+		if m.ID != ids[7+i] {
+			t.Errorf("branch[%d] = %s, want %s", i, m.ID, ids[7+i])
+		}
+	}
+	all, err := st.LoadContext(ctx, user, conv.ID, uuid.Nil, 1<<20)
+	if err != nil || len(all.Branch) != 10 || all.Branch[0].ID != ids[0] {
+		t.Errorf("unbounded load: %d messages, %v", len(all.Branch), err)
+	}
+}

@@ -641,13 +641,15 @@ WITH RECURSIVE conv AS (
     SELECT c.id, c.title, c.system_prompt, c.model, c.active_leaf_id FROM parley.conversations c
     WHERE c.id = $1 AND c.user_id = $2
 ), branch AS (
-    SELECT m.id, m.parent_id, m.role, m.content, m.status, m.create_time, 1 AS depth
+    SELECT m.id, m.parent_id, m.role, m.content, m.status, m.create_time, 1 AS depth,
+           octet_length(m.content)::bigint AS loaded
     FROM parley.messages m JOIN conv ON m.conversation_id = conv.id
     WHERE m.id = COALESCE($3::uuid, conv.active_leaf_id)
     UNION ALL
-    SELECT p.id, p.parent_id, p.role, p.content, p.status, p.create_time, b.depth + 1
+    SELECT p.id, p.parent_id, p.role, p.content, p.status, p.create_time, b.depth + 1,
+           b.loaded + octet_length(p.content)
     FROM parley.messages p JOIN branch b ON p.id = b.parent_id
-    WHERE b.depth < $4::int
+    WHERE b.depth < $4::int AND b.loaded < $5::bigint
 )
 SELECT conv.title AS conversation_title, conv.system_prompt, conv.model AS conversation_model,
        b.id AS message_id, b.parent_id, b.role, b.content, b.status
@@ -660,6 +662,7 @@ type LoadContextParams struct {
 	UserID         uuid.UUID
 	LeafID         *uuid.UUID
 	MaxDepth       int32
+	MaxBytes       int64
 }
 
 type LoadContextRow struct {
@@ -675,13 +678,17 @@ type LoadContextRow struct {
 
 // What a generation needs before it asks the model, in one round trip: the
 // conversation's settings and the branch it continues, root first. No row:
-// no such conversation. One row with a NULL message: no messages yet.
+// no such conversation. One row with a NULL message: no messages yet. The
+// walk up the branch stops once max_bytes of text are loaded (the prompt
+// is trimmed to the model's budget anyway), so a long conversation costs
+// no more than a prompt's worth; the leaf always comes.
 func (q *Queries) LoadContext(ctx context.Context, arg LoadContextParams) ([]LoadContextRow, error) {
 	rows, err := q.db.Query(ctx, loadContext,
 		arg.ConversationID,
 		arg.UserID,
 		arg.LeafID,
 		arg.MaxDepth,
+		arg.MaxBytes,
 	)
 	if err != nil {
 		return nil, err
