@@ -113,7 +113,17 @@ func (s *Store) whyNotInserted(ctx context.Context, userID uuid.UUID, month time
 	if n, err := s.q.CountStreaming(ctx, sqlcgen.CountStreamingParams{ConversationID: x.ConversationID, UserID: userID}); err == nil && n > 0 {
 		return chat.ErrConversationBusy
 	}
-	return apperr.New(apperr.NotFound, "conversation or parent message not found")
+	if _, err := s.q.GetConversation(ctx, sqlcgen.GetConversationParams{ID: x.ConversationID, UserID: userID}); err != nil {
+		return interpretError(err, "conversation")
+	}
+	if x.ParentID != uuid.Nil {
+		if p, err := s.q.GetMessage(ctx, sqlcgen.GetMessageParams{ID: x.ParentID, UserID: userID}); err != nil || p.ConversationID != x.ConversationID {
+			return apperr.New(apperr.NotFound, "parent message not found")
+		}
+	}
+	// Everything exists, so a limit refused the insert and has been freed
+	// since (these reads come after it): ask the client to retry shortly.
+	return chat.ErrTooManyGenerations
 }
 
 // monthOf is the first day (UTC) of t's month: the quota period.
