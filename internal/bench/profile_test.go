@@ -240,10 +240,10 @@ type timedStore struct {
 	tl *timeline
 }
 
-func (s timedStore) LoadContext(ctx context.Context, userID, conversationID, leafID uuid.UUID) (chat.ExchangeContext, error) {
+func (s timedStore) LoadContext(ctx context.Context, userID, conversationID, leafID uuid.UUID, maxBytes int) (chat.ExchangeContext, error) {
 	s.tl.mark("LoadContext starts")
 	defer s.tl.mark("LoadContext returned")
-	return s.GenerationStore.LoadContext(ctx, userID, conversationID, leafID)
+	return s.GenerationStore.LoadContext(ctx, userID, conversationID, leafID, maxBytes)
 }
 
 func (s timedStore) InsertExchange(ctx context.Context, userID uuid.UUID, x chat.NewExchange) (*chat.Message, chat.Message, error) {
