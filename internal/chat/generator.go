@@ -22,7 +22,7 @@ import (
 type GenerationStore interface {
 	// LoadContext returns the conversation's settings and the branch ending
 	// at leafID (the active leaf when uuid.Nil), root first; the walk up the
-	// branch stops after about maxBytes of text (the leaf always comes).
+	// branch stops after about maxBytes characters (the leaf always comes).
 	LoadContext(ctx context.Context, userID, conversationID, leafID uuid.UUID, maxBytes int) (ExchangeContext, error)
 	// InsertExchange saves the user message (unless x.UserMessageID is Nil),
 	// the streaming assistant message and the new active leaf, atomically.
@@ -214,6 +214,7 @@ func (g *Generator) Shutdown(ctx context.Context, drain time.Duration) error {
 	defer timer.Stop()
 	select {
 	case <-done:
+		g.stopBackground()
 		return nil
 	case <-timer.C:
 	case <-ctx.Done():
@@ -226,6 +227,9 @@ func (g *Generator) Shutdown(ctx context.Context, drain time.Duration) error {
 		return ctx.Err()
 	}
 }
+
+// stopBackground ends the generator's background work once no run is left.
+func (g *Generator) stopBackground() { g.cancelBase(errShutdown) }
 
 func (g *Generator) local(generationID uuid.UUID) *run {
 	g.mu.Lock()
@@ -445,9 +449,9 @@ func (g *Generator) start(ctx context.Context, userID uuid.UUID, x NewExchange, 
 	return r.subscribe(0), nil
 }
 
-// loadBytes is how much branch text to load for a prompt: the token budget
-// at the estimate's 4 characters a token, doubled for multi-byte text.
-func (g *Generator) loadBytes() int { return g.cfg.ContextTokens * 8 }
+// loadBytes is how much branch text (in characters) to load for a prompt:
+// the token budget at the estimate's 4 characters a token.
+func (g *Generator) loadBytes() int { return g.cfg.ContextTokens * 4 }
 
 // nextMonth is when the quota period holding t ends.
 func nextMonth(t time.Time) time.Time {

@@ -52,7 +52,6 @@ type run struct {
 	done    bool
 	text    strings.Builder
 	saved   int // length of the text last checkpointed
-	mirror  chan Event
 	mirrorW sync.WaitGroup
 }
 
@@ -62,8 +61,7 @@ func (g *Generator) newRun(userID uuid.UUID, user, answer Message, xc ExchangeCo
 	r := &run{
 		g: g, userID: userID, user: user, answer: answer, xc: xc, prompt: prompt, provider: provider,
 		ctx: ctx, cancel: func(cause error) { cancel(cause); cancelTimeout() },
-		wake:   make(chan struct{}),
-		mirror: make(chan Event, mirrorBuffer),
+		wake: make(chan struct{}),
 	}
 	g.mu.Lock()
 	g.runs[answer.GenerationID] = r
@@ -86,9 +84,9 @@ var errEndedElsewhere = errors.New("answer ended elsewhere")
 
 func (r *run) stop() { r.cancel(errStopped) }
 
-// emit assigns the next seq and publishes the event; after the terminal
-// event it drops anything else. The mirror send happens under the lock so
-// the shared log receives events in seq order.
+// emit assigns the next seq and publishes the event to local followers
+// and the mirror; after the terminal event it drops anything else. It
+// never waits: the mirror reads the same list at its own pace.
 func (r *run) emit(ev Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -100,43 +98,61 @@ func (r *run) emit(ev Event) {
 	close(r.wake)
 	r.wake = make(chan struct{})
 	r.done = ev.Terminal()
-	r.mirror <- ev
 }
 
-// mirrorLoop copies events to the shared log off the hot path, in order.
+// pending returns the events after the first sent, whether the run has
+// ended, and a channel closed at the next event. Events are never changed
+// once appended, so the returned slice may be read without the lock.
+func (r *run) pending(sent int) ([]Event, bool, <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.events[sent:], r.done, r.wake
+}
+
+// mirrorLoop copies the run's events to the shared log, in order, off the
+// hot path. It writes what has gathered within mirrorDelay in one round
+// trip; the first event (a remote resume may be waiting for the log to
+// exist) and the last one go out at once.
 func (r *run) mirrorLoop() {
 	defer r.mirrorW.Done()
 	base := context.WithoutCancel(r.ctx)
-	healthy := true
+	sent, healthy := 0, true
 	batch := make([]broker.Event, 0, mirrorBatch)
-	for ev := range r.mirror {
-		if !healthy {
+	for healthy {
+		evs, done, wake := r.pending(sent)
+		if len(evs) == 0 {
+			if done {
+				break
+			}
+			<-wake
 			continue
 		}
-		// Gather what arrives within mirrorDelay and write it in one round
-		// trip. The first event (a remote resume may be waiting for the log
-		// to exist) and the last one go out at once.
-		batch = batch[:0]
-		var err error
-		var deadline <-chan time.Time
-		if ev.Seq > 1 && !ev.Terminal() {
-			deadline = time.After(mirrorDelay)
-		}
-		for more := true; more && err == nil; {
-			var data []byte
-			if data, err = encodeEvent(ev); err == nil {
-				batch = append(batch, broker.Event{Seq: ev.Seq, Data: data})
-			}
-			more = false
-			if len(batch) < mirrorBatch && !ev.Terminal() && deadline != nil {
+		if evs[0].Seq > 1 && !evs[len(evs)-1].Terminal() && len(evs) < mirrorBatch {
+			deadline := time.NewTimer(mirrorDelay)
+		gather:
+			for {
 				select {
-				case next, ok := <-r.mirror:
-					if ok {
-						ev, more = next, true
+				case <-deadline.C:
+					break gather
+				case <-wake:
+					evs, done, wake = r.pending(sent)
+					if done || len(evs) >= mirrorBatch {
+						break gather
 					}
-				case <-deadline:
 				}
 			}
+			deadline.Stop()
+			evs, _, _ = r.pending(sent)
+		}
+		evs = evs[:min(len(evs), mirrorBatch)]
+		batch = batch[:0]
+		var err error
+		for _, ev := range evs {
+			var data []byte
+			if data, err = encodeEvent(ev); err != nil {
+				break
+			}
+			batch = append(batch, broker.Event{Seq: ev.Seq, Data: data})
 		}
 		if err == nil {
 			ctx, cancel := context.WithTimeout(base, mirrorTimeout)
@@ -149,6 +165,17 @@ func (r *run) mirrorLoop() {
 			// the saved answer instead (remoteStream).
 			r.g.log.Warn("event log append failed; remote followers will read the saved answer", "generation_id", r.answer.GenerationID, "err", err)
 			healthy = false
+		}
+		sent += len(evs)
+	}
+	if !healthy {
+		// Let the run finish before the log is marked finished.
+		for {
+			_, done, wake := r.pending(sent)
+			if done {
+				break
+			}
+			<-wake
 		}
 	}
 	ctx, cancel := context.WithTimeout(base, mirrorTimeout)
@@ -169,11 +196,6 @@ const mirrorBatch = 64
 // Redis round trip per answer every mirrorDelay instead of one per token.
 // Local followers (the client that sent the message) are not delayed.
 const mirrorDelay = 50 * time.Millisecond
-
-// mirrorBuffer is how many events may wait for the mirror; a full buffer
-// slows the answer down rather than losing events. Kept small: it is most
-// of the memory an idle stream holds.
-const mirrorBuffer = 32
 
 // subscribe returns a follower that starts after afterSeq.
 func (r *run) subscribe(afterSeq int64) Stream { return &localStream{r: r, next: afterSeq} }
@@ -271,7 +293,6 @@ func (r *run) run() {
 	} else {
 		r.emit(Event{Kind: EventCompleted, Message: &saved})
 	}
-	close(r.mirror)
 	r.mirrorW.Wait()
 }
 
@@ -306,6 +327,9 @@ func (r *run) stream() (Usage, string, error) {
 		if text == "" {
 			continue
 		}
+		// Postgres text holds neither NUL bytes nor invalid UTF-8, and one
+		// such answer must not fail the shared checkpoint statement.
+		text = strings.ReplaceAll(strings.ToValidUTF8(text, "\uFFFD"), "\x00", "\uFFFD")
 		r.mu.Lock()
 		r.text.WriteString(text)
 		r.mu.Unlock()
@@ -354,9 +378,7 @@ func (g *Generator) checkpointLoop() {
 		if len(batch) == 0 {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(g.base), finalSaveTimeout)
-		streaming, err := g.store.CheckpointMessages(ctx, batch)
-		cancel()
+		streaming, err := g.checkpoint(batch)
 		if err != nil {
 			g.log.Warn("checkpoint failed", "answers", len(batch), "err", err)
 			continue
@@ -375,6 +397,34 @@ func (g *Generator) checkpointLoop() {
 			r.mu.Unlock()
 		}
 	}
+}
+
+// checkpoint writes a batch in one statement; if that fails, it writes the
+// answers one by one, so one answer the database refuses cannot keep every
+// other answer of the instance from being saved.
+func (g *Generator) checkpoint(batch []Checkpoint) ([]uuid.UUID, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(g.base), finalSaveTimeout)
+	defer cancel()
+	streaming, err := g.store.CheckpointMessages(ctx, batch)
+	if err == nil || len(batch) == 1 {
+		return streaming, err
+	}
+	streaming = streaming[:0]
+	var failed error
+	for _, c := range batch {
+		ids, err := g.store.CheckpointMessages(ctx, []Checkpoint{c})
+		if err != nil {
+			failed = err
+			// Unknown, not ended: keep the run going.
+			streaming = append(streaming, c.MessageID)
+			continue
+		}
+		streaming = append(streaming, ids...)
+	}
+	if failed != nil {
+		g.log.Warn("checkpoint of one answer failed", "err", failed)
+	}
+	return streaming, nil
 }
 
 // startTitle writes a title for a conversation's first exchange, beside

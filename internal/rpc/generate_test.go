@@ -1137,3 +1137,25 @@ func TestOneAnswerPerConversationRace(t *testing.T) {
 	}
 	fake.Release(len(llmtest.DefaultChunks))
 }
+
+// TestAnswerWithNUL: text Postgres cannot store (a NUL byte from the model)
+// is replaced, so the answer and everyone's checkpoints are still saved.
+func TestAnswerWithNUL(t *testing.T) {
+	t.Parallel()
+	fake := llmtest.NewServer(t, llmtest.Chunks([]string{"a\x00b", " ok"}))
+	env := fakeEnv(t, fake, apitest.Options{})
+	ctx := testCtx(t)
+	c := env.ChatClient(t, "connect+json", uuid.New())
+	conv := create(t, c, "nul")
+	evs, err := collectErr(send(ctx, c, conv.Id, "hi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "a\uFFFDb ok"
+	if got := completed(t, evs).Content; got != want {
+		t.Errorf("completed %q, want %q", got, want)
+	}
+	if msgs := messages(t, c, conv.Id); len(msgs) != 2 || msgs[1].Content != want {
+		t.Errorf("saved %v", msgs)
+	}
+}

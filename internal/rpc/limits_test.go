@@ -495,6 +495,19 @@ func TestAuthFailureFlood(t *testing.T) {
 			xff = "198.51.100." + strconv.Itoa(len(protocol)+10) // another client
 			_, err = forged.ListConversations(ctx, connect.NewRequest(&parleyv1.ListConversationsRequest{}))
 			wantCode(t, err, connect.CodeUnauthenticated, "")
+
+			// A user behind the flooding address whose token is already
+			// known keeps working.
+			user := uuid.New()
+			good := parleyv1connect.NewChatServiceClient(apitest.HTTPClientFor(protocol), env.URL,
+				append(apitest.ClientOptions(protocol), connect.WithInterceptors(apitest.Bearer(env.Token(t, user)), setXFF))...)
+			if _, err := good.ListConversations(ctx, connect.NewRequest(&parleyv1.ListConversationsRequest{})); err != nil {
+				t.Fatalf("a known user from another address: %v", err)
+			}
+			xff = attacker
+			if _, err := good.ListConversations(ctx, connect.NewRequest(&parleyv1.ListConversationsRequest{})); err != nil {
+				t.Errorf("a known user behind the flooding address was refused: %v", err)
+			}
 		})
 	}
 }

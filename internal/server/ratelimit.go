@@ -195,9 +195,12 @@ func (l *rateLimiter) WrapStreamingHandler(next connect.StreamingHandlerFunc) co
 // otherwise cost a verification each. It counts per instance, in memory,
 // so it adds no round trip to calls that authenticate.
 type authFailures struct {
-	counts *ratelimit.Memory
-	limit  ratelimit.Limit
-	hops   int
+	// verifier lets clients whose token it already verified through: an
+	// address shared with a misbehaving client (a NAT) stays usable.
+	verifier *auth.Verifier
+	counts   *ratelimit.Memory
+	limit    ratelimit.Limit
+	hops     int
 }
 
 func (a *authFailures) refuse(ip string, h http.Header) error {
@@ -224,8 +227,10 @@ func (a *authFailures) count(ip string, err error) {
 func (a *authFailures) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		ip := clientIP(req.Header(), req.Peer().Addr, a.hops)
-		if err := a.refuse(ip, nil); err != nil {
-			return nil, err
+		if !a.verifier.Recognizes(req.Header()) {
+			if err := a.refuse(ip, nil); err != nil {
+				return nil, err
+			}
 		}
 		res, err := next(ctx, req)
 		a.count(ip, err)
@@ -240,8 +245,10 @@ func (a *authFailures) WrapStreamingClient(next connect.StreamingClientFunc) con
 func (a *authFailures) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		ip := clientIP(conn.RequestHeader(), conn.Peer().Addr, a.hops)
-		if err := a.refuse(ip, conn.ResponseHeader()); err != nil {
-			return err
+		if !a.verifier.Recognizes(conn.RequestHeader()) {
+			if err := a.refuse(ip, conn.ResponseHeader()); err != nil {
+				return err
+			}
 		}
 		err := next(ctx, conn)
 		a.count(ip, err)

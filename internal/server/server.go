@@ -90,7 +90,7 @@ func New(d Deps) http.Handler {
 	// errors are mapped before it sees them, auth runs last before the handler.
 	interceptors := []connect.Interceptor{newAccessLog(d.Log), rpc.NewErrorInterceptor(d.Log)}
 	if d.Limiter != nil && d.RateLimits.AuthFailures.Rate > 0 {
-		interceptors = append(interceptors, &authFailures{counts: ratelimit.NewMemory(), limit: d.RateLimits.AuthFailures, hops: d.TrustedProxyHops})
+		interceptors = append(interceptors, &authFailures{verifier: d.Verifier, counts: ratelimit.NewMemory(), limit: d.RateLimits.AuthFailures, hops: d.TrustedProxyHops})
 	}
 	interceptors = append(interceptors, auth.NewInterceptor(d.Verifier, isPublic, d.Log), userCapture{})
 	if d.Limiter != nil {

@@ -642,12 +642,12 @@ WITH RECURSIVE conv AS (
     WHERE c.id = $1 AND c.user_id = $2
 ), branch AS (
     SELECT m.id, m.parent_id, m.role, m.content, m.status, m.create_time, 1 AS depth,
-           octet_length(m.content)::bigint AS loaded
+           char_length(m.content)::bigint AS loaded
     FROM parley.messages m JOIN conv ON m.conversation_id = conv.id
     WHERE m.id = COALESCE($3::uuid, conv.active_leaf_id)
     UNION ALL
     SELECT p.id, p.parent_id, p.role, p.content, p.status, p.create_time, b.depth + 1,
-           b.loaded + octet_length(p.content)
+           b.loaded + char_length(p.content)
     FROM parley.messages p JOIN branch b ON p.id = b.parent_id
     WHERE b.depth < $4::int AND b.loaded < $5::bigint
 )
@@ -679,7 +679,7 @@ type LoadContextRow struct {
 // What a generation needs before it asks the model, in one round trip: the
 // conversation's settings and the branch it continues, root first. No row:
 // no such conversation. One row with a NULL message: no messages yet. The
-// walk up the branch stops once max_bytes of text are loaded (the prompt
+// walk up the branch stops once max_bytes characters are loaded (the prompt
 // is trimmed to the model's budget anyway), so a long conversation costs
 // no more than a prompt's worth; the leaf always comes.
 func (q *Queries) LoadContext(ctx context.Context, arg LoadContextParams) ([]LoadContextRow, error) {
