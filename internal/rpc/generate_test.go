@@ -92,6 +92,23 @@ func send(ctx context.Context, c parleyv1connect.ChatServiceClient, convID, cont
 	return c.SendMessage(ctx, connect.NewRequest(&parleyv1.SendMessageRequest{ConversationId: convID, Content: content}))
 }
 
+// sendPartial sends content to a held fake model, reads the started event,
+// lets n chunks through and reads them: the answer is then mid-stream.
+func sendPartial(ctx context.Context, t *testing.T, fake *llmtest.Server, c parleyv1connect.ChatServiceClient, convID, content string, n int) (*connect.ServerStreamForClient[parleyv1.SendMessageResponse], *parleyv1.GenerationStarted, string) {
+	t.Helper()
+	stream, err := send(ctx, c, convID, content)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := next(t, stream).GetStarted()
+	fake.Release(n)
+	var partial strings.Builder
+	for range n {
+		partial.WriteString(next(t, stream).GetDelta().GetText())
+	}
+	return stream, st, partial.String()
+}
+
 func messages(t *testing.T, c parleyv1connect.ChatServiceClient, convID string) []*parleyv1.Message {
 	t.Helper()
 	res, err := c.ListMessages(context.Background(), connect.NewRequest(&parleyv1.ListMessagesRequest{ConversationId: convID, PageSize: 100}))
@@ -545,13 +562,7 @@ func testStopGeneration(t *testing.T, protocol string) {
 	user := uuid.New()
 	c := env.ChatClient(t, protocol, user)
 	conv := create(t, c, "stop")
-	stream, err := send(ctx, c, conv.Id, "talk forever")
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := next(t, stream).GetStarted()
-	fake.Release(2)
-	partial := next(t, stream).GetDelta().GetText() + next(t, stream).GetDelta().GetText()
+	stream, st, partial := sendPartial(ctx, t, fake, c, conv.Id, "talk forever", 2)
 
 	res, err := c.StopGeneration(ctx, connect.NewRequest(&parleyv1.StopGenerationRequest{GenerationId: st.GenerationId}))
 	if err != nil {
@@ -709,13 +720,7 @@ func TestStopFromAnotherInstance(t *testing.T) {
 	user := uuid.New()
 	ca := a.ChatClient(t, "grpc", user)
 	conv := create(t, ca, "remote stop")
-	stream, err := send(ctx, ca, conv.Id, "go on")
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := next(t, stream).GetStarted()
-	fake.Release(1)
-	partial := next(t, stream).GetDelta().GetText()
+	stream, st, partial := sendPartial(ctx, t, fake, ca, conv.Id, "go on", 1)
 
 	res, err := b.ChatClient(t, "grpc", user).StopGeneration(ctx, connect.NewRequest(&parleyv1.StopGenerationRequest{GenerationId: st.GenerationId}))
 	if err != nil {
@@ -755,17 +760,11 @@ func testShutdownInterrupts(t *testing.T, protocol string) {
 	user := uuid.New()
 	c := env.ChatClient(t, protocol, user)
 	conv := create(t, c, "shutdown")
-	stream, err := send(ctx, c, conv.Id, "hi")
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := next(t, stream).GetStarted()
-	fake.Release(1)
-	partial := next(t, stream).GetDelta().GetText()
+	stream, st, partial := sendPartial(ctx, t, fake, c, conv.Id, "hi", 1)
 	if err := env.Generator.Shutdown(ctx, 0); err != nil {
 		t.Fatal(err)
 	}
-	_, err = collect(t, stream, 3)
+	_, err := collect(t, stream, 3)
 	wantCode(t, err, connect.CodeUnavailable, "restarted")
 	m, err := env.Store.GetMessage(ctx, user, uuid.MustParse(st.AssistantMessageId))
 	if err != nil {
@@ -964,14 +963,8 @@ func TestMaxGenerationTime(t *testing.T) {
 	user := uuid.New()
 	c := env.ChatClient(t, "grpc", user)
 	conv := create(t, c, "slow")
-	stream, err := send(ctx, c, conv.Id, "hi")
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := next(t, stream).GetStarted()
-	fake.Release(1)
-	partial := next(t, stream).GetDelta().GetText()
-	_, err = collect(t, stream, 3)
+	stream, st, partial := sendPartial(ctx, t, fake, c, conv.Id, "hi", 1)
+	_, err := collect(t, stream, 3)
 	wantCode(t, err, connect.CodeDeadlineExceeded, "maximum generation time")
 	m := waitMessage(t, env, user, st.AssistantMessageId, chat.Message.Final)
 	if m.Status != chat.StatusFailed || m.Content != partial {
@@ -1068,13 +1061,7 @@ func TestStopWithoutSharedLog(t *testing.T) {
 	user := uuid.New()
 	ca := a.ChatClient(t, "connect+json", user)
 	conv := create(t, ca, "isolated")
-	stream, err := send(ctx, ca, conv.Id, "hi")
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := next(t, stream).GetStarted()
-	fake.Release(1)
-	partial := next(t, stream).GetDelta().GetText()
+	stream, st, partial := sendPartial(ctx, t, fake, ca, conv.Id, "hi", 1)
 	waitMessage(t, a, user, st.AssistantMessageId, func(m chat.Message) bool { return m.Content == partial })
 
 	res, err := b.ChatClient(t, "grpc", user).StopGeneration(ctx, connect.NewRequest(&parleyv1.StopGenerationRequest{GenerationId: st.GenerationId}))
