@@ -29,7 +29,7 @@ type Options struct {
 func New(w io.Writer, opts Options) *slog.Logger {
 	var h slog.Handler
 	if opts.Format == "text" {
-		h = tint.NewHandler(w, &tint.Options{Level: opts.Level, TimeFormat: time.TimeOnly, NoColor: opts.NoColor})
+		h = tint.NewTextHandler(w, &tint.Options{Level: opts.Level, TimeFormat: time.TimeOnly, NoColor: opts.NoColor})
 	} else {
 		h = slog.NewJSONHandler(w, &slog.HandlerOptions{Level: opts.Level, AddSource: false, ReplaceAttr: cloudLoggingAttr})
 	}
