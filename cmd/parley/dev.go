@@ -6,13 +6,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/parleyhq/parley/db"
+	"github.com/parleyhq/parley/internal/app"
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/config"
 	"github.com/parleyhq/parley/internal/pglocal"
@@ -41,9 +44,11 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err := os.MkdirAll(*dataDir, 0o755); err != nil {
 		return fmt.Errorf("dev: %w", err)
 	}
-	ln, err := listen(cfg)
+	// The port is taken first, so a second `make dev` fails before it
+	// touches the dev database.
+	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)))
 	if err != nil {
-		return err
+		return fmt.Errorf("listen: %w", err)
 	}
 	defer ln.Close()
 
@@ -72,13 +77,12 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err != nil {
 		return fmt.Errorf("dev: %w", err)
 	}
-	defer verifier.Close()
 	token, err := key.Sign(devIssuer, devUserID, 24*time.Hour)
 	if err != nil {
 		return fmt.Errorf("dev: %w", err)
 	}
 	printDevBanner(stdout, "http://"+ln.Addr().String(), token, *dataDir)
-	return serve(ctx, cfg, log, ln, verifier)
+	return serve(ctx, cfg, app.Options{Log: log, Listener: ln, Verifier: verifier})
 }
 
 // startDevPostgres starts (or restarts) the private dev database kept in

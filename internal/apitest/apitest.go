@@ -1,29 +1,31 @@
 // Package apitest runs Parley's real HTTP surface in-process for tests: the
-// server package's handler and HTTP server on a loopback port, a real store
-// on the test database, and a verifier fed from a dev signing key, with
-// generated clients for each protocol Parley serves.
+// service as internal/app builds it for `parley serve`, on a loopback port,
+// on the package's test database, with a verifier fed from a dev signing
+// key, and generated clients for each protocol Parley serves.
 package apitest
 
 import (
 	"context"
-	"io"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
 
+	"github.com/parleyhq/parley/internal/app"
 	"github.com/parleyhq/parley/internal/auth"
-	"github.com/parleyhq/parley/internal/broker"
 	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/clock"
+	"github.com/parleyhq/parley/internal/config"
 	"github.com/parleyhq/parley/internal/gen/parley/v1/parleyv1connect"
 	"github.com/parleyhq/parley/internal/llm"
 	"github.com/parleyhq/parley/internal/pgtest"
 	"github.com/parleyhq/parley/internal/plan"
-	"github.com/parleyhq/parley/internal/ratelimit"
 	"github.com/parleyhq/parley/internal/rpc"
 	"github.com/parleyhq/parley/internal/server"
 	"github.com/parleyhq/parley/internal/store"
@@ -37,13 +39,17 @@ var Protocols = []string{"connect+json", "connect+proto", "grpc", "grpcweb"}
 
 // Env is a running Parley server and what a test needs to call it.
 type Env struct {
-	URL   string
+	URL string
+	// Store is a store on the server's database, for a test to look at
+	// or seed rows directly; the server has its own pool.
 	Store *store.Store
 	Key   *auth.DevKey
 	// HTTPClient speaks h2c to the server.
 	HTTPClient *http.Client
-	// Generator runs this server's generations.
-	Generator *chat.Generator
+	// Stop shuts the server down as SIGTERM would (answers in flight get
+	// a quarter of the grace period, then are saved as interrupted) and
+	// returns when it has; later calls do nothing.
+	Stop func()
 }
 
 // Options adjust New.
@@ -58,7 +64,7 @@ type Options struct {
 	AllowedOrigins []string
 
 	// Provider serves the models; the offline responder (no delay) when nil.
-	Provider llm.Provider
+	Provider chat.Provider
 	// Models are the offered model names, the first the default
 	// (llm.OfflineModel when nil).
 	Models []string
@@ -68,26 +74,34 @@ type Options struct {
 	RedisURL, RedisPrefix string
 	// Retention is how long finished logs stay (1 minute when zero).
 	Retention time.Duration
-	// Generator tunes generations.
+	// Generator tunes generations: MaxDuration, MaxConcurrent,
+	// ContextTokens and MaxOutputTokens become the configuration's,
+	// CheckpointInterval, StopWait, OutputReserve, Titler and Clock the
+	// app's options.
 	Generator chat.GeneratorConfig
 	// WrapStore decorates the generation store (to count writes, say).
 	WrapStore func(chat.GenerationStore) chat.GenerationStore
+	// Clock drives checkpoints, sweeps and quota periods (the system
+	// clock when nil).
+	Clock clock.Clock
 
 	// RateLimits enables rate limiting with these limits: on Redis when
 	// RedisURL is set (shared by servers with the same RedisPrefix), else in
 	// memory.
 	RateLimits *server.RateLimits
-	// Plans scale rate limits and set quotas.
+	// Plans scale rate limits and set quotas (the configuration's default
+	// catalog when nil).
 	Plans plan.Resolver
 	// TrustedProxyHops configures client IPs for unauthenticated calls.
 	TrustedProxyHops int
+	// ShutdownTimeout is the grace period of Stop (2s when zero).
+	ShutdownTimeout time.Duration
 }
 
 // New starts a server for the test's lifetime on the package's test database
-// (see pgtest.Main).
+// (see pgtest.Main), built by app.New as `parley serve` builds it.
 func New(tb testing.TB, opts Options) *Env {
 	tb.Helper()
-	st := store.New(pgtest.Pool(tb))
 	key, err := auth.LoadOrCreateDevKey(tb.TempDir())
 	if err != nil {
 		tb.Fatal(err)
@@ -96,81 +110,120 @@ func New(tb testing.TB, opts Options) *Env {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(verifier.Close)
-	log := opts.Log
-	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	provider, names := opts.Provider, opts.Models
+	cfg := Config(tb, opts)
+	provider := opts.Provider
 	if provider == nil {
 		provider = llm.NewOffline(0)
 	}
-	if names == nil {
-		names = []string{llm.OfflineModel}
+	plans := opts.Plans
+	if plans == nil {
+		plans = unlimited{}
 	}
-	models := chat.NewModels().Add(provider, names...)
-	var genStore chat.GenerationStore = st
-	if opts.WrapStore != nil {
-		genStore = opts.WrapStore(st)
+	appOpts := app.Options{
+		Log:                opts.Log,
+		Verifier:           verifier,
+		Provider:           provider,
+		Titler:             opts.Generator.Titler,
+		Plans:              plans,
+		RateLimits:         opts.RateLimits,
+		RedisPrefix:        opts.RedisPrefix,
+		Clock:              opts.Clock,
+		CheckpointInterval: opts.Generator.CheckpointInterval,
+		StopWait:           opts.Generator.StopWait,
+		OutputReserve:      opts.Generator.OutputReserve,
+		WrapStore:          opts.WrapStore,
+		Ping:               opts.Ping,
 	}
-	retention := opts.Retention
-	if retention == 0 {
-		retention = time.Minute
+	if opts.Generator.Clock != nil {
+		appOpts.Clock = opts.Generator.Clock
 	}
-	var events chat.EventLog = broker.NewMemory(retention)
-	var shared ratelimit.Limiter
-	if opts.RedisURL != "" {
-		client, err := broker.NewClient(opts.RedisURL)
-		if err != nil {
-			tb.Fatal(err)
+	if opts.Plans == nil && opts.Generator.Plans != nil {
+		appOpts.Plans = opts.Generator.Plans
+	}
+	if opts.Chat != nil {
+		appOpts.WrapChat = func(h parleyv1connect.ChatServiceHandler) parleyv1connect.ChatServiceHandler {
+			return opts.Chat(h.(*rpc.ChatHandler))
 		}
-		tb.Cleanup(func() { client.Close() })
-		events = broker.NewRedis(client, opts.RedisPrefix, retention)
-		shared = ratelimit.NewRedis(client, opts.RedisPrefix+"rate:")
 	}
-	var limiter *ratelimit.Resilient
-	var limits server.RateLimits
-	if opts.RateLimits != nil {
-		limiter, limits = ratelimit.NewResilient(shared, log), *opts.RateLimits
-	}
-	if opts.Plans != nil {
-		opts.Generator.Plans = opts.Plans
-	}
-	generator := chat.NewGenerator(genStore, models, events, log, opts.Generator)
-	listenCtx, stopListening := context.WithCancel(context.Background())
-	tb.Cleanup(stopListening)
-	if err := generator.Listen(listenCtx); err != nil {
+	if appOpts.Listener, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		generator.Shutdown(ctx, 0)
-	})
-	var handler parleyv1connect.ChatServiceHandler = rpc.NewChatHandler(chat.NewService(st, models.Has), generator)
-	if opts.Chat != nil {
-		handler = opts.Chat(handler.(*rpc.ChatHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	a, err := app.New(ctx, cfg, appOpts)
+	if err != nil {
+		cancel()
+		tb.Fatal(err)
 	}
-	ping := opts.Ping
-	if ping == nil {
-		ping = st.Ping
+	ran := make(chan error, 1)
+	go func() { ran <- a.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-ran:
+				if err != nil && !errors.Is(err, http.ErrServerClosed) {
+					tb.Errorf("apitest: server: %v", err)
+				}
+			case <-time.After(cfg.ShutdownTimeout + 5*time.Second):
+				tb.Errorf("apitest: the server did not stop within its grace period")
+			}
+			a.Close()
+		})
 	}
-	h := server.New(server.Deps{
-		Log: log, Verifier: verifier, Chat: handler, Ping: ping, AllowedOrigins: opts.AllowedOrigins,
-		Limiter: limiter, RateLimits: limits, Plans: opts.Plans, TrustedProxyHops: opts.TrustedProxyHops,
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	tb.Cleanup(stop)
+	return &Env{URL: a.URL(), Store: store.New(pgtest.Pool(tb)), Key: key, HTTPClient: H2CClient(), Stop: stop}
+}
+
+// Config is the configuration New runs the service with: the package's
+// test database, no Supabase project (tokens come from the dev key), and
+// opts' settings.
+func Config(tb testing.TB, opts Options) config.Config {
+	tb.Helper()
+	cfg, err := config.Load(func(string) string { return "" }, config.ModeDev)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	srv := server.NewHTTPServer(h, log)
-	go srv.Serve(ln)
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
-	return &Env{URL: "http://" + ln.Addr().String(), Store: st, Key: key, HTTPClient: H2CClient(), Generator: generator}
+	cfg.DatabaseURL = pgtest.URL(tb)
+	cfg.DatabaseMaxConns = 8
+	cfg.RedisURL = opts.RedisURL
+	cfg.EventLogRetention = opts.Retention
+	if cfg.EventLogRetention == 0 {
+		cfg.EventLogRetention = time.Minute
+	}
+	cfg.Models = opts.Models
+	if cfg.Models == nil {
+		cfg.Models = []string{llm.OfflineModel}
+	}
+	cfg.AllowedOrigins = opts.AllowedOrigins
+	cfg.TrustedProxyHops = opts.TrustedProxyHops
+	cfg.RateLimitEnabled = false // on only with opts.RateLimits
+	cfg.ShutdownTimeout = opts.ShutdownTimeout
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = 2 * time.Second
+	}
+	g := opts.Generator
+	if g.MaxDuration > 0 {
+		cfg.GenerationTimeout = g.MaxDuration
+	}
+	if g.MaxConcurrent > 0 {
+		cfg.MaxConcurrentGenerations = g.MaxConcurrent
+	}
+	if g.ContextTokens > 0 {
+		cfg.ContextTokens = g.ContextTokens
+	}
+	if g.MaxOutputTokens > 0 {
+		cfg.MaxOutputTokens = g.MaxOutputTokens
+	}
+	return cfg
+}
+
+// unlimited is the plan resolver of tests that set none: no quota, every
+// model, as before plans existed.
+type unlimited struct{}
+
+func (unlimited) PlanOf(context.Context, uuid.UUID) (plan.Plan, error) {
+	return plan.Plan{Name: plan.Free, RateMultiplier: 1}, nil
 }
 
 // H2CClient returns a client that speaks HTTP/2 without TLS (prior

@@ -254,27 +254,27 @@ func (s timedStore) InsertExchange(ctx context.Context, userID uuid.UUID, x chat
 
 // timedProvider marks the upstream request and its first text.
 type timedProvider struct {
-	llm.Provider
+	chat.Provider
 	tl *timeline
 }
 
-func (p timedProvider) Stream(ctx context.Context, req llm.Request) (llm.Stream, error) {
+func (p timedProvider) Stream(ctx context.Context, req chat.ModelRequest) (chat.ModelStream, error) {
 	p.tl.mark("upstream request starts")
 	s, err := p.Provider.Stream(ctx, req)
 	p.tl.mark("upstream answered (headers)")
 	if err != nil {
 		return nil, err
 	}
-	return timedStream{Stream: s, tl: p.tl}, nil
+	return timedStream{ModelStream: s, tl: p.tl}, nil
 }
 
 type timedStream struct {
-	llm.Stream
+	chat.ModelStream
 	tl *timeline
 }
 
 func (s timedStream) Recv() (string, error) {
-	text, err := s.Stream.Recv()
+	text, err := s.ModelStream.Recv()
 	if text != "" {
 		s.tl.mark("first text from upstream")
 	}

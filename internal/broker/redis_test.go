@@ -12,12 +12,13 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/parleyhq/parley/internal/broker"
+	"github.com/parleyhq/parley/internal/redisconn"
 	"github.com/parleyhq/parley/internal/redistest"
 )
 
 func newClient(tb testing.TB, url string) *redis.Client {
 	tb.Helper()
-	client, err := broker.NewClient(url)
+	client, err := redisconn.NewClient(url)
 	if err != nil {
 		tb.Fatal(err)
 	}

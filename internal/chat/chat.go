@@ -1,7 +1,16 @@
 // Package chat holds Parley's conversation domain: the types, the rules a
-// request must follow and the services that apply them. It knows nothing of
-// protobuf or SQL; it declares the small interfaces it needs (Store) and the
-// packages that talk to Postgres implement them.
+// request must follow and the services that apply them.
+//
+// It knows nothing of protobuf, SQL, Redis or any model provider's SDK. It
+// declares the small interfaces it needs (Store and GenerationStore in
+// store.go, Provider and ModelStream in model.go, EventLog in event.go)
+// and the adapter packages implement them: internal/store (Postgres),
+// internal/llm (models), internal/broker (Redis or memory). A test in
+// internal/archtest keeps it that way.
+//
+// Service handles conversations; Generator runs the life of an answer, one
+// stage a file: prepare.go, start.go, stream.go, checkpoint.go, mirror.go,
+// finish.go, follow.go, stop.go, sweep.go.
 package chat
 
 import (
@@ -95,8 +104,9 @@ type Message struct {
 	SiblingIDs []uuid.UUID
 }
 
-// Final reports whether the message will not change any more.
-func (m Message) Final() bool { return m.Status != StatusStreaming }
+// Ended reports whether the message will not change any more: every
+// status but streaming is final.
+func (m Message) Ended() bool { return m.Status != StatusStreaming }
 
 // Cursor is a keyset position: the sort time and id of the last row of a page.
 type Cursor struct {

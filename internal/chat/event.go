@@ -1,7 +1,8 @@
 package chat
 
 import (
-	"encoding/json"
+	"context"
+	"errors"
 
 	"github.com/google/uuid"
 
@@ -64,12 +65,32 @@ func (e *EventError) Err() error {
 // Terminal reports whether the event ends its generation.
 func (e Event) Terminal() bool { return e.Kind == EventCompleted || e.Kind == EventFailed }
 
-// encodeEvent and decodeEvent are the wire form of events in the shared
-// event log (Redis), read by other instances that resume a generation.
-func encodeEvent(e Event) ([]byte, error) { return json.Marshal(e) }
-
-func decodeEvent(data []byte) (Event, error) {
-	var e Event
-	err := json.Unmarshal(data, &e)
-	return e, err
+// EventLog shares the events of live generations between instances, so
+// that any instance can resume or stop any generation. internal/broker
+// implements it on Redis Streams, and in memory for a single process.
+type EventLog interface {
+	// Append adds events, in order, to the generation's log, creating the
+	// log on the first event, and wakes followers.
+	Append(ctx context.Context, generationID uuid.UUID, events ...Event) error
+	// Finish marks the log complete: followers get the remaining events
+	// and then see their channel close. The log expires after a retention.
+	Finish(ctx context.Context, generationID uuid.UUID) error
+	// Follow replays the events with Seq > afterSeq and then follows live
+	// ones until Finish, ctx end, or an error. The channel is closed at the
+	// end; the returned func then tells why: nil after Finish, ctx.Err()
+	// after ctx ended, ErrLogNotFound if the log expired meanwhile, or the
+	// failure. A log that does not exist (never created, or expired)
+	// answers ErrLogNotFound at once.
+	Follow(ctx context.Context, generationID uuid.UUID, afterSeq int64) (<-chan Event, func() error, error)
+	// Stop asks the instance that runs the generation to stop it;
+	// instances ignore ids they do not run.
+	Stop(ctx context.Context, generationID uuid.UUID) error
+	// Stops delivers the ids of generations someone asked to stop, from any
+	// instance, until ctx ends. Stops asked while no subscription is up are
+	// lost (the checkpoint is the stop signal of last resort).
+	Stops(ctx context.Context) (<-chan uuid.UUID, error)
 }
+
+// ErrLogNotFound reports an event log that was never created or has
+// expired.
+var ErrLogNotFound = errors.New("generation event log not found")

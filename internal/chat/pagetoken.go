@@ -71,3 +71,14 @@ func page(kind string, scope uuid.UUID, size int, token string) (Page, error) {
 	}
 	return Page{Size: size, After: after}, nil
 }
+
+// trimPage cuts items, fetched as one more than size, to a page, and
+// returns the next page's token ("" on the last page), whose cursor is the
+// last item kept.
+func trimPage[T any](items []T, size int, kind string, scope uuid.UUID, cursor func(T) Cursor) ([]T, string) {
+	if len(items) <= size {
+		return items, ""
+	}
+	items = items[:size]
+	return items, encodePageToken(kind, scope, cursor(items[len(items)-1]))
+}

@@ -1,13 +1,8 @@
 package chat
 
 import (
-	"context"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/parleyhq/parley/internal/llm"
-	"github.com/parleyhq/parley/internal/llm/llmtest"
 )
 
 func TestCleanTitle(t *testing.T) {
@@ -28,27 +23,6 @@ func TestCleanTitle(t *testing.T) {
 	}
 }
 
-// TestProviderTitler asks the real openai-go provider (against the fake
-// upstream) for a title and cleans it.
-func TestProviderTitler(t *testing.T) {
-	t.Parallel()
-	fake := llmtest.NewServer(t, llmtest.Chunks([]string{`"Lisbon`, ` weekend"`, "."}))
-	models := NewModels().Add(llm.NewOpenAI(llm.OpenAIConfig{BaseURL: fake.URL, IdleTimeout: 5 * time.Second}), "m")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	title, err := ProviderTitler{Models: models}.Title(ctx, "m", "plan a weekend in lisbon")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if title != "Lisbon weekend" {
-		t.Errorf("title = %q", title)
-	}
-	reqs := fake.Requests()
-	if len(reqs) != 1 || len(reqs[0].Messages) != 2 || reqs[0].Messages[0].Role != "system" || reqs[0].Messages[1].Content != "plan a weekend in lisbon" {
-		t.Errorf("title request = %+v", reqs)
-	}
-}
-
 // TestBuildPromptTrims keeps the system prompt and the newest turns that
 // fit the budget.
 func TestBuildPromptTrims(t *testing.T) {
@@ -61,7 +35,7 @@ func TestBuildPromptTrims(t *testing.T) {
 		{Role: RoleAssistant, Content: ""}, // an empty (failed) answer is left out
 		{Role: RoleUser, Content: "newest question"},
 	}
-	got := g.buildPrompt(ExchangeContext{SystemPrompt: "Be brief."}, history, "m")
+	got := g.buildPrompt(ExchangeContext{SystemPrompt: "Be brief."}, history)
 	var roles []string
 	for _, m := range got {
 		roles = append(roles, string(m.Role)+":"+m.Content)

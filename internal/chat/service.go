@@ -9,31 +9,6 @@ import (
 	"github.com/parleyhq/parley/internal/apperr"
 )
 
-// Store persists conversations and messages. Every method takes the owner's
-// user id and treats rows of other users as absent.
-type Store interface {
-	// CreateConversation inserts a conversation, or returns the one created
-	// earlier with the same non-empty RequestID.
-	CreateConversation(ctx context.Context, userID uuid.UUID, c NewConversation) (Conversation, error)
-	// GetConversation returns apperr NotFound when absent.
-	GetConversation(ctx context.Context, userID, conversationID uuid.UUID) (Conversation, error)
-	// ListConversations returns up to limit conversations after the cursor,
-	// newest update first.
-	ListConversations(ctx context.Context, userID uuid.UUID, after *Cursor, limit int) ([]Conversation, error)
-	// UpdateConversation returns apperr NotFound when absent.
-	UpdateConversation(ctx context.Context, userID, conversationID uuid.UUID, p ConversationPatch) (Conversation, error)
-	// DeleteConversation returns apperr NotFound when absent.
-	DeleteConversation(ctx context.Context, userID, conversationID uuid.UUID) error
-	// ListMessages returns up to limit messages of the branch ending at
-	// leafID (the active branch when uuid.Nil) after the cursor, root
-	// first, with their SiblingIDs; apperr NotFound when the conversation
-	// (or the leaf) is absent.
-	ListMessages(ctx context.Context, userID, conversationID, leafID uuid.UUID, after *Cursor, limit int) ([]Message, error)
-	// SelectBranch makes the newest leaf below messageID the active one;
-	// apperr NotFound when the message is not in the user's conversation.
-	SelectBranch(ctx context.Context, userID, conversationID, messageID uuid.UUID) error
-}
-
 // Service applies the conversation rules on top of a Store.
 type Service struct {
 	store Store
@@ -94,12 +69,10 @@ func (s *Service) ListConversations(ctx context.Context, userID uuid.UUID, pageS
 	if err != nil {
 		return nil, "", err
 	}
-	if len(items) <= p.Size {
-		return items, "", nil
-	}
-	items = items[:p.Size]
-	last := items[len(items)-1]
-	return items, encodePageToken("conversations", userID, Cursor{Time: last.UpdateTime, ID: last.ID}), nil
+	items, token := trimPage(items, p.Size, "conversations", userID, func(c Conversation) Cursor {
+		return Cursor{Time: c.UpdateTime, ID: c.ID}
+	})
+	return items, token, nil
 }
 
 // UpdateConversation applies the non-nil fields of p. It returns apperr
@@ -134,12 +107,10 @@ func (s *Service) ListMessages(ctx context.Context, userID, conversationID, leaf
 	if err != nil {
 		return nil, "", err
 	}
-	if len(items) <= p.Size {
-		return items, "", nil
-	}
-	items = items[:p.Size]
-	last := items[len(items)-1]
-	return items, encodePageToken("messages", scope, Cursor{Time: last.CreateTime, ID: last.ID}), nil
+	items, token := trimPage(items, p.Size, "messages", scope, func(m Message) Cursor {
+		return Cursor{Time: m.CreateTime, ID: m.ID}
+	})
+	return items, token, nil
 }
 
 // maxSelectedBranch bounds the branch SelectBranch returns.

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/parleyhq/parley/internal/apperr"
+	"github.com/parleyhq/parley/internal/chat"
 )
 
 // OfflineModel is the model name under which the offline responder is
@@ -35,7 +36,7 @@ func NewOffline(delay time.Duration) *Offline {
 
 // Stream implements Provider. It fails only with apperr Canceled or
 // DeadlineExceeded, when ctx ends.
-func (o *Offline) Stream(ctx context.Context, req Request) (Stream, error) {
+func (o *Offline) Stream(ctx context.Context, req chat.ModelRequest) (chat.ModelStream, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, ctxError(ctx)
 	}
@@ -53,14 +54,14 @@ func (o *Offline) Stream(ctx context.Context, req Request) (Stream, error) {
 		delay:  o.delay,
 		pieces: pieces,
 		done:   make(chan struct{}),
-		usage:  Usage{PromptTokens: promptEstimate(req.Messages)},
+		usage:  chat.Usage{PromptTokens: promptEstimate(req.Messages)},
 	}, nil
 }
 
 // lastUserMessage is what ELIZA answers; older turns do not matter to it.
-func lastUserMessage(msgs []Message) string {
+func lastUserMessage(msgs []chat.PromptMessage) string {
 	for i := len(msgs) - 1; i >= 0; i-- {
-		if msgs[i].Role == RoleUser {
+		if msgs[i].Role == chat.RoleUser {
 			return msgs[i].Content
 		}
 	}
@@ -78,10 +79,10 @@ type offlineStream struct {
 	delay  time.Duration
 	pieces []string
 	next   int
-	usage  Usage
+	usage  chat.Usage
 	err    error
 	// received counts the runes handed out, so usage grows as a real
-	// provider's estimate would and equals EstimateTokens(answer) at io.EOF.
+	// provider's estimate would and equals chat.EstimateTokens(answer) at io.EOF.
 	received int
 
 	closeOnce sync.Once
@@ -127,7 +128,7 @@ func (s *offlineStream) Recv() (string, error) {
 }
 
 // Usage implements Stream.
-func (s *offlineStream) Usage() Usage { return s.usage }
+func (s *offlineStream) Usage() chat.Usage { return s.usage }
 
 // FinishReason implements Stream.
 func (s *offlineStream) FinishReason() string {

@@ -7,17 +7,18 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/internal/apperr"
+	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/llm"
 )
 
 // offlineAnswer streams the offline answer to one user message.
-func offlineAnswer(tb testing.TB, p *llm.Offline, message string) ([]string, llm.Stream) {
+func offlineAnswer(tb testing.TB, p *llm.Offline, message string) ([]string, chat.ModelStream) {
 	tb.Helper()
-	stream, err := p.Stream(tb.Context(), llm.Request{
+	stream, err := p.Stream(tb.Context(), chat.ModelRequest{
 		Model: llm.OfflineModel,
-		Messages: []llm.Message{
-			{Role: llm.RoleSystem, Content: "You are helpful."},
-			{Role: llm.RoleUser, Content: message},
+		Messages: []chat.PromptMessage{
+			{Role: chat.RoleSystem, Content: "You are helpful."},
+			{Role: chat.RoleUser, Content: message},
 		},
 	})
 	if err != nil {
@@ -51,8 +52,8 @@ func TestOffline(t *testing.T) {
 			t.Errorf("finish reason = %q, want stop", got)
 		}
 		usage := stream.Usage()
-		if usage.PromptTokens <= 0 || usage.CompletionTokens != int64(llm.EstimateTokens(answer)) {
-			t.Errorf("usage = %+v, want a prompt estimate and %d completion tokens", usage, llm.EstimateTokens(answer))
+		if usage.PromptTokens <= 0 || usage.CompletionTokens != int64(chat.EstimateTokens(answer)) {
+			t.Errorf("usage = %+v, want a prompt estimate and %d completion tokens", usage, chat.EstimateTokens(answer))
 		}
 	})
 
@@ -100,7 +101,7 @@ func TestOffline(t *testing.T) {
 	t.Run("ErrCanceledContext", func(t *testing.T) {
 		t.Parallel()
 		ctx, cancel := context.WithCancel(t.Context())
-		stream, err := llm.NewOffline(time.Hour).Stream(ctx, llm.Request{Messages: []llm.Message{{Role: llm.RoleUser, Content: "hi"}}})
+		stream, err := llm.NewOffline(time.Hour).Stream(ctx, chat.ModelRequest{Messages: []chat.PromptMessage{{Role: chat.RoleUser, Content: "hi"}}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -112,7 +113,7 @@ func TestOffline(t *testing.T) {
 
 	t.Run("ErrCanceledClose", func(t *testing.T) {
 		t.Parallel()
-		stream, err := llm.NewOffline(time.Hour).Stream(t.Context(), llm.Request{Messages: []llm.Message{{Role: llm.RoleUser, Content: "hi"}}})
+		stream, err := llm.NewOffline(time.Hour).Stream(t.Context(), chat.ModelRequest{Messages: []chat.PromptMessage{{Role: chat.RoleUser, Content: "hi"}}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/openai/openai-go/v3/packages/ssestream"
 
 	"github.com/parleyhq/parley/internal/apperr"
+	"github.com/parleyhq/parley/internal/chat"
 )
 
 // DefaultIdleTimeout is how long OpenAI waits for the provider's next sign of
@@ -99,7 +100,7 @@ func NewOpenAI(cfg OpenAIConfig) *OpenAI {
 }
 
 // Stream implements Provider.
-func (p *OpenAI) Stream(ctx context.Context, req Request) (Stream, error) {
+func (p *OpenAI) Stream(ctx context.Context, req chat.ModelRequest) (chat.ModelStream, error) {
 	if p.configErr != nil {
 		return nil, apperr.Wrap(p.configErr, apperr.Internal, "the model provider is misconfigured")
 	}
@@ -127,12 +128,12 @@ func (p *OpenAI) Stream(ctx context.Context, req Request) (Stream, error) {
 		idle:        idle,
 		idleTimeout: p.idleTimeout,
 		sse:         sse,
-		usage:       Usage{PromptTokens: promptEstimate(req.Messages)},
+		usage:       chat.Usage{PromptTokens: promptEstimate(req.Messages)},
 	}, nil
 }
 
 // chatParams validates req and converts it to the SDK's request body.
-func chatParams(req Request) (openai.ChatCompletionNewParams, error) {
+func chatParams(req chat.ModelRequest) (openai.ChatCompletionNewParams, error) {
 	// These are bugs in the caller rather than user input, hence Internal,
 	// except an empty conversation, which a client could send.
 	if req.Model == "" {
@@ -144,11 +145,11 @@ func chatParams(req Request) (openai.ChatCompletionNewParams, error) {
 	msgs := make([]openai.ChatCompletionMessageParamUnion, 0, len(req.Messages))
 	for i, m := range req.Messages {
 		switch m.Role {
-		case RoleSystem:
+		case chat.RoleSystem:
 			msgs = append(msgs, openai.SystemMessage(m.Content))
-		case RoleUser:
+		case chat.RoleUser:
 			msgs = append(msgs, openai.UserMessage(m.Content))
-		case RoleAssistant:
+		case chat.RoleAssistant:
 			msgs = append(msgs, openai.AssistantMessage(m.Content))
 		default:
 			return openai.ChatCompletionNewParams{}, apperr.New(apperr.Internal, "message %d has unknown role %q", i, m.Role)
@@ -172,10 +173,10 @@ func chatParams(req Request) (openai.ChatCompletionNewParams, error) {
 
 // promptEstimate is the prompt's size by EstimateTokens, the fallback for
 // providers that do not report usage.
-func promptEstimate(msgs []Message) int64 {
+func promptEstimate(msgs []chat.PromptMessage) int64 {
 	var n int64
 	for _, m := range msgs {
-		n += int64(EstimateTokens(m.Content))
+		n += int64(chat.EstimateTokens(m.Content))
 	}
 	return n
 }
@@ -194,7 +195,7 @@ type openAIStream struct {
 	closed atomic.Bool
 	sse    *ssestream.Stream[openai.ChatCompletionChunk]
 
-	usage        Usage
+	usage        chat.Usage
 	usageFinal   bool
 	received     int // runes of answer text so far, for the usage estimate
 	finishReason string
@@ -223,7 +224,7 @@ func (s *openAIStream) Recv() (string, error) {
 		s.idle.Reset(s.idleTimeout)
 		chunk := s.sse.Current()
 		if chunk.JSON.Usage.Valid() {
-			s.usage = Usage{PromptTokens: chunk.Usage.PromptTokens, CompletionTokens: chunk.Usage.CompletionTokens}
+			s.usage = chat.Usage{PromptTokens: chunk.Usage.PromptTokens, CompletionTokens: chunk.Usage.CompletionTokens}
 			s.usageFinal = true
 		}
 		var text string
@@ -262,7 +263,7 @@ func (s *openAIStream) Recv() (string, error) {
 }
 
 // Usage implements Stream.
-func (s *openAIStream) Usage() Usage { return s.usage }
+func (s *openAIStream) Usage() chat.Usage { return s.usage }
 
 // FinishReason implements Stream.
 func (s *openAIStream) FinishReason() string { return s.finishReason }

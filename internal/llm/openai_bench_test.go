@@ -6,6 +6,7 @@ import (
 	"io"
 	"testing"
 
+	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/llm"
 	"github.com/parleyhq/parley/internal/llm/llmtest"
 )
@@ -18,7 +19,7 @@ func BenchmarkOpenAIStream(b *testing.B) {
 	const deltas = 64
 	srv := llmtest.NewServer(b, llmtest.Chunks(llmtest.FixedChunks(deltas, 16)))
 	provider := llm.NewOpenAI(llm.OpenAIConfig{BaseURL: srv.URL})
-	req := llm.Request{Model: "bench-model", Messages: []llm.Message{{Role: llm.RoleUser, Content: "Tell me something."}}}
+	req := chat.ModelRequest{Model: "bench-model", Messages: []chat.PromptMessage{{Role: chat.RoleUser, Content: "Tell me something."}}}
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {

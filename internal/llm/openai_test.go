@@ -12,14 +12,15 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/parleyhq/parley/internal/apperr"
+	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/llm"
 	"github.com/parleyhq/parley/internal/llm/llmtest"
 )
 
 // Both providers satisfy the interface the chat service will declare.
 var (
-	_ llm.Provider = (*llm.OpenAI)(nil)
-	_ llm.Provider = (*llm.Offline)(nil)
+	_ chat.Provider = (*llm.OpenAI)(nil)
+	_ chat.Provider = (*llm.Offline)(nil)
 )
 
 const testKey = "sk-test-0123456789abcdef"
@@ -28,13 +29,13 @@ const testKey = "sk-test-0123456789abcdef"
 // fails the test instead of hanging it.
 const waitLimit = 5 * time.Second
 
-var testRequest = llm.Request{
+var testRequest = chat.ModelRequest{
 	Model: "gpt-test",
-	Messages: []llm.Message{
-		{Role: llm.RoleSystem, Content: "Be brief."},
-		{Role: llm.RoleUser, Content: "Hi"},
-		{Role: llm.RoleAssistant, Content: "Hello!"},
-		{Role: llm.RoleUser, Content: "Tell me a joke."},
+	Messages: []chat.PromptMessage{
+		{Role: chat.RoleSystem, Content: "Be brief."},
+		{Role: chat.RoleUser, Content: "Hi"},
+		{Role: chat.RoleAssistant, Content: "Hello!"},
+		{Role: chat.RoleUser, Content: "Tell me a joke."},
 	},
 	MaxTokens: 100,
 }
@@ -50,7 +51,7 @@ func newOpenAI(tb testing.TB, srv *llmtest.Server, cfg llm.OpenAIConfig) *llm.Op
 // collect reads s to its end and returns the deltas received and the error
 // that ended the stream, nil for io.EOF. It fails the test if the stream
 // yields more than a sane number of deltas.
-func collect(tb testing.TB, s llm.Stream) ([]string, error) {
+func collect(tb testing.TB, s chat.ModelStream) ([]string, error) {
 	tb.Helper()
 	var deltas []string
 	for range 10_000 {
@@ -99,7 +100,7 @@ func TestOpenAIStream(t *testing.T) {
 		if diff := cmp.Diff([]string{"Why", " did", " the", " gopher", "…"}, deltas); diff != "" {
 			t.Errorf("deltas (-want +got):\n%s", diff)
 		}
-		if diff := cmp.Diff(llm.Usage{PromptTokens: 31, CompletionTokens: 5}, stream.Usage()); diff != "" {
+		if diff := cmp.Diff(chat.Usage{PromptTokens: 31, CompletionTokens: 5}, stream.Usage()); diff != "" {
 			t.Errorf("usage (-want +got):\n%s", diff)
 		}
 		if got := stream.FinishReason(); got != "stop" {
@@ -206,9 +207,9 @@ func TestOpenAIStream(t *testing.T) {
 		}
 		var prompt int64
 		for _, m := range testRequest.Messages {
-			prompt += int64(llm.EstimateTokens(m.Content))
+			prompt += int64(chat.EstimateTokens(m.Content))
 		}
-		if diff := cmp.Diff(llm.Usage{PromptTokens: prompt, CompletionTokens: 2}, stream.Usage()); diff != "" {
+		if diff := cmp.Diff(chat.Usage{PromptTokens: prompt, CompletionTokens: 2}, stream.Usage()); diff != "" {
 			t.Errorf("usage (-want +got):\n%s", diff)
 		}
 	})
@@ -372,7 +373,7 @@ func TestOpenAIStreamErrors(t *testing.T) {
 	t.Run("ErrInvalidNoMessages", func(t *testing.T) {
 		t.Parallel()
 		srv := llmtest.NewServer(t)
-		_, err := newOpenAI(t, srv, llm.OpenAIConfig{}).Stream(t.Context(), llm.Request{Model: "gpt-test"})
+		_, err := newOpenAI(t, srv, llm.OpenAIConfig{}).Stream(t.Context(), chat.ModelRequest{Model: "gpt-test"})
 		if appErr := mustAppErr(t, err, apperr.Invalid); appErr.Field != "messages" {
 			t.Errorf("field = %q, want messages", appErr.Field)
 		}

@@ -13,7 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/parleyhq/parley/internal/broker"
+	"github.com/parleyhq/parley/internal/redisconn"
 	"github.com/parleyhq/parley/internal/redistest"
 )
 
@@ -26,7 +26,7 @@ func TestMain(m *testing.M) {
 
 func newRedis(t *testing.T, url string) *Redis {
 	t.Helper()
-	client, err := broker.NewClient(url)
+	client, err := redisconn.NewClient(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func (h countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 // TestRedisOneRoundTrip: a check is one round trip once the script is loaded.
 func TestRedisOneRoundTrip(t *testing.T) {
 	t.Parallel()
-	client, err := broker.NewClient(redistest.URL(t))
+	client, err := redisconn.NewClient(redistest.URL(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func TestResilientSlowRedis(t *testing.T) {
 			t.Cleanup(func() { conn.Close() }) // hold it open, say nothing
 		}
 	}()
-	client, err := broker.NewFastClient("redis://"+ln.Addr().String(), 50*time.Millisecond)
+	client, err := redisconn.NewFastClient("redis://"+ln.Addr().String(), 50*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -433,9 +433,9 @@ func (s *countingStore) CheckpointMessages(ctx context.Context, cps []chat.Check
 	return s.GenerationStore.CheckpointMessages(ctx, cps)
 }
 
-func (s *countingStore) FinishMessage(ctx context.Context, id uuid.UUID, f chat.Final) (chat.Message, error) {
+func (s *countingStore) FinishMessage(ctx context.Context, id uuid.UUID, o chat.Outcome) (chat.Message, error) {
 	s.finishes.Add(1)
-	return s.GenerationStore.FinishMessage(ctx, id, f)
+	return s.GenerationStore.FinishMessage(ctx, id, o)
 }
 
 // TestPersistence: the exchange is saved before the first delta, content
@@ -533,7 +533,7 @@ func TestUpstreamFailures(t *testing.T) {
 					}
 				}
 				st := started(t, evs)
-				m := waitMessage(t, env, user, st.AssistantMessageId, chat.Message.Final)
+				m := waitMessage(t, env, user, st.AssistantMessageId, chat.Message.Ended)
 				if m.Status != chat.StatusFailed || m.Content != tt.wantContent || deltas(evs) != tt.wantContent {
 					t.Errorf("%s: saved %q (%s), streamed %q; want %q failed", protocol, m.Content, m.Status, deltas(evs), tt.wantContent)
 				}
@@ -608,7 +608,7 @@ func TestClientDisconnect(t *testing.T) {
 			cancel() // the tab closes
 			stream.Close()
 			fake.Release(len(llmtest.DefaultChunks))
-			m := waitMessage(t, env, user, st.AssistantMessageId, chat.Message.Final)
+			m := waitMessage(t, env, user, st.AssistantMessageId, chat.Message.Ended)
 			if m.Status != chat.StatusCompleted || m.Content != strings.Join(llmtest.DefaultChunks, "") {
 				t.Errorf("after the client left: %q (%s)", m.Content, m.Status)
 			}
@@ -761,9 +761,7 @@ func testShutdownInterrupts(t *testing.T, protocol string) {
 	c := env.ChatClient(t, protocol, user)
 	conv := create(t, c, "shutdown")
 	stream, st, partial := sendPartial(ctx, t, fake, c, conv.Id, "hi", 1)
-	if err := env.Generator.Shutdown(ctx, 0); err != nil {
-		t.Fatal(err)
-	}
+	go env.Stop() // as SIGTERM: the held answer outlives the drain
 	_, err := collect(t, stream, 3)
 	wantCode(t, err, connect.CodeUnavailable, "restarted")
 	m, err := env.Store.GetMessage(ctx, user, uuid.MustParse(st.AssistantMessageId))
@@ -966,7 +964,7 @@ func TestMaxGenerationTime(t *testing.T) {
 	stream, st, partial := sendPartial(ctx, t, fake, c, conv.Id, "hi", 1)
 	_, err := collect(t, stream, 3)
 	wantCode(t, err, connect.CodeDeadlineExceeded, "maximum generation time")
-	m := waitMessage(t, env, user, st.AssistantMessageId, chat.Message.Final)
+	m := waitMessage(t, env, user, st.AssistantMessageId, chat.Message.Ended)
 	if m.Status != chat.StatusFailed || m.Content != partial {
 		t.Errorf("saved %q (%s), want %q failed", m.Content, m.Status, partial)
 	}

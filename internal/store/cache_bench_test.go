@@ -6,8 +6,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/parleyhq/parley/internal/broker"
 	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/redisconn"
 	"github.com/parleyhq/parley/internal/redistest"
 	"github.com/parleyhq/parley/internal/store"
 )
@@ -38,7 +38,7 @@ func BenchmarkGetConversation(b *testing.B) {
 // BenchmarkRedisGetHit is what a cache hit would cost instead: one GET of a
 // value of the conversation's size.
 func BenchmarkRedisGetHit(b *testing.B) {
-	client, err := broker.NewClient(redistest.URL(b))
+	client, err := redisconn.NewClient(redistest.URL(b))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -187,15 +187,15 @@ func (s *Store) CheckpointMessages(ctx context.Context, checkpoints []chat.Check
 }
 
 // FinishMessage implements chat.GenerationStore.
-func (s *Store) FinishMessage(ctx context.Context, messageID uuid.UUID, f chat.Final) (chat.Message, error) {
+func (s *Store) FinishMessage(ctx context.Context, messageID uuid.UUID, o chat.Outcome) (chat.Message, error) {
 	row, err := s.q.FinishMessage(ctx, sqlcgen.FinishMessageParams{
 		ID:               messageID,
-		Content:          f.Content,
-		Status:           string(f.Status),
-		Model:            f.Model,
-		PromptTokens:     f.Usage.PromptTokens,
-		CompletionTokens: f.Usage.CompletionTokens,
-		FinishReason:     f.FinishReason,
+		Content:          o.Content,
+		Status:           string(o.Status),
+		Model:            o.Model,
+		PromptTokens:     o.Usage.PromptTokens,
+		CompletionTokens: o.Usage.CompletionTokens,
+		FinishReason:     o.FinishReason,
 	})
 	if err != nil {
 		return chat.Message{}, interpretError(err, "message")

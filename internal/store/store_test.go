@@ -100,7 +100,7 @@ func TestInterruptStale(t *testing.T) {
 	if err != nil || u.Reserved != 0 || u.Active != 0 || u.Used != 10 {
 		t.Errorf("usage after the sweep: %+v %v, want used 10 (40 characters), nothing reserved or active", u, err)
 	}
-	if _, err := st.FinishMessage(ctx, answer.ID, chat.Final{Status: chat.StatusCompleted, Usage: chat.Usage{CompletionTokens: 99}}); apperr.CodeOf(err) != apperr.NotFound {
+	if _, err := st.FinishMessage(ctx, answer.ID, chat.Outcome{Status: chat.StatusCompleted, Usage: chat.Usage{CompletionTokens: 99}}); apperr.CodeOf(err) != apperr.NotFound {
 		t.Errorf("late finish: %v, want not_found", err)
 	}
 	if u2, _ := st.TokenUsage(ctx, user, now); u2 != u {

@@ -1,4 +1,4 @@
-package llm
+package chat
 
 import (
 	"slices"
@@ -25,7 +25,7 @@ func EstimateTokens(s string) int {
 // older, smaller ones, so the model never sees a conversation with holes.
 // Only system messages before the first other turn are pinned; later ones
 // are ordinary turns. The result is a new slice in the original order.
-func TrimToBudget(msgs []Message, budgetTokens int) []Message {
+func TrimToBudget(msgs []PromptMessage, budgetTokens int) []PromptMessage {
 	pinned := 0
 	for pinned < len(msgs) && msgs[pinned].Role == RoleSystem {
 		pinned++

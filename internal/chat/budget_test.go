@@ -1,4 +1,4 @@
-package llm_test
+package chat_test
 
 import (
 	"strings"
@@ -6,7 +6,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/parleyhq/parley/internal/llm"
+	"github.com/parleyhq/parley/internal/chat"
 )
 
 func TestEstimateTokens(t *testing.T) {
@@ -26,7 +26,7 @@ func TestEstimateTokens(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			if got := llm.EstimateTokens(tt.text); got != tt.want {
+			if got := chat.EstimateTokens(tt.text); got != tt.want {
 				t.Errorf("EstimateTokens(%q) = %d, want %d", tt.text, got, tt.want)
 			}
 		})
@@ -37,15 +37,15 @@ func TestTrimToBudget(t *testing.T) {
 	t.Parallel()
 	// Each message below costs exactly as many tokens as its number says:
 	// four characters a token.
-	msg := func(role llm.Role, tokens int) llm.Message {
-		return llm.Message{Role: role, Content: strings.Repeat("abcd", tokens)}
+	msg := func(role chat.Role, tokens int) chat.PromptMessage {
+		return chat.PromptMessage{Role: role, Content: strings.Repeat("abcd", tokens)}
 	}
-	sys, user, bot := llm.RoleSystem, llm.RoleUser, llm.RoleAssistant
+	sys, user, bot := chat.RoleSystem, chat.RoleUser, chat.RoleAssistant
 	tests := []struct {
 		name   string
-		msgs   []llm.Message
+		msgs   []chat.PromptMessage
 		budget int
-		want   []llm.Message
+		want   []chat.PromptMessage
 	}{
 		{
 			name:   "OKEmpty",
@@ -55,58 +55,58 @@ func TestTrimToBudget(t *testing.T) {
 		},
 		{
 			name:   "OKAllFit",
-			msgs:   []llm.Message{msg(sys, 2), msg(user, 3), msg(bot, 3), msg(user, 2)},
+			msgs:   []chat.PromptMessage{msg(sys, 2), msg(user, 3), msg(bot, 3), msg(user, 2)},
 			budget: 10,
-			want:   []llm.Message{msg(sys, 2), msg(user, 3), msg(bot, 3), msg(user, 2)},
+			want:   []chat.PromptMessage{msg(sys, 2), msg(user, 3), msg(bot, 3), msg(user, 2)},
 		},
 		{
 			name:   "OKDropsOldestTurns",
-			msgs:   []llm.Message{msg(user, 5), msg(bot, 4), msg(user, 3), msg(bot, 2), msg(user, 1)},
+			msgs:   []chat.PromptMessage{msg(user, 5), msg(bot, 4), msg(user, 3), msg(bot, 2), msg(user, 1)},
 			budget: 6,
-			want:   []llm.Message{msg(user, 3), msg(bot, 2), msg(user, 1)},
+			want:   []chat.PromptMessage{msg(user, 3), msg(bot, 2), msg(user, 1)},
 		},
 		{
 			name:   "OKKeepsSystemMessages",
-			msgs:   []llm.Message{msg(sys, 2), msg(sys, 1), msg(user, 4), msg(bot, 3), msg(user, 2)},
+			msgs:   []chat.PromptMessage{msg(sys, 2), msg(sys, 1), msg(user, 4), msg(bot, 3), msg(user, 2)},
 			budget: 8,
-			want:   []llm.Message{msg(sys, 2), msg(sys, 1), msg(bot, 3), msg(user, 2)},
+			want:   []chat.PromptMessage{msg(sys, 2), msg(sys, 1), msg(bot, 3), msg(user, 2)},
 		},
 		{
 			name:   "OKAlwaysKeepsNewest",
-			msgs:   []llm.Message{msg(sys, 2), msg(user, 3), msg(bot, 3), msg(user, 50)},
+			msgs:   []chat.PromptMessage{msg(sys, 2), msg(user, 3), msg(bot, 3), msg(user, 50)},
 			budget: 10,
-			want:   []llm.Message{msg(sys, 2), msg(user, 50)},
+			want:   []chat.PromptMessage{msg(sys, 2), msg(user, 50)},
 		},
 		{
 			name:   "OKZeroBudget",
-			msgs:   []llm.Message{msg(user, 1), msg(bot, 1), msg(user, 1)},
+			msgs:   []chat.PromptMessage{msg(user, 1), msg(bot, 1), msg(user, 1)},
 			budget: 0,
-			want:   []llm.Message{msg(user, 1)},
+			want:   []chat.PromptMessage{msg(user, 1)},
 		},
 		{
 			name:   "OKStopsAtFirstTurnThatDoesNotFit",
-			msgs:   []llm.Message{msg(user, 1), msg(bot, 9), msg(user, 2)},
+			msgs:   []chat.PromptMessage{msg(user, 1), msg(bot, 9), msg(user, 2)},
 			budget: 5,
-			want:   []llm.Message{msg(user, 2)},
+			want:   []chat.PromptMessage{msg(user, 2)},
 		},
 		{
 			name:   "OKLaterSystemMessageIsATurn",
-			msgs:   []llm.Message{msg(user, 4), msg(sys, 4), msg(user, 2)},
+			msgs:   []chat.PromptMessage{msg(user, 4), msg(sys, 4), msg(user, 2)},
 			budget: 6,
-			want:   []llm.Message{msg(sys, 4), msg(user, 2)},
+			want:   []chat.PromptMessage{msg(sys, 4), msg(user, 2)},
 		},
 		{
 			name:   "OKOnlySystem",
-			msgs:   []llm.Message{msg(sys, 9)},
+			msgs:   []chat.PromptMessage{msg(sys, 9)},
 			budget: 1,
-			want:   []llm.Message{msg(sys, 9)},
+			want:   []chat.PromptMessage{msg(sys, 9)},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			input := append([]llm.Message(nil), tt.msgs...)
-			got := llm.TrimToBudget(input, tt.budget)
+			input := append([]chat.PromptMessage(nil), tt.msgs...)
+			got := chat.TrimToBudget(input, tt.budget)
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("TrimToBudget (-want +got):\n%s", diff)
 			}

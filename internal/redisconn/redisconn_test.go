@@ -1,10 +1,10 @@
-package broker_test
+package redisconn_test
 
 import (
 	"strings"
 	"testing"
 
-	"github.com/parleyhq/parley/internal/broker"
+	"github.com/parleyhq/parley/internal/redisconn"
 )
 
 func TestNewClient(t *testing.T) {
@@ -23,7 +23,7 @@ func TestNewClient(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			client, err := broker.NewClient(tt.url)
+			client, err := redisconn.NewClient(tt.url)
 			if err != nil {
 				t.Fatalf("NewClient: %v", err)
 			}
@@ -54,7 +54,7 @@ func TestNewClientErr(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := broker.NewClient(tt.url)
+			_, err := redisconn.NewClient(tt.url)
 			if err == nil {
 				t.Fatal("NewClient succeeded")
 			}

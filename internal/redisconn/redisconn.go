@@ -1,4 +1,9 @@
-package broker
+// Package redisconn builds every Redis client Parley uses, so that pool
+// sizes, timeouts and TLS (rediss://, as Upstash and Memorystore require)
+// are decided in one place: the event log's client, sized for followers
+// that hold a connection while they wait, and the fast client of rate-limit
+// checks, which must fail in milliseconds when Redis is slow.
+package redisconn
 
 import (
 	"errors"
@@ -26,7 +31,7 @@ func NewClient(redisURL string) (*redis.Client, error) {
 		if urlErr, ok := errors.AsType[*url.Error](err); ok {
 			err = urlErr.Err
 		}
-		return nil, fmt.Errorf("broker: parse Redis URL: %w", err)
+		return nil, fmt.Errorf("parse Redis URL: %w", err)
 	}
 	if opt.PoolSize == 0 {
 		opt.PoolSize = defaultPoolSize

@@ -1,0 +1,331 @@
+// Package app builds Parley: the one constructor that wires the store, the
+// shared Redis state, the model catalog, the chat domain and the HTTP
+// surface, and runs them with the shutdown order production needs.
+// `parley serve`, `parley dev` and the API tests (internal/apitest) all
+// build the service here, so tests exercise the real wiring; what tests
+// substitute (a fake model, a clock, a wrapped store) goes in through
+// Options, never through a second wiring.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/broker"
+	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/clock"
+	"github.com/parleyhq/parley/internal/config"
+	"github.com/parleyhq/parley/internal/gen/parley/v1/parleyv1connect"
+	"github.com/parleyhq/parley/internal/llm"
+	"github.com/parleyhq/parley/internal/plan"
+	"github.com/parleyhq/parley/internal/ratelimit"
+	"github.com/parleyhq/parley/internal/redisconn"
+	"github.com/parleyhq/parley/internal/rpc"
+	"github.com/parleyhq/parley/internal/server"
+	"github.com/parleyhq/parley/internal/store"
+)
+
+// DefaultRedisPrefix starts every Redis key Parley writes.
+const DefaultRedisPrefix = "parley:"
+
+// Options are what the caller provides beside the configuration. The zero
+// value builds production: every field is optional.
+type Options struct {
+	// Log receives the service's logs; nil discards them.
+	Log *slog.Logger
+	// Listener is where the service serves; nil listens on cfg.Host:cfg.Port.
+	Listener net.Listener
+	// Verifier checks access tokens; nil fetches the Supabase project's
+	// JWKS named by the configuration. App.Close closes it either way.
+	Verifier *auth.Verifier
+
+	// Provider, when set, serves every model in cfg.Models instead of the
+	// configured OpenAI-compatible API (tests use a fake upstream or the
+	// offline responder). Titler then writes titles; nil writes none.
+	Provider chat.Provider
+	Titler   chat.Titler
+	// Plans replaces the plan catalog built from the configuration.
+	Plans plan.Resolver
+	// RateLimits replaces the limits from the configuration; nil keeps
+	// them (and RATE_LIMIT_ENABLED).
+	RateLimits *server.RateLimits
+	// RedisPrefix starts every Redis key; instances see each other's
+	// answers and limits only with the same prefix (DefaultRedisPrefix).
+	RedisPrefix string
+	// Clock drives checkpoints, sweeps and quota periods; nil is the
+	// system clock.
+	Clock clock.Clock
+	// CheckpointInterval, StopWait and OutputReserve tune generations
+	// (see chat.GeneratorConfig); zero keeps their defaults.
+	CheckpointInterval, StopWait time.Duration
+	OutputReserve                int
+
+	// WrapStore decorates the generation store (to count or time writes).
+	WrapStore func(chat.GenerationStore) chat.GenerationStore
+	// WrapChat decorates the chat handler (to inject faults).
+	WrapChat func(parleyv1connect.ChatServiceHandler) parleyv1connect.ChatServiceHandler
+	// Ping replaces the database health check.
+	Ping func(context.Context) error
+}
+
+// App is a built service, ready to Run.
+type App struct {
+	cfg       config.Config
+	log       *slog.Logger
+	ln        net.Listener
+	store     *store.Store
+	verifier  *auth.Verifier
+	generator *chat.Generator
+	http      *http.Server
+	models    *chat.Models
+	closers   []func()
+	closeOnce sync.Once
+}
+
+// New builds the service. It connects to nothing that could make a cold
+// start wait: the pool connects lazily, Redis on first use, and the JWKS
+// loads in the background. On error, whatever was built is closed.
+func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err error) {
+	a = &App{cfg: cfg, log: opts.Log}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	defer func() {
+		if err != nil {
+			a.Close()
+			a = nil
+		}
+	}()
+	// The listener opens first so Cloud Run's startup probe connects at once.
+	a.ln = opts.Listener
+	if a.ln == nil {
+		if a.ln, err = net.Listen("tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))); err != nil {
+			return nil, fmt.Errorf("listen: %w", err)
+		}
+	}
+	a.closers = append(a.closers, func() { a.ln.Close() })
+
+	if a.verifier = opts.Verifier; a.verifier == nil {
+		if a.verifier, err = auth.NewVerifier(ctx, auth.Config{
+			Issuer: cfg.IssuerURL(), JWKSURL: cfg.JWKSURL(), HS256Secret: []byte(cfg.SupabaseJWTSecret), Logger: a.log,
+		}); err != nil {
+			return nil, fmt.Errorf("auth: %w", err)
+		}
+	}
+	a.closers = append(a.closers, a.verifier.Close)
+
+	if a.store, err = store.Open(ctx, cfg.DatabaseURL, store.Options{QueryExecMode: cfg.QueryExecMode, MaxConns: int32(cfg.DatabaseMaxConns)}); err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, a.store.Close)
+
+	prefix := opts.RedisPrefix
+	if prefix == "" {
+		prefix = DefaultRedisPrefix
+	}
+	events, limiter, err := a.shared(prefix, opts.RateLimits != nil)
+	if err != nil {
+		return nil, err
+	}
+
+	a.models, err = catalog(cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	plans := opts.Plans
+	if plans == nil {
+		plans = catalogOfPlans(cfg)
+	}
+	var genStore chat.GenerationStore = a.store
+	if opts.WrapStore != nil {
+		genStore = opts.WrapStore(genStore)
+	}
+	titler := opts.Titler
+	if opts.Provider == nil {
+		titler = defaultTitler(cfg, a.models)
+	}
+	a.generator = chat.NewGenerator(genStore, a.models, events, a.log, chat.GeneratorConfig{
+		CheckpointInterval: opts.CheckpointInterval,
+		StopWait:           opts.StopWait,
+		OutputReserve:      opts.OutputReserve,
+		MaxDuration:        cfg.GenerationTimeout,
+		ContextTokens:      cfg.ContextTokens,
+		MaxOutputTokens:    cfg.MaxOutputTokens,
+		Titler:             titler,
+		Plans:              plans,
+		MaxConcurrent:      cfg.MaxConcurrentGenerations,
+		Clock:              opts.Clock,
+	})
+
+	var chatHandler parleyv1connect.ChatServiceHandler = rpc.NewChatHandler(chat.NewService(a.store, a.models.Has), a.generator)
+	if opts.WrapChat != nil {
+		chatHandler = opts.WrapChat(chatHandler)
+	}
+	ping := opts.Ping
+	if ping == nil {
+		ping = a.store.Ping
+	}
+	limits := rateLimits(cfg)
+	if opts.RateLimits != nil {
+		limits = *opts.RateLimits
+	}
+	a.http = server.NewHTTPServer(server.New(server.Deps{
+		Log:              a.log,
+		Verifier:         a.verifier,
+		Chat:             chatHandler,
+		Ping:             ping,
+		AllowedOrigins:   cfg.AllowedOrigins,
+		Limiter:          limiter,
+		RateLimits:       limits,
+		Plans:            plans,
+		TrustedProxyHops: cfg.TrustedProxyHops,
+	}), a.log)
+	return a, nil
+}
+
+// shared builds what instances share through Redis (generation events and
+// rate limits), or in-process stand-ins when there is no Redis. Rate
+// limiting is on when the configuration enables it or forced is set.
+func (a *App) shared(prefix string, forced bool) (chat.EventLog, *ratelimit.Resilient, error) {
+	cfg := a.cfg
+	limited := cfg.RateLimitEnabled || forced
+	opts := []broker.Option{broker.WithMaxGeneration(cfg.GenerationTimeout)}
+	if cfg.RedisURL == "" {
+		if cfg.Production() {
+			a.log.Warn("REDIS_URL is unset: stop, resume and rate limits only work per instance")
+		}
+		var limiter *ratelimit.Resilient
+		if limited {
+			limiter = ratelimit.NewResilient(nil, a.log)
+		}
+		return broker.NewChatLog(broker.NewMemory(cfg.EventLogRetention, opts...)), limiter, nil
+	}
+	client, err := redisconn.NewClient(cfg.RedisURL)
+	if err != nil {
+		return nil, nil, errors.New("REDIS_URL: cannot use it as a Redis URL")
+	}
+	a.closers = append(a.closers, func() { client.Close() })
+	var limiter *ratelimit.Resilient
+	if limited {
+		// Its own client, so a slow Redis fails a check in 50ms, not 5s.
+		var fast *redis.Client
+		if fast, err = redisconn.NewFastClient(cfg.RedisURL, 50*time.Millisecond); err != nil {
+			return nil, nil, errors.New("REDIS_URL: cannot use it as a Redis URL")
+		}
+		a.closers = append(a.closers, func() { fast.Close() })
+		limiter = ratelimit.NewResilient(ratelimit.NewRedis(fast, prefix+"rate:"), a.log)
+	}
+	return broker.NewChatLog(broker.NewRedis(client, prefix, cfg.EventLogRetention, opts...)), limiter, nil
+}
+
+// catalog builds the model catalog: opts.Provider when given, else the
+// configured OpenAI-compatible API, else the offline responder (dev only:
+// config refuses `serve` without a provider).
+func catalog(cfg config.Config, opts Options) (*chat.Models, error) {
+	switch {
+	case opts.Provider != nil:
+		return chat.NewModels().Add(opts.Provider, cfg.Models...), nil
+	case cfg.Offline():
+		return chat.NewModels().Add(llm.NewOffline(llm.DefaultOfflineDelay), llm.OfflineModel), nil
+	}
+	provider := llm.NewOpenAI(llm.OpenAIConfig{BaseURL: cfg.OpenAIBaseURL, APIKey: cfg.OpenAIAPIKey, IdleTimeout: cfg.LLMIdleTimeout})
+	return chat.NewModels().Add(provider, cfg.Models...), nil
+}
+
+// defaultTitler titles new conversations with the conversation's model,
+// or with its first words when offline.
+func defaultTitler(cfg config.Config, models *chat.Models) chat.Titler {
+	if cfg.Offline() {
+		return chat.HeuristicTitler{}
+	}
+	return chat.ProviderTitler{Models: models}
+}
+
+// catalogOfPlans builds the plan catalog from the configuration.
+func catalogOfPlans(cfg config.Config) plan.Catalog {
+	return plan.Catalog{
+		Free: plan.Plan{Name: plan.Free, RateMultiplier: 1, MonthlyTokens: cfg.PlanFreeMonthlyTokens, Models: cfg.PlanFreeModels},
+		Pro:  plan.Plan{Name: plan.Pro, RateMultiplier: cfg.PlanProRateMultiplier, MonthlyTokens: cfg.PlanProMonthlyTokens, Models: cfg.PlanProModels},
+	}
+}
+
+// rateLimits are the configured per-minute limits.
+func rateLimits(cfg config.Config) server.RateLimits {
+	return server.RateLimits{
+		Chat:         ratelimit.PerMinute(cfg.RateLimitChat),
+		Agent:        ratelimit.PerMinute(cfg.RateLimitAgent),
+		General:      ratelimit.PerMinute(cfg.RateLimitGeneral),
+		AuthFailures: ratelimit.PerMinute(cfg.RateLimitAuthFailures),
+	}
+}
+
+// URL is the base URL the service answers on.
+func (a *App) URL() string { return "http://" + a.ln.Addr().String() }
+
+// Models lists the offered model names, the default first.
+func (a *App) Models() []string { return a.models.Names() }
+
+// Run serves until ctx ends, then shuts down in order within
+// cfg.ShutdownTimeout (Cloud Run kills ten seconds after SIGTERM):
+//
+//  1. The listener closes and new answers are refused; answers in flight
+//     get a quarter of the grace period to finish.
+//  2. The rest are canceled and saved as interrupted with the text they
+//     have, which also ends their streams, so the HTTP server can drain.
+//  3. Requests still open when the grace period ends are cut.
+//
+// Run returns once the answers are saved and the server has stopped; call
+// Close afterwards. Background work (stop subscription, stale-answer sweep)
+// runs while Run does.
+func (a *App) Run(ctx context.Context) error {
+	background, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBackground()
+	go func() {
+		// Off the start-up path: the subscription waits for Redis.
+		if err := a.generator.Listen(background); err != nil {
+			// Stops from other instances will not reach this one; local
+			// stops and everything else still work.
+			a.log.Warn("cannot subscribe to stop requests", "err", err)
+		}
+	}()
+	go a.generator.SweepStale(background)
+
+	generationsDone := make(chan struct{})
+	go func() {
+		defer close(generationsDone)
+		<-ctx.Done()
+		// Leave a second of the grace period for the pool and the logs.
+		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownTimeout-time.Second)
+		defer cancel()
+		if err := a.generator.Shutdown(shutdownCtx, a.cfg.ShutdownTimeout/4); err != nil {
+			a.log.Error("generations did not all save before the deadline", "err", err)
+		}
+	}()
+
+	a.log.Info("listening", "url", a.URL(), "env", a.cfg.Env, "version", server.Version(), "models", a.models.Names())
+	err := server.Serve(ctx, a.http, a.ln, a.cfg.ShutdownTimeout, a.log)
+	if ctx.Err() != nil {
+		<-generationsDone
+	}
+	return err
+}
+
+// Close releases what New built, in reverse order. It is safe to call more
+// than once, and after a failed Run.
+func (a *App) Close() {
+	a.closeOnce.Do(func() {
+		for i := len(a.closers) - 1; i >= 0; i-- {
+			a.closers[i]()
+		}
+	})
+}

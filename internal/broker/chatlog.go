@@ -1,0 +1,103 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/internal/chat"
+)
+
+// ChatLog is the chat domain's event log (chat.EventLog) on a Broker: it
+// encodes chat events as JSON, the wire form other instances read, and
+// translates the broker's errors into the domain's.
+type ChatLog struct{ b Broker }
+
+var _ chat.EventLog = ChatLog{}
+
+// NewChatLog returns a chat.EventLog that keeps its events in b.
+func NewChatLog(b Broker) ChatLog { return ChatLog{b: b} }
+
+// Append implements chat.EventLog with one Broker append for all events.
+func (l ChatLog) Append(ctx context.Context, generationID uuid.UUID, events ...chat.Event) error {
+	batch := make([]Event, len(events))
+	for i, ev := range events {
+		data, err := encodeEvent(ev)
+		if err != nil {
+			return fmt.Errorf("broker: encode event %d: %w", ev.Seq, err)
+		}
+		batch[i] = Event{Seq: ev.Seq, Data: data}
+	}
+	return l.b.Append(ctx, generationID, batch...)
+}
+
+// Finish implements chat.EventLog.
+func (l ChatLog) Finish(ctx context.Context, generationID uuid.UUID) error {
+	return l.b.Finish(ctx, generationID)
+}
+
+// Follow implements chat.EventLog. A corrupt entry ends the follow with an
+// error, as a broken connection would.
+func (l ChatLog) Follow(ctx context.Context, generationID uuid.UUID, afterSeq int64) (<-chan chat.Event, func() error, error) {
+	raw, errf, err := l.b.Follow(ctx, generationID, afterSeq)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil, chat.ErrLogNotFound
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make(chan chat.Event)
+	result := new(outcome)
+	go func() {
+		defer close(out)
+		for be := range raw {
+			ev, err := decodeEvent(be.Data)
+			if err != nil {
+				result.set(fmt.Errorf("broker: corrupt event %d of generation %s: %w", be.Seq, generationID, err))
+				drain(raw)
+				return
+			}
+			select {
+			case out <- ev:
+			case <-ctx.Done():
+				drain(raw)
+				result.set(ctx.Err())
+				return
+			}
+		}
+		err := errf()
+		if errors.Is(err, ErrNotFound) {
+			err = chat.ErrLogNotFound
+		}
+		result.set(err)
+	}()
+	return out, result.get, nil
+}
+
+// drain reads a follow's channel to its end, which comes once its ctx
+// ends or its log does, so the broker's goroutine is not left blocked.
+func drain(ch <-chan Event) {
+	for range ch {
+	}
+}
+
+// Stop implements chat.EventLog.
+func (l ChatLog) Stop(ctx context.Context, generationID uuid.UUID) error {
+	return l.b.Stop(ctx, generationID)
+}
+
+// Stops implements chat.EventLog.
+func (l ChatLog) Stops(ctx context.Context) (<-chan uuid.UUID, error) { return l.b.Stops(ctx) }
+
+// encodeEvent and decodeEvent are the wire form of chat events in the
+// shared log, read by other instances that resume a generation.
+func encodeEvent(e chat.Event) ([]byte, error) { return json.Marshal(e) }
+
+func decodeEvent(data []byte) (chat.Event, error) {
+	var e chat.Event
+	err := json.Unmarshal(data, &e)
+	return e, err
+}

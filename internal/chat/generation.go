@@ -1,0 +1,158 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"sync"
+
+	"github.com/google/uuid"
+)
+
+// Stream is a follower's view of a generation's events.
+type Stream interface {
+	// Next returns the next event; after the terminal event (completed or
+	// failed) it returns io.EOF. A ctx that ends only ends this follower,
+	// never the generation.
+	Next(ctx context.Context) (Event, error)
+}
+
+// generation is one answer being written on this instance. Its events are
+// kept in memory for local followers (no encoding, no round trip) and
+// mirrored to the shared event log for followers on other instances.
+type generation struct {
+	g  *Generator
+	id uuid.UUID // the generation id: events, stop and resume use it
+	// messageID is the assistant message the generation writes: the
+	// database uses it. answer is that message as first saved.
+	messageID   uuid.UUID
+	answer      Message
+	userID      uuid.UUID
+	userMessage Message
+	xc          ExchangeContext
+	prompt      []PromptMessage
+	provider    Provider
+
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	mu     sync.Mutex
+	events []Event
+	wake   chan struct{} // closed and replaced on every new event
+	done   bool          // the terminal event was emitted
+	text   strings.Builder
+	saved  int // length of the text last checkpointed
+
+	mirrored sync.WaitGroup
+}
+
+var errTooLong = errors.New("generation took longer than the maximum generation time")
+
+// errStopped cancels a generation that a user stopped.
+var errStopped = errors.New("stopped by the user")
+
+// errEndedElsewhere cancels a generation whose answer was ended by someone
+// else: a stop that reached the database but not this instance, or a
+// deletion.
+var errEndedElsewhere = errors.New("answer ended elsewhere")
+
+func (g *Generator) newGeneration(userID uuid.UUID, userMessage, answer Message, p prepared) *generation {
+	ctx, cancelTimeout := context.WithTimeoutCause(g.base, g.cfg.MaxDuration, errTooLong)
+	ctx, cancel := context.WithCancelCause(ctx)
+	gen := &generation{
+		g: g, id: answer.GenerationID, messageID: answer.ID, answer: answer,
+		userID: userID, userMessage: userMessage, xc: p.xc, prompt: p.prompt, provider: p.provider,
+		ctx: ctx, cancel: func(cause error) { cancel(cause); cancelTimeout() },
+		wake: make(chan struct{}),
+	}
+	gen.emit(Event{Kind: EventStarted, Started: &Started{
+		UserMessage: userMessage, AssistantMessageID: answer.ID, GenerationID: answer.GenerationID, Model: answer.Model,
+	}})
+	return gen
+}
+
+// launch starts the generation's goroutines: the mirror and the model
+// stream. The generation must be registered.
+func (gen *generation) launch() {
+	gen.g.checkpointsOnce.Do(gen.g.startCheckpoints)
+	gen.mirrored.Add(1)
+	go gen.mirror()
+	go gen.run()
+}
+
+// run asks the model, relays its answer until it ends, and saves it.
+func (gen *generation) run() {
+	defer gen.g.unregister(gen)
+	defer gen.cancel(nil)
+	titled := gen.startTitle()
+	usage, finishReason, err := gen.streamModel()
+	gen.finish(usage, finishReason, err, titled)
+	gen.mirrored.Wait()
+}
+
+func (gen *generation) stop() { gen.cancel(errStopped) }
+
+// emit assigns the next seq and publishes the event to local followers
+// and the mirror; after the terminal event it drops anything else. It
+// never waits: the mirror reads the same list at its own pace.
+func (gen *generation) emit(ev Event) {
+	gen.mu.Lock()
+	defer gen.mu.Unlock()
+	if gen.done {
+		return
+	}
+	ev.Seq = int64(len(gen.events)) + 1
+	gen.events = append(gen.events, ev)
+	close(gen.wake)
+	gen.wake = make(chan struct{})
+	gen.done = ev.Terminal()
+}
+
+// pending returns the events after the first sent, whether the generation
+// has ended, and a channel closed at the next event. Events are never
+// changed once appended, so the returned slice may be read without the lock.
+func (gen *generation) pending(sent int) ([]Event, bool, <-chan struct{}) {
+	gen.mu.Lock()
+	defer gen.mu.Unlock()
+	if sent >= len(gen.events) {
+		return nil, gen.done, gen.wake
+	}
+	return gen.events[sent:], gen.done, gen.wake
+}
+
+// content is the answer's text so far.
+func (gen *generation) content() string {
+	gen.mu.Lock()
+	defer gen.mu.Unlock()
+	return gen.text.String()
+}
+
+// subscribe returns a follower that starts after afterSeq.
+func (gen *generation) subscribe(afterSeq int64) Stream {
+	return &localStream{gen: gen, next: afterSeq}
+}
+
+// localStream follows a generation running on this instance.
+type localStream struct {
+	gen  *generation
+	next int64 // seq of the last event returned
+}
+
+func (s *localStream) Next(ctx context.Context) (Event, error) {
+	for {
+		events, done, wake := s.gen.pending(int(s.next))
+		if len(events) > 0 {
+			s.next++
+			return events[0], nil
+		}
+		if done {
+			return Event{}, io.EOF
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return Event{}, ctx.Err()
+		}
+	}
+}

@@ -1,0 +1,556 @@
+package chat_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/internal/apperr"
+	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/chat/chattest"
+	"github.com/parleyhq/parley/internal/clock"
+	"github.com/parleyhq/parley/internal/plan"
+)
+
+// These tests hold the rules of an answer's life with in-memory stand-ins
+// (no database, no Redis): each runs in milliseconds. The same rules are
+// tested over the real stack in internal/rpc.
+
+// wait bounds every wait of these tests; none is expected to come close.
+const wait = 5 * time.Second
+
+var t0 = time.Date(2026, 3, 14, 12, 0, 0, 0, time.UTC)
+
+type rig struct {
+	store  *chattest.Store
+	model  *chattest.Model
+	events chat.EventLog
+	clock  *clock.Fake
+	gen    *chat.Generator
+	user   uuid.UUID
+	conv   uuid.UUID
+}
+
+// newRig returns a generator on fresh stand-ins, with one conversation of
+// one user, shut down when the test ends.
+func newRig(t *testing.T, cfg chat.GeneratorConfig) *rig {
+	t.Helper()
+	r := &rig{store: chattest.NewStore(), model: chattest.NewModel(), events: chattest.NewEventLog(time.Minute), clock: clock.NewFake(t0), user: uuid.New()}
+	r.conv = r.store.AddConversation(r.user, chat.NewConversation{Title: "test"})
+	r.gen = r.instance(t, cfg, r.events)
+	return r
+}
+
+// instance returns another generator on the rig's store, model and clock:
+// another instance of the deployment when events is the rig's log.
+func (r *rig) instance(t *testing.T, cfg chat.GeneratorConfig, events chat.EventLog) *chat.Generator {
+	t.Helper()
+	if cfg.Clock == nil {
+		cfg.Clock = r.clock
+	}
+	g := chat.NewGenerator(r.store, chat.NewModels().Add(r.model, "m"), events, nil, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := g.Listen(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		sctx, scancel := context.WithTimeout(context.Background(), wait)
+		defer scancel()
+		if err := g.Shutdown(sctx, 0); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	return g
+}
+
+func (r *rig) send(t *testing.T, content string) (chat.Stream, *chattest.Turn) {
+	t.Helper()
+	s, err := r.gen.Send(t.Context(), r.user, chat.SendInput{ConversationID: r.conv, Content: content})
+	if err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	turn := r.model.Next(wait)
+	if turn == nil {
+		t.Fatal("the model was not asked")
+	}
+	return s, turn
+}
+
+// next returns the stream's next event.
+func next(t *testing.T, s chat.Stream) chat.Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), wait)
+	defer cancel()
+	ev, err := s.Next(ctx)
+	if err != nil {
+		t.Fatalf("Next: %v", err)
+	}
+	return ev
+}
+
+// rest returns the stream's events up to its end.
+func rest(t *testing.T, s chat.Stream) []chat.Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), wait)
+	defer cancel()
+	var evs []chat.Event
+	for {
+		ev, err := s.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return evs
+		}
+		if err != nil {
+			t.Fatalf("Next after %d events: %v", len(evs), err)
+		}
+		evs = append(evs, ev)
+	}
+}
+
+func kinds(evs []chat.Event) string {
+	var out []string
+	for _, ev := range evs {
+		out = append(out, string(ev.Kind))
+	}
+	return strings.Join(out, ",")
+}
+
+func last(evs []chat.Event) chat.Event { return evs[len(evs)-1] }
+
+// TestAnswerCompletes: the exchange is saved before the model's first
+// byte, events come in order with seq 1, 2, 3…, and the end is saved with
+// the provider's usage and finish reason.
+func TestAnswerCompletes(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, chat.GeneratorConfig{})
+	s, turn := r.send(t, "hello")
+	started := next(t, s)
+	if started.Kind != chat.EventStarted || started.Seq != 1 {
+		t.Fatalf("first event = %+v, want started with seq 1", started)
+	}
+	answerID := started.Started.AssistantMessageID
+	saved, ok := r.store.Message(answerID)
+	if !ok || saved.Status != chat.StatusStreaming || saved.GenerationID != started.Started.GenerationID {
+		t.Fatalf("before the first delta the answer is %+v, want it saved streaming", saved)
+	}
+	turn.Say("Hi", " there")
+	turn.End(chat.Usage{PromptTokens: 7, CompletionTokens: 2}, "stop")
+	evs := append([]chat.Event{started}, rest(t, s)...)
+	if got, want := kinds(evs), "started,delta,delta,usage,completed"; got != want {
+		t.Fatalf("events = %s, want %s", got, want)
+	}
+	for i, ev := range evs {
+		if ev.Seq != int64(i+1) {
+			t.Errorf("event %d has seq %d", i, ev.Seq)
+		}
+	}
+	m := *last(evs).Message
+	want := chat.Message{Content: "Hi there", Status: chat.StatusCompleted, Model: "m", Usage: chat.Usage{PromptTokens: 7, CompletionTokens: 2}, FinishReason: "stop"}
+	got := chat.Message{Content: m.Content, Status: m.Status, Model: m.Model, Usage: m.Usage, FinishReason: m.FinishReason}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("completed message (-want +got):\n%s", diff)
+	}
+	if u := r.store.Usage(r.user); u.Active != 0 || u.Reserved != 0 || u.Used != 9 {
+		t.Errorf("usage after the answer = %+v, want the slot free and 9 tokens settled", u)
+	}
+}
+
+// TestCheckpointCadence: the running answers' text is saved once per
+// interval, in one write for all of them, and only when it changed.
+func TestCheckpointCadence(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, chat.GeneratorConfig{CheckpointInterval: time.Second})
+	other := r.store.AddConversation(r.user, chat.NewConversation{Title: "other"})
+	s1, turn1 := r.send(t, "one")
+	s2, err := r.gen.Send(t.Context(), r.user, chat.SendInput{ConversationID: other, Content: "two"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	turn2 := r.model.Next(wait)
+	turn1.Say("a")
+	turn2.Say("b")
+	next(t, s1) // started
+	next(t, s1) // "a"
+	next(t, s2)
+	next(t, s2)
+
+	r.clock.Advance(999 * time.Millisecond)
+	r.clock.Advance(time.Millisecond)
+	if !r.store.WaitFor(wait, func(st *chattest.Store) bool { return len(st.Checkpoints()) == 1 }) {
+		t.Fatalf("checkpoints after one interval = %d, want 1", len(r.store.Checkpoints()))
+	}
+	if batch := r.store.Checkpoints()[0]; len(batch) != 2 {
+		t.Errorf("the checkpoint saved %d answers, want both in one write", len(batch))
+	}
+	// Nothing new: the next tick writes nothing.
+	r.clock.Advance(time.Second)
+	turn1.Say("c")
+	next(t, s1)
+	r.clock.Advance(time.Second)
+	if !r.store.WaitFor(wait, func(st *chattest.Store) bool { return len(st.Checkpoints()) == 2 }) {
+		t.Fatalf("checkpoints = %d, want 2", len(r.store.Checkpoints()))
+	}
+	batch := r.store.Checkpoints()[1]
+	if len(batch) != 1 || batch[0].Content != "ac" {
+		t.Errorf("second checkpoint = %+v, want only the changed answer with %q", batch, "ac")
+	}
+	if n := len(r.store.Checkpoints()); n != 2 {
+		t.Errorf("an unchanged tick wrote a checkpoint (%d in all)", n)
+	}
+}
+
+// TestEndedElsewhere: an answer the database no longer streams (stopped
+// through the database by another instance, or deleted) is canceled at
+// its next checkpoint and its model request closed.
+func TestEndedElsewhere(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, chat.GeneratorConfig{CheckpointInterval: time.Second})
+	s, turn := r.send(t, "hello")
+	turn.Say("partial")
+	next(t, s)
+	next(t, s)
+	r.store.Delete(r.conv)
+	r.clock.Advance(time.Second)
+	select {
+	case <-turn.Closed():
+	case <-time.After(wait):
+		t.Fatal("the model request was not closed")
+	}
+	rest(t, s)
+}
+
+// TestEndings: how an answer ends decides its saved status and what its
+// followers are told; the partial text is always kept.
+func TestEndings(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		cfg        chat.GeneratorConfig
+		end        func(*rig, *chattest.Turn, chat.Event)
+		wantStatus chat.Status
+		wantCode   apperr.Code // "" for completed
+	}{
+		{
+			name: "Stopped",
+			end: func(r *rig, _ *chattest.Turn, st chat.Event) {
+				if _, err := r.gen.Stop(context.Background(), r.user, st.Started.GenerationID); err != nil {
+					panic(err)
+				}
+			},
+			wantStatus: chat.StatusStopped,
+		},
+		{
+			name: "ProviderFailed",
+			end: func(_ *rig, turn *chattest.Turn, _ chat.Event) {
+				turn.Fail(apperr.New(apperr.Unavailable, "upstream down"))
+			},
+			wantStatus: chat.StatusFailed, wantCode: apperr.Unavailable,
+		},
+		{
+			name:       "ProviderInternal",
+			end:        func(_ *rig, turn *chattest.Turn, _ chat.Event) { turn.Fail(errors.New("bad key")) },
+			wantStatus: chat.StatusFailed, wantCode: apperr.Internal,
+		},
+		{
+			name:       "TooLong",
+			cfg:        chat.GeneratorConfig{MaxDuration: 50 * time.Millisecond},
+			end:        func(*rig, *chattest.Turn, chat.Event) {},
+			wantStatus: chat.StatusFailed, wantCode: apperr.DeadlineExceeded,
+		},
+		{
+			name: "Shutdown",
+			end: func(r *rig, _ *chattest.Turn, _ chat.Event) {
+				go r.gen.Shutdown(context.Background(), 0)
+			},
+			wantStatus: chat.StatusInterrupted, wantCode: apperr.Unavailable,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t, tt.cfg)
+			s, turn := r.send(t, "hello")
+			st := next(t, s)
+			turn.Say("part")
+			next(t, s)
+			tt.end(r, turn, st)
+			end := last(rest(t, s))
+			var m chat.Message
+			switch tt.wantCode {
+			case "":
+				if end.Kind != chat.EventCompleted {
+					t.Fatalf("last event = %+v, want completed", end)
+				}
+				m = *end.Message
+			default:
+				if end.Kind != chat.EventFailed || end.Error.Code != tt.wantCode {
+					t.Fatalf("last event = %+v %+v, want failed with %s", end, end.Error, tt.wantCode)
+				}
+				m, _ = r.store.Message(st.Started.AssistantMessageID)
+			}
+			if m.Status != tt.wantStatus || m.Content != "part" {
+				t.Errorf("saved %q (%s), want %q (%s)", m.Content, m.Status, "part", tt.wantStatus)
+			}
+			if u := r.store.Usage(r.user); u.Active != 0 || u.Reserved != 0 {
+				t.Errorf("after the answer ended the account holds %+v, want nothing", u)
+			}
+		})
+	}
+}
+
+// TestRefusals: limits refuse an exchange with the code and retry hint a
+// client can act on, and leave nothing saved.
+func TestRefusals(t *testing.T) {
+	t.Parallel()
+	t.Run("ErrQuota", func(t *testing.T) {
+		t.Parallel()
+		plans := plan.Catalog{Free: plan.Plan{Name: plan.Free, RateMultiplier: 1, MonthlyTokens: 1000}}
+		r := newRig(t, chat.GeneratorConfig{Plans: plans})
+		r.store.SetUsed(r.user, 900)
+		_, err := r.gen.Send(t.Context(), r.user, chat.SendInput{ConversationID: r.conv, Content: "hello"})
+		var ae *apperr.Error
+		if !errors.As(err, &ae) || ae.Code != apperr.ResourceExhausted {
+			t.Fatalf("err = %v, want resource_exhausted", err)
+		}
+		// The quota resets on the first of next month, by the generator's clock.
+		if want := int(time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC).Sub(t0).Seconds()) + 1; ae.RetryAfter != want {
+			t.Errorf("RetryAfter = %d, want %d", ae.RetryAfter, want)
+		}
+	})
+	t.Run("ErrBusy", func(t *testing.T) {
+		t.Parallel()
+		r := newRig(t, chat.GeneratorConfig{})
+		r.send(t, "first")
+		_, err := r.gen.Send(t.Context(), r.user, chat.SendInput{ConversationID: r.conv, Content: "second"})
+		if apperr.CodeOf(err) != apperr.FailedPrecondition {
+			t.Errorf("err = %v, want failed_precondition", err)
+		}
+	})
+	t.Run("ErrTooMany", func(t *testing.T) {
+		t.Parallel()
+		r := newRig(t, chat.GeneratorConfig{MaxConcurrent: 1})
+		r.send(t, "first")
+		other := r.store.AddConversation(r.user, chat.NewConversation{})
+		_, err := r.gen.Send(t.Context(), r.user, chat.SendInput{ConversationID: other, Content: "second"})
+		var ae *apperr.Error
+		if !errors.As(err, &ae) || ae.Code != apperr.ResourceExhausted || ae.RetryAfter != 1 {
+			t.Errorf("err = %v, want resource_exhausted retrying after 1s", err)
+		}
+	})
+	t.Run("ErrNotFound", func(t *testing.T) {
+		t.Parallel()
+		r := newRig(t, chat.GeneratorConfig{})
+		_, err := r.gen.Send(t.Context(), uuid.New(), chat.SendInput{ConversationID: r.conv, Content: "hi"})
+		if apperr.CodeOf(err) != apperr.NotFound {
+			t.Errorf("another user's conversation: err = %v, want not_found", err)
+		}
+	})
+	t.Run("ErrDraining", func(t *testing.T) {
+		t.Parallel()
+		r := newRig(t, chat.GeneratorConfig{})
+		if err := r.gen.Shutdown(t.Context(), 0); err != nil {
+			t.Fatal(err)
+		}
+		_, err := r.gen.Send(t.Context(), r.user, chat.SendInput{ConversationID: r.conv, Content: "hi"})
+		if apperr.CodeOf(err) != apperr.Unavailable {
+			t.Errorf("send during shutdown: err = %v, want unavailable", err)
+		}
+		if u := r.store.Usage(r.user); u.Active != 0 {
+			t.Errorf("a refused send holds a slot: %+v", u)
+		}
+	})
+}
+
+// TestRetriedSendAttaches: a send retried with the same client message id
+// follows the first attempt's answer instead of starting another.
+func TestRetriedSendAttaches(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, chat.GeneratorConfig{})
+	in := chat.SendInput{ConversationID: r.conv, Content: "hello", ClientMessageID: "c-1"}
+	first, err := r.gen.Send(t.Context(), r.user, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	turn := r.model.Next(wait)
+	retry, err := r.gen.Send(t.Context(), r.user, in)
+	if err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	turn.Say("once")
+	turn.End(chat.Usage{}, "stop")
+	a, b := rest(t, first), rest(t, retry)
+	if kinds(a) != kinds(b) || last(a).Message.ID != last(b).Message.ID {
+		t.Errorf("first saw %s, retry saw %s: want the same answer", kinds(a), kinds(b))
+	}
+	if n := len(r.model.Requests()); n != 1 {
+		t.Errorf("the model was asked %d times, want once", n)
+	}
+}
+
+// TestFollow: a follower resumes after the seq it saw, from the instance
+// that runs the answer, from another instance through the shared log, and
+// from the database once the log is gone.
+func TestFollow(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, chat.GeneratorConfig{})
+	s, turn := r.send(t, "hello")
+	st := next(t, s)
+	genID := st.Started.GenerationID
+	turn.Say("a", "b")
+	next(t, s)
+	next(t, s)
+
+	local, err := r.gen.Resume(t.Context(), r.user, genID, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, local); ev.Seq != 3 || ev.Text != "b" {
+		t.Errorf("local resume after 2 got %+v, want seq 3 %q", ev, "b")
+	}
+	other := r.instance(t, chat.GeneratorConfig{}, r.events)
+	remote, err := other.Resume(t.Context(), r.user, genID, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	turn.End(chat.Usage{}, "stop")
+	evs := rest(t, remote)
+	if got, want := kinds(evs), "delta,delta,usage,completed"; got != want || evs[0].Seq != 2 {
+		t.Errorf("remote resume after 1 = %s from seq %d, want %s from 2", got, evs[0].Seq, want)
+	}
+	rest(t, s)
+
+	// An instance whose log has no entry for the answer (it expired)
+	// rebuilds the finished answer from the database.
+	expired := r.instance(t, chat.GeneratorConfig{}, chattest.NewEventLog(time.Minute))
+	replayed, err := expired.Resume(t.Context(), r.user, genID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs = rest(t, replayed)
+	if got, want := kinds(evs), "started,delta,usage,completed"; got != want || evs[1].Text != "ab" {
+		t.Errorf("replay from the database = %s (%q), want %s with the whole text", got, evs[1].Text, want)
+	}
+	if _, err := r.gen.Resume(t.Context(), uuid.New(), genID, 0); apperr.CodeOf(err) != apperr.NotFound {
+		t.Errorf("another user's resume: err = %v, want not_found", err)
+	}
+}
+
+// TestStopFromAnotherInstance: a stop asked on an instance that does not
+// run the answer reaches the one that does, which saves it stopped.
+func TestStopFromAnotherInstance(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, chat.GeneratorConfig{})
+	s, turn := r.send(t, "hello")
+	st := next(t, s)
+	turn.Say("part")
+	next(t, s)
+	other := r.instance(t, chat.GeneratorConfig{}, r.events)
+	m, err := other.Stop(t.Context(), r.user, st.Started.GenerationID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Status != chat.StatusStopped || m.Content != "part" {
+		t.Errorf("stop returned %q (%s), want %q stopped", m.Content, m.Status, "part")
+	}
+}
+
+// TestSweep: every SweepInterval, answers older than the longest
+// generation (plus a minute) are marked interrupted.
+func TestSweep(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, chat.GeneratorConfig{MaxDuration: 5 * time.Minute, SweepInterval: time.Minute})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { r.gen.SweepStale(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	if !r.store.WaitFor(wait, func(st *chattest.Store) bool { return len(st.Interrupts()) == 1 }) {
+		t.Fatal("no sweep at start")
+	}
+	if !r.clock.WaitForTickers(1, wait) {
+		t.Fatal("the sweep made no ticker")
+	}
+	r.clock.Advance(time.Minute)
+	if !r.store.WaitFor(wait, func(st *chattest.Store) bool { return len(st.Interrupts()) == 2 }) {
+		t.Fatal("no sweep after an interval")
+	}
+	if got, want := r.store.Interrupts()[1], t0.Add(time.Minute).Add(-6*time.Minute); !got.Equal(want) {
+		t.Errorf("sweep cutoff = %v, want %v", got, want)
+	}
+}
+
+// TestPrompts: Send answers the branch plus the new message, Regenerate
+// the branch up to the answer's question, and an edit of the first
+// message starts over.
+func TestPrompts(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, chat.GeneratorConfig{})
+	s, turn := r.send(t, "first question")
+	turn.Say("first answer")
+	turn.End(chat.Usage{}, "stop")
+	evs := rest(t, s)
+	answer := last(evs).Message
+	question := evs[0].Started.UserMessage
+
+	prompt := func(turn *chattest.Turn) string {
+		var parts []string
+		for _, m := range turn.Request.Messages {
+			parts = append(parts, string(m.Role)+":"+m.Content)
+		}
+		return strings.Join(parts, "|")
+	}
+	s, turn = r.send(t, "second")
+	if got, want := prompt(turn), "user:first question|assistant:first answer|user:second"; got != want {
+		t.Errorf("send prompt = %s, want %s", got, want)
+	}
+	turn.End(chat.Usage{}, "stop")
+	rest(t, s)
+
+	s, err := r.gen.Regenerate(t.Context(), r.user, answer.ID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	turn = r.model.Next(wait)
+	if got, want := prompt(turn), "user:first question"; got != want {
+		t.Errorf("regenerate prompt = %s, want %s", got, want)
+	}
+	turn.End(chat.Usage{}, "stop")
+	rest(t, s)
+
+	s, err = r.gen.Edit(t.Context(), r.user, question.ID, "edited", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	turn = r.model.Next(wait)
+	if got, want := prompt(turn), "user:edited"; got != want {
+		t.Errorf("edit prompt = %s, want %s", got, want)
+	}
+	turn.End(chat.Usage{}, "stop")
+	rest(t, s)
+}
+
+// TestTitle: the first exchange of an untitled conversation gets a title,
+// streamed before the answer completes.
+func TestTitle(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, chat.GeneratorConfig{Titler: chat.HeuristicTitler{}})
+	untitled := r.store.AddConversation(r.user, chat.NewConversation{})
+	s, err := r.gen.Send(t.Context(), r.user, chat.SendInput{ConversationID: untitled, Content: "plan a weekend in lisbon please now"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	turn := r.model.Next(wait)
+	turn.End(chat.Usage{}, "stop")
+	evs := rest(t, s)
+	if got, want := kinds(evs), "started,title,usage,completed"; got != want && kinds(evs) != "started,usage,title,completed" {
+		t.Fatalf("events = %s, want a title before completed", got)
+	}
+	if c, _ := r.store.Conversation(untitled); c.Title != "Plan a weekend in lisbon please" {
+		t.Errorf("saved title = %q", c.Title)
+	}
+}

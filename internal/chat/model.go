@@ -1,0 +1,114 @@
+package chat
+
+import (
+	"context"
+	"slices"
+
+	"github.com/parleyhq/parley/internal/apperr"
+)
+
+// Provider starts completions; internal/llm implements it for
+// OpenAI-compatible APIs and for the offline dev responder.
+type Provider interface {
+	// Stream starts a completion and returns once the provider accepted the
+	// request. Canceling ctx cancels the upstream request at any point,
+	// including while a ModelStream's Recv waits.
+	//
+	// Errors are *apperr.Error: Invalid for a request the model cannot take
+	// (such as a conversation over its context length), ResourceExhausted
+	// when the provider rate limits (RetryAfter set), Unavailable when it is
+	// down or unreachable, DeadlineExceeded when it stops responding,
+	// Canceled when ctx ends, and Internal for misconfiguration such as
+	// rejected credentials.
+	Stream(ctx context.Context, req ModelRequest) (ModelStream, error)
+}
+
+// ModelStream yields an answer piece by piece.
+//
+// Recv, Usage and FinishReason are not safe for concurrent use. Close may be
+// called from any goroutine, also while Recv waits, to abort the answer.
+type ModelStream interface {
+	// Recv returns the next text delta. At the end of the answer it returns
+	// io.EOF, after which Usage and FinishReason are final. Any other error is
+	// an *apperr.Error and is returned again by later calls.
+	Recv() (string, error)
+	// Usage is the provider's token count once Recv returned io.EOF. Before
+	// that, or when the provider reported none, it is an estimate by
+	// EstimateTokens of the prompt and of the text received so far, which is
+	// what budgets need when an answer is stopped early.
+	Usage() Usage
+	// FinishReason says why the model stopped, e.g. "stop" or "length"; it is
+	// empty until the provider said so.
+	FinishReason() string
+	// Close releases the upstream request. Closing before io.EOF cancels it,
+	// so the provider stops generating (and billing). Close is idempotent;
+	// Recv after Close returns apperr Canceled.
+	Close() error
+}
+
+// ModelRequest asks a model to continue a conversation.
+type ModelRequest struct {
+	// Model is the provider's model name, e.g. "gpt-4o-mini".
+	Model string
+	// Messages is the conversation so far, oldest first.
+	Messages []PromptMessage
+	// MaxTokens caps the answer's length; 0 leaves it to the provider.
+	MaxTokens int
+}
+
+// PromptMessage is one turn of a conversation as the model sees it.
+type PromptMessage struct {
+	Role    Role
+	Content string
+}
+
+// Models is the catalog of models the server offers and the provider that
+// serves each.
+type Models struct {
+	defaultModel string
+	providers    map[string]Provider
+	names        []string
+}
+
+// NewModels returns a catalog whose default is the first model added.
+func NewModels() *Models { return &Models{providers: map[string]Provider{}} }
+
+// Add offers names through p.
+func (m *Models) Add(p Provider, names ...string) *Models {
+	for _, n := range names {
+		if m.defaultModel == "" {
+			m.defaultModel = n
+		}
+		if _, ok := m.providers[n]; !ok {
+			m.names = append(m.names, n)
+		}
+		m.providers[n] = p
+	}
+	return m
+}
+
+// Default is the model used when neither request nor conversation names one.
+func (m *Models) Default() string { return m.defaultModel }
+
+// Names lists the offered models, the default first.
+func (m *Models) Names() []string { return slices.Clone(m.names) }
+
+// Has reports whether name is offered.
+func (m *Models) Has(name string) bool { _, ok := m.providers[name]; return ok }
+
+// resolve picks the first non-empty of the names, or the default, and its
+// provider. It returns apperr Invalid naming field for an unknown model.
+func (m *Models) resolve(field string, names ...string) (string, Provider, error) {
+	name := m.defaultModel
+	for _, n := range names {
+		if n != "" {
+			name = n
+			break
+		}
+	}
+	p, ok := m.providers[name]
+	if !ok {
+		return "", nil, apperr.InvalidField(field, "%q is not a model this server offers (offered: %v)", name, m.names)
+	}
+	return name, p, nil
+}

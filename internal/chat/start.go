@@ -1,0 +1,102 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"math"
+	"time"
+
+	"github.com/parleyhq/parley/internal/apperr"
+
+	"github.com/google/uuid"
+)
+
+// Stage 2 of an answer: check the user's plan, save the exchange with its
+// quota reservation in one statement, and launch the generation. The first
+// event (started) is ready before start returns; the model is asked in the
+// generation's own goroutine (stream.go).
+
+// errDraining refuses new answers once the instance is shutting down, so
+// the client retries on another one.
+var errDraining = apperr.New(apperr.Unavailable, "the server is restarting; send the message again")
+
+// start saves p's exchange (reserving its tokens) and launches its generation.
+func (g *Generator) start(ctx context.Context, userID uuid.UUID, p prepared) (Stream, error) {
+	x := p.exchange
+	x.CreateTime = g.clock.Now().UTC().Truncate(time.Microsecond)
+	x.QuotaTokens, x.MaxActive = math.MaxInt64, g.cfg.MaxConcurrent
+	var quota int64
+	if g.cfg.Plans != nil {
+		pl, err := g.cfg.Plans.PlanOf(ctx, userID)
+		if err != nil {
+			return nil, err
+		}
+		if !pl.AllowsModel(x.Model) {
+			return nil, apperr.New(apperr.PermissionDenied, "model %q is not included in the %s plan", x.Model, pl.Name)
+		}
+		if pl.MonthlyTokens > 0 {
+			x.QuotaTokens, quota = pl.MonthlyTokens, pl.MonthlyTokens
+		}
+	}
+	x.ReserveTokens = int64(g.cfg.OutputReserve)
+	for _, m := range p.prompt {
+		x.ReserveTokens += int64(EstimateTokens(m.Content))
+	}
+	if g.isDraining() {
+		return nil, errDraining
+	}
+	user, answer, err := g.store.InsertExchange(ctx, userID, x)
+	switch {
+	case errors.Is(err, ErrQuotaExceeded):
+		reset := nextMonth(x.CreateTime)
+		e := apperr.New(apperr.ResourceExhausted, "the monthly quota of %d tokens is used up (this message needs about %d); it resets at %s",
+			quota, x.ReserveTokens, reset.Format(time.RFC3339))
+		e.RetryAfter = int(reset.Sub(x.CreateTime).Seconds()) + 1
+		return nil, e
+	case errors.Is(err, ErrConversationBusy):
+		return nil, errBusy
+	case errors.Is(err, ErrTooManyGenerations):
+		e := apperr.New(apperr.ResourceExhausted, "at most %d answers can be written at once; wait for one to end or stop it", x.MaxActive)
+		e.RetryAfter = 1
+		return nil, e
+	case err != nil:
+		return nil, err
+	}
+	if user == nil {
+		// Regeneration: the user message is the answer's existing parent,
+		// the last message of the loaded branch.
+		parent := p.xc.Branch[len(p.xc.Branch)-1]
+		user = &parent
+	}
+	gen := g.newGeneration(userID, *user, answer, p)
+	if !g.register(gen) {
+		// Shutdown began between the check and the insert: give the slot
+		// and the reservation back at once.
+		g.abandon(answer)
+		return nil, errDraining
+	}
+	gen.launch()
+	return gen.subscribe(0), nil
+}
+
+// isDraining reports whether Shutdown began.
+func (g *Generator) isDraining() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.draining
+}
+
+// abandon ends an answer that never ran, releasing what it held.
+func (g *Generator) abandon(answer Message) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(g.base), finalSaveTimeout)
+	defer cancel()
+	if _, err := g.store.FinishMessage(ctx, answer.ID, Outcome{Status: StatusInterrupted, Model: answer.Model}); err != nil {
+		g.log.Warn("releasing an answer that never ran failed; the sweep will end it", "generation_id", answer.GenerationID, "err", err)
+	}
+}
+
+// nextMonth is when the quota period holding t ends.
+func nextMonth(t time.Time) time.Time {
+	t = t.UTC()
+	return time.Date(t.Year(), t.Month()+1, 1, 0, 0, 0, 0, time.UTC)
+}

@@ -1,0 +1,106 @@
+package chat
+
+import (
+	"context"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+)
+
+// Titler writes a short title for a conversation from its first message.
+type Titler interface {
+	Title(ctx context.Context, model, firstMessage string) (string, error)
+}
+
+// ProviderTitler asks the conversation's model for a title.
+type ProviderTitler struct{ Models *Models }
+
+// Title implements Titler.
+func (t ProviderTitler) Title(ctx context.Context, model, firstMessage string) (string, error) {
+	_, p, err := t.Models.resolve("model", model)
+	if err != nil {
+		return "", err
+	}
+	if len(firstMessage) > 2000 {
+		firstMessage = firstMessage[:2000]
+	}
+	s, err := p.Stream(ctx, ModelRequest{Model: model, MaxTokens: 24, Messages: []PromptMessage{
+		{Role: RoleSystem, Content: "Write a title of at most six words for a conversation that starts with the user's message. Answer with the title only, no quotes."},
+		{Role: RoleUser, Content: firstMessage},
+	}})
+	if err != nil {
+		return "", err
+	}
+	defer s.Close()
+	var b strings.Builder
+	for {
+		text, err := s.Recv()
+		if err != nil {
+			break
+		}
+		b.WriteString(text)
+	}
+	return CleanTitle(b.String()), nil
+}
+
+// HeuristicTitler titles a conversation with the first words of its first
+// message; the offline dev provider uses it.
+type HeuristicTitler struct{}
+
+// Title implements Titler.
+func (HeuristicTitler) Title(_ context.Context, _, firstMessage string) (string, error) {
+	words := strings.Fields(firstMessage)
+	if len(words) > 6 {
+		words = words[:6]
+	}
+	return CleanTitle(strings.Join(words, " ")), nil
+}
+
+// CleanTitle trims quotes, punctuation and length from a model's title.
+func CleanTitle(s string) string {
+	s = strings.TrimSpace(strings.SplitN(strings.TrimSpace(s), "\n", 2)[0])
+	s = strings.TrimLeft(s, "\"'*#` \t")
+	s = strings.TrimRight(s, "\"'*#`.!?:;, \t")
+	for utf8.RuneCountInString(s) > 80 {
+		_, size := utf8.DecodeLastRuneInString(s)
+		s = s[:len(s)-size]
+	}
+	if s != "" {
+		r, size := utf8.DecodeRuneInString(s)
+		s = string(unicode.ToUpper(r)) + s[size:]
+	}
+	return s
+}
+
+// startTitle writes a title for a conversation's first exchange, beside
+// the answer so the first token is not delayed. The channel closes when done.
+func (gen *generation) startTitle() <-chan struct{} {
+	done := make(chan struct{})
+	g := gen.g
+	if g.cfg.Titler == nil || gen.xc.Title != "" || len(gen.xc.Branch) > 0 || gen.userMessage.ParentID != uuid.Nil {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		// Not canceled by a stop (the title is still wanted), but by shutdown.
+		ctx, cancel := context.WithTimeout(g.base, 20*time.Second)
+		defer cancel()
+		title, err := g.cfg.Titler.Title(ctx, gen.answer.Model, gen.userMessage.Content)
+		if err != nil || title == "" {
+			if err != nil {
+				g.log.Warn("title generation failed", "generation_id", gen.id, "err", err)
+			}
+			return
+		}
+		set, err := g.store.SetTitleIfEmpty(ctx, gen.userID, gen.answer.ConversationID, title)
+		if err != nil || !set {
+			return
+		}
+		gen.emit(Event{Kind: EventTitle, Title: title})
+	}()
+	return done
+}
