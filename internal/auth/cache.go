@@ -75,6 +75,6 @@ func (v *Verifier) Recognizes(header http.Header) bool {
 	if !ok {
 		return false
 	}
-	_, ok = v.verified.get(sha256.Sum256([]byte(token)), time.Now())
+	_, ok = v.verified.get(sha256.Sum256([]byte(token)), v.now())
 	return ok
 }

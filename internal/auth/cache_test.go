@@ -1,46 +1,101 @@
 package auth
 
 import (
-	"context"
+	"encoding/json"
 	"errors"
+	"net/http"
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 )
 
-// TestVerifyCache: a verified token is remembered, but never past its
-// expiry, and a token that differs only in its signature is still checked.
+// newCacheTestVerifier returns a static verifier whose clock is a fakeClock
+// at a fixed instant, and a token for it issued at that instant, valid for
+// tokenTTL. The instant is long past, so a verifier that judged tokens by
+// the real clock would refuse every one.
+func newCacheTestVerifier(tb testing.TB, leeway, tokenTTL time.Duration) (*Verifier, *fakeClock, string) {
+	tb.Helper()
+	key := newECKey(tb, "cache")
+	jwks, err := json.Marshal(map[string]any{"keys": []any{key.jwk}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	const iss = "http://cache.test/auth/v1"
+	clock := newFakeClock(time.Unix(1_700_000_000, 0))
+	v, err := NewStaticVerifier(Config{Issuer: iss, Leeway: leeway, Now: clock.Now}, jwks)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(v.Close)
+	token := key.sign(tb, supabaseClaims(iss, uuid.New(), func(c jwt.MapClaims) {
+		c["iat"] = clock.Now().Unix()
+		c["exp"] = clock.Now().Add(tokenTTL).Unix()
+	}))
+	return v, clock, token
+}
+
+// TestVerifyCache: a verified token is remembered until it expires or for
+// the cache's ttl, whichever comes first, and not a moment longer. Past its
+// expiry (and the leeway) it is refused, not served from the cache.
 func TestVerifyCache(t *testing.T) {
 	t.Parallel()
-	key, err := LoadOrCreateDevKey(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
+	const leeway = time.Second
+	tests := []struct {
+		name     string
+		tokenTTL time.Duration
+		// elapsed is the time between the first verification and the check.
+		elapsed    time.Duration
+		wantCached bool
+		wantErr    error // from Verify at that moment; nil for success
+	}{
+		{"CachedUntilJustBeforeExpiry", time.Minute, time.Minute - time.Nanosecond, true, nil},
+		{"NotCachedAtExpiry", time.Minute, time.Minute, false, nil}, // still within the leeway
+		{"ErrExpired", time.Minute, time.Minute + leeway, false, jwt.ErrTokenExpired},
+		{"CachedUntilJustBeforeTTL", time.Hour, maxCacheTTL - time.Nanosecond, true, nil},
+		{"NotCachedAtTTL", time.Hour, maxCacheTTL, false, nil},
 	}
-	cfg := Config{Issuer: "http://cache.test/auth/v1", Leeway: time.Nanosecond}
-	v, err := NewStaticVerifier(cfg, key.JWKS())
-	if err != nil {
-		t.Fatal(err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			v, clock, token := newCacheTestVerifier(t, leeway, tt.tokenTTL)
+			header := http.Header{"Authorization": {"Bearer " + token}}
+			if v.Recognizes(header) {
+				t.Fatal("Recognizes a token before verifying it")
+			}
+			first, err := verifyWithin(t, v, token, 5*time.Second)
+			if err != nil {
+				t.Fatalf("first Verify: %v", err)
+			}
+			clock.Advance(tt.elapsed)
+			if got := v.Recognizes(header); got != tt.wantCached {
+				t.Errorf("Recognizes %v after %v = %v; want %v", tt.tokenTTL, tt.elapsed, got, tt.wantCached)
+			}
+			again, err := verifyWithin(t, v, token, 5*time.Second)
+			if tt.wantErr != nil {
+				if !errors.Is(err, ErrInvalidToken) || !errors.Is(err, tt.wantErr) {
+					t.Errorf("Verify after %v: %+v, %v; want %v", tt.elapsed, again, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || again != first {
+				t.Errorf("Verify after %v: %+v, %v; want %+v", tt.elapsed, again, err, first)
+			}
+		})
 	}
-	ctx := context.Background()
-	token, err := key.Sign(cfg.Issuer, uuid.New(), 1500*time.Millisecond)
-	if err != nil {
+}
+
+// TestVerifyCacheKeyIsWholeToken: a token that differs from a cached one
+// only in its signature is checked, not served from the cache.
+func TestVerifyCacheKeyIsWholeToken(t *testing.T) {
+	t.Parallel()
+	v, _, token := newCacheTestVerifier(t, time.Second, time.Hour)
+	if _, err := verifyWithin(t, v, token, 5*time.Second); err != nil {
 		t.Fatal(err)
-	}
-	first, err := v.Verify(ctx, token)
-	if err != nil {
-		t.Fatal(err)
-	}
-	again, err := v.Verify(ctx, token)
-	if err != nil || again != first {
-		t.Fatalf("second verification: %+v %v", again, err)
 	}
 	forged := token[:len(token)-4] + "AAAA"
-	if _, err := v.Verify(ctx, forged); !errors.Is(err, ErrInvalidToken) {
+	if _, err := verifyWithin(t, v, forged, 5*time.Second); !errors.Is(err, ErrInvalidToken) {
 		t.Errorf("a token with another signature passed: %v", err)
-	}
-	time.Sleep(time.Until(first.ExpiresAt) + 50*time.Millisecond)
-	if _, err := v.Verify(ctx, token); !errors.Is(err, ErrInvalidToken) {
-		t.Errorf("an expired token passed from the cache: %v", err)
 	}
 }

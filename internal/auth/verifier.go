@@ -89,6 +89,11 @@ type Config struct {
 	RefreshInterval time.Duration
 	// Logger receives JWKS fetch failures; discarded if nil.
 	Logger *slog.Logger
+	// Now is the clock tokens are judged by: their exp, nbf and iat, and how
+	// long a verified token stays cached. time.Now if nil; tests set it to
+	// step past an expiry instead of sleeping through it. JWKS refreshes
+	// keep to the real clock.
+	Now func() time.Time
 }
 
 // Claims are the verified facts about the caller that handlers may rely on.
@@ -122,6 +127,7 @@ type Verifier struct {
 	parser      *jwt.Parser
 	hs256Secret []byte
 	log         *slog.Logger
+	now         func() time.Time
 
 	// ready is closed once keys (and initErr) are set. NewVerifier fetches the
 	// JWKS in the background so start-up never waits on Supabase.
@@ -251,6 +257,10 @@ func newVerifier(cfg Config) (*Verifier, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
 	return &Verifier{
 		parser: jwt.NewParser(
 			jwt.WithValidMethods(methods),
@@ -259,9 +269,11 @@ func newVerifier(cfg Config) (*Verifier, error) {
 			jwt.WithExpirationRequired(),
 			jwt.WithIssuedAt(),
 			jwt.WithLeeway(leeway),
+			jwt.WithTimeFunc(now),
 		),
 		hs256Secret: bytes.Clone(cfg.HS256Secret),
 		log:         log,
+		now:         now,
 		verified:    newTokenCache(cacheTTLFor(cfg.RefreshInterval)),
 		ready:       make(chan struct{}),
 	}, nil
@@ -273,7 +285,7 @@ func newVerifier(cfg Config) (*Verifier, error) {
 // signed by a key not yet in the cache triggers a rate-limited re-fetch.
 func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 	key := sha256.Sum256([]byte(token))
-	now := time.Now()
+	now := v.now()
 	if claims, ok := v.verified.get(key, now); ok {
 		return claims, nil
 	}

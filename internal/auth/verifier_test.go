@@ -315,16 +315,24 @@ func TestVerifyBackgroundRefresh(t *testing.T) {
 	srv := newJWKSServer(t, keyA)
 	cfg := srv.config()
 	cfg.RefreshInterval = 50 * time.Millisecond
+	clock := newFakeClock(time.Now())
+	cfg.Now = clock.Now
 	v := newTestVerifier(t, cfg)
 	token := keyA.sign(t, supabaseClaims(srv.issuer(), uuid.New(), nil))
 	if _, err := verifyWithin(t, v, token, 10*time.Second); err != nil {
 		t.Fatalf("Verify with key A: %v", err)
 	}
 
-	// Revoking key A must take effect without any token asking for a refresh.
+	// Revoking key A must take effect without any token asking for a
+	// refresh. The refresh runs on keyfunc's timer, in real time, so this
+	// polls for it, within a deadline. The cache of verified tokens keeps
+	// one no longer than a refresh interval, on the verifier's clock: each
+	// poll steps the clock past that, so only the refresh is waited for,
+	// and a cache that kept tokens longer never lets the revocation show.
 	srv.setKeys(keyB)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
+		clock.Advance(cfg.RefreshInterval)
 		_, err := verifyWithin(t, v, token, 10*time.Second)
 		if err != nil {
 			break

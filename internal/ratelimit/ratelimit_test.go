@@ -35,18 +35,27 @@ func newRedis(t *testing.T, url string) *Redis {
 }
 
 // TestLimiters runs one table against both implementations: they must agree.
+// wait lets time pass for a limiter. Memory runs on a fake clock that wait
+// advances. Redis computes with its own TIME, which no test can move, so
+// there wait sleeps; it is only ever given a RetryAfter the limiter itself
+// returned, under 50ms, and proves that waiting that long is enough.
 func TestLimiters(t *testing.T) {
 	t.Parallel()
-	impls := map[string]func(t *testing.T) Limiter{
-		"Memory": func(*testing.T) Limiter { return NewMemory() },
-		"Redis":  func(t *testing.T) Limiter { return newRedis(t, redistest.URL(t)) },
+	impls := map[string]func(t *testing.T) (l Limiter, wait func(time.Duration)){
+		"Memory": func(*testing.T) (Limiter, func(time.Duration)) {
+			m, clock := newFakeMemory()
+			return m, clock.Advance
+		},
+		"Redis": func(t *testing.T) (Limiter, func(time.Duration)) {
+			return newRedis(t, redistest.URL(t)), time.Sleep
+		},
 	}
 	for name, newLimiter := range impls {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			t.Run("BurstThenDeny", func(t *testing.T) {
-				l := newLimiter(t)
+				l, _ := newLimiter(t)
 				limit := PerMinute(3)
 				for i := range 3 {
 					res, err := l.Allow(ctx, "k", limit)
@@ -66,7 +75,7 @@ func TestLimiters(t *testing.T) {
 				}
 			})
 			t.Run("KeysAreIndependent", func(t *testing.T) {
-				l := newLimiter(t)
+				l, _ := newLimiter(t)
 				limit := PerMinute(1)
 				if res, _ := l.Allow(ctx, "a", limit); !res.Allowed {
 					t.Fatal("a denied")
@@ -75,20 +84,69 @@ func TestLimiters(t *testing.T) {
 					t.Error("b denied because of a")
 				}
 			})
-			t.Run("RecoversAfterInterval", func(t *testing.T) {
-				l := newLimiter(t)
-				limit := Limit{Rate: 20, Burst: 1, Period: time.Second} // one every 50ms
-				if res, _ := l.Allow(ctx, "r", limit); !res.Allowed {
-					t.Fatal("first denied")
+			t.Run("RecoversAfterRetryAfter", func(t *testing.T) {
+				l, wait := newLimiter(t)
+				const interval = 50 * time.Millisecond
+				limit := Limit{Rate: 20, Burst: 1, Period: time.Second} // one every interval
+				if res, err := l.Allow(ctx, "r", limit); err != nil || !res.Allowed {
+					t.Fatalf("first call: %+v %v, want allowed", res, err)
 				}
-				if res, _ := l.Allow(ctx, "r", limit); res.Allowed {
-					t.Fatal("second allowed at once")
+				res, err := l.Allow(ctx, "r", limit)
+				if err != nil || res.Allowed {
+					t.Fatalf("second call at once: %+v %v, want denied", res, err)
 				}
-				time.Sleep(60 * time.Millisecond)
-				if res, _ := l.Allow(ctx, "r", limit); !res.Allowed {
-					t.Error("not allowed again after the emission interval")
+				if res.RetryAfter <= 0 || res.RetryAfter > interval {
+					t.Fatalf("RetryAfter = %v, want in (0, %v]", res.RetryAfter, interval)
+				}
+				wait(res.RetryAfter)
+				if res, err := l.Allow(ctx, "r", limit); err != nil || !res.Allowed {
+					t.Errorf("call after RetryAfter: %+v %v, want allowed", res, err)
 				}
 			})
+		})
+	}
+}
+
+// TestResilientCooldown: after a failed shared check the shared limiter is
+// skipped for Cooldown, by the limiter's clock, and tried again after it.
+func TestResilientCooldown(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	srv.Stop() // every shared check fails
+	const cooldown = time.Second
+	tests := []struct {
+		name      string
+		elapsed   time.Duration // since the failed check
+		wantTried bool
+	}{
+		{"SkippedJustBeforeTheEnd", cooldown - time.Nanosecond, false},
+		{"SkippedAtTheEnd", cooldown, false},
+		{"TriedAfterTheEnd", cooldown + time.Nanosecond, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			client, err := broker.NewClient(srv.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { client.Close() })
+			var tries atomic.Int64
+			client.AddHook(countHook{&tries})
+			clock := newFakeClock()
+			r := newFakeResilient(NewRedis(client, redistest.Prefix(t)), clock)
+			r.Cooldown = cooldown
+			ctx := context.Background()
+			if _, degraded := r.Allow(ctx, "k", PerMinute(5), false); !degraded || tries.Load() != 1 {
+				t.Fatalf("first check: degraded=%v after %d tries of Redis, want degraded after 1", degraded, tries.Load())
+			}
+			clock.Advance(tt.elapsed)
+			if _, degraded := r.Allow(ctx, "k", PerMinute(5), false); !degraded {
+				t.Error("a check with Redis down is not marked degraded")
+			}
+			if tried := tries.Load() == 2; tried != tt.wantTried {
+				t.Errorf("%v after the failure, Redis tried again: %v; want %v", tt.elapsed, tried, tt.wantTried)
+			}
 		})
 	}
 }
@@ -99,11 +157,9 @@ func TestLimiters(t *testing.T) {
 func TestResilientOutage(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	a := NewResilient(newRedis(t, srv.URL), log)
-	a.Cooldown = 10 * time.Millisecond
-	b := NewResilient(a.shared, log) // a second instance on the same Redis
-	b.Cooldown = 10 * time.Millisecond
+	clock := newFakeClock()
+	a := newFakeResilient(newRedis(t, srv.URL), clock)
+	b := newFakeResilient(a.shared, clock) // a second instance on the same Redis
 	ctx := context.Background()
 	limit := PerMinute(2)
 
@@ -134,14 +190,18 @@ func TestResilientOutage(t *testing.T) {
 	}
 
 	srv.Restart()
+	// Each poll steps the clock past the cool-down, so the check goes to
+	// Redis; the poll (bounded, in real time) only waits for go-redis to
+	// reconnect, which it does in its own time if dials failed for long.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
+		clock.Advance(a.Cooldown + time.Nanosecond)
 		_, degraded := a.Allow(ctx, "back", limit, false)
 		if !degraded {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("still degraded 10s after Redis came back")
+			t.Fatal("still degraded, past the cool-down, 10s after Redis came back")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -226,26 +286,5 @@ func TestResilientSlowRedis(t *testing.T) {
 	healthy.Allow(canceled, "c", PerMinute(5), false)
 	if _, degraded := healthy.Allow(context.Background(), "c2", PerMinute(5), false); degraded {
 		t.Error("one canceled call made the limiter skip Redis")
-	}
-}
-
-// TestMemoryPeek: a peek tells whether an event would pass, without
-// counting one.
-func TestMemoryPeek(t *testing.T) {
-	t.Parallel()
-	m := NewMemory()
-	limit := PerMinute(2)
-	for range 5 {
-		if res := m.Peek("k", limit); !res.Allowed || res.Remaining != 2 {
-			t.Fatalf("peek on a fresh key: %+v", res)
-		}
-	}
-	m.Allow(context.Background(), "k", limit)
-	if res := m.Peek("k", limit); !res.Allowed || res.Remaining != 1 {
-		t.Errorf("after one event: %+v", res)
-	}
-	m.Allow(context.Background(), "k", limit)
-	if res := m.Peek("k", limit); res.Allowed || res.RetryAfter <= 0 {
-		t.Errorf("after the burst: %+v, want denied with a retry hint", res)
 	}
 }

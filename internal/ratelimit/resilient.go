@@ -23,6 +23,10 @@ type Resilient struct {
 	// Cooldown is how long the shared limiter is skipped after a failure (1s).
 	Cooldown time.Duration
 
+	// now is the clock of the cool-down and of the warnings; tests in this
+	// package replace it.
+	now func() time.Time
+
 	mu       sync.Mutex
 	downTill time.Time
 	lastWarn time.Time
@@ -30,7 +34,7 @@ type Resilient struct {
 
 // NewResilient returns a limiter on shared (nil: in-memory only).
 func NewResilient(shared Limiter, log *slog.Logger) *Resilient {
-	return &Resilient{shared: shared, local: NewMemory(), log: log, Timeout: 50 * time.Millisecond, Cooldown: time.Second}
+	return &Resilient{shared: shared, local: NewMemory(), log: log, Timeout: 50 * time.Millisecond, Cooldown: time.Second, now: time.Now}
 }
 
 // Allow checks one event. It never fails: Degraded reports a check that
@@ -63,12 +67,12 @@ func (r *Resilient) Allow(ctx context.Context, key string, limit Limit, failOpen
 func (r *Resilient) available() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return time.Now().After(r.downTill)
+	return r.now().After(r.downTill)
 }
 
 // failed starts a cool-down and warns, at most once per 10 seconds.
 func (r *Resilient) failed(err error) {
-	now := time.Now()
+	now := r.now()
 	r.mu.Lock()
 	r.downTill = now.Add(r.Cooldown)
 	warn := now.Sub(r.lastWarn) >= 10*time.Second
