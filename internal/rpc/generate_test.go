@@ -11,6 +11,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/parleyhq/parley/internal/apitest"
 	"github.com/parleyhq/parley/internal/chat"
@@ -681,10 +682,19 @@ func TestResumeOnAnotherInstance(t *testing.T) {
 	}
 }
 
+// TestResumeAfterLogExpired: once the shared log of a finished answer has
+// expired, a resume on another instance rebuilds the answer from the
+// database. The log's expiry is checked (the retention is set on Finish)
+// and then carried out by deleting the key as Redis would, so the test
+// need not wait; the replay has the database's shape (one delta with the
+// whole text), which a replay from the log (one delta per chunk) has not.
 func TestResumeAfterLogExpired(t *testing.T) {
 	t.Parallel()
 	fake := llmtest.NewServer(t)
-	a, b := twoInstances(t, fake, 100*time.Millisecond)
+	const retention = time.Minute
+	redisURL, prefix := redistest.URL(t), redistest.Prefix(t)
+	opts := apitest.Options{RedisURL: redisURL, RedisPrefix: prefix, Retention: retention}
+	a, b := fakeEnv(t, fake, opts), fakeEnv(t, fake, opts)
 	ctx := testCtx(t)
 	user := uuid.New()
 	c := a.ChatClient(t, "connect+json", user)
@@ -697,8 +707,31 @@ func TestResumeAfterLogExpired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if n := countKind(evs, "delta"); n < 2 {
+		t.Fatalf("the answer streamed %d deltas; the test needs several to tell a replay from the log apart", n)
+	}
 	genID := started(t, evs).GenerationId
-	time.Sleep(400 * time.Millisecond) // past the retention
+
+	rdb := redis.NewClient(mustParseRedisURL(t, redisURL))
+	defer rdb.Close()
+	key := prefix + "log:" + genID
+	var ttl time.Duration
+	for range 100 { // the log is finished just after the last event is relayed
+		if ttl, err = rdb.PTTL(ctx, key).Result(); err != nil {
+			t.Fatal(err)
+		}
+		if ttl > 0 && ttl <= retention {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ttl <= 0 || ttl > retention {
+		t.Fatalf("the finished log's time to live is %v, want at most the retention %v", ttl, retention)
+	}
+	if err := rdb.Del(ctx, key).Err(); err != nil { // what expiry does
+		t.Fatal(err)
+	}
+
 	resumed, err := b.ChatClient(t, "connect+json", user).ResumeGeneration(ctx, connect.NewRequest(&parleyv1.ResumeGenerationRequest{GenerationId: genID}))
 	if err != nil {
 		t.Fatal(err)
@@ -707,9 +740,45 @@ func TestResumeAfterLogExpired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if n := countKind(replayed, "delta"); n != 1 {
+		t.Errorf("the replay has %d deltas, want the database's one", n)
+	}
 	if deltas(replayed) != deltas(evs) || completed(t, replayed).Content != deltas(evs) {
 		t.Errorf("replay from the database: %q, want %q", deltas(replayed), deltas(evs))
 	}
+}
+
+// countKind counts the events of one kind ("delta", "usage", ...).
+func countKind(evs []*parleyv1.SendMessageResponse, kind string) int {
+	n := 0
+	for _, ev := range evs {
+		var k string
+		switch ev.Event.(type) {
+		case *parleyv1.SendMessageResponse_Started:
+			k = "started"
+		case *parleyv1.SendMessageResponse_Delta:
+			k = "delta"
+		case *parleyv1.SendMessageResponse_Usage:
+			k = "usage"
+		case *parleyv1.SendMessageResponse_Title:
+			k = "title"
+		case *parleyv1.SendMessageResponse_Completed:
+			k = "completed"
+		}
+		if k == kind {
+			n++
+		}
+	}
+	return n
+}
+
+func mustParseRedisURL(t *testing.T, url string) *redis.Options {
+	t.Helper()
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return opt
 }
 
 func TestStopFromAnotherInstance(t *testing.T) {
