@@ -6,7 +6,10 @@
 // any instance may be asked to stop it. Redis serves this across instances;
 // Memory gives the same behaviour inside one process for development.
 //
-// Payloads are opaque: the chat package encodes its own events.
+// The Broker interface carries opaque, sequenced payloads; ChatLog puts
+// the chat domain's events on it (encoded as JSON) and is what the chat
+// domain sees, as its chat.EventLog. Another domain with live events (agent
+// runs) gets its own codec over the same Broker.
 package broker
 
 import (
@@ -27,7 +30,8 @@ type Event struct {
 	Data []byte
 }
 
-// Broker is the event log and stop signal of generations.
+// Broker is the byte-level event log and stop signal of generations, on
+// Redis or in memory.
 type Broker interface {
 	// Append adds events, in order, to the generation's log, creating the
 	// log on the first event, and wakes followers. It returns ErrSequence

@@ -30,9 +30,10 @@ func (g *Generator) Stop(ctx context.Context, userID, generationID uuid.UUID) (M
 		if err := g.events.Stop(ctx, generationID); err != nil {
 			g.log.WarnContext(ctx, "could not broadcast stop", "generation_id", generationID, "err", err)
 		}
-		if events, errf, err := g.events.Follow(ctx, generationID, 0); err == nil {
-			stream = g.remote(userID, generationID, events, errf, 0)
-		}
+		// follow waits a moment for the log of an answer that has just
+		// started elsewhere; without it the stop would take the database
+		// path below and lose the text the running instance is saving.
+		stream, _ = g.follow(ctx, userID, answer, 0)
 	}
 	if stream != nil {
 		// Wait until the running instance has saved the stopped answer.

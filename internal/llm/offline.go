@@ -20,7 +20,7 @@ const OfflineModel = "parley-offline"
 // stream at roughly a real model's pace, so the UI's streaming is visible.
 const DefaultOfflineDelay = 15 * time.Millisecond
 
-// Offline is a Provider that answers like ELIZA, without network or keys. It
+// Offline is a chat.Provider that answers like ELIZA, without network or keys. It
 // is deterministic: the same conversation always gets the same answer, which
 // keeps tests and demos repeatable. It ignores Request.Model and MaxTokens.
 // It is safe for concurrent use.
@@ -34,7 +34,7 @@ func NewOffline(delay time.Duration) *Offline {
 	return &Offline{delay: max(delay, 0)}
 }
 
-// Stream implements Provider. It fails only with apperr Canceled or
+// Stream implements chat.Provider. It fails only with apperr Canceled or
 // DeadlineExceeded, when ctx ends.
 func (o *Offline) Stream(ctx context.Context, req chat.ModelRequest) (chat.ModelStream, error) {
 	if err := ctx.Err(); err != nil {
@@ -89,7 +89,7 @@ type offlineStream struct {
 	done      chan struct{} // closed by Close to wake a waiting Recv
 }
 
-// Recv implements Stream.
+// Recv implements chat.ModelStream.
 func (s *offlineStream) Recv() (string, error) {
 	if s.err != nil {
 		return "", s.err
@@ -127,10 +127,10 @@ func (s *offlineStream) Recv() (string, error) {
 	return piece, nil
 }
 
-// Usage implements Stream.
+// Usage implements chat.ModelStream.
 func (s *offlineStream) Usage() chat.Usage { return s.usage }
 
-// FinishReason implements Stream.
+// FinishReason implements chat.ModelStream.
 func (s *offlineStream) FinishReason() string {
 	if s.err == io.EOF {
 		return "stop"
@@ -138,7 +138,7 @@ func (s *offlineStream) FinishReason() string {
 	return ""
 }
 
-// Close implements Stream.
+// Close implements chat.ModelStream.
 func (s *offlineStream) Close() error {
 	s.closeOnce.Do(func() { close(s.done) })
 	return nil

@@ -57,7 +57,7 @@ type OpenAIConfig struct {
 	MaxRetries int
 }
 
-// OpenAI is a Provider for any OpenAI-compatible Chat Completions API:
+// OpenAI is a chat.Provider for any OpenAI-compatible Chat Completions API:
 // OpenAI, Ollama, vLLM, OpenRouter, Groq. It is safe for concurrent use.
 type OpenAI struct {
 	completions openai.ChatCompletionService
@@ -99,7 +99,7 @@ func NewOpenAI(cfg OpenAIConfig) *OpenAI {
 	return p
 }
 
-// Stream implements Provider.
+// Stream implements chat.Provider.
 func (p *OpenAI) Stream(ctx context.Context, req chat.ModelRequest) (chat.ModelStream, error) {
 	if p.configErr != nil {
 		return nil, apperr.Wrap(p.configErr, apperr.Internal, "the model provider is misconfigured")
@@ -202,7 +202,7 @@ type openAIStream struct {
 	err          error // sticky: io.EOF or an *apperr.Error
 }
 
-// Recv implements Stream.
+// Recv implements chat.ModelStream.
 func (s *openAIStream) Recv() (string, error) {
 	s.recvMu.Lock()
 	defer s.recvMu.Unlock()
@@ -262,13 +262,13 @@ func (s *openAIStream) Recv() (string, error) {
 	return "", s.err
 }
 
-// Usage implements Stream.
+// Usage implements chat.ModelStream.
 func (s *openAIStream) Usage() chat.Usage { return s.usage }
 
-// FinishReason implements Stream.
+// FinishReason implements chat.ModelStream.
 func (s *openAIStream) FinishReason() string { return s.finishReason }
 
-// Close implements Stream.
+// Close implements chat.ModelStream.
 func (s *openAIStream) Close() error {
 	if s.closed.Swap(true) {
 		return nil

@@ -126,7 +126,7 @@ func TestResilientCooldown(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			client, err := broker.NewClient(srv.URL)
+			client, err := redisconn.NewClient(srv.URL)
 			if err != nil {
 				t.Fatal(err)
 			}

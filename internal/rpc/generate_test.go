@@ -15,6 +15,7 @@ import (
 
 	"github.com/parleyhq/parley/internal/apitest"
 	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/clock"
 	parleyv1 "github.com/parleyhq/parley/internal/gen/parley/v1"
 	"github.com/parleyhq/parley/internal/gen/parley/v1/parleyv1connect"
 	"github.com/parleyhq/parley/internal/llm"
@@ -440,15 +441,18 @@ func (s *countingStore) FinishMessage(ctx context.Context, id uuid.UUID, o chat.
 }
 
 // TestPersistence: the exchange is saved before the first delta, content
-// is checkpointed about once an interval (never once per token) and the
-// end is saved once.
+// is checkpointed once per interval (never once per token) and the end is
+// saved once. The checkpoint clock is a fake one the test moves, so the
+// cadence is exact: one interval passes, so one checkpoint is written.
 func TestPersistence(t *testing.T) {
 	t.Parallel()
 	chunks := llmtest.FixedChunks(40, 8)
 	fake := llmtest.NewServer(t, llmtest.Chunks(chunks), llmtest.Hold())
 	counter := &countingStore{}
-	interval := 100 * time.Millisecond
+	interval := time.Second
+	clk := clock.NewFake(time.Now())
 	env := fakeEnv(t, fake, apitest.Options{
+		Clock:     clk,
 		Generator: chat.GeneratorConfig{CheckpointInterval: interval},
 		WrapStore: func(s chat.GenerationStore) chat.GenerationStore { counter.GenerationStore = s; return counter },
 	})
@@ -468,27 +472,27 @@ func TestPersistence(t *testing.T) {
 		t.Fatalf("before the first delta: %v", saved)
 	}
 
-	// Stream 40 chunks over about a second; a checkpoint catches a prefix.
-	start := time.Now()
+	// Half the answer, then one interval: one checkpoint with exactly the
+	// text so far.
 	var got strings.Builder
-	for i := range chunks {
-		fake.Release(1)
-		got.WriteString(next(t, stream).GetDelta().GetText())
-		if i == 20 {
-			m := waitMessage(t, env, user, st.AssistantMessageId, func(m chat.Message) bool { return m.Content != "" })
-			if !strings.HasPrefix(got.String(), m.Content) || m.Status != chat.StatusStreaming {
-				t.Errorf("checkpoint %q (%s) is not a prefix of the answer so far %q", m.Content, m.Status, got.String())
-			}
+	relay := func(n int) {
+		for range n {
+			fake.Release(1)
+			got.WriteString(next(t, stream).GetDelta().GetText())
 		}
-		time.Sleep(25 * time.Millisecond)
 	}
+	relay(20)
+	clk.Advance(interval)
+	m := waitMessage(t, env, user, st.AssistantMessageId, func(m chat.Message) bool { return m.Content != "" })
+	if m.Content != got.String() || m.Status != chat.StatusStreaming {
+		t.Errorf("checkpoint %q (%s), want the answer so far %q streaming", m.Content, m.Status, got.String())
+	}
+	relay(20)
 	if _, err := collect(t, stream, int64(len(chunks))+2); err != nil {
 		t.Fatal(err)
 	}
-	elapsed := time.Since(start)
-	maxCheckpoints := int64(elapsed/interval) + 1
-	if n := counter.checkpoints.Load(); n < 1 || n > maxCheckpoints || n >= int64(len(chunks)) {
-		t.Errorf("%d checkpoints in %v at one per %v (and %d tokens); want between 1 and %d", n, elapsed, interval, len(chunks), maxCheckpoints)
+	if n := counter.checkpoints.Load(); n != 1 {
+		t.Errorf("%d checkpoints for %d tokens over one interval with text; want 1", n, len(chunks))
 	}
 	if counter.inserts.Load() != 1 || counter.finishes.Load() != 1 {
 		t.Errorf("inserts %d, finishes %d; want 1 each", counter.inserts.Load(), counter.finishes.Load())

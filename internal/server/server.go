@@ -32,7 +32,7 @@ import (
 // resource_exhausted before they are read in full.
 const MaxMessageBytes = 10 << 20
 
-// Deps is everything the HTTP surface needs, built once in cmd/parley.
+// Deps is everything the HTTP surface needs, built once in internal/app.
 type Deps struct {
 	Log      *slog.Logger
 	Verifier *auth.Verifier
