@@ -18,6 +18,12 @@ const finalSaveTimeout = 5 * time.Second
 // title can still travel in the stream.
 const titleWait = 3 * time.Second
 
+// shutdownFailure tells followers of an answer the server interrupted.
+var shutdownFailure = &EventError{Code: apperr.Unavailable, Message: "the server restarted during the answer; the partial answer is saved"}
+
+// errDeleted tells followers of an answer whose conversation was deleted.
+var errDeleted = &EventError{Code: apperr.NotFound, Message: "the conversation was deleted during the answer"}
+
 // ending is how a generation ended, from the cause of its context's end.
 type ending struct {
 	status Status
@@ -37,8 +43,7 @@ var endings = []struct {
 }{
 	{errStopped, ending{status: StatusStopped, finishReason: "stop"}},
 	{errEndedElsewhere, ending{status: StatusStopped, finishReason: "stop"}},
-	{errShutdown, ending{status: StatusInterrupted, failure: &EventError{
-		Code: apperr.Unavailable, Message: "the server restarted during the answer; the partial answer is saved"}}},
+	{errShutdown, ending{status: StatusInterrupted, failure: shutdownFailure}},
 	{errTooLong, ending{status: StatusFailed, failure: &EventError{
 		Code: apperr.DeadlineExceeded, Message: "the answer took longer than the maximum generation time; the partial answer is saved"}}},
 }
@@ -70,18 +75,27 @@ func (gen *generation) finish(usage Usage, finishReason string, err error, title
 	outcome := Outcome{Content: gen.content(), Status: end.status, Model: gen.answer.Model, Usage: usage, FinishReason: finishReason}
 	failure := end.failure
 
-	saveCtx, cancel := context.WithTimeout(context.WithoutCancel(gen.ctx), finalSaveTimeout)
-	saved, saveErr := g.store.FinishMessage(saveCtx, gen.messageID, outcome)
+	saved, interrupted, saveErr := gen.save(outcome)
+	if interrupted && failure == nil {
+		failure = shutdownFailure
+	}
 	if apperr.IsNotFound(saveErr) {
 		// Someone else ended it first (a stop that reached the database
 		// from another instance): relay the answer as they saved it.
+		saveCtx, cancel := context.WithTimeout(context.WithoutCancel(gen.ctx), finalSaveTimeout)
 		if saved, saveErr = g.store.GetMessage(saveCtx, gen.userID, gen.messageID); saveErr == nil && failure != nil && saved.Status == StatusStopped {
 			failure = nil
 		}
+		cancel()
+		if apperr.IsNotFound(saveErr) {
+			// The conversation was deleted meanwhile; its deletion
+			// released what the answer held.
+			g.log.Info("answer's conversation deleted during the answer", "generation_id", gen.id)
+			failure, saveErr = errDeleted, nil
+		}
 	}
-	cancel()
 	if saveErr != nil {
-		g.log.Error("saving the answer failed", "generation_id", gen.id, "err", saveErr)
+		g.log.Error("saving the answer failed; the sweep will mark it interrupted", "generation_id", gen.id, "err", saveErr)
 		if failure == nil {
 			failure = &EventError{Code: apperr.Unavailable, Message: "the answer could not be saved"}
 		}
@@ -108,3 +122,40 @@ func eventError(err error) *EventError {
 	}
 	return &EventError{Code: apperr.Internal, Message: "the model provider failed; the partial answer is saved"}
 }
+
+// save writes the answer's end. A failed write is retried with backoff
+// (doubling from SaveRetry, at most saveRetryMax apart) while the
+// generation's time allows, at least finalSaveTimeout: a database blip must
+// not lose the text since the last checkpoint, nor the real usage. When the
+// process must exit meanwhile, one last attempt saves the answer as
+// interrupted with all the text it has; interrupted then reports it. It
+// returns apperr NotFound when the answer was already ended (or deleted).
+func (gen *generation) save(o Outcome) (saved Message, interrupted bool, err error) {
+	g := gen.g
+	until := gen.deadline
+	if minimum := time.Now().Add(finalSaveTimeout); until.Before(minimum) {
+		until = minimum
+	}
+	backoff := g.cfg.SaveRetry
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(gen.ctx), finalSaveTimeout)
+		saved, err = g.store.FinishMessage(ctx, gen.messageID, o)
+		cancel()
+		if err == nil || apperr.IsNotFound(err) || interrupted || time.Now().Add(backoff).After(until) {
+			return saved, interrupted, err
+		}
+		g.log.Warn("saving the answer failed; retrying", "generation_id", gen.id, "attempt", attempt, "retry_in", backoff.String(), "err", err)
+		timer := time.NewTimer(backoff)
+		select {
+		case <-timer.C:
+		case <-g.base.Done():
+			// The process is exiting: no time for more backoff.
+			o.Status, interrupted = StatusInterrupted, true
+		}
+		timer.Stop()
+		backoff = min(2*backoff, saveRetryMax)
+	}
+}
+
+// saveRetryMax caps the wait between two attempts at the final save.
+const saveRetryMax = 2 * time.Second

@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -34,8 +35,9 @@ type generation struct {
 	prompt      []PromptMessage
 	provider    Provider
 
-	ctx    context.Context
-	cancel context.CancelCauseFunc
+	ctx      context.Context
+	cancel   context.CancelCauseFunc
+	deadline time.Time // when MaxDuration runs out
 
 	mu     sync.Mutex
 	events []Event
@@ -63,7 +65,7 @@ func (g *Generator) newGeneration(userID uuid.UUID, userMessage, answer Message,
 	gen := &generation{
 		g: g, id: answer.GenerationID, messageID: answer.ID, answer: answer,
 		userID: userID, userMessage: userMessage, xc: p.xc, prompt: p.prompt, provider: p.provider,
-		ctx: ctx, cancel: func(cause error) { cancel(cause); cancelTimeout() },
+		ctx: ctx, cancel: func(cause error) { cancel(cause); cancelTimeout() }, deadline: time.Now().Add(g.cfg.MaxDuration),
 		wake: make(chan struct{}),
 	}
 	gen.emit(Event{Kind: EventStarted, Started: &Started{

@@ -36,6 +36,9 @@ type GeneratorConfig struct {
 	// OutputReserve is the answer length reserved against the quota before
 	// the real usage is known (MaxOutputTokens, or 1000 when that is 0).
 	OutputReserve int
+	// SaveRetry is the first wait before the final save of an answer is
+	// tried again after a failure (100ms); the waits double from there.
+	SaveRetry time.Duration
 	// SweepInterval is how often answers abandoned by a dead instance are
 	// looked for (1m); see SweepStale.
 	SweepInterval time.Duration
@@ -65,6 +68,9 @@ func (c *GeneratorConfig) defaults() {
 		if c.OutputReserve <= 0 {
 			c.OutputReserve = 1000
 		}
+	}
+	if c.SaveRetry <= 0 {
+		c.SaveRetry = 100 * time.Millisecond
 	}
 	if c.SweepInterval <= 0 {
 		c.SweepInterval = time.Minute

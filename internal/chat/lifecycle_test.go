@@ -3,6 +3,7 @@ package chat_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -550,4 +551,53 @@ func TestTitle(t *testing.T) {
 	if c, _ := r.store.Conversation(untitled); c.Title != "Plan a weekend in lisbon please" {
 		t.Errorf("saved title = %q", c.Title)
 	}
+}
+
+// TestFinalSaveRetried: a final save that fails is tried again with
+// backoff, so a database blip loses neither the text since the last
+// checkpoint nor the real usage; when the process must exit meanwhile, one
+// last attempt saves the answer as interrupted with all its text.
+func TestFinalSaveRetried(t *testing.T) {
+	t.Parallel()
+	blip := apperr.New(apperr.Unavailable, "database unreachable")
+	for _, failures := range []int{1, 2} {
+		t.Run(fmt.Sprintf("Fails%d", failures), func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t, chat.GeneratorConfig{SaveRetry: time.Millisecond})
+			for range failures {
+				r.store.FailFinish(blip)
+			}
+			s, turn := r.send(t, "hello")
+			turn.Say("all ", "of it")
+			turn.End(chat.Usage{PromptTokens: 3, CompletionTokens: 4}, "stop")
+			end := last(rest(t, s))
+			if end.Kind != chat.EventCompleted || end.Message.Content != "all of it" || end.Message.Usage.CompletionTokens != 4 {
+				t.Fatalf("last event = %+v, want the completed answer with the provider's usage", end)
+			}
+			if n := r.store.FinishCalls(); n != failures+1 {
+				t.Errorf("%d save attempts, want %d", n, failures+1)
+			}
+		})
+	}
+	t.Run("ShutdownDuringRetry", func(t *testing.T) {
+		t.Parallel()
+		r := newRig(t, chat.GeneratorConfig{SaveRetry: time.Minute, MaxDuration: time.Hour})
+		r.store.FailFinish(blip)
+		s, turn := r.send(t, "hello")
+		st := next(t, s)
+		turn.Say("all ", "of it")
+		turn.End(chat.Usage{}, "stop")
+		if !r.store.WaitFor(wait, func(st *chattest.Store) bool { return st.FinishCalls() == 1 }) {
+			t.Fatal("no save attempt")
+		}
+		go r.gen.Shutdown(context.Background(), 0)
+		end := last(rest(t, s))
+		if end.Kind != chat.EventFailed || end.Error.Code != apperr.Unavailable {
+			t.Errorf("last event = %+v, want failed unavailable (interrupted)", end)
+		}
+		m, _ := r.store.Message(st.Started.AssistantMessageID)
+		if m.Status != chat.StatusInterrupted || m.Content != "all of it" {
+			t.Errorf("saved %q (%s), want all the text, interrupted", m.Content, m.Status)
+		}
+	})
 }

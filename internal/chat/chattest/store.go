@@ -31,6 +31,7 @@ type Store struct {
 	checkpoints   [][]chat.Checkpoint
 	interrupts    []time.Time
 	finishErrs    []error
+	finishCalls   int
 	changed       chan struct{}
 }
 
@@ -130,6 +131,13 @@ func (s *Store) Interrupts() []time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.interrupts)
+}
+
+// FinishCalls counts FinishMessage calls, failed ones included.
+func (s *Store) FinishCalls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.finishCalls
 }
 
 // FailFinish makes the next FinishMessage calls fail with errs, one each.
@@ -339,6 +347,8 @@ func (s *Store) CheckpointMessages(_ context.Context, cps []chat.Checkpoint) ([]
 func (s *Store) FinishMessage(_ context.Context, messageID uuid.UUID, o chat.Outcome) (chat.Message, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.finishCalls++
+	defer s.notify()
 	if len(s.finishErrs) > 0 {
 		err := s.finishErrs[0]
 		s.finishErrs = s.finishErrs[1:]
