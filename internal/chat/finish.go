@@ -44,6 +44,7 @@ var endings = []struct {
 	{errStopped, ending{status: StatusStopped, finishReason: "stop"}},
 	{errEndedElsewhere, ending{status: StatusStopped, finishReason: "stop"}},
 	{errShutdown, ending{status: StatusInterrupted, failure: shutdownFailure}},
+	{errTooManyEvents, ending{status: StatusCompleted, finishReason: "length"}},
 	{errTooLong, ending{status: StatusFailed, failure: &EventError{
 		Code: apperr.DeadlineExceeded, Message: "the answer took longer than the maximum generation time; the partial answer is saved"}}},
 }
@@ -53,6 +54,9 @@ var endings = []struct {
 func endingOf(err, cause error) ending {
 	if err == nil {
 		return ending{status: StatusCompleted}
+	}
+	if errors.Is(err, errPanic) {
+		return ending{status: StatusFailed, failure: &EventError{Code: apperr.Internal, Message: "internal error; the partial answer is saved"}}
 	}
 	for _, e := range endings {
 		if errors.Is(cause, e.cause) {

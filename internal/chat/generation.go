@@ -3,12 +3,16 @@ package chat
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/internal/apperr"
 )
 
 // Stream is a follower's view of a generation's events.
@@ -44,12 +48,17 @@ type generation struct {
 	wake   chan struct{} // closed and replaced on every new event
 	done   bool          // the terminal event was emitted
 	text   strings.Builder
+	deltas int // delta events emitted
 	saved  int // length of the text last checkpointed
 
 	mirrored sync.WaitGroup
 }
 
 var errTooLong = errors.New("generation took longer than the maximum generation time")
+
+// errTooManyEvents ends an answer that reached MaxDeltas: its in-memory
+// event list is bounded, and the answer is cut as a max-tokens limit cuts it.
+var errTooManyEvents = errors.New("answer reached the most deltas one answer may have")
 
 // errStopped cancels a generation that a user stopped.
 var errStopped = errors.New("stopped by the user")
@@ -83,14 +92,52 @@ func (gen *generation) launch() {
 	go gen.run()
 }
 
-// run asks the model, relays its answer until it ends, and saves it.
+// run asks the model, relays its answer until it ends, and saves it. A
+// panic anywhere on the way (a provider's bug, ours) fails this answer
+// only: it is logged with its stack, the answer is saved as failed with
+// the text it has, and the process goes on serving.
 func (gen *generation) run() {
 	defer gen.g.unregister(gen)
 	defer gen.cancel(nil)
+	defer gen.mirrored.Wait()
+	defer func() {
+		if p := recover(); p != nil {
+			gen.g.log.Error("panic in a generation", "generation_id", gen.id, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			gen.finishAfterPanic()
+		}
+	}()
 	titled := gen.startTitle()
 	usage, finishReason, err := gen.streamModel()
 	gen.finish(usage, finishReason, err, titled)
-	gen.mirrored.Wait()
+}
+
+// finishAfterPanic saves a generation that panicked as failed; should that
+// panic too, followers are still told, and the sweep ends the answer.
+func (gen *generation) finishAfterPanic() {
+	defer func() {
+		if p := recover(); p != nil {
+			gen.g.log.Error("panic while saving a generation that panicked", "generation_id", gen.id, "panic", fmt.Sprint(p))
+			gen.emit(Event{Kind: EventFailed, Error: &EventError{Code: apperr.Internal, Message: "internal error"}})
+		}
+	}()
+	gen.finish(gen.recoveredUsage(), "", errPanic, closedChan)
+}
+
+// errPanic ends a generation that panicked; followers see internal.
+var errPanic = errors.New("generation panicked")
+
+// closedChan is a channel that never blocks a receive.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// recoveredUsage estimates what a generation that panicked used: its
+// prompt and the text it has.
+func (gen *generation) recoveredUsage() Usage {
+	var u Usage
+	for _, m := range gen.prompt {
+		u.PromptTokens += int64(EstimateTokens(m.Content))
+	}
+	u.CompletionTokens = int64(EstimateTokens(gen.content()))
+	return u
 }
 
 func (gen *generation) stop() { gen.cancel(errStopped) }

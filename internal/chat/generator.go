@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/parleyhq/parley/internal/apperr"
 	"github.com/parleyhq/parley/internal/clock"
 	"github.com/parleyhq/parley/internal/plan"
 )
@@ -36,6 +37,14 @@ type GeneratorConfig struct {
 	// OutputReserve is the answer length reserved against the quota before
 	// the real usage is known (MaxOutputTokens, or 1000 when that is 0).
 	OutputReserve int
+	// MaxRunning caps the answers this instance writes at once, whoever
+	// asks, so a burst cannot run it out of memory (256); more answer
+	// resource_exhausted with a retry hint.
+	MaxRunning int
+	// MaxDeltas caps the delta events of one answer, which are kept in
+	// memory while it runs (16384); an answer that reaches it ends as if
+	// the model hit its token limit (finish reason "length").
+	MaxDeltas int
 	// SaveRetry is the first wait before the final save of an answer is
 	// tried again after a failure (100ms); the waits double from there.
 	SaveRetry time.Duration
@@ -68,6 +77,12 @@ func (c *GeneratorConfig) defaults() {
 		if c.OutputReserve <= 0 {
 			c.OutputReserve = 1000
 		}
+	}
+	if c.MaxRunning <= 0 {
+		c.MaxRunning = 256
+	}
+	if c.MaxDeltas <= 0 {
+		c.MaxDeltas = 16384
 	}
 	if c.SaveRetry <= 0 {
 		c.SaveRetry = 100 * time.Millisecond
@@ -107,6 +122,7 @@ type Generator struct {
 
 	mu       sync.Mutex
 	running  map[uuid.UUID]*generation // by generation id
+	admitted int                       // running, plus starts admitted but not yet registered
 	draining bool                      // set by Shutdown: no new generation starts
 	wg       sync.WaitGroup
 
@@ -183,24 +199,47 @@ func (g *Generator) local(generationID uuid.UUID) *generation {
 	return g.running[generationID]
 }
 
-// register adds a generation to the running ones, unless Shutdown began:
-// wg.Add happens under the same lock as Shutdown's draining flag, so
+// admit takes a place for a generation about to start, before its
+// exchange is saved: it refuses when Shutdown began or the instance runs
+// MaxRunning answers. Every admit is followed by register or release.
+// wg.Add happens here, under the lock Shutdown sets draining under, so
 // Shutdown's wg.Wait never races a new generation.
-func (g *Generator) register(gen *generation) bool {
+func (g *Generator) admit() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.draining {
-		return false
+		return errDraining
 	}
-	g.running[gen.id] = gen
+	if g.admitted >= g.cfg.MaxRunning {
+		e := apperr.New(apperr.ResourceExhausted, "this server is writing as many answers as it can; retry in a second")
+		e.RetryAfter = 1
+		return e
+	}
+	g.admitted++
 	g.wg.Add(1)
-	return true
+	return nil
+}
+
+// release gives back an admitted place whose generation never started.
+func (g *Generator) release() {
+	g.mu.Lock()
+	g.admitted--
+	g.mu.Unlock()
+	g.wg.Done()
+}
+
+// register adds an admitted generation to the running ones.
+func (g *Generator) register(gen *generation) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.running[gen.id] = gen
 }
 
 // unregister removes a generation that has saved its answer.
 func (g *Generator) unregister(gen *generation) {
 	g.mu.Lock()
 	delete(g.running, gen.id)
+	g.admitted--
 	g.mu.Unlock()
 	g.wg.Done()
 }

@@ -601,3 +601,133 @@ func TestFinalSaveRetried(t *testing.T) {
 		}
 	})
 }
+
+// TestPanicFailsOneAnswer: a panic while an answer is written fails that
+// answer (saved with its text) and nothing else.
+func TestPanicFailsOneAnswer(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, chat.GeneratorConfig{})
+	s, turn := r.send(t, "hello")
+	st := next(t, s)
+	turn.Say("before ")
+	next(t, s)
+	turn.Panic()
+	end := last(rest(t, s))
+	if end.Kind != chat.EventFailed || end.Error.Code != apperr.Internal {
+		t.Fatalf("last event = %+v, want failed internal", end)
+	}
+	if m, _ := r.store.Message(st.Started.AssistantMessageID); m.Status != chat.StatusFailed || m.Content != "before " {
+		t.Errorf("saved %q (%s), want the text so far, failed", m.Content, m.Status)
+	}
+	if u := r.store.Usage(r.user); u.Active != 0 {
+		t.Errorf("the panicked answer still holds a slot: %+v", u)
+	}
+	s, turn = r.send(t, "again")
+	turn.End(chat.Usage{}, "stop")
+	if end := last(rest(t, s)); end.Kind != chat.EventCompleted {
+		t.Errorf("after a panic the next answer ended with %+v", end)
+	}
+}
+
+// TestInstanceCap: an instance writes at most MaxRunning answers at once,
+// whoever asks; more answer resource_exhausted and save nothing.
+func TestInstanceCap(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, chat.GeneratorConfig{MaxRunning: 1})
+	r.send(t, "first")
+	other := uuid.New()
+	conv := r.store.AddConversation(other, chat.NewConversation{})
+	_, err := r.gen.Send(t.Context(), other, chat.SendInput{ConversationID: conv, Content: "second"})
+	var ae *apperr.Error
+	if !errors.As(err, &ae) || ae.Code != apperr.ResourceExhausted || ae.RetryAfter != 1 {
+		t.Fatalf("err = %v, want resource_exhausted retrying after 1s", err)
+	}
+	if u := r.store.Usage(other); u.Active != 0 || u.Reserved != 0 {
+		t.Errorf("a refused answer holds %+v", u)
+	}
+}
+
+// TestMaxDeltas: an answer's in-memory event list is bounded; an answer
+// that reaches the bound ends as a token limit ends it.
+func TestMaxDeltas(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, chat.GeneratorConfig{MaxDeltas: 3})
+	s, turn := r.send(t, "hello")
+	go turn.Say("a", "b", "c", "d", "e")
+	evs := rest(t, s)
+	end := last(evs)
+	if got, want := kinds(evs), "started,delta,delta,delta,completed"; got != want {
+		t.Fatalf("events = %s, want %s", got, want)
+	}
+	if end.Message.Content != "abc" || end.Message.FinishReason != "length" || end.Message.Status != chat.StatusCompleted {
+		t.Errorf("saved %+v, want %q completed with finish reason length", end.Message, "abc")
+	}
+	select {
+	case <-turn.Closed():
+	case <-time.After(wait):
+		t.Error("the model request was not closed")
+	}
+}
+
+// TestStartsDuringShutdown: answers that start while Shutdown drains
+// either run to an end or are refused; none is lost or left holding a
+// slot, and the generator's bookkeeping never races (run under -race).
+func TestStartsDuringShutdown(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, chat.GeneratorConfig{MaxConcurrent: 1000})
+	go func() { // answer whatever is asked, at once
+		for {
+			turn := r.model.Next(wait)
+			if turn == nil {
+				return
+			}
+			turn.Say("ok")
+			turn.End(chat.Usage{}, "stop")
+		}
+	}()
+	const senders = 40
+	convs := make([]uuid.UUID, senders)
+	for i := range convs {
+		convs[i] = r.store.AddConversation(r.user, chat.NewConversation{Title: "t"})
+	}
+	results := make(chan error, senders)
+	for i := range senders {
+		go func() {
+			s, err := r.gen.Send(context.Background(), r.user, chat.SendInput{ConversationID: convs[i], Content: "hi"})
+			if err != nil {
+				results <- err
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
+			defer cancel()
+			for {
+				ev, err := s.Next(ctx)
+				if errors.Is(err, io.EOF) {
+					results <- nil
+					return
+				}
+				if err != nil {
+					results <- err
+					return
+				}
+				if ev.Kind == chat.EventFailed && ev.Error.Code != apperr.Unavailable {
+					results <- ev.Error.Err()
+					return
+				}
+			}
+		}()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := r.gen.Shutdown(ctx, 0); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	for range senders {
+		if err := <-results; err != nil && apperr.CodeOf(err) != apperr.Unavailable {
+			t.Errorf("a send during shutdown: %v", err)
+		}
+	}
+	if u := r.store.Usage(r.user); u.Active != 0 || u.Reserved != 0 {
+		t.Errorf("after shutdown the account holds %+v, want nothing", u)
+	}
+}

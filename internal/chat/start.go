@@ -42,10 +42,13 @@ func (g *Generator) start(ctx context.Context, userID uuid.UUID, p prepared) (St
 	for _, m := range p.prompt {
 		x.ReserveTokens += int64(EstimateTokens(m.Content))
 	}
-	if g.isDraining() {
-		return nil, errDraining
+	if err := g.admit(); err != nil {
+		return nil, err
 	}
 	user, answer, err := g.store.InsertExchange(ctx, userID, x)
+	if err != nil {
+		g.release()
+	}
 	switch {
 	case errors.Is(err, ErrQuotaExceeded):
 		reset := nextMonth(x.CreateTime)
@@ -69,30 +72,9 @@ func (g *Generator) start(ctx context.Context, userID uuid.UUID, p prepared) (St
 		user = &parent
 	}
 	gen := g.newGeneration(userID, *user, answer, p)
-	if !g.register(gen) {
-		// Shutdown began between the check and the insert: give the slot
-		// and the reservation back at once.
-		g.abandon(answer)
-		return nil, errDraining
-	}
+	g.register(gen)
 	gen.launch()
 	return gen.subscribe(0), nil
-}
-
-// isDraining reports whether Shutdown began.
-func (g *Generator) isDraining() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.draining
-}
-
-// abandon ends an answer that never ran, releasing what it held.
-func (g *Generator) abandon(answer Message) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(g.base), finalSaveTimeout)
-	defer cancel()
-	if _, err := g.store.FinishMessage(ctx, answer.ID, Outcome{Status: StatusInterrupted, Model: answer.Model}); err != nil {
-		g.log.Warn("releasing an answer that never ran failed; the sweep will end it", "generation_id", answer.GenerationID, "err", err)
-	}
 }
 
 // nextMonth is when the quota period holding t ends.

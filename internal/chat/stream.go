@@ -44,8 +44,14 @@ func (gen *generation) streamModel() (Usage, string, error) {
 		text = cleanText(text)
 		gen.mu.Lock()
 		gen.text.WriteString(text)
+		gen.deltas++
+		full := gen.deltas >= gen.g.cfg.MaxDeltas
 		gen.mu.Unlock()
 		gen.emit(Event{Kind: EventDelta, Text: text})
+		if full {
+			gen.cancel(errTooManyEvents)
+			return s.Usage(), "length", errTooManyEvents
+		}
 	}
 }
 

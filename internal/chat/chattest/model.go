@@ -84,6 +84,7 @@ type Turn struct {
 }
 
 type part struct {
+	panic  bool
 	text   string
 	end    bool
 	usage  *chat.Usage
@@ -102,6 +103,9 @@ func (t *Turn) Say(texts ...string) {
 func (t *Turn) End(usage chat.Usage, reason string) {
 	t.send(part{end: true, usage: &usage, reason: reason})
 }
+
+// Panic makes the generator's next Recv panic, as a provider's bug would.
+func (t *Turn) Panic() { t.send(part{panic: true}) }
 
 // Fail cuts the answer with err.
 func (t *Turn) Fail(err error) { t.send(part{err: err}) }
@@ -125,6 +129,8 @@ func (t *Turn) Recv() (string, error) {
 	select {
 	case p := <-t.parts:
 		switch {
+		case p.panic:
+			panic("chattest: the provider panicked")
 		case p.err != nil:
 			t.err = p.err
 			return "", p.err
