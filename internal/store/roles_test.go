@@ -44,7 +44,7 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA parley GRANT ALL ON SEQUENCES TO anon, authen
 // creating them at the same moment.
 func createSupabaseRoles(tb testing.TB) {
 	tb.Helper()
-	pool := pgtestPool(tb)
+	pool := openPool(tb, pgtest.URL(tb), "")
 	for _, r := range supabaseRoles {
 		sql := `DO $$ BEGIN CREATE ROLE ` + pgx.Identifier{r.name}.Sanitize() + ` ` + r.attributes + `;
 			EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$`
