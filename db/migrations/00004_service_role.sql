@@ -44,10 +44,7 @@ CREATE POLICY parley_app_all ON parley.messages FOR ALL TO parley_app USING (tru
 CREATE POLICY parley_app_all ON parley.token_usage FOR ALL TO parley_app USING (true) WITH CHECK (true);
 
 -- goose's version table too (it has no policy: only the owner reads it).
--- In a DO block because sqlc, which reads these files, does not know it.
--- +goose StatementBegin
-DO $$ BEGIN ALTER TABLE parley.goose_db_version ENABLE ROW LEVEL SECURITY; END $$;
--- +goose StatementEnd
+ALTER TABLE parley.goose_db_version ENABLE ROW LEVEL SECURITY;
 
 -- Take back whatever was granted before, including the grants and default
 -- privileges Supabase's guide to exposing a custom schema has an operator
@@ -83,6 +80,4 @@ DROP POLICY parley_app_all ON parley.messages;
 DROP POLICY parley_app_all ON parley.conversations;
 REVOKE ALL ON ALL TABLES IN SCHEMA parley FROM parley_app;
 REVOKE ALL ON SCHEMA parley FROM parley_app;
--- +goose StatementBegin
-DO $$ BEGIN ALTER TABLE parley.goose_db_version DISABLE ROW LEVEL SECURITY; END $$;
--- +goose StatementEnd
+ALTER TABLE parley.goose_db_version DISABLE ROW LEVEL SECURITY;
