@@ -25,6 +25,12 @@ var migrations embed.FS
 // Schema is the Postgres schema that holds every Parley table.
 const Schema = "parley"
 
+// ServiceRole is the role the migrations give exactly the privileges
+// `parley serve` uses, and row level security policies that let it see
+// every row. They create it (NOLOGIN) when it is missing; the service logs
+// in as a member of it, so it owns nothing and cannot change the schema.
+const ServiceRole = "parley_app"
+
 // versionTable tracks applied migrations inside Parley's own schema, so the
 // public schema (exposed by Supabase's Data API) stays untouched.
 const versionTable = Schema + ".goose_db_version"
@@ -86,6 +92,12 @@ func (m *Migrator) Down(ctx context.Context) error {
 	if errors.Is(err, goose.ErrNoNextVersion) {
 		return errors.New("no migration to roll back")
 	}
+	return err
+}
+
+// DownTo rolls back every applied migration above version (0: all of them).
+func (m *Migrator) DownTo(ctx context.Context, version int64) error {
+	_, err := m.provider.DownTo(ctx, version)
 	return err
 }
 

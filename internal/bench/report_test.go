@@ -155,6 +155,9 @@ func TestReport(t *testing.T) {
 	phase("3. Concurrent streams held", []int{3}, []string{"Concurrent streams held"}, func(t *testing.T) ([]summaryRow, string) {
 		return heldSection(measureHeld(t, r))
 	})
+	phase("9. Deleting a conversation", []int{9}, []string{"Delete a 2,000-message conversation among 200,000 messages of other users"}, func(t *testing.T) ([]summaryRow, string) {
+		return deleteSection(measureDelete(t))
+	})
 	var hotPaths string
 	t.Run("Hot paths", func(t *testing.T) {
 		lines, cmdline, took := runHotPaths(t, r.root)

@@ -60,6 +60,10 @@ type Config struct {
 	// DatabaseMaxConns caps the connections of one instance
 	// (DATABASE_MAX_CONNS, default 10).
 	DatabaseMaxConns int
+	// DatabaseStatementTimeout makes Postgres cancel a statement of the
+	// service that runs longer (DATABASE_STATEMENT_TIMEOUT, default 15s;
+	// 0 leaves the role's or the server's setting).
+	DatabaseStatementTimeout time.Duration
 
 	// RedisURL shares live generations (and later limits) between
 	// instances (REDIS_URL; redis:// or rediss://). Empty: in-process only.
@@ -152,6 +156,7 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 		QueryExecMode:            p.execMode("DATABASE_QUERY_EXEC_MODE"),
 		RedisURL:                 p.str("REDIS_URL", ""),
 		DatabaseMaxConns:         p.int("DATABASE_MAX_CONNS", 10, 1, 1000),
+		DatabaseStatementTimeout: p.timeout("DATABASE_STATEMENT_TIMEOUT", 15*time.Second),
 		EventLogRetention:        p.duration("EVENT_LOG_RETENTION", 10*time.Minute),
 		OpenAIBaseURL:            p.str("OPENAI_BASE_URL", ""),
 		OpenAIAPIKey:             p.str("OPENAI_API_KEY", ""),
@@ -280,6 +285,25 @@ func (p *parser) duration(name string, def time.Duration) time.Duration {
 	d, err := time.ParseDuration(raw)
 	if err != nil || d <= 0 {
 		p.fail(name, "must be a positive duration such as 8s or 2m, got %q", raw)
+		return def
+	}
+	return d
+}
+
+// timeout is a duration that "0" switches off. Postgres counts whole
+// milliseconds, and 0 there means no timeout, so anything from 1ns to
+// 999µs is refused rather than silently meaning none.
+func (p *parser) timeout(name string, def time.Duration) time.Duration {
+	raw := p.str(name, "")
+	if raw == "" {
+		return def
+	}
+	d, err := time.ParseDuration(raw)
+	if err == nil && d == 0 {
+		return 0
+	}
+	if err != nil || d < time.Millisecond {
+		p.fail(name, "must be a duration of at least 1ms such as 15s, or 0 for none, got %q", raw)
 		return def
 	}
 	return d

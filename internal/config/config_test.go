@@ -48,15 +48,16 @@ func TestLoad(t *testing.T) {
 	t.Run("ErrEveryProblemAtOnce", func(t *testing.T) {
 		t.Parallel()
 		_, err := Load(env(map[string]string{
-			"PORT":            "http",
-			"LOG_FORMAT":      "xml",
-			"ALLOWED_ORIGINS": "*",
-			"DATABASE_URL":    "postgres://u:hunter2@db:notaport/app",
+			"PORT":                       "http",
+			"LOG_FORMAT":                 "xml",
+			"ALLOWED_ORIGINS":            "*",
+			"DATABASE_URL":               "postgres://u:hunter2@db:notaport/app",
+			"DATABASE_STATEMENT_TIMEOUT": "500us",
 		}), ModeServe)
 		if err == nil {
 			t.Fatal("want error")
 		}
-		for _, want := range []string{"PORT", "LOG_FORMAT", "ALLOWED_ORIGINS", "SUPABASE_URL is required", "DATABASE_URL is not a valid"} {
+		for _, want := range []string{"PORT", "LOG_FORMAT", "ALLOWED_ORIGINS", "SUPABASE_URL is required", "DATABASE_URL is not a valid", "DATABASE_STATEMENT_TIMEOUT"} {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("error %q does not mention %q", err, want)
 			}
@@ -80,6 +81,40 @@ func TestLoad(t *testing.T) {
 		_, err := Load(env(map[string]string{"PARLEY_ENV": "production"}), ModeDev)
 		if err == nil || !strings.Contains(err.Error(), "refuses to run in production") {
 			t.Fatalf("err = %v, want refusal", err)
+		}
+	})
+	t.Run("DatabaseStatementTimeout", func(t *testing.T) {
+		t.Parallel()
+		tests := []struct {
+			name, value string
+			want        time.Duration
+		}{
+			{"Default", "", 15 * time.Second},
+			{"OK", "2s", 2 * time.Second},
+			{"OneMillisecond", "1ms", time.Millisecond},
+			{"ZeroMeansNone", "0", 0},
+			{"ZeroWithUnitMeansNone", "0s", 0},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				cfg, err := Load(env(map[string]string{"DATABASE_STATEMENT_TIMEOUT": tt.value}), ModeDev)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if cfg.DatabaseStatementTimeout != tt.want {
+					t.Errorf("DatabaseStatementTimeout = %v, want %v", cfg.DatabaseStatementTimeout, tt.want)
+				}
+			})
+		}
+		// Postgres counts whole milliseconds and reads 0 as no timeout:
+		// a value that would round to none is an error, not none.
+		for _, bad := range []struct{ name, value string }{{"ErrBelowOneMillisecond", "500us"}, {"ErrNegative", "-1s"}, {"ErrNoUnit", "15"}} {
+			t.Run(bad.name, func(t *testing.T) {
+				_, err := Load(env(map[string]string{"DATABASE_STATEMENT_TIMEOUT": bad.value}), ModeDev)
+				if err == nil || !strings.Contains(err.Error(), "DATABASE_STATEMENT_TIMEOUT must be a duration of at least 1ms") {
+					t.Errorf("err = %v, want DATABASE_STATEMENT_TIMEOUT refused", err)
+				}
+			})
 		}
 	})
 }

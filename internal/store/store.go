@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -32,6 +33,13 @@ type Options struct {
 	// MaxConns caps the pool (0: pgx's default, max(4, GOMAXPROCS)).
 	// Mind the database's (or Supavisor's) connection limit per instance.
 	MaxConns int32
+	// StatementTimeout makes the server cancel any statement of the pool
+	// that runs longer (query_canceled, which the store reports as
+	// apperr.DeadlineExceeded), so one bad query cannot hold a connection
+	// for ever. It is sent as a startup parameter of every connection,
+	// overriding the URL's, the role's and the database's setting; zero
+	// sends none and keeps those.
+	StatementTimeout time.Duration
 }
 
 // Open creates a pool for databaseURL. It does not connect: the first query
@@ -46,6 +54,11 @@ func Open(ctx context.Context, databaseURL string, opts Options) (*Store, error)
 	}
 	if opts.MaxConns > 0 {
 		cfg.MaxConns = opts.MaxConns
+	}
+	if opts.StatementTimeout > 0 {
+		// Milliseconds, the parameter's unit; never 0, which would disable it.
+		ms := max(opts.StatementTimeout.Milliseconds(), 1)
+		cfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(ms, 10)
 	}
 	// One connection is opened in the background at once, so the first
 	// request after a cold start does not pay for a new backend.

@@ -9,13 +9,19 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/parleyhq/parley/db"
 	"github.com/parleyhq/parley/internal/apperr"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/pgtest"
 	"github.com/parleyhq/parley/internal/store"
 )
 
-func pgtestPool(tb testing.TB) *pgxpool.Pool { return pgtest.Pool(tb) }
+// pgtestPool is a pool on the package database that runs as the service
+// role, so the store's tests also prove it has the privileges they use.
+func pgtestPool(tb testing.TB) *pgxpool.Pool {
+	tb.Helper()
+	return openPool(tb, pgtest.URL(tb), db.ServiceRole)
+}
 
 // TestErrors: driver errors reach the domain as application errors, and
 // rows of other users are absent.
