@@ -124,7 +124,9 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 	}
 	a.closers = append(a.closers, a.verifier.Close)
 
-	if a.store, err = store.Open(ctx, cfg.DatabaseURL, store.Options{QueryExecMode: cfg.QueryExecMode, MaxConns: int32(cfg.DatabaseMaxConns)}); err != nil {
+	if a.store, err = store.Open(ctx, cfg.DatabaseURL, store.Options{
+		QueryExecMode: cfg.QueryExecMode, MaxConns: int32(cfg.DatabaseMaxConns), StatementTimeout: cfg.DatabaseStatementTimeout,
+	}); err != nil {
 		return nil, err
 	}
 	a.closers = append(a.closers, a.store.Close)

@@ -329,7 +329,7 @@ func assertServiceWorks(t *testing.T, st *store.Store) {
 	must("LoadContext", err)
 	_, err = st.ListMessages(ctx, user, conv.ID, uuid.Nil, nil, 10)
 	must("ListMessages", err)
-	_, err = st.FinishMessage(ctx, answer.ID, chat.Final{Content: "hi there", Status: chat.StatusCompleted, Model: model, Usage: chat.Usage{PromptTokens: 3, CompletionTokens: 2}})
+	_, err = st.FinishMessage(ctx, answer.ID, chat.Outcome{Content: "hi there", Status: chat.StatusCompleted, Model: model, Usage: chat.Usage{PromptTokens: 3, CompletionTokens: 2}})
 	must("FinishMessage", err)
 	_, err = st.TokenUsage(ctx, user, time.Now())
 	must("TokenUsage", err)
