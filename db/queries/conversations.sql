@@ -30,10 +30,41 @@ SET title         = COALESCE(sqlc.narg('title'), title),
 WHERE id = @id AND user_id = @user_id
 RETURNING *;
 
--- name: DeleteConversation :execrows
--- Messages go with it through ON DELETE CASCADE.
-DELETE FROM parley.conversations
-WHERE id = @id AND user_id = @user_id;
+-- name: DeleteConversation :one
+-- Messages go with it through ON DELETE CASCADE. Answers still streaming in
+-- it first give back what they hold in token_usage, as FinishMessage would:
+-- the reservation and the concurrency slot are released, and the prompt
+-- (its estimate, saved with the answer) and the text saved so far (about
+-- 4 characters a token) are charged. It returns how many
+-- conversations it deleted (0 or 1) and the generation ids of those
+-- answers, so their instances can be told to stop. The streaming rows are
+-- locked first, so an answer that ends concurrently is settled once:
+-- either by FinishMessage (it is then no longer streaming here) or here
+-- (FinishMessage then finds nothing to end).
+WITH streaming AS (
+    SELECT m.id, m.user_id, m.create_time, m.reserved_tokens, m.generation_id,
+           m.prompt_tokens + ceil(length(m.content) / 4.0)::bigint AS estimated_tokens
+    FROM parley.messages m
+    WHERE m.conversation_id = @id AND m.user_id = @user_id AND m.status = 'streaming'
+    FOR UPDATE
+), released AS (
+    SELECT user_id, date_trunc('month', create_time AT TIME ZONE 'UTC')::date AS month,
+           sum(reserved_tokens) AS tokens, sum(estimated_tokens) AS used, count(*) AS answers
+    FROM streaming GROUP BY 1, 2
+), settle AS (
+    UPDATE parley.token_usage u
+    SET used_tokens = u.used_tokens + r.used,
+        reserved_tokens = GREATEST(u.reserved_tokens - r.tokens, 0),
+        active_generations = GREATEST(u.active_generations - r.answers, 0)
+    FROM released r
+    WHERE u.user_id = r.user_id AND u.month = r.month
+), deleted AS (
+    DELETE FROM parley.conversations c
+    WHERE c.id = @id AND c.user_id = @user_id
+    RETURNING c.id
+)
+SELECT (SELECT count(*) FROM deleted)::bigint AS deleted,
+       COALESCE((SELECT array_agg(s.generation_id) FROM streaming s WHERE s.generation_id IS NOT NULL), '{}')::uuid[] AS generation_ids;
 
 -- name: SetActiveLeaf :execrows
 UPDATE parley.conversations SET active_leaf_id = @leaf_id, update_time = now()

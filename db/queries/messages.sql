@@ -87,10 +87,17 @@ WITH conv AS (
     FROM conv WHERE sqlc.arg('with_user_message')::bool AND EXISTS (SELECT 1 FROM reserve)
     RETURNING *
 ), assistant_msg AS (
-    INSERT INTO parley.messages (id, conversation_id, user_id, parent_id, role, status, model, generation_id, reserved_tokens, create_time, update_time)
+    -- A regenerated answer (no user message) carries the client's
+    -- idempotency key itself. Its prompt_tokens hold the prompt's estimate
+    -- until the provider's count replaces it, so an answer that never
+    -- finishes (deleted, swept) is still charged for the prompt it sent.
+    INSERT INTO parley.messages (id, conversation_id, user_id, parent_id, role, status, model, generation_id, reserved_tokens,
+                                 prompt_tokens, client_message_id, create_time, update_time)
     SELECT sqlc.arg('assistant_message_id'), conv.id, sqlc.arg('user_id'),
            CASE WHEN sqlc.arg('with_user_message')::bool THEN sqlc.arg('user_message_id')::uuid ELSE sqlc.narg('parent_id')::uuid END,
            'assistant', 'streaming', sqlc.arg('model'), sqlc.arg('generation_id'), sqlc.arg('reserve_tokens')::bigint,
+           sqlc.arg('prompt_tokens')::bigint,
+           CASE WHEN sqlc.arg('with_user_message')::bool THEN NULL ELSE sqlc.narg('client_message_id') END,
            sqlc.arg('create_time')::timestamptz + interval '1 microsecond', sqlc.arg('create_time')::timestamptz + interval '1 microsecond'
     FROM conv
     WHERE EXISTS (SELECT 1 FROM reserve) AND (NOT sqlc.arg('with_user_message')::bool OR EXISTS (SELECT 1 FROM user_msg))
@@ -116,18 +123,22 @@ SELECT * FROM parley.messages
 WHERE generation_id = @generation_id AND user_id = @user_id;
 
 -- name: GetExchangeByClientMessageID :many
--- A retried send: the user message saved under client_message_id and its
--- first answer.
-WITH user_msg AS (
-    SELECT * FROM parley.messages u
-    WHERE u.conversation_id = @conversation_id AND u.user_id = @user_id
-      AND u.client_message_id = @client_message_id
+-- A retried send or edit: the user message saved under client_message_id
+-- and its first answer. A retried regenerate: the answer saved under it
+-- and its user message (the answer's parent).
+WITH tagged AS (
+    SELECT * FROM parley.messages t
+    WHERE t.conversation_id = @conversation_id AND t.user_id = @user_id
+      AND t.client_message_id = @client_message_id
 )
-SELECT * FROM user_msg
+SELECT * FROM tagged
 UNION ALL
-(SELECT a.* FROM parley.messages a JOIN user_msg u ON a.parent_id = u.id
- WHERE a.role = 'assistant'
- ORDER BY a.create_time, a.id LIMIT 1);
+(SELECT a.* FROM parley.messages a JOIN tagged u ON a.parent_id = u.id
+ WHERE u.role = 'user' AND a.role = 'assistant'
+ ORDER BY a.create_time, a.id LIMIT 1)
+UNION ALL
+SELECT p.* FROM parley.messages p JOIN tagged a ON p.id = a.parent_id
+WHERE a.role = 'assistant';
 
 -- name: CheckpointMessages :many
 -- Saves what every streaming answer of an instance has so far, in one
@@ -172,8 +183,9 @@ WITH stale AS (
           WHERE o.status = 'streaming' AND o.update_time < @before) old
     WHERE m.id = old.id AND m.status = 'streaming'
     RETURNING m.user_id, m.create_time, old.reserved_tokens AS released_tokens,
-              -- The provider's count died with the instance: about 4 characters a token.
-              ceil(length(m.content) / 4.0)::bigint AS estimated_tokens
+              -- The provider's count died with the instance: the prompt's
+              -- estimate and about 4 characters a token of the text saved.
+              m.prompt_tokens + ceil(length(m.content) / 4.0)::bigint AS estimated_tokens
 ), released AS (
     SELECT user_id, date_trunc('month', create_time AT TIME ZONE 'UTC')::date AS month,
            sum(released_tokens) AS tokens, sum(estimated_tokens) AS used, count(*) AS answers

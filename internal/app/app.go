@@ -169,7 +169,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 		Clock:              opts.Clock,
 	})
 
-	var chatHandler parleyv1connect.ChatServiceHandler = rpc.NewChatHandler(chat.NewService(a.store, a.models.Has), a.generator)
+	var chatHandler parleyv1connect.ChatServiceHandler = rpc.NewChatHandler(chat.NewService(a.store, a.models.Has, a.generator), a.generator)
 	if opts.WrapChat != nil {
 		chatHandler = opts.WrapChat(chatHandler)
 	}

@@ -96,7 +96,7 @@ func (d deleteDB) timeDelete(t *testing.T, ctx context.Context) time.Duration {
 		t.Fatal(err)
 	}
 	begin := time.Now()
-	if err := d.st.DeleteConversation(ctx, user, conv.ID); err != nil {
+	if _, err := d.st.DeleteConversation(ctx, user, conv.ID); err != nil {
 		t.Fatal(err)
 	}
 	took := time.Since(begin)

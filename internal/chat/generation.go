@@ -132,12 +132,7 @@ var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); retu
 // recoveredUsage estimates what a generation that panicked used: its
 // prompt and the text it has.
 func (gen *generation) recoveredUsage() Usage {
-	var u Usage
-	for _, m := range gen.prompt {
-		u.PromptTokens += int64(EstimateTokens(m.Content))
-	}
-	u.CompletionTokens = int64(EstimateTokens(gen.content()))
-	return u
+	return Usage{PromptTokens: promptTokens(gen.prompt), CompletionTokens: int64(EstimateTokens(gen.content()))}
 }
 
 func (gen *generation) stop() { gen.cancel(errStopped) }

@@ -731,3 +731,56 @@ func TestStartsDuringShutdown(t *testing.T) {
 		t.Errorf("after shutdown the account holds %+v, want nothing", u)
 	}
 }
+
+// TestDeletedDuringAnswer: deleting a conversation while its answer is
+// written stops the answer at once (its model request closed) and tells
+// followers not_found; what the answer held is released by the deletion.
+func TestDeletedDuringAnswer(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, chat.GeneratorConfig{})
+	s, turn := r.send(t, "hello")
+	next(t, s)
+	turn.Say("part")
+	next(t, s)
+	ids := r.store.Delete(r.conv)
+	r.gen.EndDeleted(t.Context(), ids)
+	select {
+	case <-turn.Closed():
+	case <-time.After(wait):
+		t.Fatal("the model request was not closed")
+	}
+	end := last(rest(t, s))
+	if end.Kind != chat.EventFailed || end.Error.Code != apperr.NotFound {
+		t.Errorf("last event = %+v, want failed not_found", end)
+	}
+	if u := r.store.Usage(r.user); u.Active != 0 || u.Reserved != 0 {
+		t.Errorf("after the delete the account holds %+v, want nothing", u)
+	}
+}
+
+// TestStopBeforeFirstByte: an answer stopped while the provider has not
+// answered yet is charged its prompt, which the provider read and bills.
+func TestStopBeforeFirstByte(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, chat.GeneratorConfig{})
+	r.model.Hang()
+	s, err := r.gen.Send(t.Context(), r.user, chat.SendInput{ConversationID: r.conv, Content: "a question of some length"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := next(t, s)
+	if !r.model.WaitAsked(1, wait) {
+		t.Fatal("the model was not asked")
+	}
+	m, err := r.gen.Stop(t.Context(), r.user, st.Started.GenerationID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := int64(chat.EstimateTokens("a question of some length"))
+	if m.Status != chat.StatusStopped || m.Usage.PromptTokens != want {
+		t.Errorf("stopped answer = %s with usage %+v, want stopped with %d prompt tokens", m.Status, m.Usage, want)
+	}
+	if u := r.store.Usage(r.user); u.Used != want || u.Active != 0 {
+		t.Errorf("account = %+v, want %d used and no slot held", u, want)
+	}
+}

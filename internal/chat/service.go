@@ -14,12 +14,21 @@ type Service struct {
 	store Store
 	// validModel reports whether a model name may be used; nil accepts any.
 	validModel func(string) bool
+	// answers ends the answers of deleted conversations; may be nil.
+	answers AnswerEnder
+}
+
+// AnswerEnder ends answers wherever they run; the Generator is one.
+type AnswerEnder interface {
+	// EndDeleted stops the generations whose answers were deleted.
+	EndDeleted(ctx context.Context, generationIDs []uuid.UUID)
 }
 
 // NewService returns a Service on store. validModel, when non-nil, rejects
-// model names the server does not offer.
-func NewService(store Store, validModel func(string) bool) *Service {
-	return &Service{store: store, validModel: validModel}
+// model names the server does not offer; answers, when non-nil, is told to
+// stop the answers of a deleted conversation.
+func NewService(store Store, validModel func(string) bool, answers AnswerEnder) *Service {
+	return &Service{store: store, validModel: validModel, answers: answers}
 }
 
 func (s *Service) checkSettings(title, systemPrompt, model *string) error {
@@ -84,10 +93,19 @@ func (s *Service) UpdateConversation(ctx context.Context, userID, conversationID
 	return s.store.UpdateConversation(ctx, userID, conversationID, p)
 }
 
-// DeleteConversation removes a conversation and its messages. It returns
-// apperr NotFound unless the user owns the conversation.
+// DeleteConversation removes a conversation and its messages, and stops an
+// answer still being written in it (what it held against the user's quota
+// and concurrency cap is released with the delete). It returns apperr
+// NotFound unless the user owns the conversation.
 func (s *Service) DeleteConversation(ctx context.Context, userID, conversationID uuid.UUID) error {
-	return s.store.DeleteConversation(ctx, userID, conversationID)
+	streaming, err := s.store.DeleteConversation(ctx, userID, conversationID)
+	if err != nil {
+		return err
+	}
+	if len(streaming) > 0 && s.answers != nil {
+		s.answers.EndDeleted(ctx, streaming)
+	}
+	return nil
 }
 
 // ListMessages returns a page of the messages of a conversation's active

@@ -38,10 +38,8 @@ func (g *Generator) start(ctx context.Context, userID uuid.UUID, p prepared) (St
 			x.QuotaTokens, quota = pl.MonthlyTokens, pl.MonthlyTokens
 		}
 	}
-	x.ReserveTokens = int64(g.cfg.OutputReserve)
-	for _, m := range p.prompt {
-		x.ReserveTokens += int64(EstimateTokens(m.Content))
-	}
+	x.PromptTokens = promptTokens(p.prompt)
+	x.ReserveTokens = int64(g.cfg.OutputReserve) + x.PromptTokens
 	if err := g.admit(); err != nil {
 		return nil, err
 	}
@@ -81,4 +79,13 @@ func (g *Generator) start(ctx context.Context, userID uuid.UUID, p prepared) (St
 func nextMonth(t time.Time) time.Time {
 	t = t.UTC()
 	return time.Date(t.Year(), t.Month()+1, 1, 0, 0, 0, 0, time.UTC)
+}
+
+// promptTokens is the prompt's size by EstimateTokens.
+func promptTokens(prompt []PromptMessage) int64 {
+	var n int64
+	for _, m := range prompt {
+		n += int64(EstimateTokens(m.Content))
+	}
+	return n
 }

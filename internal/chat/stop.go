@@ -54,11 +54,29 @@ func (g *Generator) Stop(ctx context.Context, userID, generationID uuid.UUID) (M
 	// last checkpoint as the stopped answer.
 	stopped, err := g.store.FinishMessage(context.WithoutCancel(ctx), answer.ID, Outcome{
 		Content: answer.Content, Status: StatusStopped, Model: answer.Model, FinishReason: "stop",
-		// The provider's count died with the instance: charge an estimate.
-		Usage: Usage{CompletionTokens: int64(EstimateTokens(answer.Content))},
+		// The provider's count died with the instance: charge the prompt's
+		// estimate (saved with the answer) and one of the text.
+		Usage: Usage{PromptTokens: answer.Usage.PromptTokens, CompletionTokens: int64(EstimateTokens(answer.Content))},
 	})
 	if apperr.IsNotFound(err) {
 		return g.store.GetMessageByGeneration(ctx, userID, generationID)
 	}
 	return stopped, err
+}
+
+// EndDeleted stops the generations of answers that were deleted with
+// their conversation: here when they run here, else through the event
+// log's stop signal. Their end finds the answer gone and saves nothing
+// (the deletion settled it); followers are told not_found. An instance
+// that misses the signal stops at its next checkpoint.
+func (g *Generator) EndDeleted(ctx context.Context, generationIDs []uuid.UUID) {
+	for _, id := range generationIDs {
+		if gen := g.local(id); gen != nil {
+			gen.cancel(errEndedElsewhere)
+			continue
+		}
+		if err := g.events.Stop(ctx, id); err != nil {
+			g.log.WarnContext(ctx, "could not broadcast the stop of a deleted answer; it stops at its next checkpoint", "generation_id", id, "err", err)
+		}
+	}
 }

@@ -21,8 +21,11 @@ type Store interface {
 	ListConversations(ctx context.Context, userID uuid.UUID, after *Cursor, limit int) ([]Conversation, error)
 	// UpdateConversation returns apperr NotFound when absent.
 	UpdateConversation(ctx context.Context, userID, conversationID uuid.UUID, p ConversationPatch) (Conversation, error)
-	// DeleteConversation returns apperr NotFound when absent.
-	DeleteConversation(ctx context.Context, userID, conversationID uuid.UUID) error
+	// DeleteConversation deletes a conversation with its messages; answers
+	// still streaming in it release their reservation and slot, charged
+	// for the text saved so far. It returns their generation ids, and
+	// apperr NotFound when the conversation is absent.
+	DeleteConversation(ctx context.Context, userID, conversationID uuid.UUID) ([]uuid.UUID, error)
 	// ListMessages returns up to limit messages of the branch ending at
 	// leafID (the active branch when uuid.Nil) after the cursor, root
 	// first, with their SiblingIDs; apperr NotFound when the conversation
@@ -48,8 +51,9 @@ type GenerationStore interface {
 	// before, and ErrQuotaExceeded, ErrTooManyGenerations or
 	// ErrConversationBusy when a limit refuses the exchange.
 	InsertExchange(ctx context.Context, userID uuid.UUID, x NewExchange) (*Message, Message, error)
-	// FindExchange returns the user message saved under clientMessageID and
-	// its first answer.
+	// FindExchange returns the exchange saved under clientMessageID: the
+	// user message of a send or an edit and its first answer, or the
+	// answer of a regenerate and its user message (apperr NotFound).
 	FindExchange(ctx context.Context, userID, conversationID uuid.UUID, clientMessageID string) (Message, Message, error)
 	// GetMessage returns one of the user's messages (apperr NotFound).
 	GetMessage(ctx context.Context, userID, messageID uuid.UUID) (Message, error)
@@ -96,6 +100,10 @@ type NewExchange struct {
 	ReserveTokens int64
 	QuotaTokens   int64
 	MaxActive     int
+	// PromptTokens is the prompt's estimate, saved with the answer until
+	// the provider's count replaces it, so that an answer that never
+	// finishes (deleted, or its instance died) is charged for its prompt.
+	PromptTokens int64
 }
 
 // Errors InsertExchange returns when a limit, not the input, refuses the

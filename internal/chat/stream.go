@@ -17,6 +17,12 @@ func (gen *generation) streamModel() (Usage, string, error) {
 	req := ModelRequest{Model: gen.answer.Model, Messages: gen.prompt, MaxTokens: gen.g.cfg.MaxOutputTokens}
 	s, err := gen.provider.Stream(gen.ctx, req)
 	if err != nil {
+		if gen.ctx.Err() != nil {
+			// Stopped (or interrupted) while the provider was being asked:
+			// the prompt was sent, and providers bill a prompt they read.
+			return Usage{PromptTokens: promptTokens(gen.prompt)}, "", err
+		}
+		// The provider refused the request: nothing was billed.
 		return Usage{}, "", err
 	}
 	defer s.Close()

@@ -511,3 +511,37 @@ func TestAuthFailureFlood(t *testing.T) {
 		})
 	}
 }
+
+// TestDeleteDuringAnswer: deleting a conversation while its answer streams
+// stops the answer (the upstream request is canceled), ends its stream with
+// not_found, and gives back the user's concurrency slot and token
+// reservation, charging the text saved so far. Before this, three such
+// deletes left a user with a cap of 3 unable to send until the month ended.
+func TestDeleteDuringAnswer(t *testing.T) {
+	t.Parallel()
+	fake := llmtest.NewServer(t, llmtest.Hold())
+	plans := plan.Catalog{Free: plan.Plan{Name: plan.Free, RateMultiplier: 1, MonthlyTokens: 1_000_000}}
+	env := fakeEnv(t, fake, apitest.Options{Plans: plans, Generator: chat.GeneratorConfig{MaxConcurrent: 1}})
+	ctx := testCtx(t)
+	user := uuid.New()
+	for i, protocol := range apitest.Protocols {
+		c := env.ChatClient(t, protocol, user)
+		conv := create(t, c, "deleted")
+		stream, _, _ := sendPartial(ctx, t, fake, c, conv.Id, "hi", 1)
+		if _, err := c.DeleteConversation(ctx, connect.NewRequest(&parleyv1.DeleteConversationRequest{ConversationId: conv.Id})); err != nil {
+			t.Fatalf("%s: delete: %v", protocol, err)
+		}
+		_, err := collect(t, stream, 3)
+		wantCode(t, err, connect.CodeNotFound, "deleted")
+		if !fake.WaitCanceled(i+1, 5*time.Second) {
+			t.Errorf("%s: the upstream request was not canceled", protocol)
+		}
+		usage, err := env.Store.TokenUsage(ctx, user, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if usage.Active != 0 || usage.Reserved != 0 || usage.Used < int64(i+1) {
+			t.Errorf("%s: after the delete the account is %+v, want no slot or reservation held and the partial text charged", protocol, usage)
+		}
+	}
+}

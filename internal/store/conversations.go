@@ -85,14 +85,14 @@ func (s *Store) UpdateConversation(ctx context.Context, userID, conversationID u
 	return toConversation(row), nil
 }
 
-// DeleteConversation implements chat.Store.
-func (s *Store) DeleteConversation(ctx context.Context, userID, conversationID uuid.UUID) error {
-	n, err := s.q.DeleteConversation(ctx, sqlcgen.DeleteConversationParams{ID: conversationID, UserID: userID})
+// DeleteConversation implements chat.Store in one round trip.
+func (s *Store) DeleteConversation(ctx context.Context, userID, conversationID uuid.UUID) ([]uuid.UUID, error) {
+	row, err := s.q.DeleteConversation(ctx, sqlcgen.DeleteConversationParams{ID: conversationID, UserID: userID})
 	if err != nil {
-		return interpretError(err, "conversation")
+		return nil, interpretError(err, "conversation")
 	}
-	if n == 0 {
-		return apperr.New(apperr.NotFound, "conversation not found")
+	if row.Deleted == 0 {
+		return nil, apperr.New(apperr.NotFound, "conversation not found")
 	}
-	return nil
+	return row.GenerationIds, nil
 }

@@ -70,6 +70,7 @@ func (s *Store) InsertExchange(ctx context.Context, userID uuid.UUID, x chat.New
 		AssistantMessageID: x.AssistantMessageID,
 		Model:              x.Model,
 		GenerationID:       &x.GenerationID,
+		PromptTokens:       x.PromptTokens,
 	})
 	if err != nil {
 		var pgErr *pgconn.PgError
@@ -155,7 +156,13 @@ func (s *Store) FindExchange(ctx context.Context, userID, conversationID uuid.UU
 	if len(rows) != 2 {
 		return chat.Message{}, chat.Message{}, apperr.New(apperr.NotFound, "message not found")
 	}
-	return toMessage(sqlcgen.ParleyMessage(rows[0])), toMessage(sqlcgen.ParleyMessage(rows[1])), nil
+	// The tagged message comes first: the user message of a send or an
+	// edit, or the answer of a regenerate.
+	a, b := toMessage(sqlcgen.ParleyMessage(rows[0])), toMessage(sqlcgen.ParleyMessage(rows[1]))
+	if a.Role == chat.RoleAssistant {
+		a, b = b, a
+	}
+	return a, b, nil
 }
 
 // GetMessage implements chat.GenerationStore.

@@ -342,5 +342,6 @@ func assertServiceWorks(t *testing.T, st *store.Store) {
 	must("InsertExchange, second", err)
 	_, err = st.InterruptStale(ctx, time.Now().Add(time.Hour))
 	must("InterruptStale", err)
-	must("DeleteConversation", st.DeleteConversation(ctx, user, conv.ID))
+	_, err = st.DeleteConversation(ctx, user, conv.ID)
+	must("DeleteConversation", err)
 }

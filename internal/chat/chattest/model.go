@@ -19,12 +19,41 @@ type Model struct {
 	requests []chat.ModelRequest
 	turns    chan *Turn
 	refuse   error
+	hang     bool
+	asked    chan struct{} // closed and replaced on every Stream call
 }
 
 var _ chat.Provider = (*Model)(nil)
 
 // NewModel returns a Model with no turns yet.
-func NewModel() *Model { return &Model{turns: make(chan *Turn, 64)} }
+func NewModel() *Model { return &Model{turns: make(chan *Turn, 64), asked: make(chan struct{})} }
+
+// Hang makes every later Stream call wait until its ctx ends, as a
+// provider that has not answered yet, then fail with apperr Canceled.
+func (m *Model) Hang() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.hang = true
+}
+
+// WaitAsked waits until Stream has been called n times in all, or timeout.
+func (m *Model) WaitAsked(n int, timeout time.Duration) bool {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		m.mu.Lock()
+		got, asked := len(m.requests), m.asked
+		m.mu.Unlock()
+		if got >= n {
+			return true
+		}
+		select {
+		case <-asked:
+		case <-deadline.C:
+			return false
+		}
+	}
+}
 
 // Refuse makes every later Stream call fail with err before any byte.
 func (m *Model) Refuse(err error) {
@@ -44,10 +73,16 @@ func (m *Model) Requests() []chat.ModelRequest {
 func (m *Model) Stream(ctx context.Context, req chat.ModelRequest) (chat.ModelStream, error) {
 	m.mu.Lock()
 	m.requests = append(m.requests, req)
-	refuse := m.refuse
+	refuse, hang := m.refuse, m.hang
+	close(m.asked)
+	m.asked = make(chan struct{})
 	m.mu.Unlock()
 	if refuse != nil {
 		return nil, refuse
+	}
+	if hang {
+		<-ctx.Done()
+		return nil, apperr.New(apperr.Canceled, "the request was canceled")
 	}
 	t := &Turn{Request: req, parts: make(chan part, 64), closed: make(chan struct{})}
 	for _, msg := range req.Messages {

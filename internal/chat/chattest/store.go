@@ -89,10 +89,25 @@ func (s *Store) Conversation(id uuid.UUID) (chat.Conversation, bool) {
 }
 
 // Delete removes a conversation and its messages, as the database's
-// cascade does.
-func (s *Store) Delete(conversationID uuid.UUID) {
+// cascade does, releasing what its streaming answers held (charged for
+// their saved text), and returns those answers' generation ids, as
+// internal/store's DeleteConversation does.
+func (s *Store) Delete(conversationID uuid.UUID) []uuid.UUID {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var streaming []uuid.UUID
+	if c, ok := s.conversations[conversationID]; ok {
+		acct := s.account(c.UserID)
+		for _, m := range s.messages {
+			if m.ConversationID == conversationID && m.Status == chat.StatusStreaming {
+				acct.Active--
+				acct.Reserved -= s.reserved[m.ID]
+				acct.Used += m.Usage.PromptTokens + int64(chat.EstimateTokens(m.Content))
+				delete(s.reserved, m.ID)
+				streaming = append(streaming, m.GenerationID)
+			}
+		}
+	}
 	delete(s.conversations, conversationID)
 	for id, m := range s.messages {
 		if m.ConversationID == conversationID {
@@ -100,6 +115,7 @@ func (s *Store) Delete(conversationID uuid.UUID) {
 		}
 	}
 	s.notify()
+	return streaming
 }
 
 // Usage returns the user's token account for the month holding t.
@@ -258,10 +274,13 @@ func (s *Store) InsertExchange(_ context.Context, userID uuid.UUID, x chat.NewEx
 	}
 	answer := &chat.Message{
 		ID: x.AssistantMessageID, ConversationID: x.ConversationID, ParentID: parent, Role: chat.RoleAssistant,
-		Status: chat.StatusStreaming, Model: x.Model, GenerationID: x.GenerationID,
+		Status: chat.StatusStreaming, Model: x.Model, GenerationID: x.GenerationID, Usage: chat.Usage{PromptTokens: x.PromptTokens},
 		CreateTime: x.CreateTime, UpdateTime: x.CreateTime,
 	}
 	s.put(answer)
+	if user == nil && x.ClientMessageID != "" {
+		c.clients[x.ClientMessageID] = answer.ID // a regenerate's key tags the answer
+	}
 	s.reserved[answer.ID] = x.ReserveTokens
 	c.leaf = answer.ID
 	s.notify()
@@ -288,6 +307,11 @@ func (s *Store) FindExchange(_ context.Context, userID, conversationID uuid.UUID
 	userMessageID, ok := c.clients[clientMessageID]
 	if !ok {
 		return chat.Message{}, chat.Message{}, apperr.New(apperr.NotFound, "message not found")
+	}
+	if tagged := s.messages[userMessageID]; tagged != nil && tagged.Role == chat.RoleAssistant {
+		if parent := s.messages[tagged.ParentID]; parent != nil {
+			return *parent, *tagged, nil
+		}
 	}
 	for _, id := range s.order {
 		if m := s.messages[id]; m != nil && m.ParentID == userMessageID && m.Role == chat.RoleAssistant {
@@ -392,6 +416,13 @@ func (s *Store) InterruptStale(_ context.Context, before time.Time) (int64, erro
 		if m.Status == chat.StatusStreaming && m.CreateTime.Before(before) {
 			m.Status = chat.StatusInterrupted
 			n++
+			if c := s.conversations[m.ConversationID]; c != nil {
+				acct := s.account(c.UserID)
+				acct.Active--
+				acct.Reserved -= s.reserved[m.ID]
+				acct.Used += m.Usage.PromptTokens + int64(chat.EstimateTokens(m.Content))
+				delete(s.reserved, m.ID)
+			}
 		}
 	}
 	s.notify()

@@ -152,16 +152,19 @@ func (q *Queries) FinishMessage(ctx context.Context, arg FinishMessageParams) (F
 }
 
 const getExchangeByClientMessageID = `-- name: GetExchangeByClientMessageID :many
-WITH user_msg AS (
-    SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens FROM parley.messages u
-    WHERE u.conversation_id = $1 AND u.user_id = $2
-      AND u.client_message_id = $3
+WITH tagged AS (
+    SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens FROM parley.messages t
+    WHERE t.conversation_id = $1 AND t.user_id = $2
+      AND t.client_message_id = $3
 )
-SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens FROM user_msg
+SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens FROM tagged
 UNION ALL
-(SELECT a.id, a.conversation_id, a.user_id, a.parent_id, a.role, a.content, a.status, a.model, a.prompt_tokens, a.completion_tokens, a.finish_reason, a.client_message_id, a.generation_id, a.create_time, a.update_time, a.reserved_tokens FROM parley.messages a JOIN user_msg u ON a.parent_id = u.id
- WHERE a.role = 'assistant'
+(SELECT a.id, a.conversation_id, a.user_id, a.parent_id, a.role, a.content, a.status, a.model, a.prompt_tokens, a.completion_tokens, a.finish_reason, a.client_message_id, a.generation_id, a.create_time, a.update_time, a.reserved_tokens FROM parley.messages a JOIN tagged u ON a.parent_id = u.id
+ WHERE u.role = 'user' AND a.role = 'assistant'
  ORDER BY a.create_time, a.id LIMIT 1)
+UNION ALL
+SELECT p.id, p.conversation_id, p.user_id, p.parent_id, p.role, p.content, p.status, p.model, p.prompt_tokens, p.completion_tokens, p.finish_reason, p.client_message_id, p.generation_id, p.create_time, p.update_time, p.reserved_tokens FROM parley.messages p JOIN tagged a ON p.id = a.parent_id
+WHERE a.role = 'assistant'
 `
 
 type GetExchangeByClientMessageIDParams struct {
@@ -189,8 +192,9 @@ type GetExchangeByClientMessageIDRow struct {
 	ReservedTokens   int64
 }
 
-// A retried send: the user message saved under client_message_id and its
-// first answer.
+// A retried send or edit: the user message saved under client_message_id
+// and its first answer. A retried regenerate: the answer saved under it
+// and its user message (the answer's parent).
 func (q *Queries) GetExchangeByClientMessageID(ctx context.Context, arg GetExchangeByClientMessageIDParams) ([]GetExchangeByClientMessageIDRow, error) {
 	rows, err := q.db.Query(ctx, getExchangeByClientMessageID, arg.ConversationID, arg.UserID, arg.ClientMessageID)
 	if err != nil {
@@ -398,10 +402,17 @@ WITH conv AS (
     FROM conv WHERE $12::bool AND EXISTS (SELECT 1 FROM reserve)
     RETURNING id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens
 ), assistant_msg AS (
-    INSERT INTO parley.messages (id, conversation_id, user_id, parent_id, role, status, model, generation_id, reserved_tokens, create_time, update_time)
+    -- A regenerated answer (no user message) carries the client's
+    -- idempotency key itself. Its prompt_tokens hold the prompt's estimate
+    -- until the provider's count replaces it, so an answer that never
+    -- finishes (deleted, swept) is still charged for the prompt it sent.
+    INSERT INTO parley.messages (id, conversation_id, user_id, parent_id, role, status, model, generation_id, reserved_tokens,
+                                 prompt_tokens, client_message_id, create_time, update_time)
     SELECT $13, conv.id, $2,
            CASE WHEN $12::bool THEN $8::uuid ELSE $3::uuid END,
            'assistant', 'streaming', $14, $15, $5::bigint,
+           $16::bigint,
+           CASE WHEN $12::bool THEN NULL ELSE $10 END,
            $11::timestamptz + interval '1 microsecond', $11::timestamptz + interval '1 microsecond'
     FROM conv
     WHERE EXISTS (SELECT 1 FROM reserve) AND (NOT $12::bool OR EXISTS (SELECT 1 FROM user_msg))
@@ -431,6 +442,7 @@ type InsertMessagesParams struct {
 	AssistantMessageID uuid.UUID
 	Model              string
 	GenerationID       *uuid.UUID
+	PromptTokens       int64
 }
 
 type InsertMessagesRow struct {
@@ -475,6 +487,7 @@ func (q *Queries) InsertMessages(ctx context.Context, arg InsertMessagesParams) 
 		arg.AssistantMessageID,
 		arg.Model,
 		arg.GenerationID,
+		arg.PromptTokens,
 	)
 	if err != nil {
 		return nil, err
@@ -518,8 +531,9 @@ WITH stale AS (
           WHERE o.status = 'streaming' AND o.update_time < $1) old
     WHERE m.id = old.id AND m.status = 'streaming'
     RETURNING m.user_id, m.create_time, old.reserved_tokens AS released_tokens,
-              -- The provider's count died with the instance: about 4 characters a token.
-              ceil(length(m.content) / 4.0)::bigint AS estimated_tokens
+              -- The provider's count died with the instance: the prompt's
+              -- estimate and about 4 characters a token of the text saved.
+              m.prompt_tokens + ceil(length(m.content) / 4.0)::bigint AS estimated_tokens
 ), released AS (
     SELECT user_id, date_trunc('month', create_time AT TIME ZONE 'UTC')::date AS month,
            sum(released_tokens) AS tokens, sum(estimated_tokens) AS used, count(*) AS answers
