@@ -9,13 +9,15 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/internal/clock"
 )
 
-// newCacheTestVerifier returns a static verifier whose clock is a fakeClock
+// newCacheTestVerifier returns a static verifier whose clock is a fake one
 // at a fixed instant, and a token for it issued at that instant, valid for
 // tokenTTL. The instant is long past, so a verifier that judged tokens by
 // the real clock would refuse every one.
-func newCacheTestVerifier(tb testing.TB, leeway, tokenTTL time.Duration) (*Verifier, *fakeClock, string) {
+func newCacheTestVerifier(tb testing.TB, leeway, tokenTTL time.Duration) (*Verifier, *clock.Fake, string) {
 	tb.Helper()
 	key := newECKey(tb, "cache")
 	jwks, err := json.Marshal(map[string]any{"keys": []any{key.jwk}})
@@ -23,17 +25,17 @@ func newCacheTestVerifier(tb testing.TB, leeway, tokenTTL time.Duration) (*Verif
 		tb.Fatal(err)
 	}
 	const iss = "http://cache.test/auth/v1"
-	clock := newFakeClock(time.Unix(1_700_000_000, 0))
-	v, err := NewStaticVerifier(Config{Issuer: iss, Leeway: leeway, Now: clock.Now}, jwks)
+	fake := clock.NewFake(time.Unix(1_700_000_000, 0))
+	v, err := NewStaticVerifier(Config{Issuer: iss, Leeway: leeway, Now: fake.Now}, jwks)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(v.Close)
 	token := key.sign(tb, supabaseClaims(iss, uuid.New(), func(c jwt.MapClaims) {
-		c["iat"] = clock.Now().Unix()
-		c["exp"] = clock.Now().Add(tokenTTL).Unix()
+		c["iat"] = fake.Now().Unix()
+		c["exp"] = fake.Now().Add(tokenTTL).Unix()
 	}))
-	return v, clock, token
+	return v, fake, token
 }
 
 // TestVerifyCache: a verified token is remembered until it expires or for
@@ -59,7 +61,7 @@ func TestVerifyCache(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			v, clock, token := newCacheTestVerifier(t, leeway, tt.tokenTTL)
+			v, fake, token := newCacheTestVerifier(t, leeway, tt.tokenTTL)
 			header := http.Header{"Authorization": {"Bearer " + token}}
 			if v.Recognizes(header) {
 				t.Fatal("Recognizes a token before verifying it")
@@ -68,7 +70,7 @@ func TestVerifyCache(t *testing.T) {
 			if err != nil {
 				t.Fatalf("first Verify: %v", err)
 			}
-			clock.Advance(tt.elapsed)
+			fake.Advance(tt.elapsed)
 			if got := v.Recognizes(header); got != tt.wantCached {
 				t.Errorf("Recognizes %v after %v = %v; want %v", tt.tokenTTL, tt.elapsed, got, tt.wantCached)
 			}

@@ -200,26 +200,3 @@ func verifyWithin(tb testing.TB, v *Verifier, token string, d time.Duration) (Cl
 	defer cancel()
 	return v.Verify(ctx, token)
 }
-
-// fakeClock is a clock for Config.Now that moves only when the test
-// advances it, so a test steps past an expiry instead of sleeping.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock(start time.Time) *fakeClock { return &fakeClock{now: start} }
-
-// Now returns the clock's current time.
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-// Advance moves the clock forward by d.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}

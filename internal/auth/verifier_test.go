@@ -17,6 +17,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/internal/clock"
 )
 
 func TestVerify(t *testing.T) {
@@ -315,8 +317,8 @@ func TestVerifyBackgroundRefresh(t *testing.T) {
 	srv := newJWKSServer(t, keyA)
 	cfg := srv.config()
 	cfg.RefreshInterval = 50 * time.Millisecond
-	clock := newFakeClock(time.Now())
-	cfg.Now = clock.Now
+	fake := clock.NewFake(time.Now())
+	cfg.Now = fake.Now
 	v := newTestVerifier(t, cfg)
 	token := keyA.sign(t, supabaseClaims(srv.issuer(), uuid.New(), nil))
 	if _, err := verifyWithin(t, v, token, 10*time.Second); err != nil {
@@ -332,7 +334,7 @@ func TestVerifyBackgroundRefresh(t *testing.T) {
 	srv.setKeys(keyB)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		clock.Advance(cfg.RefreshInterval)
+		fake.Advance(cfg.RefreshInterval)
 		_, err := verifyWithin(t, v, token, 10*time.Second)
 		if err != nil {
 			break

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/internal/clock"
 )
 
 // Event is one entry of a generation's log.
@@ -80,10 +82,11 @@ type Option func(*options)
 type options struct {
 	maxGeneration time.Duration
 	block         time.Duration
+	clock         clock.Clock
 }
 
 func newOptions(opts []Option) options {
-	o := options{maxGeneration: defaultMaxGeneration, block: defaultBlock}
+	o := options{maxGeneration: defaultMaxGeneration, block: defaultBlock, clock: clock.Real()}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -108,6 +111,17 @@ func WithBlock(d time.Duration) Option {
 	return func(o *options) {
 		if d > 0 {
 			o.block = d
+		}
+	}
+}
+
+// WithClock sets the clock Memory expires logs by (default the system
+// clock), so tests can step past a retention instead of waiting it out.
+// Redis ignores it: its logs expire by the Redis server's own clock.
+func WithClock(c clock.Clock) Option {
+	return func(o *options) {
+		if c != nil {
+			o.clock = c
 		}
 	}
 }

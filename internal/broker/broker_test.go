@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/parleyhq/parley/internal/broker"
+	"github.com/parleyhq/parley/internal/clock"
 	"github.com/parleyhq/parley/internal/redistest"
 )
 
@@ -28,25 +31,94 @@ const longRetention = time.Minute
 // instances of the service would. For Memory both are the same broker.
 type implementation struct {
 	name string
-	open func(t *testing.T, retention time.Duration, opts ...broker.Option) (a, b broker.Broker)
+	open func(t *testing.T, retention time.Duration, opts ...broker.Option) (a, b broker.Broker, x expiry)
 }
+
+// expiry plays the passing of time on the logs of the brokers open
+// returned, so that tests of the expiry rules need not wait them out.
+type expiry struct {
+	// age makes the log of id d older, as if d had passed since the test
+	// last wrote to it.
+	age func(t *testing.T, id uuid.UUID, d time.Duration)
+	// expire checks that the log of id, which the test has just written
+	// to, is set to expire ttl from now and not before, and makes it
+	// expire as if ttl had passed.
+	expire func(t *testing.T, id uuid.UUID, ttl time.Duration)
+}
+
+// ttlSlack is how far a Redis log's PTTL may have counted down between
+// the write that set it and the test reading it.
+const ttlSlack = 5 * time.Second
 
 var implementations = []implementation{
 	{
+		// Memory expires logs by its clock: a fake one, which the test
+		// steps to the edge of a ttl and then over it.
 		name: "Memory",
-		open: func(t *testing.T, retention time.Duration, opts ...broker.Option) (broker.Broker, broker.Broker) {
-			m := broker.NewMemory(retention, opts...)
-			return m, m
+		open: func(t *testing.T, retention time.Duration, opts ...broker.Option) (broker.Broker, broker.Broker, expiry) {
+			fake := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+			m := broker.NewMemory(retention, slices.Concat(opts, []broker.Option{broker.WithClock(fake)})...)
+			x := expiry{
+				age: func(t *testing.T, id uuid.UUID, d time.Duration) { fake.Advance(d) },
+				expire: func(t *testing.T, id uuid.UUID, ttl time.Duration) {
+					t.Helper()
+					fake.Advance(ttl - time.Nanosecond)
+					if !exists(t, m, id) {
+						t.Fatalf("log gone %v after the last write, want it kept for %v", ttl-time.Nanosecond, ttl)
+					}
+					fake.Advance(time.Nanosecond)
+				},
+			}
+			return m, m, x
 		},
 	},
 	{
+		// Redis expires logs by PEXPIRE on the server's clock, which no
+		// test can move: the hooks read and rewrite the key's PTTL, and
+		// delete the key as its expiry would.
 		name: "Redis",
-		open: func(t *testing.T, retention time.Duration, opts ...broker.Option) (broker.Broker, broker.Broker) {
+		open: func(t *testing.T, retention time.Duration, opts ...broker.Option) (broker.Broker, broker.Broker, expiry) {
 			url := redistest.URL(t)
 			prefix := redistest.Prefix(t)
 			a := broker.NewRedis(newClient(t, url), prefix, retention, opts...)
 			b := broker.NewRedis(newClient(t, url), prefix, retention, opts...)
-			return a, b
+			admin := newClient(t, url)
+			pttl := func(t *testing.T, key string) time.Duration {
+				t.Helper()
+				ttl, err := admin.PTTL(testContext(t), key).Result()
+				if err != nil {
+					t.Fatalf("PTTL %s: %v", key, err)
+				}
+				if ttl < 0 {
+					// -2: no such key; -1: a key that never expires.
+					t.Fatalf("PTTL %s = %d, want a log that expires", key, ttl)
+				}
+				return ttl
+			}
+			x := expiry{
+				age: func(t *testing.T, id uuid.UUID, d time.Duration) {
+					t.Helper()
+					key := broker.LogKey(a, id)
+					left := pttl(t, key)
+					if left <= d {
+						t.Fatalf("log expires in %v, want it to outlive %v", left, d)
+					}
+					if err := admin.PExpire(testContext(t), key, left-d).Err(); err != nil {
+						t.Fatalf("PEXPIRE %s: %v", key, err)
+					}
+				},
+				expire: func(t *testing.T, id uuid.UUID, ttl time.Duration) {
+					t.Helper()
+					key := broker.LogKey(a, id)
+					if left := pttl(t, key); left > ttl || left <= ttl-ttlSlack {
+						t.Errorf("log expires in %v, want %v (less the time since the write)", left, ttl)
+					}
+					if err := admin.Del(testContext(t), key).Err(); err != nil {
+						t.Fatalf("DEL %s: %v", key, err)
+					}
+				},
+			}
+			return a, b, x
 		},
 	},
 }
@@ -56,10 +128,8 @@ var implementations = []implementation{
 func TestBroker(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name      string
-		retention time.Duration // longRetention if zero
-		opts      []broker.Option
-		run       func(t *testing.T, a, b broker.Broker)
+		name string
+		run  func(t *testing.T, a, b broker.Broker)
 	}{
 		{name: "FollowFromStart", run: testFollowFromStart},
 		{name: "AppendBatch", run: testAppendBatch},
@@ -70,13 +140,6 @@ func TestBroker(t *testing.T) {
 		{name: "ManyFollowers", run: testManyFollowers},
 		{name: "CancelEndsFollow", run: testCancelEndsFollow},
 		{name: "ErrNotFound", run: testErrNotFound},
-		{name: "ErrNotFoundAfterRetention", retention: 200 * time.Millisecond, run: testErrNotFoundAfterRetention},
-		{
-			name:      "ErrNotFoundWhenUnfinishedLogExpires",
-			retention: 100 * time.Millisecond,
-			opts:      []broker.Option{broker.WithMaxGeneration(100 * time.Millisecond), broker.WithBlock(50 * time.Millisecond)},
-			run:       testUnfinishedLogExpires,
-		},
 		{name: "ErrSequence", run: testErrSequence},
 		{name: "StopReachesOtherInstance", run: testStopReachesOtherInstance},
 	}
@@ -86,12 +149,47 @@ func TestBroker(t *testing.T) {
 			for _, tt := range tests {
 				t.Run(tt.name, func(t *testing.T) {
 					t.Parallel()
-					retention := tt.retention
-					if retention == 0 {
-						retention = longRetention
-					}
-					a, b := impl.open(t, retention, tt.opts...)
+					a, b, _ := impl.open(t, longRetention)
 					tt.run(t, a, b)
+				})
+			}
+		})
+	}
+}
+
+// The retention and longest generation of TestBrokerExpiry: far enough
+// apart that one is not mistaken for the other, even give or take
+// ttlSlack.
+const (
+	expiryRetention     = time.Minute
+	expiryMaxGeneration = 10 * time.Minute
+)
+
+// TestBrokerExpiry holds the expiry rules every Broker shares: a finished
+// log lives for the retention, an unfinished one for the longest
+// generation plus the retention after its last append.
+func TestBrokerExpiry(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		run  func(t *testing.T, a, b broker.Broker, x expiry)
+	}{
+		{name: "ErrNotFoundAfterRetention", run: testErrNotFoundAfterRetention},
+		{name: "ErrNotFoundWhenUnfinishedLogExpires", run: testUnfinishedLogExpires},
+		{name: "AppendPushesBackExpiry", run: testAppendPushesBackExpiry},
+	}
+	for _, impl := range implementations {
+		t.Run(impl.name, func(t *testing.T) {
+			t.Parallel()
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					t.Parallel()
+					a, b, x := impl.open(t, expiryRetention,
+						broker.WithMaxGeneration(expiryMaxGeneration),
+						// A Redis follower notices a deleted log after
+						// one read's block time.
+						broker.WithBlock(50*time.Millisecond))
+					tt.run(t, a, b, x)
 				})
 			}
 		})
@@ -284,35 +382,21 @@ func testErrNotFound(t *testing.T, a, b broker.Broker) {
 	}
 }
 
-// testErrNotFoundAfterRetention expects a retention of 200ms.
-func testErrNotFoundAfterRetention(t *testing.T, a, b broker.Broker) {
-	const retention = 200 * time.Millisecond
+// testErrNotFoundAfterRetention: Finish cuts the log's life from the
+// longest generation plus the retention down to the retention.
+func testErrNotFoundAfterRetention(t *testing.T, a, b broker.Broker, x expiry) {
 	id := uuid.New()
 	appendEvents(t, a, id, 1, 2)
-	finishedAt := time.Now()
 	finish(t, a, id)
-	deadline := time.Now().Add(waitTimeout)
-	for {
-		_, _, err := b.Follow(testContext(t), id, 0)
-		if errors.Is(err, broker.ErrNotFound) {
-			if elapsed := time.Since(finishedAt); elapsed < retention {
-				t.Errorf("log gone %v after Finish, want it kept for %v", elapsed, retention)
-			}
-			return
-		}
-		if err != nil {
-			t.Fatalf("Follow: %v", err)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("log still there %v after Finish with retention %v", time.Since(finishedAt), retention)
-		}
-		time.Sleep(20 * time.Millisecond)
+	x.expire(t, id, expiryRetention)
+	if _, _, err := b.Follow(testContext(t), id, 0); !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("Follow after the retention = %v, want ErrNotFound", err)
 	}
 }
 
 // testUnfinishedLogExpires plays an instance that crashed mid-generation:
 // its log expires and the follower learns that it will never end.
-func testUnfinishedLogExpires(t *testing.T, a, b broker.Broker) {
+func testUnfinishedLogExpires(t *testing.T, a, b broker.Broker, x expiry) {
 	id := uuid.New()
 	appendEvents(t, a, id, 1, 1)
 	events, result, err := b.Follow(testContext(t), id, 0)
@@ -320,9 +404,27 @@ func testUnfinishedLogExpires(t *testing.T, a, b broker.Broker) {
 		t.Fatalf("Follow: %v", err)
 	}
 	receive(t, events)
+	x.expire(t, id, expiryMaxGeneration+expiryRetention)
 	waitClosed(t, events)
 	if err := result(); !errors.Is(err, broker.ErrNotFound) {
 		t.Errorf("Follow of an expired unfinished log ended with %v, want ErrNotFound", err)
+	}
+	if _, _, err := b.Follow(testContext(t), id, 0); !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("Follow of an expired unfinished log = %v, want ErrNotFound", err)
+	}
+}
+
+// testAppendPushesBackExpiry: a generation may run longer than the longest
+// generation in all, as long as it keeps appending; its log lives on from
+// its last append.
+func testAppendPushesBackExpiry(t *testing.T, a, b broker.Broker, x expiry) {
+	id := uuid.New()
+	appendEvents(t, a, id, 1, 1)
+	x.age(t, id, expiryMaxGeneration)
+	appendEvents(t, a, id, 2, 2)
+	x.expire(t, id, expiryMaxGeneration+expiryRetention)
+	if _, _, err := b.Follow(testContext(t), id, 0); !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("Follow after the log expired = %v, want ErrNotFound", err)
 	}
 }
 
@@ -413,6 +515,22 @@ func finish(tb testing.TB, b broker.Broker, id uuid.UUID) {
 	if err := b.Finish(testContext(tb), id); err != nil {
 		tb.Fatalf("Finish: %v", err)
 	}
+}
+
+// exists reports whether b has the log of id, by following it past its
+// end and leaving at once.
+func exists(tb testing.TB, b broker.Broker, id uuid.UUID) bool {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(testContext(tb))
+	defer cancel()
+	_, _, err := b.Follow(ctx, id, math.MaxInt64)
+	if errors.Is(err, broker.ErrNotFound) {
+		return false
+	}
+	if err != nil {
+		tb.Fatalf("Follow: %v", err)
+	}
+	return true
 }
 
 // followAll follows a finished log to its end.

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/internal/clock"
 )
 
 // stopBuffer lets Stop hand over an id without waiting for a subscriber
@@ -38,7 +40,7 @@ type memoryLog struct {
 	// every follower without a sync.Cond, which cannot wait on a ctx.
 	changed  chan struct{}
 	expireAt time.Time
-	timer    *time.Timer
+	timer    clock.Timer
 }
 
 type memorySub struct {
@@ -49,7 +51,8 @@ type memorySub struct {
 var _ Broker = (*Memory)(nil)
 
 // NewMemory returns a Broker that keeps logs in memory and drops them
-// retention after Finish. It panics if retention is not positive.
+// retention after Finish, by the clock of WithClock. It panics if
+// retention is not positive.
 func NewMemory(retention time.Duration, opts ...Option) *Memory {
 	if retention <= 0 {
 		panic("broker: retention must be positive")
@@ -127,16 +130,17 @@ func (m *Memory) Finish(ctx context.Context, generationID uuid.UUID) error {
 // expireLater drops the log after ttl unless it is pushed back again.
 // Callers hold m.mu.
 func (m *Memory) expireLater(generationID uuid.UUID, log *memoryLog, ttl time.Duration) {
-	log.expireAt = time.Now().Add(ttl)
+	clk := m.opts.clock
+	log.expireAt = clk.Now().Add(ttl)
 	if log.timer != nil {
 		log.timer.Reset(ttl)
 		return
 	}
-	log.timer = time.AfterFunc(ttl, func() {
+	log.timer = clk.AfterFunc(ttl, func() {
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		// A Reset may race with a firing timer; the deadline decides.
-		if m.logs[generationID] != log || time.Now().Before(log.expireAt) {
+		if m.logs[generationID] != log || clk.Now().Before(log.expireAt) {
 			return
 		}
 		delete(m.logs, generationID)

@@ -4,17 +4,32 @@
 package clock
 
 import (
+	"slices"
 	"sync"
 	"time"
 )
 
-// Clock tells the time and makes tickers.
+// Clock tells the time and makes tickers and timers.
 type Clock interface {
 	// Now returns the current time.
 	Now() time.Time
 	// NewTicker returns a ticker that fires every d, like time.NewTicker:
 	// a tick nobody has read yet makes later ticks be dropped.
 	NewTicker(d time.Duration) Ticker
+	// AfterFunc calls f once d has passed, like time.AfterFunc, unless
+	// the returned timer is stopped first.
+	AfterFunc(d time.Duration, f func()) Timer
+}
+
+// Timer is a pending call made by AfterFunc. Its methods mean what those
+// of a *time.Timer made by time.AfterFunc mean.
+type Timer interface {
+	// Stop cancels the call; it reports whether it did, false if the
+	// call already started or the timer was stopped.
+	Stop() bool
+	// Reset makes the call happen d from now, again if it already
+	// happened or was stopped; it reports whether the timer was pending.
+	Reset(d time.Duration) bool
 }
 
 // Ticker delivers ticks until stopped.
@@ -34,6 +49,9 @@ func (realClock) Now() time.Time { return time.Now() }
 
 func (realClock) NewTicker(d time.Duration) Ticker { return realTicker{time.NewTicker(d)} }
 
+// AfterFunc returns the *time.Timer itself, which has Timer's methods.
+func (realClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
+
 type realTicker struct{ t *time.Ticker }
 
 func (t realTicker) C() <-chan time.Time { return t.t.C }
@@ -41,10 +59,19 @@ func (t realTicker) Stop()               { t.t.Stop() }
 
 // Fake is a Clock that moves only when Advance is called. It is safe for
 // concurrent use.
+//
+// Unlike time.AfterFunc, a Fake runs the funcs of its timers on the
+// goroutine that calls Advance, with no lock held, before Advance returns.
+// A test then sees what they did as soon as Advance returns, instead of
+// polling for a goroutine to get there; the funcs may still use the clock
+// (Now, Reset, AfterFunc). The price: a func that waits for the goroutine
+// calling Advance deadlocks, where with the real clock it would not.
 type Fake struct {
 	mu      sync.Mutex
 	now     time.Time
 	tickers []*fakeTicker
+	timers  []*fakeTimer  // pending ones only
+	seq     uint64        // orders timers due at the same time by arming
 	added   chan struct{} // closed and replaced when a ticker is made
 }
 
@@ -72,13 +99,77 @@ func (f *Fake) NewTicker(d time.Duration) Ticker {
 	return t
 }
 
-// Advance moves the clock forward by d and fires every ticker whose time
+// AfterFunc implements Clock. A d of zero or less makes the timer due at
+// once: it fires on the next Advance, Advance(0) included.
+func (f *Fake) AfterFunc(d time.Duration, fn func()) Timer {
+	t := &fakeTimer{f: f, fn: fn}
+	t.Reset(d)
+	return t
+}
+
+// Advance moves the clock forward by d. It fires every ticker whose time
 // came, once per period passed (dropping ticks nobody read, as time.Ticker
-// does).
+// does), and calls the func of every timer whose time came, in the order
+// they were due, with Now showing each timer's own time while its func
+// runs. A timer that a func arms within the span fires too, so a func that
+// always re-arms its own timer for no time keeps Advance from returning,
+// as it would keep the real clock's timers spinning.
 func (f *Fake) Advance(d time.Duration) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.now = f.now.Add(d)
+	target := f.now.Add(d)
+	for {
+		t := f.nextDue(target)
+		if t == nil {
+			break
+		}
+		// Another Advance may have run while the lock was released for
+		// an earlier func: time never goes back.
+		if t.when.After(f.now) {
+			f.now = t.when
+		}
+		f.tick()
+		f.unschedule(t)
+		// Not deferred: the lock is released around every func, and a
+		// func that panics must not leave it held or unlock it twice.
+		f.mu.Unlock()
+		t.fn()
+		f.mu.Lock()
+	}
+	if target.After(f.now) {
+		f.now = target
+	}
+	f.tick()
+	f.mu.Unlock()
+}
+
+// nextDue returns the pending timer due first, if it is due by target.
+// Callers hold f.mu.
+func (f *Fake) nextDue(target time.Time) *fakeTimer {
+	var first *fakeTimer
+	for _, t := range f.timers {
+		if t.when.After(target) {
+			continue
+		}
+		if first == nil || t.when.Before(first.when) || (t.when.Equal(first.when) && t.seq < first.seq) {
+			first = t
+		}
+	}
+	return first
+}
+
+// unschedule removes t from the pending timers and reports whether it was
+// there. Callers hold f.mu.
+func (f *Fake) unschedule(t *fakeTimer) bool {
+	i := slices.Index(f.timers, t)
+	if i < 0 {
+		return false
+	}
+	f.timers = slices.Delete(f.timers, i, i+1)
+	return true
+}
+
+// tick fires the tickers whose time came. Callers hold f.mu.
+func (f *Fake) tick() {
 	for _, t := range f.tickers {
 		if t.stopped {
 			continue
@@ -118,6 +209,30 @@ func (f *Fake) WaitForTickers(n int, timeout time.Duration) bool {
 			return false
 		}
 	}
+}
+
+type fakeTimer struct {
+	f    *Fake
+	fn   func()
+	when time.Time // guarded by f.mu, as is seq
+	seq  uint64
+}
+
+func (t *fakeTimer) Stop() bool {
+	t.f.mu.Lock()
+	defer t.f.mu.Unlock()
+	return t.f.unschedule(t)
+}
+
+func (t *fakeTimer) Reset(d time.Duration) bool {
+	t.f.mu.Lock()
+	defer t.f.mu.Unlock()
+	pending := t.f.unschedule(t)
+	t.when = t.f.now.Add(max(d, 0))
+	t.f.seq++
+	t.seq = t.f.seq
+	t.f.timers = append(t.f.timers, t)
+	return pending
 }
 
 type fakeTicker struct {

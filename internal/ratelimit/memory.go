@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/parleyhq/parley/internal/clock"
 )
 
 // Memory is an in-process limiter with redis_rate's semantics (GCRA: each
@@ -12,16 +14,18 @@ import (
 type Memory struct {
 	mu        sync.Mutex
 	tat       map[string]time.Time
-	now       func() time.Time
+	clock     clock.Clock
 	lastSweep time.Time
 }
 
 // NewMemory returns an empty in-process limiter.
-func NewMemory() *Memory { return &Memory{tat: map[string]time.Time{}, now: time.Now} }
+func NewMemory(opts ...Option) *Memory {
+	return &Memory{tat: map[string]time.Time{}, clock: newOptions(opts).clock}
+}
 
 // Allow implements Limiter.
 func (m *Memory) Allow(_ context.Context, key string, limit Limit) (Result, error) {
-	now := m.now()
+	now := m.clock.Now()
 	interval := limit.Period / time.Duration(limit.Rate)
 	burstOffset := interval * time.Duration(limit.Burst)
 
@@ -44,7 +48,7 @@ func (m *Memory) Allow(_ context.Context, key string, limit Limit) (Result, erro
 
 // Peek reports what Allow would answer for key without counting an event.
 func (m *Memory) Peek(key string, limit Limit) Result {
-	now := m.now()
+	now := m.clock.Now()
 	interval := limit.Period / time.Duration(limit.Rate)
 	burstOffset := interval * time.Duration(limit.Burst)
 	m.mu.Lock()

@@ -8,7 +8,19 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/parleyhq/parley/internal/clock"
 )
+
+// newFakeClock returns a clock that moves only when the test advances it,
+// so a test steps through a window instead of sleeping.
+func newFakeClock() *clock.Fake { return clock.NewFake(time.Unix(1_700_000_000, 0)) }
+
+// newFakeMemory returns a Memory on a fake clock, and the clock.
+func newFakeMemory() (*Memory, *clock.Fake) {
+	fake := newFakeClock()
+	return NewMemory(WithClock(fake)), fake
+}
 
 // TestMemoryWindow steps the clock to the edges of the window: after a
 // spent burst an event is denied until RetryAfter and allowed from then on,
@@ -30,7 +42,7 @@ func TestMemoryWindow(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			m, clock := newFakeMemory()
+			m, fake := newFakeMemory()
 			ctx := context.Background()
 			for range limit.Burst {
 				m.Allow(ctx, "k", limit)
@@ -40,7 +52,7 @@ func TestMemoryWindow(t *testing.T) {
 			if diff := cmp.Diff(want, denied); diff != "" {
 				t.Fatalf("check after the burst (-want +got):\n%s", diff)
 			}
-			clock.Advance(tt.elapsed)
+			fake.Advance(tt.elapsed)
 			if res := m.Peek("k", limit); res.Allowed != tt.wantAllowed || res.Remaining != tt.wantRemaining {
 				t.Errorf("Peek %v later: %+v; want allowed=%v remaining=%d", tt.elapsed, res, tt.wantAllowed, tt.wantRemaining)
 			}
@@ -55,11 +67,11 @@ func TestMemoryWindow(t *testing.T) {
 // keeps the others, so memory stays bounded by the active keys.
 func TestMemorySweep(t *testing.T) {
 	t.Parallel()
-	m, clock := newFakeMemory()
+	m, fake := newFakeMemory()
 	ctx := context.Background()
 	m.Allow(ctx, "idle", PerMinute(1))                                  // reset a minute later
 	m.Allow(ctx, "active", Limit{Rate: 1, Burst: 1, Period: time.Hour}) // reset an hour later
-	clock.Advance(2 * time.Minute)
+	fake.Advance(2 * time.Minute)
 	m.Allow(ctx, "new", PerMinute(1)) // the first check past a minute sweeps
 	m.mu.Lock()
 	keys := slices.Sorted(maps.Keys(m.tat))

@@ -8,6 +8,8 @@ package ratelimit
 import (
 	"context"
 	"time"
+
+	"github.com/parleyhq/parley/internal/clock"
 )
 
 // Limit allows Rate events per Period, with bursts of up to Burst.
@@ -43,4 +45,29 @@ type Result struct {
 // Limiter checks one event against a key's limit.
 type Limiter interface {
 	Allow(ctx context.Context, key string, limit Limit) (Result, error)
+}
+
+// Option adjusts a limiter made by NewMemory or NewResilient.
+type Option func(*options)
+
+type options struct{ clock clock.Clock }
+
+func newOptions(opts []Option) options {
+	o := options{clock: clock.Real()}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
+// WithClock sets the clock limits are counted by (default the system
+// clock): Memory's windows, and Resilient's cool-down, warning throttle
+// and in-memory fallback, so tests can step through them instead of
+// sleeping. The Redis limiter counts by the Redis server's clock.
+func WithClock(c clock.Clock) Option {
+	return func(o *options) {
+		if c != nil {
+			o.clock = c
+		}
+	}
 }

@@ -1,12 +1,14 @@
 package ratelimit
 
 import (
+	"bytes"
 	"context"
-	"io"
+	"errors"
 	"log/slog"
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,6 +25,9 @@ func TestMain(m *testing.M) {
 	teardown()
 	os.Exit(code)
 }
+
+// discardLog swallows the limiter's warnings.
+var discardLog = slog.New(slog.DiscardHandler)
 
 func newRedis(t *testing.T, url string) *Redis {
 	t.Helper()
@@ -43,8 +48,8 @@ func TestLimiters(t *testing.T) {
 	t.Parallel()
 	impls := map[string]func(t *testing.T) (l Limiter, wait func(time.Duration)){
 		"Memory": func(*testing.T) (Limiter, func(time.Duration)) {
-			m, clock := newFakeMemory()
-			return m, clock.Advance
+			m, fake := newFakeMemory()
+			return m, fake.Advance
 		},
 		"Redis": func(t *testing.T) (Limiter, func(time.Duration)) {
 			return newRedis(t, redistest.URL(t)), time.Sleep
@@ -133,14 +138,14 @@ func TestResilientCooldown(t *testing.T) {
 			t.Cleanup(func() { client.Close() })
 			var tries atomic.Int64
 			client.AddHook(countHook{&tries})
-			clock := newFakeClock()
-			r := newFakeResilient(NewRedis(client, redistest.Prefix(t)), clock)
+			fake := newFakeClock()
+			r := NewResilient(NewRedis(client, redistest.Prefix(t)), discardLog, WithClock(fake))
 			r.Cooldown = cooldown
 			ctx := context.Background()
 			if _, degraded := r.Allow(ctx, "k", PerMinute(5), false); !degraded || tries.Load() != 1 {
 				t.Fatalf("first check: degraded=%v after %d tries of Redis, want degraded after 1", degraded, tries.Load())
 			}
-			clock.Advance(tt.elapsed)
+			fake.Advance(tt.elapsed)
 			if _, degraded := r.Allow(ctx, "k", PerMinute(5), false); !degraded {
 				t.Error("a check with Redis down is not marked degraded")
 			}
@@ -151,15 +156,72 @@ func TestResilientCooldown(t *testing.T) {
 	}
 }
 
+// downLimiter is a shared limiter whose every check fails, as Redis's do
+// during an outage.
+type downLimiter struct{}
+
+func (downLimiter) Allow(context.Context, string, Limit) (Result, error) {
+	return Result{}, errors.New("connection refused")
+}
+
+// TestResilientWarnings: failures are logged at most once per 10 seconds,
+// by the limiter's clock, however often the shared limiter is retried.
+func TestResilientWarnings(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name         string
+		elapsed      time.Duration // since the first warning
+		wantWarnings int
+	}{
+		{"QuietJustBefore10s", 10*time.Second - time.Nanosecond, 1},
+		{"AgainAt10s", 10 * time.Second, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var logs bytes.Buffer
+			fake := newFakeClock()
+			r := NewResilient(downLimiter{}, slog.New(slog.NewTextHandler(&logs, nil)), WithClock(fake))
+			ctx := context.Background()
+			r.Allow(ctx, "k", PerMinute(5), false)
+			fake.Advance(tt.elapsed) // past the cool-down: the next check retries
+			r.Allow(ctx, "k", PerMinute(5), false)
+			if got := strings.Count(logs.String(), "shared rate limiter unavailable"); got != tt.wantWarnings {
+				t.Errorf("%d warnings for failures %v apart, want %d:\n%s", got, tt.elapsed, tt.wantWarnings, logs.String())
+			}
+		})
+	}
+}
+
+// TestResilientFallbackClock: the in-memory fallback counts by the same
+// clock as the cool-down, so its window passes when that clock moves.
+func TestResilientFallbackClock(t *testing.T) {
+	t.Parallel()
+	fake := newFakeClock()
+	r := NewResilient(downLimiter{}, discardLog, WithClock(fake))
+	ctx := context.Background()
+	limit := PerMinute(1)
+	if res, _ := r.Allow(ctx, "k", limit, false); !res.Allowed {
+		t.Fatalf("first check: %+v, want allowed by the fallback", res)
+	}
+	if res, _ := r.Allow(ctx, "k", limit, false); res.Allowed {
+		t.Fatalf("second check at once: %+v, want denied by the fallback", res)
+	}
+	fake.Advance(time.Minute)
+	if res, degraded := r.Allow(ctx, "k", limit, false); !res.Allowed || !degraded {
+		t.Errorf("check a minute later: %+v degraded=%v, want allowed by the fallback", res, degraded)
+	}
+}
+
 // TestResilientOutage stops and restarts Redis: the fail-open class keeps
 // passing, the others are limited per instance, and the shared count is
 // back once Redis is.
 func TestResilientOutage(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	clock := newFakeClock()
-	a := newFakeResilient(newRedis(t, srv.URL), clock)
-	b := newFakeResilient(a.shared, clock) // a second instance on the same Redis
+	fake := newFakeClock()
+	a := NewResilient(newRedis(t, srv.URL), discardLog, WithClock(fake))
+	b := NewResilient(a.shared, discardLog, WithClock(fake)) // a second instance on the same Redis
 	ctx := context.Background()
 	limit := PerMinute(2)
 
@@ -195,7 +257,7 @@ func TestResilientOutage(t *testing.T) {
 	// reconnect, which it does in its own time if dials failed for long.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		clock.Advance(a.Cooldown + time.Nanosecond)
+		fake.Advance(a.Cooldown + time.Nanosecond)
 		_, degraded := a.Allow(ctx, "back", limit, false)
 		if !degraded {
 			break
@@ -270,7 +332,7 @@ func TestResilientSlowRedis(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { client.Close() })
-	r := NewResilient(NewRedis(client, "slow:"), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	r := NewResilient(NewRedis(client, "slow:"), discardLog)
 	start := time.Now()
 	res, degraded := r.Allow(context.Background(), "k", PerMinute(1), false)
 	if d := time.Since(start); d > time.Second {
@@ -280,7 +342,7 @@ func TestResilientSlowRedis(t *testing.T) {
 		t.Errorf("want an in-memory answer, got %+v degraded=%v", res, degraded)
 	}
 	// A caller that gives up does not put the limiter in cool-down.
-	healthy := NewResilient(newRedis(t, redistest.URL(t)), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	healthy := NewResilient(newRedis(t, redistest.URL(t)), discardLog)
 	canceled, cancel := context.WithCancel(context.Background())
 	cancel()
 	healthy.Allow(canceled, "c", PerMinute(5), false)

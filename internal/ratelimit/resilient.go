@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/parleyhq/parley/internal/clock"
 )
 
 // Resilient checks the shared limiter and survives its outages: when Redis
@@ -23,18 +25,26 @@ type Resilient struct {
 	// Cooldown is how long the shared limiter is skipped after a failure (1s).
 	Cooldown time.Duration
 
-	// now is the clock of the cool-down and of the warnings; tests in this
-	// package replace it.
-	now func() time.Time
+	// clock times the cool-down and the warnings.
+	clock clock.Clock
 
 	mu       sync.Mutex
 	downTill time.Time
 	lastWarn time.Time
 }
 
-// NewResilient returns a limiter on shared (nil: in-memory only).
-func NewResilient(shared Limiter, log *slog.Logger) *Resilient {
-	return &Resilient{shared: shared, local: NewMemory(), log: log, Timeout: 50 * time.Millisecond, Cooldown: time.Second, now: time.Now}
+// NewResilient returns a limiter on shared (nil: in-memory only). Its
+// in-memory fallback runs on the same clock as its cool-down.
+func NewResilient(shared Limiter, log *slog.Logger, opts ...Option) *Resilient {
+	o := newOptions(opts)
+	return &Resilient{
+		shared:   shared,
+		local:    NewMemory(WithClock(o.clock)),
+		log:      log,
+		Timeout:  50 * time.Millisecond,
+		Cooldown: time.Second,
+		clock:    o.clock,
+	}
 }
 
 // Allow checks one event. It never fails: Degraded reports a check that
@@ -67,12 +77,12 @@ func (r *Resilient) Allow(ctx context.Context, key string, limit Limit, failOpen
 func (r *Resilient) available() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.now().After(r.downTill)
+	return r.clock.Now().After(r.downTill)
 }
 
 // failed starts a cool-down and warns, at most once per 10 seconds.
 func (r *Resilient) failed(err error) {
-	now := r.now()
+	now := r.clock.Now()
 	r.mu.Lock()
 	r.downTill = now.Add(r.Cooldown)
 	warn := now.Sub(r.lastWarn) >= 10*time.Second
