@@ -135,7 +135,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 	if prefix == "" {
 		prefix = DefaultRedisPrefix
 	}
-	events, limiter, err := a.shared(prefix, opts.RateLimits != nil)
+	events, limiter, err := a.shared(prefix, opts.RateLimits != nil, opts.Clock)
 	if err != nil {
 		return nil, err
 	}
@@ -198,17 +198,17 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 // shared builds what instances share through Redis (generation events and
 // rate limits), or in-process stand-ins when there is no Redis. Rate
 // limiting is on when the configuration enables it or forced is set.
-func (a *App) shared(prefix string, forced bool) (chat.EventLog, *ratelimit.Resilient, error) {
+func (a *App) shared(prefix string, forced bool, clk clock.Clock) (chat.EventLog, *ratelimit.Resilient, error) {
 	cfg := a.cfg
 	limited := cfg.RateLimitEnabled || forced
-	opts := []broker.Option{broker.WithMaxGeneration(cfg.GenerationTimeout)}
+	opts := []broker.Option{broker.WithMaxGeneration(cfg.GenerationTimeout), broker.WithClock(clk)}
 	if cfg.RedisURL == "" {
 		if cfg.Production() {
 			a.log.Warn("REDIS_URL is unset: stop, resume and rate limits only work per instance")
 		}
 		var limiter *ratelimit.Resilient
 		if limited {
-			limiter = ratelimit.NewResilient(nil, a.log)
+			limiter = ratelimit.NewResilient(nil, a.log, ratelimit.WithClock(clk))
 		}
 		return broker.NewChatLog(broker.NewMemory(cfg.EventLogRetention, opts...)), limiter, nil
 	}
@@ -225,7 +225,7 @@ func (a *App) shared(prefix string, forced bool) (chat.EventLog, *ratelimit.Resi
 			return nil, nil, errors.New("REDIS_URL: cannot use it as a Redis URL")
 		}
 		a.closers = append(a.closers, func() { fast.Close() })
-		limiter = ratelimit.NewResilient(ratelimit.NewRedis(fast, prefix+"rate:"), a.log)
+		limiter = ratelimit.NewResilient(ratelimit.NewRedis(fast, prefix+"rate:"), a.log, ratelimit.WithClock(clk))
 	}
 	return broker.NewChatLog(broker.NewRedis(client, prefix, cfg.EventLogRetention, opts...)), limiter, nil
 }
