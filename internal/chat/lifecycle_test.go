@@ -509,7 +509,7 @@ func TestPrompts(t *testing.T) {
 	turn.End(chat.Usage{}, "stop")
 	rest(t, s)
 
-	s, err := r.gen.Regenerate(t.Context(), r.user, answer.ID, "")
+	s, err := r.gen.Regenerate(t.Context(), r.user, chat.RegenerateInput{MessageID: answer.ID})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -520,7 +520,7 @@ func TestPrompts(t *testing.T) {
 	turn.End(chat.Usage{}, "stop")
 	rest(t, s)
 
-	s, err = r.gen.Edit(t.Context(), r.user, question.ID, "edited", "")
+	s, err = r.gen.Edit(t.Context(), r.user, chat.EditInput{MessageID: question.ID, Content: "edited"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -782,5 +782,52 @@ func TestStopBeforeFirstByte(t *testing.T) {
 	}
 	if u := r.store.Usage(r.user); u.Used != want || u.Active != 0 {
 		t.Errorf("account = %+v, want %d used and no slot held", u, want)
+	}
+}
+
+// TestRetriedEditAndRegenerate: an edit or a regenerate retried with the
+// same client message id follows the first attempt's answer, while it
+// streams and after it ended, and the model is asked once.
+func TestRetriedEditAndRegenerate(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, chat.GeneratorConfig{})
+	s, turn := r.send(t, "question")
+	turn.End(chat.Usage{}, "stop")
+	evs := rest(t, s)
+	question, answer := evs[0].Started.UserMessage, last(evs).Message
+
+	calls := map[string]func() (chat.Stream, error){
+		"Edit": func() (chat.Stream, error) {
+			return r.gen.Edit(t.Context(), r.user, chat.EditInput{MessageID: question.ID, Content: "better question", ClientMessageID: "edit-1"})
+		},
+		"Regenerate": func() (chat.Stream, error) {
+			return r.gen.Regenerate(t.Context(), r.user, chat.RegenerateInput{MessageID: answer.ID, ClientMessageID: "regen-1"})
+		},
+	}
+	for _, name := range []string{"Edit", "Regenerate"} {
+		asked := len(r.model.Requests())
+		first, err := calls[name]()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		turn := r.model.Next(wait)
+		whileStreaming, err := calls[name]()
+		if err != nil {
+			t.Fatalf("%s retried while streaming: %v", name, err)
+		}
+		turn.Say("once")
+		turn.End(chat.Usage{}, "stop")
+		a, b := rest(t, first), rest(t, whileStreaming)
+		afterEnd, err := calls[name]()
+		if err != nil {
+			t.Fatalf("%s retried after the end: %v", name, err)
+		}
+		c := rest(t, afterEnd)
+		if id := last(a).Message.ID; last(b).Message.ID != id || last(c).Message.ID != id {
+			t.Errorf("%s: the retries followed other answers than the first attempt's", name)
+		}
+		if n := len(r.model.Requests()) - asked; n != 1 {
+			t.Errorf("%s: the model was asked %d times, want once", name, n)
+		}
 	}
 }

@@ -47,8 +47,8 @@ func (g *Generator) Send(ctx context.Context, userID uuid.UUID, in SendInput) (S
 	if err := checkContent("content", in.Content); err != nil {
 		return nil, err
 	}
-	if len(in.ClientMessageID) > MaxRequestIDBytes {
-		return nil, apperr.InvalidField("client_message_id", "must be at most %d bytes", MaxRequestIDBytes)
+	if err := checkClientMessageID(in.ClientMessageID); err != nil {
+		return nil, err
 	}
 	p, err := g.prepare(ctx, userID, turn{
 		conversationID: in.ConversationID, leafID: in.ParentID,
@@ -81,13 +81,54 @@ func (g *Generator) Send(ctx context.Context, userID uuid.UUID, in SendInput) (S
 	return s, err
 }
 
+// RegenerateInput asks for a new answer beside an assistant message.
+type RegenerateInput struct {
+	MessageID       uuid.UUID
+	Model           string
+	ClientMessageID string // a retry with the same key attaches to the first attempt
+}
+
+// EditInput is a new version of a user message.
+type EditInput struct {
+	MessageID       uuid.UUID
+	Content         string
+	Model           string
+	ClientMessageID string // a retry with the same key attaches to the first attempt
+}
+
+func checkClientMessageID(id string) error {
+	if len(id) > MaxRequestIDBytes {
+		return apperr.InvalidField("client_message_id", "must be at most %d bytes", MaxRequestIDBytes)
+	}
+	return nil
+}
+
+// retried returns the stream of the first attempt of a request retried
+// with the same client message id, or nil when there was none.
+func (g *Generator) retried(ctx context.Context, userID, conversationID uuid.UUID, clientMessageID string) Stream {
+	if clientMessageID == "" {
+		return nil
+	}
+	s, err := g.attach(ctx, userID, conversationID, clientMessageID)
+	if err != nil {
+		return nil
+	}
+	return s
+}
+
 // Regenerate writes a new answer beside an assistant message. It returns
 // apperr NotFound for a message that is not the user's, Invalid for a
 // message that is not an answer.
-func (g *Generator) Regenerate(ctx context.Context, userID, messageID uuid.UUID, model string) (Stream, error) {
-	old, err := g.store.GetMessage(ctx, userID, messageID)
+func (g *Generator) Regenerate(ctx context.Context, userID uuid.UUID, in RegenerateInput) (Stream, error) {
+	if err := checkClientMessageID(in.ClientMessageID); err != nil {
+		return nil, err
+	}
+	old, err := g.store.GetMessage(ctx, userID, in.MessageID)
 	if err != nil {
 		return nil, err
+	}
+	if s := g.retried(ctx, userID, old.ConversationID, in.ClientMessageID); s != nil {
+		return s, nil
 	}
 	if old.Role != RoleAssistant {
 		return nil, apperr.InvalidField("message_id", "must name an assistant message; to change a user message use EditMessage")
@@ -95,35 +136,53 @@ func (g *Generator) Regenerate(ctx context.Context, userID, messageID uuid.UUID,
 	if old.ParentID == uuid.Nil {
 		return nil, apperr.InvalidField("message_id", "has no user message to answer")
 	}
-	p, err := g.prepare(ctx, userID, turn{conversationID: old.ConversationID, leafID: old.ParentID, model: model})
+	p, err := g.prepare(ctx, userID, turn{conversationID: old.ConversationID, leafID: old.ParentID, model: in.Model, clientMessageID: in.ClientMessageID})
 	if err != nil {
 		return nil, err
 	}
-	return g.start(ctx, userID, p)
+	return g.startOrAttach(ctx, userID, p)
+}
+
+// startOrAttach starts p, or follows the first attempt's answer when a
+// concurrent retry with the same client message id saved it first.
+func (g *Generator) startOrAttach(ctx context.Context, userID uuid.UUID, p prepared) (Stream, error) {
+	s, err := g.start(ctx, userID, p)
+	if id := p.exchange.ClientMessageID; id != "" && (apperr.CodeOf(err) == apperr.Conflict || err == errBusy) {
+		if s := g.retried(ctx, userID, p.exchange.ConversationID, id); s != nil {
+			return s, nil
+		}
+	}
+	return s, err
 }
 
 // Edit saves a new version of a user message beside the original and
 // answers it. It returns apperr NotFound for a message that is not the
 // user's, Invalid for bad content or a message that is not the user's turn.
-func (g *Generator) Edit(ctx context.Context, userID, messageID uuid.UUID, content, model string) (Stream, error) {
-	if err := checkContent("content", content); err != nil {
+func (g *Generator) Edit(ctx context.Context, userID uuid.UUID, in EditInput) (Stream, error) {
+	if err := checkContent("content", in.Content); err != nil {
 		return nil, err
 	}
-	old, err := g.store.GetMessage(ctx, userID, messageID)
+	if err := checkClientMessageID(in.ClientMessageID); err != nil {
+		return nil, err
+	}
+	old, err := g.store.GetMessage(ctx, userID, in.MessageID)
 	if err != nil {
 		return nil, err
+	}
+	if s := g.retried(ctx, userID, old.ConversationID, in.ClientMessageID); s != nil {
+		return s, nil
 	}
 	if old.Role != RoleUser {
 		return nil, apperr.InvalidField("message_id", "must name a user message; to rewrite an answer use RegenerateMessage")
 	}
 	p, err := g.prepare(ctx, userID, turn{
 		conversationID: old.ConversationID, leafID: old.ParentID, startsConversation: old.ParentID == uuid.Nil,
-		content: content, model: model,
+		content: in.Content, model: in.Model, clientMessageID: in.ClientMessageID,
 	})
 	if err != nil {
 		return nil, err
 	}
-	return g.start(ctx, userID, p)
+	return g.startOrAttach(ctx, userID, p)
 }
 
 // turn is what Send, Edit and Regenerate ask prepare for.

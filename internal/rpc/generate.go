@@ -68,7 +68,9 @@ func (h *ChatHandler) RegenerateMessage(ctx context.Context, req *connect.Reques
 	if err != nil {
 		return err
 	}
-	stream, err := h.gen.Regenerate(ctx, uid, msgID, req.Msg.GetModel())
+	stream, err := h.gen.Regenerate(ctx, uid, chat.RegenerateInput{
+		MessageID: msgID, Model: req.Msg.GetModel(), ClientMessageID: req.Msg.GetClientMessageId(),
+	})
 	if err != nil {
 		return err
 	}
@@ -85,7 +87,9 @@ func (h *ChatHandler) EditMessage(ctx context.Context, req *connect.Request[parl
 	if err != nil {
 		return err
 	}
-	stream, err := h.gen.Edit(ctx, uid, msgID, req.Msg.GetContent(), req.Msg.GetModel())
+	stream, err := h.gen.Edit(ctx, uid, chat.EditInput{
+		MessageID: msgID, Content: req.Msg.GetContent(), Model: req.Msg.GetModel(), ClientMessageID: req.Msg.GetClientMessageId(),
+	})
 	if err != nil {
 		return err
 	}

@@ -1217,3 +1217,57 @@ func TestAnswerWithNUL(t *testing.T) {
 		t.Errorf("saved %v", msgs)
 	}
 }
+
+// TestIdempotentEditAndRegenerate: EditMessage and RegenerateMessage
+// retried with the same client_message_id stream the first attempt's
+// answer: no second branch, no second model call, no second charge.
+func TestIdempotentEditAndRegenerate(t *testing.T) {
+	t.Parallel()
+	fake := llmtest.NewServer(t)
+	env := fakeEnv(t, fake, apitest.Options{})
+	ctx := testCtx(t)
+	user := uuid.New()
+	for _, protocol := range apitest.Protocols {
+		t.Run(protocol, func(t *testing.T) {
+			c := env.ChatClient(t, protocol, user)
+			conv := create(t, c, "idempotent")
+			stream, err := send(ctx, c, conv.Id, "question")
+			if err != nil {
+				t.Fatal(err)
+			}
+			evs, err := collect(t, stream, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			question, answer := started(t, evs).UserMessage.Id, completed(t, evs).Id
+			calls := []struct {
+				name string
+				call func() (*connect.ServerStreamForClient[parleyv1.SendMessageResponse], error)
+			}{
+				{"EditMessage", func() (*connect.ServerStreamForClient[parleyv1.SendMessageResponse], error) {
+					return c.EditMessage(ctx, connect.NewRequest(&parleyv1.EditMessageRequest{MessageId: question, Content: "better", ClientMessageId: "edit-" + protocol}))
+				}},
+				{"RegenerateMessage", func() (*connect.ServerStreamForClient[parleyv1.SendMessageResponse], error) {
+					return c.RegenerateMessage(ctx, connect.NewRequest(&parleyv1.RegenerateMessageRequest{MessageId: answer, ClientMessageId: "regen-" + protocol}))
+				}},
+			}
+			for _, tc := range calls {
+				before := len(fake.Requests())
+				var ids []string
+				for range 2 {
+					evs, err := collectErr(tc.call())
+					if err != nil {
+						t.Fatalf("%s: %v", tc.name, err)
+					}
+					ids = append(ids, completed(t, evs).Id)
+				}
+				if ids[0] != ids[1] {
+					t.Errorf("%s: the retry streamed answer %s, want the first attempt's %s", tc.name, ids[1], ids[0])
+				}
+				if n := len(fake.Requests()) - before; n != 1 {
+					t.Errorf("%s: the model was asked %d times, want once", tc.name, n)
+				}
+			}
+		})
+	}
+}

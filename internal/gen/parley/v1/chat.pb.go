@@ -1818,9 +1818,14 @@ type RegenerateMessageRequest struct {
 	// UUID of an assistant message.
 	MessageId string `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
 	// Optional model for the new answer.
-	Model         string `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Model string `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	// Optional client-chosen key (at most 100 bytes, unique within the
+	// conversation, shared with SendMessage's and EditMessage's keys): a
+	// retry with the same key attaches to the first attempt's answer instead
+	// of writing (and charging) another.
+	ClientMessageId string `protobuf:"bytes,3,opt,name=client_message_id,json=clientMessageId,proto3" json:"client_message_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RegenerateMessageRequest) Reset() {
@@ -1867,6 +1872,13 @@ func (x *RegenerateMessageRequest) GetModel() string {
 	return ""
 }
 
+func (x *RegenerateMessageRequest) GetClientMessageId() string {
+	if x != nil {
+		return x.ClientMessageId
+	}
+	return ""
+}
+
 // EditMessageRequest is a new version of a user message.
 type EditMessageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1875,9 +1887,14 @@ type EditMessageRequest struct {
 	// The new text, 1 character to 100 KiB.
 	Content string `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
 	// Optional model for the new answer.
-	Model         string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Model string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	// Optional client-chosen key (at most 100 bytes, unique within the
+	// conversation, shared with SendMessage's and RegenerateMessage's keys):
+	// a retry with the same key attaches to the first attempt's answer
+	// instead of adding a second branch.
+	ClientMessageId string `protobuf:"bytes,4,opt,name=client_message_id,json=clientMessageId,proto3" json:"client_message_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *EditMessageRequest) Reset() {
@@ -1927,6 +1944,13 @@ func (x *EditMessageRequest) GetContent() string {
 func (x *EditMessageRequest) GetModel() string {
 	if x != nil {
 		return x.Model
+	}
+	return ""
+}
+
+func (x *EditMessageRequest) GetClientMessageId() string {
+	if x != nil {
+		return x.ClientMessageId
 	}
 	return ""
 }
@@ -2046,16 +2070,18 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageR\amessage\"[\n" +
 	"\x17ResumeGenerationRequest\x12#\n" +
 	"\rgeneration_id\x18\x01 \x01(\tR\fgenerationId\x12\x1b\n" +
-	"\tafter_seq\x18\x02 \x01(\x03R\bafterSeq\"O\n" +
+	"\tafter_seq\x18\x02 \x01(\x03R\bafterSeq\"{\n" +
 	"\x18RegenerateMessageRequest\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x14\n" +
-	"\x05model\x18\x02 \x01(\tR\x05model\"c\n" +
+	"\x05model\x18\x02 \x01(\tR\x05model\x12*\n" +
+	"\x11client_message_id\x18\x03 \x01(\tR\x0fclientMessageId\"\x8f\x01\n" +
 	"\x12EditMessageRequest\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x18\n" +
 	"\acontent\x18\x02 \x01(\tR\acontent\x12\x14\n" +
-	"\x05model\x18\x03 \x01(\tR\x05model*P\n" +
+	"\x05model\x18\x03 \x01(\tR\x05model\x12*\n" +
+	"\x11client_message_id\x18\x04 \x01(\tR\x0fclientMessageId*P\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tROLE_USER\x10\x01\x12\x12\n" +
