@@ -102,6 +102,9 @@ func New(d Deps) http.Handler {
 	if d.Limiter != nil {
 		interceptors = append(interceptors, &rateLimiter{log: d.Log, limiter: d.Limiter, limits: d.RateLimits, plans: d.Plans, hops: d.TrustedProxyHops})
 	}
+	// Strings PostgreSQL cannot store answer invalid_argument naming the
+	// field. Last, so an invalid call still counts against rate limits.
+	interceptors = append(interceptors, rpc.NewValidationInterceptor())
 	guards := newRequestGuards()
 	options := []connect.HandlerOption{
 		connect.WithRequestGate(headerGate(access, gate...)),
@@ -111,6 +114,7 @@ func New(d Deps) http.Handler {
 			return connect.NewError(connect.CodeInternal, errors.New("internal error"))
 		}),
 		guards.option(),
+		connect.WithCodec(rpc.BinaryCodec{}),
 		connect.WithCompressMinBytes(1024),
 	}
 
