@@ -278,8 +278,8 @@ func TestGzipBombBeforeAuthentication(t *testing.T) {
 // bareServer is the real HTTP surface with a chat service that implements
 // nothing: enough for tests of what happens before a handler runs.
 type bareServer struct {
-	URL   string
-	HTTP  *http.Server
+	URL string
+	// Token is a valid access token for a random user.
 	Token string
 }
 
@@ -315,7 +315,7 @@ func startBare(tb testing.TB, deps server.Deps, adjust func(*http.Server)) *bare
 	}
 	go srv.Serve(ln)
 	tb.Cleanup(func() { srv.Close() })
-	return &bareServer{URL: "http://" + ln.Addr().String(), HTTP: srv, Token: token}
+	return &bareServer{URL: "http://" + ln.Addr().String(), Token: token}
 }
 
 // watchClose reads conn until the server closes it, and closes the
@@ -403,8 +403,8 @@ func TestTrickledHeadersAreCutOff(t *testing.T) {
 		for range 383 {
 			slow = append(slow, frame(continuation, 0, 1, 'a')...)
 		}
-		// trickle writes single bytes; whole frames trickle too slowly
-		// either way, so send them a frame at a time.
+		// One 10-byte frame every 20ms: a byte at a time would split the
+		// frames, which is slower still but tests nothing more.
 		give := time.After(5 * time.Second)
 		for len(slow) > 0 {
 			select {
