@@ -127,3 +127,39 @@ func TestRunUsage(t *testing.T) {
 		}
 	})
 }
+
+// TestCommandHelp: `parley <command> -h` prints that command's usage and
+// flags on stdout and exits 0, without running the command.
+func TestCommandHelp(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"Serve", []string{"serve", "-h"}, []string{"Usage: parley serve", "environment"}},
+		{"Dev", []string{"dev", "-h"}, []string{"Usage: parley dev [flags]", "-data-dir", "where dev state"}},
+		{"DevLongForm", []string{"dev", "--help"}, []string{"Usage: parley dev [flags]", "-data-dir"}},
+		{"Token", []string{"token", "-h"}, []string{"Usage: parley token [flags]", "-sub", "-data-dir", "-ttl", "(default 24h0m0s)"}},
+		{"TokenAfterOtherFlags", []string{"token", "--sub", "x", "-help"}, []string{"Usage: parley token [flags]", "-sub"}},
+		{"Migrate", []string{"migrate", "-h"}, []string{"Usage: parley migrate up|down|status"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var stdout, stderr output
+			// PARLEY_ENV=production would make dev refuse to run: help
+			// must come before any configuration is read.
+			getenv := func(k string) string { return map[string]string{"PARLEY_ENV": "production"}[k] }
+			err := run(context.Background(), append([]string{"parley"}, tt.args...), getenv, &stdout, &stderr)
+			if err != nil || exitCode(err) != 0 {
+				t.Fatalf("err = %v (exit %d), want nil (exit 0)\nstderr: %s", err, exitCode(err), stderr.String())
+			}
+			for _, want := range tt.want {
+				if !strings.Contains(stdout.String(), want) {
+					t.Errorf("stdout does not mention %q:\n%s", want, stdout.String())
+				}
+			}
+		})
+	}
+}

@@ -53,21 +53,51 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return usageError{errors.New("missing command")}
 	}
 	cmd, rest := args[1], args[2:]
+	var err error
 	switch cmd {
 	case "serve":
-		return runServe(ctx, rest, getenv, stdout)
+		err = runServe(ctx, rest, getenv, stdout)
 	case "dev":
-		return runDev(ctx, rest, getenv, stdout, stderr)
+		err = runDev(ctx, rest, getenv, stdout, stderr)
 	case "token":
-		return runToken(rest, stdout, stderr)
+		err = runToken(rest, stdout, stderr)
 	case "migrate":
-		return runMigrate(ctx, rest, getenv, stdout)
+		if len(rest) == 1 && isHelpFlag(rest[0]) {
+			fmt.Fprint(stdout, migrateUsage)
+			return nil
+		}
+		err = runMigrate(ctx, rest, getenv, stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return usageError{fmt.Errorf("unknown command %q", cmd)}
 	}
-	fmt.Fprint(stderr, usage)
-	return usageError{fmt.Errorf("unknown command %q", cmd)}
+	var help helpRequested
+	if errors.As(err, &help) {
+		help.print(stdout)
+		return nil
+	}
+	return err
+}
+
+// migrateUsage is `parley migrate -h`: migrate takes a verb, not flags.
+const migrateUsage = `Usage: parley migrate up|down|status
+
+  up      apply every pending migration
+  down    roll back the newest migration
+  status  list the migrations and whether each is applied
+`
+
+// isHelpFlag reports whether arg asks for help the way the flag package
+// understands it.
+func isHelpFlag(arg string) bool {
+	switch arg {
+	case "-h", "--h", "-help", "--help":
+		return true
+	}
+	return false
 }
 
 func loadConfig(getenv func(string) string, mode config.Mode) (config.Config, error) {
@@ -88,6 +118,9 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return helpRequested{fs}
+		}
 		return usageError{err}
 	}
 	if fs.NArg() > 0 {

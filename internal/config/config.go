@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -228,11 +229,27 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 		p.fail("SUPABASE_JWT_SECRET", "must be at least 32 characters (the project's JWT secret from the Supabase dashboard)")
 	}
 	if cfg.SupabaseURL != "" {
-		if u, err := url.Parse(cfg.SupabaseURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		u, err := url.Parse(cfg.SupabaseURL)
+		switch {
+		case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
 			p.fail("SUPABASE_URL", "must be an http(s) URL such as https://abcd.supabase.co")
+		case cfg.Production() && u.Scheme == "http" && !isLoopback(u.Hostname()):
+			// The verifier fetches the token signing keys from here: over
+			// plain HTTP anyone on the path could substitute their own.
+			p.fail("SUPABASE_URL", "must be https:// in production (http:// is allowed for localhost and loopback addresses only), got %q", cfg.SupabaseURL)
 		}
 	}
 	return cfg, p.err()
+}
+
+// isLoopback reports whether host names this machine: "localhost" or a
+// loopback IP address. Traffic to it never crosses a network.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	addr, err := netip.ParseAddr(host)
+	return err == nil && addr.IsLoopback()
 }
 
 type parser struct {

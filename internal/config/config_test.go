@@ -118,3 +118,44 @@ func TestLoad(t *testing.T) {
 		}
 	})
 }
+
+// TestSupabaseURLScheme: in production the signing keys are fetched from
+// SUPABASE_URL, so it must be https unless it names this machine.
+func TestSupabaseURLScheme(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		env     string
+		url     string
+		wantErr bool
+	}{
+		{"OKHTTPS", EnvProduction, "https://abcd.supabase.co", false},
+		{"OKLoopbackIPv4", EnvProduction, "http://127.0.0.1:54321", false},
+		{"OKLoopbackIPv6", EnvProduction, "http://[::1]:54321", false},
+		{"OKLocalhost", EnvProduction, "http://localhost:54321", false},
+		{"OKHTTPInDevelopment", EnvDevelopment, "http://supabase.internal:8000", false},
+		{"ErrHTTPInProduction", EnvProduction, "http://abcd.supabase.co", true},
+		{"ErrHTTPPrivateAddressInProduction", EnvProduction, "http://10.0.0.7:8000", true},
+		{"ErrLocalhostLookalike", EnvProduction, "http://localhost.example.com", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := Load(env(map[string]string{
+				"PARLEY_ENV":     tt.env,
+				"DATABASE_URL":   "postgres://u@db:5432/app",
+				"SUPABASE_URL":   tt.url,
+				"OPENAI_API_KEY": "sk-test",
+			}), ModeServe)
+			if tt.wantErr {
+				if err == nil || !strings.Contains(err.Error(), "SUPABASE_URL must be https://") {
+					t.Fatalf("err = %v, want SUPABASE_URL must be https://", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

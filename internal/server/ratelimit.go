@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -190,9 +191,10 @@ func (l *rateLimiter) WrapStreamingHandler(next connect.StreamingHandlerFunc) co
 	}
 }
 
-// authFailures refuses, before any signature is checked, client IPs that
-// sent too many calls failing authentication: a flood of bad tokens would
-// otherwise cost a verification each. It counts per instance, in memory,
+// authFailures refuses, before any signature is checked, client IPs (IPv6:
+// their /64, see clientKey) that sent too many calls failing
+// authentication: a flood of bad tokens would otherwise cost a verification
+// each. It counts per instance, in memory,
 // so it adds no round trip to calls that authenticate.
 type authFailures struct {
 	// verifier lets clients whose token it already verified through: an
@@ -201,6 +203,28 @@ type authFailures struct {
 	counts   *ratelimit.Memory
 	limit    ratelimit.Limit
 	hops     int
+}
+
+// clientKey is who the bad-token limit counts: an IPv4 address, or the /64
+// an IPv6 address belongs to. A /64 is one subscriber's link (the smallest
+// prefix ISPs and clouds hand out), and the host picks the low 64 bits at
+// will: privacy addresses rotate them, and a flooder could use a new one per
+// call. Counting by /64 gives each client one budget however it numbers
+// itself.
+func clientKey(ip string) string {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	addr = addr.Unmap().WithZone("")
+	if addr.Is4() {
+		return addr.String()
+	}
+	network, err := addr.Prefix(64)
+	if err != nil {
+		return addr.String()
+	}
+	return network.String()
 }
 
 func (a *authFailures) refuse(ip string, h http.Header) error {
@@ -226,7 +250,7 @@ func (a *authFailures) count(ip string, err error) {
 
 func (a *authFailures) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		ip := clientIP(req.Header(), req.Peer().Addr, a.hops)
+		ip := clientKey(clientIP(req.Header(), req.Peer().Addr, a.hops))
 		if !a.verifier.Recognizes(req.Header()) {
 			if err := a.refuse(ip, nil); err != nil {
 				return nil, err
@@ -244,7 +268,7 @@ func (a *authFailures) WrapStreamingClient(next connect.StreamingClientFunc) con
 
 func (a *authFailures) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		ip := clientIP(conn.RequestHeader(), conn.Peer().Addr, a.hops)
+		ip := clientKey(clientIP(conn.RequestHeader(), conn.Peer().Addr, a.hops))
 		if !a.verifier.Recognizes(conn.RequestHeader()) {
 			if err := a.refuse(ip, conn.ResponseHeader()); err != nil {
 				return err

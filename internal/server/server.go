@@ -28,10 +28,6 @@ import (
 	"github.com/parleyhq/parley/internal/rpc"
 )
 
-// MaxMessageBytes caps each request message; larger ones answer
-// resource_exhausted before they are read in full.
-const MaxMessageBytes = 10 << 20
-
 // Deps is everything the HTTP surface needs, built once in internal/app.
 type Deps struct {
 	Log      *slog.Logger
@@ -51,6 +47,9 @@ type Deps struct {
 	// TrustedProxyHops says which X-Forwarded-For entry is the client's
 	// address for unauthenticated calls (see clientIP).
 	TrustedProxyHops int
+	// BodyTimeout bounds the time from a one-message call's headers to the
+	// end of its body (DefaultBodyTimeout when zero); see limitBodies.
+	BodyTimeout time.Duration
 }
 
 // Version returns the module version or VCS revision the binary was built from.
@@ -86,23 +85,36 @@ func New(d Deps) http.Handler {
 	if d.Version == "" {
 		d.Version = Version()
 	}
-	// Interceptors run outermost first: the access log sees the final code,
-	// errors are mapped before it sees them, auth runs last before the handler.
-	interceptors := []connect.Interceptor{newAccessLog(d.Log), rpc.NewErrorInterceptor(d.Log)}
+	// The bad-token flood limit and authentication need only headers, so
+	// they run as a request gate, before connect reads the message (see
+	// headerGate): a caller without a valid token never gets a request
+	// buffered.
+	access := newAccessLog(d.Log)
+	var gate []connect.Interceptor
 	if d.Limiter != nil && d.RateLimits.AuthFailures.Rate > 0 {
-		interceptors = append(interceptors, &authFailures{verifier: d.Verifier, counts: ratelimit.NewMemory(), limit: d.RateLimits.AuthFailures, hops: d.TrustedProxyHops})
+		gate = append(gate, &authFailures{verifier: d.Verifier, counts: ratelimit.NewMemory(), limit: d.RateLimits.AuthFailures, hops: d.TrustedProxyHops})
 	}
-	interceptors = append(interceptors, auth.NewInterceptor(d.Verifier, isPublic, d.Log), userCapture{})
+	gate = append(gate, auth.NewInterceptor(d.Verifier, isPublic, d.Log))
+	// Interceptors run outermost first: the access log sees the final code,
+	// errors are mapped before it sees them, and the checks of the request
+	// itself run last before the handler.
+	interceptors := []connect.Interceptor{access, rpc.NewErrorInterceptor(d.Log), userCapture{}}
 	if d.Limiter != nil {
 		interceptors = append(interceptors, &rateLimiter{log: d.Log, limiter: d.Limiter, limits: d.RateLimits, plans: d.Plans, hops: d.TrustedProxyHops})
 	}
+	// Strings PostgreSQL cannot store answer invalid_argument naming the
+	// field. Last, so an invalid call still counts against rate limits.
+	interceptors = append(interceptors, rpc.NewValidationInterceptor())
+	guards := newRequestGuards()
 	options := []connect.HandlerOption{
+		connect.WithRequestGate(headerGate(access, gate...)),
 		connect.WithInterceptors(interceptors...),
 		connect.WithRecover(func(ctx context.Context, spec connect.Spec, _ http.Header, p any) error {
 			d.Log.ErrorContext(ctx, "panic in handler", "procedure", spec.Procedure, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 			return connect.NewError(connect.CodeInternal, errors.New("internal error"))
 		}),
-		connect.WithReadMaxBytes(MaxMessageBytes),
+		guards.option(),
+		connect.WithCodec(rpc.BinaryCodec{}),
 		connect.WithCompressMinBytes(1024),
 	}
 
@@ -123,7 +135,11 @@ func New(d Deps) http.Handler {
 		w.Write(health)
 	})
 
-	return withTrace(withCORS(mux, d.AllowedOrigins))
+	bodyTimeout := d.BodyTimeout
+	if bodyTimeout <= 0 {
+		bodyTimeout = DefaultBodyTimeout
+	}
+	return limitBodies(withTrace(withCORS(mux, d.AllowedOrigins)), guards.oneMessage, bodyTimeout)
 }
 
 func withCORS(h http.Handler, origins []string) http.Handler {
@@ -177,7 +193,16 @@ func (c *dbChecker) Check(ctx context.Context, req *grpchealth.CheckRequest) (*g
 
 // NewHTTPServer returns an http.Server for h that speaks HTTP/1.1 and
 // unencrypted HTTP/2 (h2c: Cloud Run's --use-http2 and gRPC clients use it).
-// There is no whole-request read or write timeout: those would cut streams.
+//
+// Slow clients: an HTTP/1.1 request must send its headers within
+// ReadHeaderTimeout; an h2c connection gets 10s for its preface (Go's
+// fixed value) and is closed after IdleTimeout with no request in flight,
+// which also bounds a header block sent a frame at a time (Go has no
+// per-stream header timeout). Bodies are bounded per request by New's
+// handler (limitBodies). There is no whole-request read or write timeout:
+// ReadTimeout would cut the request side of reflection's streams and turn
+// a slow body into an error without a useful code, and WriteTimeout would
+// cut every answer stream.
 func NewHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)

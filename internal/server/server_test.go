@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/parleyhq/parley/internal/apitest"
+	"github.com/parleyhq/parley/internal/chat"
 	parleyv1 "github.com/parleyhq/parley/internal/gen/parley/v1"
 	"github.com/parleyhq/parley/internal/gen/parley/v1/parleyv1connect"
 	"github.com/parleyhq/parley/internal/rpc"
@@ -139,18 +140,81 @@ func TestPanicBecomesInternal(t *testing.T) {
 	}
 }
 
+// TestMessageSizeLimit: each procedure accepts the largest request it can
+// legitimately carry, in the costliest encoding (JSON spends six bytes on a
+// control character: \u0001), and refuses a longer one with
+// resource_exhausted before parsing it.
 func TestMessageSizeLimit(t *testing.T) {
 	t.Parallel()
 	env := apitest.New(t, apitest.Options{})
+	costly := func(n int) string { return strings.Repeat("\x01", n) }
 	for _, protocol := range apitest.Protocols {
 		t.Run(protocol, func(t *testing.T) {
 			t.Parallel()
+			ctx := context.Background()
 			c := env.ChatClient(t, protocol, uuid.New())
-			_, err := c.CreateConversation(context.Background(), connect.NewRequest(&parleyv1.CreateConversationRequest{
-				SystemPrompt: strings.Repeat("x", 11<<20),
-			}))
-			if connect.CodeOf(err) != connect.CodeResourceExhausted {
-				t.Fatalf("11 MiB message: %v, want resource_exhausted", err)
+			var conversationID string
+			t.Run("LargestPromptFits", func(t *testing.T) {
+				res, err := c.CreateConversation(ctx, connect.NewRequest(&parleyv1.CreateConversationRequest{
+					Title:        costly(chat.MaxTitleRunes),
+					SystemPrompt: costly(chat.MaxSystemPromptBytes),
+					RequestId:    costly(chat.MaxRequestIDBytes),
+				}))
+				if err != nil {
+					t.Fatal(err)
+				}
+				conversationID = res.Msg.Conversation.Id
+			})
+			t.Run("LargestContentFits", func(t *testing.T) {
+				if conversationID == "" {
+					t.Fatal("no conversation")
+				}
+				stream, err := c.SendMessage(ctx, connect.NewRequest(&parleyv1.SendMessageRequest{
+					ConversationId:  conversationID,
+					Content:         costly(chat.MaxContentBytes),
+					ClientMessageId: costly(chat.MaxRequestIDBytes),
+				}))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for stream.Receive() {
+				}
+				if err := stream.Err(); err != nil {
+					t.Fatal(err)
+				}
+			})
+			tests := []struct {
+				name string
+				call func() error
+			}{
+				{"ErrPromptOverLimit", func() error {
+					_, err := c.CreateConversation(ctx, connect.NewRequest(&parleyv1.CreateConversationRequest{SystemPrompt: strings.Repeat("x", 256<<10)}))
+					return err
+				}},
+				{"ErrContentOverLimit", func() error {
+					stream, err := c.SendMessage(ctx, connect.NewRequest(&parleyv1.SendMessageRequest{ConversationId: uuid.NewString(), Content: strings.Repeat("x", 1<<20)}))
+					if err != nil {
+						return err
+					}
+					for stream.Receive() {
+					}
+					return stream.Err()
+				}},
+				{"ErrIDsOverLimit", func() error {
+					_, err := c.GetConversation(ctx, connect.NewRequest(&parleyv1.GetConversationRequest{ConversationId: strings.Repeat("x", 20<<10)}))
+					return err
+				}},
+				{"ErrOldLimit", func() error {
+					_, err := c.CreateConversation(ctx, connect.NewRequest(&parleyv1.CreateConversationRequest{SystemPrompt: strings.Repeat("x", 11<<20)}))
+					return err
+				}},
+			}
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					if err := tt.call(); connect.CodeOf(err) != connect.CodeResourceExhausted {
+						t.Fatalf("err = %v, want resource_exhausted", err)
+					}
+				})
 			}
 		})
 	}
@@ -242,4 +306,31 @@ func TestCORS(t *testing.T) {
 			t.Errorf("unlisted origin allowed: %q", got)
 		}
 	})
+}
+
+// TestAccessLogRefused: a call refused before its message is read (no
+// valid token) still gets its access log line.
+func TestAccessLogRefused(t *testing.T) {
+	t.Parallel()
+	var logs syncBuffer
+	env := apitest.New(t, apitest.Options{Log: slog.New(slog.NewJSONHandler(&logs, nil))})
+	for _, protocol := range apitest.Protocols {
+		c := env.ChatClient(t, protocol, uuid.Nil)
+		if _, err := c.CreateConversation(context.Background(), connect.NewRequest(&parleyv1.CreateConversationRequest{})); connect.CodeOf(err) != connect.CodeUnauthenticated {
+			t.Fatalf("%s: %v, want unauthenticated", protocol, err)
+		}
+	}
+	seen := map[string]bool{}
+	for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "rpc" &&
+			m["procedure"] == parleyv1connect.ChatServiceCreateConversationProcedure && m["code"] == "unauthenticated" {
+			seen[m["protocol"].(string)] = true
+		}
+	}
+	for _, protocol := range []string{"connect", "grpc", "grpcweb"} {
+		if !seen[protocol] {
+			t.Errorf("no access log line for the refused %s call in:\n%s", protocol, logs.String())
+		}
+	}
 }

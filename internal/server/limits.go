@@ -1,0 +1,205 @@
+package server
+
+import (
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+	"unicode/utf8"
+
+	"connectrpc.com/connect"
+
+	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/gen/parley/v1/parleyv1connect"
+)
+
+// What a request may cost.
+//
+// Calls without a valid token cost their headers only: authentication runs
+// as a request gate, before connect reads the message (headerGate). What a
+// procedure's read limit lets through is what any signed-in caller, and
+// anyone calling the public procedures (health, reflection), can make the
+// server buffer, so each procedure's limit is sized to the largest request
+// it can legitimately carry, in the costliest encoding: JSON, where one
+// byte of text may take six ("\u0001"). The limit applies to the message on
+// the wire and again once it is inflated (connect.WithReadMaxBytes checks
+// both); inflating stops at the limit (cappedGzip); and the body of a
+// one-message call may be no longer than its message, and must arrive in
+// time (limitBodies).
+//
+// Nothing carries more than a chat message today. Content that needs more
+// (attachments, say) should get its own procedure with its own limit, up
+// to 10 MiB, rather than raise these.
+const (
+	// jsonExpansion is how many bytes JSON may spend on one byte of a
+	// string: \u00XX for a control character.
+	jsonExpansion = 6
+	// framingBytes covers field names, ids and punctuation around the
+	// strings counted below.
+	framingBytes = 1 << 10
+
+	// smallRequestBytes bounds requests made of ids, page tokens and model
+	// names: every procedure not listed in requestLimits, health and
+	// reflection included.
+	smallRequestBytes = 16 << 10
+	// promptRequestBytes bounds a conversation's settings: its system
+	// prompt, title, model and request id (about 199 KiB).
+	promptRequestBytes = jsonExpansion*(chat.MaxSystemPromptBytes+utf8.UTFMax*chat.MaxTitleRunes+chat.MaxModelBytes+chat.MaxRequestIDBytes) + framingBytes
+	// contentRequestBytes bounds a chat message: its content, model and
+	// client message id (about 602 KiB).
+	contentRequestBytes = jsonExpansion*(chat.MaxContentBytes+chat.MaxModelBytes+chat.MaxRequestIDBytes) + framingBytes
+
+	// envelopeBytes is the prefix gRPC, gRPC-Web and Connect streams put
+	// before each message: a flag byte and a four-byte length.
+	envelopeBytes = 5
+)
+
+// DefaultBodyTimeout is how long a client may take to send the body of a
+// one-message call once its headers have arrived (Deps.BodyTimeout).
+// Bodies are at most a few hundred KiB: 30 seconds is 20 KiB/s, slower than
+// a poor mobile link.
+const DefaultBodyTimeout = 30 * time.Second
+
+// requestLimits are the procedures that carry more than ids.
+var requestLimits = map[string]int{
+	parleyv1connect.ChatServiceCreateConversationProcedure: promptRequestBytes,
+	parleyv1connect.ChatServiceUpdateConversationProcedure: promptRequestBytes,
+	parleyv1connect.ChatServiceSendMessageProcedure:        contentRequestBytes,
+	parleyv1connect.ChatServiceEditMessageProcedure:        contentRequestBytes,
+}
+
+// readLimit is the most bytes procedure's request message may take.
+func readLimit(procedure string) int {
+	if n, ok := requestLimits[procedure]; ok {
+		return n
+	}
+	return smallRequestBytes
+}
+
+// requestGuards gives every procedure its read limit and decompression cap,
+// and records, for limitBodies, the procedures whose body is one message.
+type requestGuards struct {
+	// oneMessage maps the path of each procedure whose request is a single
+	// message (unary and server streams) to its read limit. It is filled
+	// while the handlers are built, before the server serves.
+	oneMessage map[string]int
+}
+
+func newRequestGuards() *requestGuards {
+	return &requestGuards{oneMessage: map[string]int{}}
+}
+
+// option is the handler option that applies the guards; pass it to every
+// connect handler.
+func (g *requestGuards) option() connect.HandlerOption {
+	return connect.WithConditionalHandlerOptions(func(spec connect.Spec) []connect.HandlerOption {
+		limit := readLimit(spec.Procedure)
+		if spec.StreamType&connect.StreamTypeClient == 0 {
+			g.oneMessage[spec.Procedure] = limit
+		}
+		return []connect.HandlerOption{
+			connect.WithReadMaxBytes(limit),
+			connect.WithCompression("gzip",
+				func() connect.Decompressor { return &cappedGzip{max: int64(limit)} },
+				func() connect.Compressor { return gzip.NewWriter(io.Discard) }),
+		}
+	})
+}
+
+// cappedGzip is connect's gzip decompressor with a ceiling. connect stops
+// buffering an inflated message at the read limit, but then inflates the
+// rest of it to report its size: a 10 KiB bomb costs 10 MiB of inflating,
+// and the largest message the limit lets through could inflate a thousand
+// times over. This one fails as soon as it has produced more than max
+// bytes, with the error connect would have given.
+type cappedGzip struct {
+	gzip.Reader
+	max, n int64
+}
+
+// Read implements connect.Decompressor.
+func (c *cappedGzip) Read(p []byte) (int, error) {
+	if c.n > c.max {
+		return 0, c.tooLarge()
+	}
+	n, err := c.Reader.Read(p)
+	c.n += int64(n)
+	if c.n > c.max {
+		return n, c.tooLarge()
+	}
+	return n, err
+}
+
+func (c *cappedGzip) tooLarge() error {
+	return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("message is larger than the %d bytes this procedure accepts, once decompressed", c.max))
+}
+
+// Reset implements connect.Decompressor.
+func (c *cappedGzip) Reset(r io.Reader) error {
+	c.n = 0
+	return c.Reader.Reset(r)
+}
+
+// limitBodies bounds the bodies of one-message calls before connect reads
+// them: no longer than their message may be (connect would otherwise read
+// and discard whatever an oversized call sends, however long), and sent
+// within timeout of the headers (a client sending a byte a second would
+// otherwise hold a handler for as long as it likes).
+//
+// http.Server's ReadTimeout cannot do the latter: it runs from the first
+// byte of the request to the end of the handler's reads, and over HTTP/1.1
+// its deadline stays on the connection, so when the background read that
+// watches for a disconnect hits it the request's context is canceled, and
+// with it a Connect stream still sending an answer. This deadline is per
+// request (http.ResponseController), and is lifted once the body has
+// arrived. Client-streaming calls (reflection) are left alone: their body
+// lasts as long as the call.
+func limitBodies(h http.Handler, oneMessage map[string]int, timeout time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		limit, ok := oneMessage[r.URL.Path]
+		if !ok || r.Method != http.MethodPost || r.ContentLength == 0 {
+			// Without a body net/http is already watching the connection
+			// for a disconnect, and a deadline set now would cut that watch
+			// short (golang/go#70834).
+			h.ServeHTTP(w, r)
+			return
+		}
+		body := &deadlineBody{
+			ReadCloser: http.MaxBytesReader(w, r.Body, int64(limit)+envelopeBytes),
+			rc:         http.NewResponseController(w),
+			timeout:    timeout,
+		}
+		// Only a ResponseWriter that is not net/http's refuses; the size
+		// limit still holds without the deadline.
+		body.armed = body.rc.SetReadDeadline(time.Now().Add(timeout)) == nil
+		r.Body = body
+		h.ServeHTTP(w, r)
+	})
+}
+
+// deadlineBody turns a body read that outlives its deadline into an error
+// a client can act on, and lifts the deadline once the body has arrived.
+type deadlineBody struct {
+	io.ReadCloser
+	rc      *http.ResponseController
+	timeout time.Duration
+	armed   bool
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	switch {
+	case err == io.EOF && b.armed:
+		// The rest of the call may last minutes (a streamed answer). Go
+		// 1.26's HTTP/1.1 server also lifts it when the body ends, but
+		// that is an implementation detail; HTTP/2 keeps a stream's timer.
+		b.rc.SetReadDeadline(time.Time{})
+		b.armed = false
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		err = connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("the request body did not arrive within %s of its headers", b.timeout))
+	}
+	return n, err
+}
