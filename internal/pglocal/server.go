@@ -279,12 +279,6 @@ func (s *Server) URL(database string) string {
 	return u.String()
 }
 
-// Port returns the TCP port the server listens on at 127.0.0.1.
-func (s *Server) Port() int { return s.port }
-
-// DataDir returns the absolute path of the cluster's directory.
-func (s *Server) DataDir() string { return s.dataDir }
-
 // CreateDatabase creates database name unless it exists and returns its URL.
 // Names longer than Postgres's 63-byte limit are refused, because Postgres
 // would silently truncate them and the URL would name another database.
