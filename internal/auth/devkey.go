@@ -30,7 +30,7 @@ const DevKeyFile = "dev-signing-key.pem"
 // half as a JWK Set for NewStaticVerifier, so dev runs the production checks.
 type DevKey struct {
 	private *ecdsa.PrivateKey
-	kid     string
+	kid     string // its RFC 7638 thumbprint
 	jwks    []byte
 }
 
@@ -152,9 +152,6 @@ func newDevKey(private *ecdsa.PrivateKey) (*DevKey, error) {
 	}
 	return &DevKey{private: private, kid: jwk.Kid, jwks: jwks}, nil
 }
-
-// KeyID returns the key's kid, its RFC 7638 thumbprint.
-func (k *DevKey) KeyID() string { return k.kid }
 
 // JWKS returns the public JWK Set, {"keys":[...]}, for NewStaticVerifier or
 // to serve at a dev JWKS endpoint. The caller may modify the returned slice.

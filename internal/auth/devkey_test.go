@@ -28,7 +28,7 @@ func TestLoadOrCreateDevKey(t *testing.T) {
 	if err != nil {
 		t.Fatalf("second LoadOrCreateDevKey: %v", err)
 	}
-	if !first.private.Equal(second.private) || first.KeyID() != second.KeyID() {
+	if !first.private.Equal(second.private) || first.kid != second.kid {
 		t.Error("second load returned a different key; dev tokens would not survive a restart")
 	}
 	if diff := cmp.Diff(string(first.JWKS()), string(second.JWKS())); diff != "" {
@@ -60,7 +60,7 @@ func TestDevKeyJWKS(t *testing.T) {
 		t.Fatalf("JWKS has %d keys; want 1", len(set.Keys))
 	}
 	jwk := set.Keys[0]
-	for name, want := range map[string]string{"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": k.KeyID()} {
+	for name, want := range map[string]string{"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": k.kid} {
 		if jwk[name] != want {
 			t.Errorf("JWK %s = %v; want %q", name, jwk[name], want)
 		}
@@ -69,8 +69,8 @@ func TestDevKeyJWKS(t *testing.T) {
 		t.Error("JWKS publishes the private key")
 	}
 	// RFC 7638 thumbprints of P-256 keys are 43 base64url characters.
-	if len(k.KeyID()) != 43 {
-		t.Errorf("kid %q is not a SHA-256 thumbprint", k.KeyID())
+	if len(k.kid) != 43 {
+		t.Errorf("kid %q is not a SHA-256 thumbprint", k.kid)
 	}
 }
 

@@ -7,49 +7,15 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 )
 
 // clockTicks is USER_HZ, the unit of /proc/PID/stat times; 100 on every
 // Linux that Go supports.
 const clockTicks = 100
-
-// spawns carries process starts to the one goroutine allowed to fork, as in
-// redistest: Linux sends the parent-death signal when the forking thread
-// exits, so every start happens on one locked thread that never returns,
-// and a benchmark that dies leaves no parley process behind.
-var (
-	spawnOnce sync.Once
-	spawns    chan spawn
-)
-
-type spawn struct {
-	cmd  *exec.Cmd
-	done chan error
-}
-
-func startProcess(cmd *exec.Cmd) error {
-	spawnOnce.Do(func() {
-		spawns = make(chan spawn)
-		go func() {
-			runtime.LockOSThread()
-			for s := range spawns {
-				s.done <- s.cmd.Start()
-			}
-		}()
-	})
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	done := make(chan error, 1)
-	spawns <- spawn{cmd: cmd, done: done}
-	return <-done
-}
 
 // memory returns a process's resident set and its peak, in bytes.
 func memory(pid int) (rss, peak int64, err error) {

@@ -10,10 +10,6 @@ import (
 	"time"
 )
 
-// startProcess starts cmd; without Linux's parent-death signal a crashed
-// benchmark may leave it running.
-func startProcess(cmd *exec.Cmd) error { return cmd.Start() }
-
 // memory asks ps for the resident set; the peak is not available.
 func memory(pid int) (rss, peak int64, err error) {
 	out, err := exec.Command("ps", "-o", "rss=", "-p", strconv.Itoa(pid)).Output()

@@ -6,8 +6,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/parleyhq/parley/internal/localproc"
 )
 
 // proc is a server the benchmark runs as a child process: parley serve, or
@@ -31,24 +33,19 @@ type proc struct {
 	waitErr error
 }
 
-// freePort returns a loopback port that was free a moment ago. Parley logs
-// its address only at info level, and the benchmark runs it at warn.
-func freePort(tb testing.TB) int {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // launch starts bin with args, exactly env (nothing is inherited, so no
 // GOGC or GOMAXPROCS of the caller leaks in) and a free PORT, and returns
 // at once. The process is stopped when the test ends.
 func launch(tb testing.TB, name, bin string, env map[string]string, args ...string) *proc {
 	tb.Helper()
-	port := strconv.Itoa(freePort(tb))
+	// The port is chosen here rather than read back from parley, which
+	// logs its address only at info level, and the benchmark runs it at
+	// warn.
+	freePort, err := localproc.FreePort()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	port := strconv.Itoa(freePort)
 	vars := []string{"PORT=" + port, "HOST=127.0.0.1"}
 	for k, v := range env {
 		vars = append(vars, k+"="+v)
@@ -59,7 +56,9 @@ func launch(tb testing.TB, name, bin string, env map[string]string, args ...stri
 	p := &proc{name: name, cmd: cmd, URL: "http://127.0.0.1:" + port, log: &logBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	p.started = time.Now()
-	if err := startProcess(cmd); err != nil {
+	// A benchmark that dies (a timeout, a panic) leaves no parley behind:
+	// the kernel kills it with the test process.
+	if err := localproc.Start(cmd, os.Kill); err != nil {
 		tb.Fatalf("start %s: %v", name, err)
 	}
 	go func() {

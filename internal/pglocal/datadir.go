@@ -120,7 +120,11 @@ func initdb(ctx context.Context, binDir, dataDir string, acct *account, ephemera
 	// initdb runs a bootstrap postgres of its own; cancel both.
 	cmd.Cancel = func() error { return killGroup(cmd.Process) }
 	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Run(); err != nil {
+	err := startChild(cmd)
+	if err == nil {
+		err = cmd.Wait()
+	}
+	if err != nil {
 		// The directory was empty before; empty it again so the next Start
 		// does not mistake a half-made cluster for a real one.
 		clearDir(dataDir)

@@ -45,13 +45,12 @@ func lookupAccount(name string) (*account, error) {
 // terminal reaches Parley alone (which then stops the server after its own
 // work), and so Stop can kill the postmaster and its children together. It
 // switches to acct when not nil; supplementary groups are dropped, which
-// canTraverse accounts for.
+// canTraverse accounts for. The parent-death signal is set by startChild.
 func sysProcAttr(acct *account) *syscall.SysProcAttr {
 	attr := &syscall.SysProcAttr{Setpgid: true}
 	if acct != nil {
 		attr.Credential = &syscall.Credential{Uid: acct.uid, Gid: acct.gid}
 	}
-	setParentDeathSignal(attr)
 	return attr
 }
 

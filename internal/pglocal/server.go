@@ -25,6 +25,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/parleyhq/parley/internal/localproc"
 )
 
 const (
@@ -134,8 +136,10 @@ func start(ctx context.Context, opts Options, binDir, dataDir string, acct *acco
 		port := opts.Port
 		if port == 0 {
 			var err error
-			if port, err = freePort(); err != nil {
-				return nil, err
+			// Another process may take the port before postgres binds
+			// it; the loop retries then.
+			if port, err = localproc.FreePort(); err != nil {
+				return nil, fmt.Errorf("pglocal: find a free port: %w", err)
 			}
 		}
 		s, err := launch(ctx, binDir, dataDir, port, acct, opts.Ephemeral, log)
@@ -161,16 +165,13 @@ func openLog(w io.Writer, dataDir string) (io.Writer, func() error, error) {
 	return f, f.Close, nil
 }
 
-// freePort asks the kernel for a port nobody listens on. Another process may
-// take it before postgres binds it; start retries in that case.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("pglocal: find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+// startChild starts initdb or the postmaster so that the kernel sends it
+// SIGINT if Parley dies without calling Stop (a crash, a test that panics
+// or times out), and no orphaned server keeps the data directory locked.
+// SIGINT, not SIGKILL: it is a fast shutdown, which leaves the persistent
+// data directory of `parley dev` with no crash recovery to do, and initdb
+// removes its half-made cluster on it.
+func startChild(cmd *exec.Cmd) error { return localproc.Start(cmd, os.Interrupt) }
 
 // launch starts the postmaster and waits until it serves connections.
 func launch(ctx context.Context, binDir, dataDir string, port int, acct *account, ephemeral bool, log io.Writer) (*Server, error) {
@@ -200,7 +201,7 @@ func launch(ctx context.Context, binDir, dataDir string, port int, acct *account
 	// Backends inherit the output pipe; after a kill they may hold it a
 	// moment longer than the postmaster lives.
 	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
+	if err := startChild(cmd); err != nil {
 		return nil, fmt.Errorf("pglocal: start postgres: %w", err)
 	}
 	s := &Server{dataDir: dataDir, port: port, cmd: cmd, tail: tail, exited: make(chan struct{})}
@@ -277,12 +278,6 @@ func (s *Server) URL(database string) string {
 	}
 	return u.String()
 }
-
-// Port returns the TCP port the server listens on at 127.0.0.1.
-func (s *Server) Port() int { return s.port }
-
-// DataDir returns the absolute path of the cluster's directory.
-func (s *Server) DataDir() string { return s.dataDir }
 
 // CreateDatabase creates database name unless it exists and returns its URL.
 // Names longer than Postgres's 63-byte limit are refused, because Postgres

@@ -43,7 +43,7 @@ func mustStart(tb testing.TB, opts Options) *Server {
 	if err != nil {
 		tb.Fatalf("Start: %v", err)
 	}
-	tb.Logf("started in %v on port %d", time.Since(begin).Round(time.Millisecond), s.Port())
+	tb.Logf("started in %v on port %d", time.Since(begin).Round(time.Millisecond), s.port)
 	tb.Cleanup(func() {
 		if err := s.Stop(); err != nil {
 			tb.Errorf("Stop: %v", err)

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/parleyhq/parley/internal/localproc"
 )
 
 const (
@@ -104,8 +106,10 @@ func (s *Server) start() error {
 	keepPort := s.port != 0
 	for attempt := range startAttempts {
 		if !keepPort {
-			if s.port, err = freePort(); err != nil {
-				return err
+			// Another process may take the port before redis-server
+			// binds it; the loop retries then.
+			if s.port, err = localproc.FreePort(); err != nil {
+				return fmt.Errorf("redistest: find a free port: %w", err)
 			}
 			s.URL = "redis://127.0.0.1:" + strconv.Itoa(s.port) + "/0"
 		} else if attempt > 0 {
@@ -134,7 +138,10 @@ func (s *Server) launch(binary string) error {
 	)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
-	err = startProcess(cmd)
+	// The kernel kills the server when the test process dies, even without
+	// running Main or cleanups (a test timeout panics and exits at once);
+	// SIGKILL, as the server keeps nothing worth a clean shutdown.
+	err = localproc.Start(cmd, os.Kill)
 	// The child holds its own descriptor for the log.
 	_ = logFile.Close()
 	if err != nil {
@@ -229,15 +236,4 @@ func (s *Server) stop() error {
 	case <-time.After(stopTimeout):
 		return fmt.Errorf("redistest: redis-server (pid %d) did not exit", cmd.Process.Pid)
 	}
-}
-
-// freePort asks the kernel for a port nobody listens on. Another process
-// may take it before redis-server binds it; start retries then.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("redistest: find a free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }

@@ -77,7 +77,8 @@ func New(pool *pgxpool.Pool) *Store {
 	return &Store{pool: pool, q: sqlcgen.New(pool)}
 }
 
-// Pool returns the underlying pool (for health checks and benchmarks).
+// Pool returns the underlying pool, for tests that query or hold
+// connections directly (health checks use Ping).
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // Ping checks that the database answers.
