@@ -274,9 +274,6 @@ func rateLimits(cfg config.Config) server.RateLimits {
 // URL is the base URL the service answers on.
 func (a *App) URL() string { return "http://" + a.ln.Addr().String() }
 
-// Models lists the offered model names, the default first.
-func (a *App) Models() []string { return a.models.Names() }
-
 // Run serves until ctx ends, then shuts down in order within
 // cfg.ShutdownTimeout (Cloud Run kills ten seconds after SIGTERM):
 //

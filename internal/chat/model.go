@@ -87,9 +87,6 @@ func (m *Models) Add(p Provider, names ...string) *Models {
 	return m
 }
 
-// Default is the model used when neither request nor conversation names one.
-func (m *Models) Default() string { return m.defaultModel }
-
 // Names lists the offered models, the default first.
 func (m *Models) Names() []string { return slices.Clone(m.names) }
 

@@ -127,13 +127,6 @@ func Times(n int) Option {
 	return func(c *config) { c.failTimes = n }
 }
 
-// Succeed clears any failure, cut or malformed chunk.
-func Succeed() Option {
-	return func(c *config) {
-		c.failStatus, c.failTimes, c.cutAfter, c.malformedAfter = 0, 0, -1, -1
-	}
-}
-
 // CutAfter closes the connection abruptly after n content chunks, without a
 // finish reason or [DONE], like a provider or proxy that died mid-answer.
 func CutAfter(n int) Option {
@@ -204,13 +197,6 @@ func (s *Server) Configure(opts ...Option) {
 	for _, opt := range opts {
 		opt(&s.cfg)
 	}
-}
-
-// Reset restores the defaults.
-func (s *Server) Reset() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.cfg = defaultConfig()
 }
 
 // Release lets n more content chunks through a held server, shared by all
