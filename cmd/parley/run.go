@@ -19,7 +19,7 @@ const usage = `Usage: parley <command> [flags]
 Commands:
   serve                     run the production server (configured by the environment)
   dev [--data-dir DIR]      run everything locally with no accounts and no keys
-  token --sub UUID [--data-dir DIR] [--ttl 24h]
+  token --sub UUID [--data-dir DIR] [--ttl 24h] [--anonymous]
                             print a dev bearer token for that user
   migrate up|down|status    apply, roll back or list the database migrations
 

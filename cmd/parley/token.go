@@ -18,6 +18,7 @@ func runToken(args []string, stdout, stderr io.Writer) error {
 	sub := fs.String("sub", "", "the user id (a UUID) the token is for")
 	dataDir := fs.String("data-dir", defaultDataDir, "the dev data directory holding the signing key")
 	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token stays valid")
+	anonymous := fs.Bool("anonymous", false, "sign it as an anonymous sign-in (is_anonymous), which is on the anonymous plan")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -32,7 +33,11 @@ func runToken(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("token: %w", err)
 	}
-	token, err := key.Sign(devIssuer, userID, *ttl)
+	sign := key.Sign
+	if *anonymous {
+		sign = key.SignAnonymous
+	}
+	token, err := sign(devIssuer, userID, *ttl)
 	if err != nil {
 		return fmt.Errorf("token: %w", err)
 	}

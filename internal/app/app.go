@@ -255,7 +255,15 @@ func defaultTitler(cfg config.Config, models *chat.Models) chat.Titler {
 
 // catalogOfPlans builds the plan catalog from the configuration.
 func catalogOfPlans(cfg config.Config) plan.Catalog {
+	anonymousModels := cfg.PlanAnonymousModels
+	if len(anonymousModels) == 0 {
+		anonymousModels = cfg.PlanFreeModels
+	}
 	return plan.Catalog{
+		Anonymous: plan.Plan{
+			Name: plan.Anonymous, RateMultiplier: cfg.PlanAnonymousRateMultiplier,
+			MonthlyTokens: cfg.PlanAnonymousMonthlyTokens, Models: anonymousModels,
+		},
 		Free: plan.Plan{Name: plan.Free, RateMultiplier: 1, MonthlyTokens: cfg.PlanFreeMonthlyTokens, Models: cfg.PlanFreeModels},
 		Pro:  plan.Plan{Name: plan.Pro, RateMultiplier: cfg.PlanProRateMultiplier, MonthlyTokens: cfg.PlanProMonthlyTokens, Models: cfg.PlanProModels},
 	}

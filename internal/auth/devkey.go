@@ -166,6 +166,16 @@ func (k *DevKey) Sign(issuer string, sub uuid.UUID, ttl time.Duration) (string, 
 
 // SignWithEmail is Sign with an "email" claim (omitted when empty).
 func (k *DevKey) SignWithEmail(issuer string, sub uuid.UUID, email string, ttl time.Duration) (string, error) {
+	return k.sign(issuer, sub, email, false, ttl)
+}
+
+// SignAnonymous is Sign for an anonymous sign-in: "is_anonymous" true and
+// no email, as Supabase writes it for signInAnonymously.
+func (k *DevKey) SignAnonymous(issuer string, sub uuid.UUID, ttl time.Duration) (string, error) {
+	return k.sign(issuer, sub, "", true, ttl)
+}
+
+func (k *DevKey) sign(issuer string, sub uuid.UUID, email string, anonymous bool, ttl time.Duration) (string, error) {
 	if ttl <= 0 {
 		return "", errors.New("auth: token ttl must be positive")
 	}
@@ -181,7 +191,7 @@ func (k *DevKey) SignWithEmail(issuer string, sub uuid.UUID, email string, ttl t
 		"exp":          now.Add(ttl).Unix(),
 		"session_id":   uuid.NewString(),
 		"aal":          "aal1",
-		"is_anonymous": false,
+		"is_anonymous": anonymous,
 	}
 	if email != "" {
 		claims["email"] = email

@@ -831,3 +831,28 @@ func TestRetriedEditAndRegenerate(t *testing.T) {
 		}
 	}
 }
+
+// pricedTitler writes a title that cost tokens, as a model's would.
+type pricedTitler struct{}
+
+func (pricedTitler) Title(context.Context, string, string) (string, chat.Usage, error) {
+	return "Priced", chat.Usage{PromptTokens: 30, CompletionTokens: 4}, nil
+}
+
+// TestTitleCharged: the tokens a title costs count against the user's
+// quota beside the answer's.
+func TestTitleCharged(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, chat.GeneratorConfig{Titler: pricedTitler{}})
+	untitled := r.store.AddConversation(r.user, chat.NewConversation{})
+	s, err := r.gen.Send(t.Context(), r.user, chat.SendInput{ConversationID: untitled, Content: "hello"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	turn := r.model.Next(wait)
+	turn.End(chat.Usage{PromptTokens: 5, CompletionTokens: 1}, "stop")
+	rest(t, s)
+	if u := r.store.Usage(r.user); u.Used != 5+1+30+4 {
+		t.Errorf("used %d tokens, want the answer's 6 and the title's 34", u.Used)
+	}
+}

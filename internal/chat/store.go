@@ -68,6 +68,9 @@ type GenerationStore interface {
 	FinishMessage(ctx context.Context, messageID uuid.UUID, o Outcome) (Message, error)
 	// SetTitleIfEmpty sets a generated title unless the conversation has one.
 	SetTitleIfEmpty(ctx context.Context, userID, conversationID uuid.UUID, title string) (bool, error)
+	// ChargeTokens adds tokens to the user's usage for the quota period
+	// holding at (work done beside an answer, such as its title).
+	ChargeTokens(ctx context.Context, userID uuid.UUID, at time.Time, tokens int64) error
 	// InterruptStale marks answers still streaming that were created
 	// before the cutoff as interrupted (their instance died) and returns
 	// how many it marked.

@@ -12,17 +12,20 @@ import (
 
 // Titler writes a short title for a conversation from its first message.
 type Titler interface {
-	Title(ctx context.Context, model, firstMessage string) (string, error)
+	// Title returns the title and the tokens it cost, which are charged to
+	// the user like an answer's (also when it fails after the model was
+	// asked).
+	Title(ctx context.Context, model, firstMessage string) (string, Usage, error)
 }
 
 // ProviderTitler asks the conversation's model for a title.
 type ProviderTitler struct{ Models *Models }
 
 // Title implements Titler.
-func (t ProviderTitler) Title(ctx context.Context, model, firstMessage string) (string, error) {
+func (t ProviderTitler) Title(ctx context.Context, model, firstMessage string) (string, Usage, error) {
 	_, p, err := t.Models.resolve("model", model)
 	if err != nil {
-		return "", err
+		return "", Usage{}, err
 	}
 	if len(firstMessage) > 2000 {
 		firstMessage = firstMessage[:2000]
@@ -32,7 +35,7 @@ func (t ProviderTitler) Title(ctx context.Context, model, firstMessage string) (
 		{Role: RoleUser, Content: firstMessage},
 	}})
 	if err != nil {
-		return "", err
+		return "", Usage{}, err
 	}
 	defer s.Close()
 	var b strings.Builder
@@ -43,7 +46,7 @@ func (t ProviderTitler) Title(ctx context.Context, model, firstMessage string) (
 		}
 		b.WriteString(text)
 	}
-	return CleanTitle(b.String()), nil
+	return CleanTitle(b.String()), s.Usage(), nil
 }
 
 // HeuristicTitler titles a conversation with the first words of its first
@@ -51,12 +54,12 @@ func (t ProviderTitler) Title(ctx context.Context, model, firstMessage string) (
 type HeuristicTitler struct{}
 
 // Title implements Titler.
-func (HeuristicTitler) Title(_ context.Context, _, firstMessage string) (string, error) {
+func (HeuristicTitler) Title(_ context.Context, _, firstMessage string) (string, Usage, error) {
 	words := strings.Fields(firstMessage)
 	if len(words) > 6 {
 		words = words[:6]
 	}
-	return CleanTitle(strings.Join(words, " ")), nil
+	return CleanTitle(strings.Join(words, " ")), Usage{}, nil
 }
 
 // CleanTitle trims quotes, punctuation and length from a model's title.
@@ -89,7 +92,13 @@ func (gen *generation) startTitle() <-chan struct{} {
 		// Not canceled by a stop (the title is still wanted), but by shutdown.
 		ctx, cancel := context.WithTimeout(g.base, 20*time.Second)
 		defer cancel()
-		title, err := g.cfg.Titler.Title(ctx, gen.answer.Model, gen.userMessage.Content)
+		title, usage, err := g.cfg.Titler.Title(ctx, gen.answer.Model, gen.userMessage.Content)
+		if tokens := usage.PromptTokens + usage.CompletionTokens; tokens > 0 {
+			// Titles cost what answers cost; they count against the quota.
+			if err := g.store.ChargeTokens(context.WithoutCancel(ctx), gen.userID, gen.answer.CreateTime, tokens); err != nil {
+				g.log.Warn("charging a title failed", "generation_id", gen.id, "tokens", tokens, "err", err)
+			}
+		}
 		if err != nil || title == "" {
 			if err != nil {
 				g.log.Warn("title generation failed", "generation_id", gen.id, "err", err)

@@ -111,6 +111,13 @@ type Config struct {
 	PlanFreeMonthlyTokens, PlanProMonthlyTokens int64
 	PlanProRateMultiplier                       float64
 	PlanFreeModels, PlanProModels               []string
+	// The plan of anonymous sign-ins (Supabase's is_anonymous): a smaller
+	// monthly quota (PLAN_ANONYMOUS_MONTHLY_TOKENS, default 20000), a rate
+	// multiplier below 1 (PLAN_ANONYMOUS_RATE_MULTIPLIER, default 0.5) and
+	// the free plan's models unless PLAN_ANONYMOUS_MODELS lists others.
+	PlanAnonymousMonthlyTokens  int64
+	PlanAnonymousRateMultiplier float64
+	PlanAnonymousModels         []string
 }
 
 // Offline reports whether no model provider is configured: dev then
@@ -143,41 +150,44 @@ const (
 func Load(getenv func(string) string, mode Mode) (Config, error) {
 	p := parser{getenv: getenv}
 	cfg := Config{
-		Port:                     p.int("PORT", 8080, 0, 65535),
-		Host:                     p.str("HOST", ""),
-		Env:                      p.oneOf("PARLEY_ENV", EnvProduction, EnvProduction, EnvDevelopment),
-		DatabaseURL:              p.str("DATABASE_URL", ""),
-		SupabaseURL:              p.str("SUPABASE_URL", ""),
-		SupabaseJWTSecret:        p.str("SUPABASE_JWT_SECRET", ""),
-		AllowedOrigins:           p.origins("ALLOWED_ORIGINS"),
-		LogFormat:                p.oneOf("LOG_FORMAT", "json", "json", "text"),
-		LogLevel:                 p.level("LOG_LEVEL"),
-		GoogleCloudProject:       p.str("GOOGLE_CLOUD_PROJECT", ""),
-		ShutdownTimeout:          p.duration("SHUTDOWN_TIMEOUT", 8*time.Second),
-		QueryExecMode:            p.execMode("DATABASE_QUERY_EXEC_MODE"),
-		RedisURL:                 p.str("REDIS_URL", ""),
-		DatabaseMaxConns:         p.int("DATABASE_MAX_CONNS", 10, 1, 1000),
-		DatabaseStatementTimeout: p.timeout("DATABASE_STATEMENT_TIMEOUT", 15*time.Second),
-		EventLogRetention:        p.duration("EVENT_LOG_RETENTION", 10*time.Minute),
-		OpenAIBaseURL:            p.str("OPENAI_BASE_URL", ""),
-		OpenAIAPIKey:             p.str("OPENAI_API_KEY", ""),
-		Models:                   p.list("PARLEY_MODELS", "gpt-4o-mini"),
-		GenerationTimeout:        p.duration("GENERATION_TIMEOUT", 5*time.Minute),
-		LLMIdleTimeout:           p.duration("LLM_IDLE_TIMEOUT", 60*time.Second),
-		ContextTokens:            p.int("CONTEXT_TOKENS", 16000, 256, 10_000_000),
-		MaxOutputTokens:          p.int("MAX_OUTPUT_TOKENS", 0, 0, 1_000_000),
-		RateLimitEnabled:         p.bool("RATE_LIMIT_ENABLED", true),
-		RateLimitChat:            p.int("RATE_LIMIT_CHAT", 20, 1, 1_000_000),
-		RateLimitAgent:           p.int("RATE_LIMIT_AGENT", 5, 1, 1_000_000),
-		RateLimitGeneral:         p.int("RATE_LIMIT_GENERAL", 100, 1, 1_000_000),
-		RateLimitAuthFailures:    p.int("RATE_LIMIT_AUTH_FAILURES", 60, 1, 1_000_000),
-		TrustedProxyHops:         p.int("TRUSTED_PROXY_HOPS", 1, 0, 10),
-		MaxConcurrentGenerations: p.int("MAX_CONCURRENT_GENERATIONS", 3, 1, 1000),
-		PlanFreeMonthlyTokens:    int64(p.int("PLAN_FREE_MONTHLY_TOKENS", 500_000, 0, 1<<50)),
-		PlanProMonthlyTokens:     int64(p.int("PLAN_PRO_MONTHLY_TOKENS", 10_000_000, 0, 1<<50)),
-		PlanProRateMultiplier:    p.float("PLAN_PRO_RATE_MULTIPLIER", 5, 1, 1000),
-		PlanFreeModels:           p.optionalList("PLAN_FREE_MODELS"),
-		PlanProModels:            p.optionalList("PLAN_PRO_MODELS"),
+		Port:                        p.int("PORT", 8080, 0, 65535),
+		Host:                        p.str("HOST", ""),
+		Env:                         p.oneOf("PARLEY_ENV", EnvProduction, EnvProduction, EnvDevelopment),
+		DatabaseURL:                 p.str("DATABASE_URL", ""),
+		SupabaseURL:                 p.str("SUPABASE_URL", ""),
+		SupabaseJWTSecret:           p.str("SUPABASE_JWT_SECRET", ""),
+		AllowedOrigins:              p.origins("ALLOWED_ORIGINS"),
+		LogFormat:                   p.oneOf("LOG_FORMAT", "json", "json", "text"),
+		LogLevel:                    p.level("LOG_LEVEL"),
+		GoogleCloudProject:          p.str("GOOGLE_CLOUD_PROJECT", ""),
+		ShutdownTimeout:             p.duration("SHUTDOWN_TIMEOUT", 8*time.Second),
+		QueryExecMode:               p.execMode("DATABASE_QUERY_EXEC_MODE"),
+		RedisURL:                    p.str("REDIS_URL", ""),
+		DatabaseMaxConns:            p.int("DATABASE_MAX_CONNS", 10, 1, 1000),
+		DatabaseStatementTimeout:    p.timeout("DATABASE_STATEMENT_TIMEOUT", 15*time.Second),
+		EventLogRetention:           p.duration("EVENT_LOG_RETENTION", 10*time.Minute),
+		OpenAIBaseURL:               p.str("OPENAI_BASE_URL", ""),
+		OpenAIAPIKey:                p.str("OPENAI_API_KEY", ""),
+		Models:                      p.list("PARLEY_MODELS", "gpt-4o-mini"),
+		GenerationTimeout:           p.duration("GENERATION_TIMEOUT", 5*time.Minute),
+		LLMIdleTimeout:              p.duration("LLM_IDLE_TIMEOUT", 60*time.Second),
+		ContextTokens:               p.int("CONTEXT_TOKENS", 16000, 256, 10_000_000),
+		MaxOutputTokens:             p.int("MAX_OUTPUT_TOKENS", 0, 0, 1_000_000),
+		RateLimitEnabled:            p.bool("RATE_LIMIT_ENABLED", true),
+		RateLimitChat:               p.int("RATE_LIMIT_CHAT", 20, 1, 1_000_000),
+		RateLimitAgent:              p.int("RATE_LIMIT_AGENT", 5, 1, 1_000_000),
+		RateLimitGeneral:            p.int("RATE_LIMIT_GENERAL", 100, 1, 1_000_000),
+		RateLimitAuthFailures:       p.int("RATE_LIMIT_AUTH_FAILURES", 60, 1, 1_000_000),
+		TrustedProxyHops:            p.int("TRUSTED_PROXY_HOPS", 1, 0, 10),
+		MaxConcurrentGenerations:    p.int("MAX_CONCURRENT_GENERATIONS", 3, 1, 1000),
+		PlanFreeMonthlyTokens:       int64(p.int("PLAN_FREE_MONTHLY_TOKENS", 500_000, 0, 1<<50)),
+		PlanProMonthlyTokens:        int64(p.int("PLAN_PRO_MONTHLY_TOKENS", 10_000_000, 0, 1<<50)),
+		PlanProRateMultiplier:       p.float("PLAN_PRO_RATE_MULTIPLIER", 5, 1, 1000),
+		PlanFreeModels:              p.optionalList("PLAN_FREE_MODELS"),
+		PlanProModels:               p.optionalList("PLAN_PRO_MODELS"),
+		PlanAnonymousMonthlyTokens:  int64(p.int("PLAN_ANONYMOUS_MONTHLY_TOKENS", 20_000, 0, 1<<50)),
+		PlanAnonymousRateMultiplier: p.float("PLAN_ANONYMOUS_RATE_MULTIPLIER", 0.5, 0.01, 1000),
+		PlanAnonymousModels:         p.optionalList("PLAN_ANONYMOUS_MODELS"),
 	}
 	if mode == ModeDev {
 		if getenv("PARLEY_ENV") == "" {

@@ -44,20 +44,24 @@ func TestLoad(t *testing.T) {
 		if !cfg.Production() || cfg.LogFormat != "json" {
 			t.Errorf("serve defaults: env %q format %q", cfg.Env, cfg.LogFormat)
 		}
+		if cfg.PlanAnonymousMonthlyTokens != 20_000 || cfg.PlanAnonymousRateMultiplier != 0.5 || cfg.PlanAnonymousMonthlyTokens >= cfg.PlanFreeMonthlyTokens {
+			t.Errorf("anonymous plan defaults: %d tokens at %gx, want a smaller plan than free's %d", cfg.PlanAnonymousMonthlyTokens, cfg.PlanAnonymousRateMultiplier, cfg.PlanFreeMonthlyTokens)
+		}
 	})
 	t.Run("ErrEveryProblemAtOnce", func(t *testing.T) {
 		t.Parallel()
 		_, err := Load(env(map[string]string{
-			"PORT":                       "http",
-			"LOG_FORMAT":                 "xml",
-			"ALLOWED_ORIGINS":            "*",
-			"DATABASE_URL":               "postgres://u:hunter2@db:notaport/app",
-			"DATABASE_STATEMENT_TIMEOUT": "500us",
+			"PORT":                           "http",
+			"LOG_FORMAT":                     "xml",
+			"ALLOWED_ORIGINS":                "*",
+			"DATABASE_URL":                   "postgres://u:hunter2@db:notaport/app",
+			"DATABASE_STATEMENT_TIMEOUT":     "500us",
+			"PLAN_ANONYMOUS_RATE_MULTIPLIER": "0",
 		}), ModeServe)
 		if err == nil {
 			t.Fatal("want error")
 		}
-		for _, want := range []string{"PORT", "LOG_FORMAT", "ALLOWED_ORIGINS", "SUPABASE_URL is required", "DATABASE_URL is not a valid", "DATABASE_STATEMENT_TIMEOUT"} {
+		for _, want := range []string{"PORT", "LOG_FORMAT", "ALLOWED_ORIGINS", "SUPABASE_URL is required", "DATABASE_URL is not a valid", "DATABASE_STATEMENT_TIMEOUT", "PLAN_ANONYMOUS_RATE_MULTIPLIER"} {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("error %q does not mention %q", err, want)
 			}

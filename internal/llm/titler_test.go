@@ -14,13 +14,16 @@ import (
 // upstream) for a title and cleans it.
 func TestProviderTitler(t *testing.T) {
 	t.Parallel()
-	fake := llmtest.NewServer(t, llmtest.Chunks([]string{`"Lisbon`, ` weekend"`, "."}))
+	fake := llmtest.NewServer(t, llmtest.Chunks([]string{`"Lisbon`, ` weekend"`, "."}), llmtest.Usage(40, 3))
 	models := chat.NewModels().Add(llm.NewOpenAI(llm.OpenAIConfig{BaseURL: fake.URL, IdleTimeout: 5 * time.Second}), "m")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	title, err := chat.ProviderTitler{Models: models}.Title(ctx, "m", "plan a weekend in lisbon")
+	title, usage, err := chat.ProviderTitler{Models: models}.Title(ctx, "m", "plan a weekend in lisbon")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if usage != (chat.Usage{PromptTokens: 40, CompletionTokens: 3}) {
+		t.Errorf("usage = %+v, want the provider's count to charge", usage)
 	}
 	if title != "Lisbon weekend" {
 		t.Errorf("title = %q", title)

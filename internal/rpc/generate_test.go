@@ -1049,12 +1049,12 @@ func TestMaxGenerationTime(t *testing.T) {
 // blockingTitler writes its title only when released.
 type blockingTitler struct{ release chan struct{} }
 
-func (b blockingTitler) Title(ctx context.Context, _, _ string) (string, error) {
+func (b blockingTitler) Title(ctx context.Context, _, _ string) (string, chat.Usage, error) {
 	select {
 	case <-b.release:
-		return "Late title", nil
+		return "Late title", chat.Usage{}, nil
 	case <-ctx.Done():
-		return "", ctx.Err()
+		return "", chat.Usage{}, ctx.Err()
 	}
 }
 

@@ -553,3 +553,46 @@ func TestDeleteDuringAnswer(t *testing.T) {
 		}
 	}
 }
+
+// TestAnonymousPlan: anonymous sign-ins (is_anonymous in the token) get the
+// anonymous plan's smaller quota and rate limits, on every protocol, so a
+// script signing in anonymously again and again gets little each time;
+// signed-in users keep the free plan's.
+func TestAnonymousPlan(t *testing.T) {
+	t.Parallel()
+	fake := llmtest.NewServer(t)
+	plans := plan.Catalog{
+		Anonymous: plan.Plan{Name: plan.Anonymous, RateMultiplier: 0.34, MonthlyTokens: 500},
+		Free:      plan.Plan{Name: plan.Free, RateMultiplier: 1, MonthlyTokens: 1_000_000},
+	}
+	env := fakeEnv(t, fake, apitest.Options{Plans: plans, RateLimits: &testLimits})
+	ctx := testCtx(t)
+	for _, protocol := range apitest.Protocols {
+		t.Run(protocol, func(t *testing.T) {
+			anonymous := uuid.New()
+			token, err := env.Key.SignAnonymous(apitest.Issuer, anonymous, time.Hour)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ca := parleyv1connect.NewChatServiceClient(apitest.HTTPClientFor(protocol), env.URL,
+				append(apitest.ClientOptions(protocol), connect.WithInterceptors(apitest.Bearer(token)))...)
+			cf := env.ChatClient(t, protocol, uuid.New())
+
+			// Quota: an answer reserves about 1000 tokens; 500 do not fit.
+			conv := create(t, ca, "anonymous")
+			_, err = collectErr(send(ctx, ca, conv.Id, "hi"))
+			wantCode(t, err, connect.CodeResourceExhausted, "quota of 500 tokens")
+			if _, err := collectErr(send(ctx, cf, create(t, cf, "free").Id, "hi")); err != nil {
+				t.Errorf("a signed-in user's answer: %v", err)
+			}
+
+			// Rate: the general limit of 3 a minute scaled by 0.34 is 1;
+			// create above used it.
+			_, err = ca.ListConversations(ctx, connect.NewRequest(&parleyv1.ListConversationsRequest{}))
+			wantCode(t, err, connect.CodeResourceExhausted, "")
+			if _, err := cf.ListConversations(ctx, connect.NewRequest(&parleyv1.ListConversationsRequest{})); err != nil {
+				t.Errorf("a signed-in user's list: %v", err)
+			}
+		})
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/plan"
 )
 
 // accessInfo is filled in by inner interceptors for the access log, which
@@ -72,22 +73,25 @@ func (a *accessLog) WrapStreamingHandler(next connect.StreamingHandlerFunc) conn
 	}
 }
 
-// userCapture runs after authentication and hands the user id to the
-// access log.
+// userCapture runs after authentication: it hands the user id to the
+// access log and what plans depend on (an anonymous sign-in) to the
+// context, before any limit is checked.
 type userCapture struct{}
 
-func (userCapture) capture(ctx context.Context) {
-	if info, ok := ctx.Value(accessInfoKey{}).(*accessInfo); ok {
-		if id, ok := auth.UserID(ctx); ok {
-			info.userID = id
-		}
+func (userCapture) capture(ctx context.Context) context.Context {
+	claims, ok := auth.ClaimsFrom(ctx)
+	if !ok {
+		return ctx
 	}
+	if info, ok := ctx.Value(accessInfoKey{}).(*accessInfo); ok {
+		info.userID = claims.UserID
+	}
+	return plan.WithCaller(ctx, plan.Caller{Anonymous: claims.IsAnonymous})
 }
 
 func (u userCapture) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		u.capture(ctx)
-		return next(ctx, req)
+		return next(u.capture(ctx), req)
 	}
 }
 
@@ -97,7 +101,6 @@ func (userCapture) WrapStreamingClient(next connect.StreamingClientFunc) connect
 
 func (u userCapture) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		u.capture(ctx)
-		return next(ctx, conn)
+		return next(u.capture(ctx), conn)
 	}
 }

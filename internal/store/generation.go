@@ -239,3 +239,9 @@ func (s *Store) SelectBranch(ctx context.Context, userID, conversationID, messag
 	}
 	return nil
 }
+
+// ChargeTokens implements chat.GenerationStore in one round trip.
+func (s *Store) ChargeTokens(ctx context.Context, userID uuid.UUID, at time.Time, tokens int64) error {
+	err := s.q.ChargeTokens(ctx, sqlcgen.ChargeTokensParams{UserID: userID, Month: monthOf(at), Tokens: tokens})
+	return interpretError(err, "token usage")
+}

@@ -340,6 +340,7 @@ func assertServiceWorks(t *testing.T, st *store.Store) {
 	must("InsertMessage", err)
 	_, _, err = st.InsertExchange(ctx, user, exchange(answer.ID, "c3"))
 	must("InsertExchange, second", err)
+	must("ChargeTokens", st.ChargeTokens(ctx, user, time.Now(), 12))
 	_, err = st.InterruptStale(ctx, time.Now().Add(time.Hour))
 	must("InterruptStale", err)
 	_, err = st.DeleteConversation(ctx, user, conv.ID)

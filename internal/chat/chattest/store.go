@@ -406,6 +406,16 @@ func (s *Store) SetTitleIfEmpty(_ context.Context, userID, conversationID uuid.U
 	return true, nil
 }
 
+// ChargeTokens implements chat.GenerationStore. The store keeps one
+// account per user, whatever the month.
+func (s *Store) ChargeTokens(_ context.Context, userID uuid.UUID, _ time.Time, tokens int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.account(userID).Used += tokens
+	s.notify()
+	return nil
+}
+
 // InterruptStale implements chat.GenerationStore.
 func (s *Store) InterruptStale(_ context.Context, before time.Time) (int64, error) {
 	s.mu.Lock()
