@@ -74,8 +74,9 @@ type Options struct {
 	RedisURL, RedisPrefix string
 	// Retention is how long finished logs stay (1 minute when zero).
 	Retention time.Duration
-	// Generator tunes generations: MaxDuration, MaxConcurrent,
-	// ContextTokens and MaxOutputTokens become the configuration's,
+	// Generator tunes generations: MaxDuration, MaxConcurrent, MaxRunning,
+	// MaxFollowers, MaxFollowersPerUser, ContextTokens and MaxOutputTokens
+	// become the configuration's,
 	// CheckpointInterval, StopWait, OutputReserve, Titler and Clock the
 	// app's options.
 	Generator chat.GeneratorConfig
@@ -214,6 +215,15 @@ func Config(tb testing.TB, opts Options) config.Config {
 	}
 	if g.MaxOutputTokens > 0 {
 		cfg.MaxOutputTokens = g.MaxOutputTokens
+	}
+	if g.MaxRunning > 0 {
+		cfg.InstanceMaxGenerations = g.MaxRunning
+	}
+	if g.MaxFollowers > 0 {
+		cfg.InstanceMaxFollowers = g.MaxFollowers
+	}
+	if g.MaxFollowersPerUser > 0 {
+		cfg.MaxFollowersPerUser = g.MaxFollowersPerUser
 	}
 	return cfg
 }

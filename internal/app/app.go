@@ -157,16 +157,19 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 		titler = defaultTitler(cfg, a.models)
 	}
 	a.generator = chat.NewGenerator(genStore, a.models, events, a.log, chat.GeneratorConfig{
-		CheckpointInterval: opts.CheckpointInterval,
-		StopWait:           opts.StopWait,
-		OutputReserve:      opts.OutputReserve,
-		MaxDuration:        cfg.GenerationTimeout,
-		ContextTokens:      cfg.ContextTokens,
-		MaxOutputTokens:    cfg.MaxOutputTokens,
-		Titler:             titler,
-		Plans:              plans,
-		MaxConcurrent:      cfg.MaxConcurrentGenerations,
-		Clock:              opts.Clock,
+		CheckpointInterval:  opts.CheckpointInterval,
+		StopWait:            opts.StopWait,
+		OutputReserve:       opts.OutputReserve,
+		MaxDuration:         cfg.GenerationTimeout,
+		ContextTokens:       cfg.ContextTokens,
+		MaxOutputTokens:     cfg.MaxOutputTokens,
+		Titler:              titler,
+		Plans:               plans,
+		MaxConcurrent:       cfg.MaxConcurrentGenerations,
+		MaxRunning:          cfg.InstanceMaxGenerations,
+		MaxFollowers:        cfg.InstanceMaxFollowers,
+		MaxFollowersPerUser: cfg.MaxFollowersPerUser,
+		Clock:               opts.Clock,
 	})
 
 	var chatHandler parleyv1connect.ChatServiceHandler = rpc.NewChatHandler(chat.NewService(a.store, a.models.Has, a.generator), a.generator)
@@ -227,7 +230,9 @@ func (a *App) shared(prefix string, forced bool, clk clock.Clock) (chat.EventLog
 		a.closers = append(a.closers, func() { fast.Close() })
 		limiter = ratelimit.NewResilient(ratelimit.NewRedis(fast, prefix+"rate:"), a.log, ratelimit.WithClock(clk))
 	}
-	return broker.NewChatLog(broker.NewRedis(client, prefix, cfg.EventLogRetention, opts...)), limiter, nil
+	events := broker.NewRedis(client, prefix, cfg.EventLogRetention, opts...)
+	a.closers = append(a.closers, func() { events.Close() })
+	return broker.NewChatLog(events), limiter, nil
 }
 
 // catalog builds the model catalog: opts.Provider when given, else the

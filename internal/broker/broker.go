@@ -104,9 +104,10 @@ func WithMaxGeneration(d time.Duration) Option {
 	}
 }
 
-// WithBlock sets how long one Redis read waits for new events before the
-// follower checks that the log still exists (default five seconds). Each
-// waiting follower holds a pool connection meanwhile. Memory ignores it.
+// WithBlock sets how often a Redis follower reads even when no
+// notification woke it (default five seconds): the bound on the delay
+// after a lost notification, and on how late a follower notices a log that
+// expired. A waiting follower holds no connection. Memory ignores it.
 func WithBlock(d time.Duration) Option {
 	return func(o *options) {
 		if d > 0 {

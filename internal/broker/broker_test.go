@@ -80,8 +80,8 @@ var implementations = []implementation{
 		open: func(t *testing.T, retention time.Duration, opts ...broker.Option) (broker.Broker, broker.Broker, expiry) {
 			url := redistest.URL(t)
 			prefix := redistest.Prefix(t)
-			a := broker.NewRedis(newClient(t, url), prefix, retention, opts...)
-			b := broker.NewRedis(newClient(t, url), prefix, retention, opts...)
+			a := newRedis(t, newClient(t, url), prefix, retention, opts...)
+			b := newRedis(t, newClient(t, url), prefix, retention, opts...)
 			admin := newClient(t, url)
 			pttl := func(t *testing.T, key string) time.Duration {
 				t.Helper()

@@ -2,10 +2,10 @@ package broker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -28,14 +28,30 @@ const (
 // Redis is a Broker on Redis Streams and pub/sub, shared by every instance
 // that uses the same Redis and prefix.
 //
-// Each Follow holds a connection of the client's pool while it waits for
-// events, so the pool must be larger than the number of streams an
-// instance serves at once; NewClient sizes it for that.
+// A follower holds no connection while it waits (see Follow): one
+// subscription per broker wakes them all. Close ends that subscription.
 type Redis struct {
 	client    *redis.Client
 	prefix    string
 	retention time.Duration
 	opts      options
+
+	// The followers of this process, woken by one subscription.
+	watchOnce sync.Once
+	watchMu   sync.Mutex
+	watchers  map[uuid.UUID]map[chan struct{}]struct{}
+	pubsub    *redis.PubSub // nil until the first Follow
+}
+
+// Close ends the subscription that wakes followers; followers still
+// running fall back to polling. It does not close the client.
+func (r *Redis) Close() error {
+	r.watchMu.Lock()
+	defer r.watchMu.Unlock()
+	if r.pubsub == nil {
+		return nil
+	}
+	return r.pubsub.Close()
 }
 
 var _ Broker = (*Redis)(nil)
@@ -48,7 +64,7 @@ func NewRedis(client *redis.Client, prefix string, retention time.Duration, opts
 	if retention <= 0 {
 		panic("broker: retention must be positive")
 	}
-	return &Redis{client: client, prefix: prefix, retention: retention, opts: newOptions(opts)}
+	return &Redis{client: client, prefix: prefix, retention: retention, opts: newOptions(opts), watchers: map[uuid.UUID]map[chan struct{}]struct{}{}}
 }
 
 func (r *Redis) logKey(generationID uuid.UUID) string {
@@ -83,6 +99,7 @@ func (r *Redis) Append(ctx context.Context, generationID uuid.UUID, evs ...Event
 			})
 		}
 		pipe.PExpire(ctx, key, r.opts.maxGeneration+r.retention)
+		pipe.Publish(ctx, r.appendedChannel(), generationID.String())
 		return nil
 	})
 	if err != nil {
@@ -101,6 +118,7 @@ func (r *Redis) Finish(ctx context.Context, generationID uuid.UUID) error {
 	_, err := r.client.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		pipe.XAdd(ctx, &redis.XAddArgs{Stream: key, Values: []any{fieldFinish, "1"}})
 		pipe.PExpire(ctx, key, r.retention)
+		pipe.Publish(ctx, r.appendedChannel(), generationID.String())
 		return nil
 	})
 	if err != nil {
@@ -110,12 +128,20 @@ func (r *Redis) Finish(ctx context.Context, generationID uuid.UUID) error {
 }
 
 // Follow implements Broker. It checks that the log exists and reads the
-// first slice of it in one round trip, then waits for more with XREAD
-// BLOCK, at most the block time at a time.
+// first slice of it in one round trip. Then it waits without holding a
+// connection: Append and Finish publish the generation's id on the
+// appended channel, which one subscription per Redis broker listens to, and
+// a follower reads (XRANGE, one round trip) only when woken, or every poll
+// interval in case a notification was lost. A follower whose client left
+// costs nothing once ctx ends, and followers can never take the pool
+// connections live answers write with.
 func (r *Redis) Follow(ctx context.Context, generationID uuid.UUID, afterSeq int64) (<-chan Event, func() error, error) {
 	key := r.logKey(generationID)
 	afterSeq = max(afterSeq, 0)
 	lastID := entryID(uint64(afterSeq))
+	// Listen before the first read, so an append between that read and
+	// the first wait still wakes the follower.
+	wake, unwatch := r.watch(generationID)
 	var exists *redis.IntCmd
 	var first *redis.XMessageSliceCmd
 	_, err := r.client.Pipelined(ctx, func(pipe redis.Pipeliner) error {
@@ -124,54 +150,29 @@ func (r *Redis) Follow(ctx context.Context, generationID uuid.UUID, afterSeq int
 		return nil
 	})
 	if err != nil {
+		unwatch()
 		return nil, nil, fmt.Errorf("broker: follow %s: %w", generationID, err)
 	}
 	if exists.Val() == 0 {
+		unwatch()
 		return nil, nil, ErrNotFound
 	}
-
-	// The reader may sit in XREAD for the block time after ctx ends, since
-	// go-redis does not interrupt a blocked read on cancel. A separate
-	// forwarder closes the channel as soon as ctx ends, so callers never
-	// wait for that.
-	events := make(chan Event)
-	var readErr error
-	go func() {
-		defer close(events)
-		readErr = r.read(ctx, key, lastID, first.Val(), events)
-	}()
-
 	out := make(chan Event)
 	result := new(outcome)
 	go func() {
 		defer close(out)
-		for {
-			select {
-			case ev, ok := <-events:
-				if !ok {
-					// The close of events orders the write of readErr
-					// before this read.
-					result.set(readErr)
-					return
-				}
-				select {
-				case out <- ev:
-				case <-ctx.Done():
-					result.set(ctx.Err())
-					return
-				}
-			case <-ctx.Done():
-				result.set(ctx.Err())
-				return
-			}
-		}
+		defer unwatch()
+		result.set(r.read(ctx, key, lastID, first.Val(), wake, out))
 	}()
 	return out, result.get, nil
 }
 
-// read sends the events of msgs and of everything after them to events
+// read sends the events of msgs and of everything after them to out
 // until the finish marker, and returns why it stopped: nil at the marker.
-func (r *Redis) read(ctx context.Context, key, lastID string, msgs []redis.XMessage, events chan<- Event) error {
+func (r *Redis) read(ctx context.Context, key, lastID string, msgs []redis.XMessage, wake <-chan struct{}, out chan<- Event) error {
+	// Redis keeps its own time, so the poll runs on the system clock.
+	poll := time.NewTicker(r.opts.block)
+	defer poll.Stop()
 	for {
 		for _, msg := range msgs {
 			lastID = msg.ID
@@ -183,39 +184,90 @@ func (r *Redis) read(ctx context.Context, key, lastID string, msgs []redis.XMess
 				return fmt.Errorf("broker: read %s: %w", key, err)
 			}
 			select {
-			case events <- ev:
+			case out <- ev:
 			case <-ctx.Done():
 				return ctx.Err()
 			}
 		}
-		if err := ctx.Err(); err != nil {
-			return err
+		if len(msgs) == readCount {
+			// More may be there already: read on without waiting.
+		} else {
+			select {
+			case <-wake:
+			case <-poll.C:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
-		streams, err := r.client.XRead(ctx, &redis.XReadArgs{
-			Streams: []string{key, lastID},
-			Count:   readCount,
-			Block:   r.opts.block,
-		}).Result()
-		switch {
-		case errors.Is(err, redis.Nil):
-			// XREAD waits on a missing key without complaint, so a log
-			// that expired while followed is only noticed here.
-			n, err := r.client.Exists(ctx, key).Result()
-			if err != nil {
-				return r.readErr(ctx, key, err)
-			}
-			if n == 0 {
-				return ErrNotFound
-			}
-			msgs = nil
-		case err != nil:
+		var exists *redis.IntCmd
+		var next *redis.XMessageSliceCmd
+		_, err := r.client.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+			exists = pipe.Exists(ctx, key)
+			next = pipe.XRangeN(ctx, key, "("+lastID, "+", readCount)
+			return nil
+		})
+		if err != nil {
 			return r.readErr(ctx, key, err)
-		case len(streams) == 0:
-			msgs = nil
-		default:
-			msgs = streams[0].Messages
 		}
+		if exists.Val() == 0 {
+			// The log expired while followed: it will never finish.
+			return ErrNotFound
+		}
+		msgs = next.Val()
 	}
+}
+
+// appendedChannel carries the id of every generation whose log grew.
+func (r *Redis) appendedChannel() string { return r.prefix + "appended" }
+
+// watch registers a follower of generationID: the returned channel gets a
+// signal (coalesced) whenever the log may have grown. unwatch ends it.
+func (r *Redis) watch(generationID uuid.UUID) (<-chan struct{}, func()) {
+	r.watchOnce.Do(r.startWatcher)
+	w := make(chan struct{}, 1)
+	r.watchMu.Lock()
+	set := r.watchers[generationID]
+	if set == nil {
+		set = map[chan struct{}]struct{}{}
+		r.watchers[generationID] = set
+	}
+	set[w] = struct{}{}
+	r.watchMu.Unlock()
+	return w, func() {
+		r.watchMu.Lock()
+		delete(set, w)
+		if len(set) == 0 {
+			delete(r.watchers, generationID)
+		}
+		r.watchMu.Unlock()
+	}
+}
+
+// startWatcher subscribes to the appended channel for the life of the
+// process and wakes the followers of each generation it names. go-redis
+// resubscribes after a lost connection; notifications sent meanwhile are
+// lost, which the followers' poll covers.
+func (r *Redis) startWatcher() {
+	pubsub := r.client.Subscribe(context.Background(), r.appendedChannel())
+	r.watchMu.Lock()
+	r.pubsub = pubsub
+	r.watchMu.Unlock()
+	go func() {
+		for msg := range pubsub.Channel() {
+			generationID, err := uuid.Parse(msg.Payload)
+			if err != nil {
+				continue
+			}
+			r.watchMu.Lock()
+			for w := range r.watchers[generationID] {
+				select {
+				case w <- struct{}{}:
+				default: // already signalled
+				}
+			}
+			r.watchMu.Unlock()
+		}
+	}()
 }
 
 // readErr prefers ctx's error: a read cut short by the caller is not a

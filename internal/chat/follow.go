@@ -25,6 +25,9 @@ func (g *Generator) Resume(ctx context.Context, userID, generationID uuid.UUID, 
 	if err != nil {
 		return nil, err
 	}
+	if err := g.addFollower(ctx, userID); err != nil {
+		return nil, err
+	}
 	return g.follow(ctx, userID, answer, afterSeq)
 }
 
@@ -32,6 +35,9 @@ func (g *Generator) Resume(ctx context.Context, userID, generationID uuid.UUID, 
 func (g *Generator) attach(ctx context.Context, userID, conversationID uuid.UUID, clientMessageID string) (Stream, error) {
 	_, answer, err := g.store.FindExchange(ctx, userID, conversationID, clientMessageID)
 	if err != nil {
+		return nil, err
+	}
+	if err := g.addFollower(ctx, userID); err != nil {
 		return nil, err
 	}
 	return g.follow(ctx, userID, answer, 0)

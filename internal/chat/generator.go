@@ -45,6 +45,11 @@ type GeneratorConfig struct {
 	// memory while it runs (16384); an answer that reaches it ends as if
 	// the model hit its token limit (finish reason "length").
 	MaxDeltas int
+	// MaxFollowers caps the resumed streams (ResumeGeneration, retried
+	// sends) this instance serves at once (1000), and MaxFollowersPerUser
+	// those of one user (20); more answer resource_exhausted. Each holds an
+	// open request; none holds a Redis connection while it waits.
+	MaxFollowers, MaxFollowersPerUser int
 	// SaveRetry is the first wait before the final save of an answer is
 	// tried again after a failure (100ms); the waits double from there.
 	SaveRetry time.Duration
@@ -83,6 +88,12 @@ func (c *GeneratorConfig) defaults() {
 	}
 	if c.MaxDeltas <= 0 {
 		c.MaxDeltas = 16384
+	}
+	if c.MaxFollowers <= 0 {
+		c.MaxFollowers = 1000
+	}
+	if c.MaxFollowersPerUser <= 0 {
+		c.MaxFollowersPerUser = 20
 	}
 	if c.SaveRetry <= 0 {
 		c.SaveRetry = 100 * time.Millisecond
@@ -126,6 +137,10 @@ type Generator struct {
 	draining bool                      // set by Shutdown: no new generation starts
 	wg       sync.WaitGroup
 
+	// followers counts the resumed streams being served, in all and per user.
+	followers       int
+	followersByUser map[uuid.UUID]int
+
 	checkpointsOnce sync.Once
 }
 
@@ -141,6 +156,7 @@ func NewGenerator(store GenerationStore, models *Models, events EventLog, log *s
 	return &Generator{
 		store: store, models: models, events: events, log: log, cfg: cfg, clock: cfg.Clock,
 		base: base, cancelBase: cancel, running: map[uuid.UUID]*generation{},
+		followersByUser: map[uuid.UUID]int{},
 	}
 }
 
@@ -253,4 +269,33 @@ func (g *Generator) snapshot() []*generation {
 		out = append(out, gen)
 	}
 	return out
+}
+
+// addFollower takes a follower's place for userID until ctx ends (the
+// request that follows is over). It answers resource_exhausted when the
+// instance or the user has as many as allowed.
+func (g *Generator) addFollower(ctx context.Context, userID uuid.UUID) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.followers >= g.cfg.MaxFollowers {
+		e := apperr.New(apperr.ResourceExhausted, "this server follows as many answers as it can; retry in a second")
+		e.RetryAfter = 1
+		return e
+	}
+	if g.followersByUser[userID] >= g.cfg.MaxFollowersPerUser {
+		e := apperr.New(apperr.ResourceExhausted, "at most %d answers can be followed at once; close a stream you no longer read", g.cfg.MaxFollowersPerUser)
+		e.RetryAfter = 1
+		return e
+	}
+	g.followers++
+	g.followersByUser[userID]++
+	context.AfterFunc(ctx, func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		g.followers--
+		if g.followersByUser[userID]--; g.followersByUser[userID] <= 0 {
+			delete(g.followersByUser, userID)
+		}
+	})
+	return nil
 }

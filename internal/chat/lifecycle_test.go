@@ -856,3 +856,37 @@ func TestTitleCharged(t *testing.T) {
 		t.Errorf("used %d tokens, want the answer's 6 and the title's 34", u.Used)
 	}
 }
+
+// TestFollowerCaps: one user may follow at most MaxFollowersPerUser answers
+// at once; a follower's place is free again when its request ends.
+func TestFollowerCaps(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, chat.GeneratorConfig{MaxFollowersPerUser: 2})
+	s, _ := r.send(t, "hello")
+	genID := next(t, s).Started.GenerationID
+	resume := func(ctx context.Context) error {
+		_, err := r.gen.Resume(ctx, r.user, genID, 0)
+		return err
+	}
+	first, endFirst := context.WithCancel(t.Context())
+	for range 2 {
+		if err := resume(first); err != nil {
+			t.Fatalf("resume within the cap: %v", err)
+		}
+	}
+	var ae *apperr.Error
+	if err := resume(t.Context()); !errors.As(err, &ae) || ae.Code != apperr.ResourceExhausted || ae.RetryAfter != 1 {
+		t.Fatalf("resume over the cap: %v, want resource_exhausted retrying after 1s", err)
+	}
+	if _, err := r.gen.Resume(t.Context(), uuid.New(), genID, 0); apperr.CodeOf(err) != apperr.NotFound {
+		t.Errorf("another user's resume: %v, want not_found (their cap is their own)", err)
+	}
+	endFirst()
+	deadline := time.Now().Add(wait)
+	for resume(t.Context()) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the places of ended requests were not given back")
+		}
+		time.Sleep(time.Millisecond) // the release runs as the ctx ends, on its own goroutine
+	}
+}

@@ -105,15 +105,15 @@ func checkClientMessageID(id string) error {
 
 // retried returns the stream of the first attempt of a request retried
 // with the same client message id, or nil when there was none.
-func (g *Generator) retried(ctx context.Context, userID, conversationID uuid.UUID, clientMessageID string) Stream {
+func (g *Generator) retried(ctx context.Context, userID, conversationID uuid.UUID, clientMessageID string) (Stream, error) {
 	if clientMessageID == "" {
-		return nil
+		return nil, nil
 	}
 	s, err := g.attach(ctx, userID, conversationID, clientMessageID)
-	if err != nil {
-		return nil
+	if apperr.IsNotFound(err) {
+		return nil, nil
 	}
-	return s
+	return s, err
 }
 
 // Regenerate writes a new answer beside an assistant message. It returns
@@ -127,8 +127,8 @@ func (g *Generator) Regenerate(ctx context.Context, userID uuid.UUID, in Regener
 	if err != nil {
 		return nil, err
 	}
-	if s := g.retried(ctx, userID, old.ConversationID, in.ClientMessageID); s != nil {
-		return s, nil
+	if s, err := g.retried(ctx, userID, old.ConversationID, in.ClientMessageID); s != nil || err != nil {
+		return s, err
 	}
 	if old.Role != RoleAssistant {
 		return nil, apperr.InvalidField("message_id", "must name an assistant message; to change a user message use EditMessage")
@@ -148,8 +148,8 @@ func (g *Generator) Regenerate(ctx context.Context, userID uuid.UUID, in Regener
 func (g *Generator) startOrAttach(ctx context.Context, userID uuid.UUID, p prepared) (Stream, error) {
 	s, err := g.start(ctx, userID, p)
 	if id := p.exchange.ClientMessageID; id != "" && (apperr.CodeOf(err) == apperr.Conflict || err == errBusy) {
-		if s := g.retried(ctx, userID, p.exchange.ConversationID, id); s != nil {
-			return s, nil
+		if s, err := g.retried(ctx, userID, p.exchange.ConversationID, id); s != nil || err != nil {
+			return s, err
 		}
 	}
 	return s, err
@@ -169,8 +169,8 @@ func (g *Generator) Edit(ctx context.Context, userID uuid.UUID, in EditInput) (S
 	if err != nil {
 		return nil, err
 	}
-	if s := g.retried(ctx, userID, old.ConversationID, in.ClientMessageID); s != nil {
-		return s, nil
+	if s, err := g.retried(ctx, userID, old.ConversationID, in.ClientMessageID); s != nil || err != nil {
+		return s, err
 	}
 	if old.Role != RoleUser {
 		return nil, apperr.InvalidField("message_id", "must name a user message; to rewrite an answer use RegenerateMessage")

@@ -106,6 +106,13 @@ type Config struct {
 	// MaxConcurrentGenerations is how many answers a user may have
 	// streaming at once (MAX_CONCURRENT_GENERATIONS, default 3).
 	MaxConcurrentGenerations int
+	// InstanceMaxGenerations caps the answers one instance writes at once,
+	// whoever asks (INSTANCE_MAX_GENERATIONS, default 256).
+	InstanceMaxGenerations int
+	// InstanceMaxFollowers caps the resumed streams one instance serves at
+	// once (INSTANCE_MAX_FOLLOWERS, default 1000); MaxFollowersPerUser
+	// those of one user (MAX_FOLLOWERS_PER_USER, default 20).
+	InstanceMaxFollowers, MaxFollowersPerUser int
 	// Plan settings: monthly token quotas (0: unlimited), the pro plan's
 	// rate-limit multiplier and the models each plan may use (empty: all).
 	PlanFreeMonthlyTokens, PlanProMonthlyTokens int64

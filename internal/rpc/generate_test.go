@@ -1271,3 +1271,94 @@ func TestIdempotentEditAndRegenerate(t *testing.T) {
 		})
 	}
 }
+
+// TestManyRemoteFollowers: hundreds of clients resuming, on instance B, an
+// answer that runs on instance A hold no Redis connection while they wait,
+// so B's own live answer keeps being mirrored and followed from A. The
+// Redis pool is made far smaller than the followers to show it: a follower
+// that held a connection (as a blocking read does) would starve the mirror.
+func TestManyRemoteFollowers(t *testing.T) {
+	t.Parallel()
+	const followers = 300
+	fakeA, fakeB := llmtest.NewServer(t, llmtest.Hold()), llmtest.NewServer(t, llmtest.Hold())
+	opts := apitest.Options{
+		RedisURL: redistest.URL(t) + "?pool_size=16", RedisPrefix: redistest.Prefix(t), Retention: time.Minute,
+		Generator: chat.GeneratorConfig{MaxFollowersPerUser: followers + 10},
+	}
+	a, b := fakeEnv(t, fakeA, opts), fakeEnv(t, fakeB, opts)
+	ctx := testCtx(t)
+	user := uuid.New()
+
+	ca := a.ChatClient(t, "connect+proto", user)
+	stream, err := send(ctx, ca, create(t, ca, "followed").Id, "hi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	followed := next(t, stream).GetStarted().GenerationId
+
+	// The followers, on B, each past the started event.
+	followCtx, stopFollowing := context.WithCancel(ctx)
+	defer stopFollowing()
+	ready, ended := make(chan error, followers), make(chan error, followers)
+	for range followers {
+		go func() {
+			res, err := b.ChatClient(t, "connect+proto", user).ResumeGeneration(followCtx, connect.NewRequest(&parleyv1.ResumeGenerationRequest{GenerationId: followed}))
+			if err == nil && !res.Receive() {
+				err = res.Err()
+			}
+			ready <- err
+			if err != nil {
+				return
+			}
+			// Follow to the end: every follower must see the answer complete.
+			var last *parleyv1.SendMessageResponse
+			for res.Receive() {
+				last = res.Msg()
+			}
+			if err := res.Err(); err != nil {
+				ended <- err
+				return
+			}
+			if last.GetCompleted() == nil {
+				ended <- fmt.Errorf("the stream ended on %v, not on completed", last)
+				return
+			}
+			ended <- nil
+		}()
+	}
+	for range followers {
+		if err := <-ready; err != nil {
+			t.Fatalf("a follower: %v", err)
+		}
+	}
+
+	// B's own answer, followed from A, keeps flowing.
+	cb := b.ChatClient(t, "grpc", user)
+	live, err := send(ctx, cb, create(t, cb, "live").Id, "go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	liveID := next(t, live).GetStarted().GenerationId
+	fakeB.Release(len(llmtest.DefaultChunks))
+	if _, err := collect(t, live, 2); err != nil {
+		t.Fatal(err)
+	}
+	// Everything B mirrored while its followers waited reaches A.
+	remote, err := ca.ResumeGeneration(ctx, connect.NewRequest(&parleyv1.ResumeGenerationRequest{GenerationId: liveID, AfterSeq: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := collect(t, remote, 2)
+	if err != nil {
+		t.Fatalf("following B's answer from A while B serves %d followers: %v", followers, err)
+	}
+	if got, want := deltas(evs), strings.Join(llmtest.DefaultChunks, ""); got != want {
+		t.Errorf("A saw %q of B's answer, want %q", got, want)
+	}
+	fakeA.Release(len(llmtest.DefaultChunks))
+	for range followers {
+		if err := <-ended; err != nil {
+			t.Fatalf("a follower of A's answer: %v", err)
+		}
+	}
+}
