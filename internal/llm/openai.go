@@ -17,6 +17,7 @@ import (
 
 	"github.com/parleyhq/parley/internal/apperr"
 	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/clock"
 )
 
 // DefaultIdleTimeout is how long OpenAI waits for the provider's next sign of
@@ -49,6 +50,9 @@ type OpenAIConfig struct {
 	// http.DefaultTransport. Its Timeout must be zero, since it would cut
 	// long answers off; IdleTimeout is what detects a stalled provider.
 	HTTPClient *http.Client
+	// Clock runs the idle timer; nil is the system clock (tests pass a
+	// fake one to tell a slow reader from a stalled provider exactly).
+	Clock clock.Clock
 	// MaxRetries is how many times a request failing before its first byte
 	// (connection error, 408, 409, 429, 5xx) is retried. Zero, the default,
 	// never retries, so an outage costs the user one round trip, not
@@ -62,6 +66,7 @@ type OpenAIConfig struct {
 type OpenAI struct {
 	completions openai.ChatCompletionService
 	idleTimeout time.Duration
+	clock       clock.Clock
 	// configErr reports a BaseURL that cannot work, on every Stream call,
 	// because NewOpenAI has no error result to return it from.
 	configErr error
@@ -70,7 +75,10 @@ type OpenAI struct {
 // NewOpenAI returns a provider that streams with stream_options.include_usage
 // so every answer ends with the provider's token count.
 func NewOpenAI(cfg OpenAIConfig) *OpenAI {
-	p := &OpenAI{idleTimeout: cfg.IdleTimeout}
+	p := &OpenAI{idleTimeout: cfg.IdleTimeout, clock: cfg.Clock}
+	if p.clock == nil {
+		p.clock = clock.Real()
+	}
 	if p.idleTimeout <= 0 {
 		p.idleTimeout = DefaultIdleTimeout
 	}
@@ -113,7 +121,7 @@ func (p *OpenAI) Stream(ctx context.Context, req chat.ModelRequest) (chat.ModelS
 	// can cancel it with a cause interpretError can tell apart from the
 	// caller's cancellation.
 	reqCtx, cancel := context.WithCancelCause(ctx)
-	idle := time.AfterFunc(p.idleTimeout, func() { cancel(errIdle) })
+	idle := p.clock.AfterFunc(p.idleTimeout, func() { cancel(errIdle) })
 	sse := p.completions.NewStreaming(reqCtx, params)
 	idle.Stop()
 	if err := sse.Err(); err != nil {
@@ -186,7 +194,7 @@ type openAIStream struct {
 	callerCtx   context.Context
 	reqCtx      context.Context
 	cancel      context.CancelCauseFunc
-	idle        *time.Timer
+	idle        clock.Timer
 	idleTimeout time.Duration
 
 	// recvMu is held by Recv so Close knows whether it may close the SSE

@@ -13,6 +13,7 @@ import (
 
 	"github.com/parleyhq/parley/internal/apperr"
 	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/clock"
 	"github.com/parleyhq/parley/internal/llm"
 	"github.com/parleyhq/parley/internal/llm/llmtest"
 )
@@ -152,15 +153,20 @@ func TestOpenAIStream(t *testing.T) {
 	t.Run("OKSlowReader", func(t *testing.T) {
 		t.Parallel()
 		// A caller that takes longer than the idle timeout between Recv
-		// calls is not a stalled provider.
-		srv := llmtest.NewServer(t, llmtest.Chunks([]string{"slow", " reader"}))
-		stream, err := newOpenAI(t, srv, llm.OpenAIConfig{IdleTimeout: 200 * time.Millisecond}).Stream(t.Context(), testRequest)
+		// calls is not a stalled provider: the idle clock runs only while
+		// Recv waits. The fake clock moves past the timeout between calls.
+		clk := clock.NewFake(time.Now())
+		// Each chunk leaves the server only after the clock moved, so none
+		// is buffered before an idle timer could have fired.
+		srv := llmtest.NewServer(t, llmtest.Chunks([]string{"slow", " reader"}), llmtest.Hold())
+		stream, err := newOpenAI(t, srv, llm.OpenAIConfig{IdleTimeout: 200 * time.Millisecond, Clock: clk}).Stream(t.Context(), testRequest)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer stream.Close()
 		for {
-			time.Sleep(300 * time.Millisecond)
+			clk.Advance(300 * time.Millisecond)
+			srv.Release(1)
 			_, err := stream.Recv()
 			if err == io.EOF {
 				break
