@@ -40,18 +40,18 @@ WITH RECURSIVE conv AS (
     SELECT c.id, c.title, c.system_prompt, c.model, c.active_leaf_id FROM parley.conversations c
     WHERE c.id = @conversation_id AND c.user_id = @user_id
 ), branch AS (
-    SELECT m.id, m.parent_id, m.role, m.content, m.status, m.create_time, 1 AS depth,
+    SELECT m.id, m.parent_id, m.role, m.content, m.status, m.tool_rounds, m.create_time, 1 AS depth,
            char_length(m.content)::bigint AS loaded
     FROM parley.messages m JOIN conv ON m.conversation_id = conv.id
     WHERE m.id = COALESCE(sqlc.narg('leaf_id')::uuid, conv.active_leaf_id)
     UNION ALL
-    SELECT p.id, p.parent_id, p.role, p.content, p.status, p.create_time, b.depth + 1,
+    SELECT p.id, p.parent_id, p.role, p.content, p.status, p.tool_rounds, p.create_time, b.depth + 1,
            b.loaded + char_length(p.content)
     FROM parley.messages p JOIN branch b ON p.id = b.parent_id
     WHERE b.depth < sqlc.arg('max_depth')::int AND b.loaded < sqlc.arg('max_bytes')::bigint
 )
 SELECT conv.title AS conversation_title, conv.system_prompt, conv.model AS conversation_model,
-       b.id AS message_id, b.parent_id, b.role, b.content, b.status
+       b.id AS message_id, b.parent_id, b.role, b.content, b.status, b.tool_rounds
 FROM conv LEFT JOIN branch b ON true
 ORDER BY b.depth DESC;
 
@@ -158,7 +158,7 @@ WITH fin AS (
     UPDATE parley.messages m
     SET content = @content, status = @status, model = @model,
         prompt_tokens = @prompt_tokens, completion_tokens = @completion_tokens,
-        finish_reason = @finish_reason, reserved_tokens = 0, update_time = now()
+        finish_reason = @finish_reason, tool_rounds = sqlc.narg('tool_rounds')::jsonb, reserved_tokens = 0, update_time = now()
     FROM (SELECT o.id, o.reserved_tokens FROM parley.messages o WHERE o.id = @id) old
     WHERE m.id = old.id AND m.status = 'streaming'
     RETURNING m.*, old.reserved_tokens AS released_tokens
@@ -171,7 +171,8 @@ WITH fin AS (
     WHERE u.user_id = fin.user_id AND u.month = date_trunc('month', fin.create_time AT TIME ZONE 'UTC')::date
 )
 SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens,
-       completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens
+       completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens,
+       tool_rounds
 FROM fin;
 
 -- name: InterruptStaleMessages :execrows

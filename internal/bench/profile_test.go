@@ -273,12 +273,12 @@ type timedStream struct {
 	tl *timeline
 }
 
-func (s timedStream) Recv() (string, error) {
-	text, err := s.ModelStream.Recv()
-	if text != "" {
+func (s timedStream) Recv() (chat.Delta, error) {
+	d, err := s.ModelStream.Recv()
+	if d.Text != "" {
 		s.tl.mark("first text from upstream")
 	}
-	return text, err
+	return d, err
 }
 
 // timedHandler marks when SendMessage's handler runs, after the

@@ -24,7 +24,8 @@ func EstimateTokens(s string) int {
 // It stops at the first turn that does not fit rather than skipping to
 // older, smaller ones, so the model never sees a conversation with holes.
 // Only system messages before the first other turn are pinned; later ones
-// are ordinary turns. The result is a new slice in the original order.
+// are ordinary turns. Kept turns never start with a tool result, whose call
+// would be cut off. The result is a new slice in the original order.
 func TrimToBudget(msgs []PromptMessage, budgetTokens int) []PromptMessage {
 	pinned := 0
 	for pinned < len(msgs) && msgs[pinned].Role == RoleSystem {
@@ -46,6 +47,11 @@ func TrimToBudget(msgs []PromptMessage, budgetTokens int) []PromptMessage {
 		}
 		used += cost
 		start--
+	}
+	// A tool result must follow the assistant turn that made its call:
+	// never start the kept turns with one.
+	for start < len(msgs)-1 && msgs[start].Role == RoleTool {
+		start++
 	}
 	return slices.Concat(msgs[:pinned], msgs[start:])
 }

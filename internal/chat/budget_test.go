@@ -60,6 +60,12 @@ func TestTrimToBudget(t *testing.T) {
 			want:   []chat.PromptMessage{msg(sys, 2), msg(user, 3), msg(bot, 3), msg(user, 2)},
 		},
 		{
+			name:   "OKNeverStartsWithAToolResult",
+			msgs:   []chat.PromptMessage{msg(user, 5), msg(bot, 4), msg(chat.RoleTool, 1), msg(bot, 1), msg(user, 1)},
+			budget: 3,
+			want:   []chat.PromptMessage{msg(bot, 1), msg(user, 1)},
+		},
+		{
 			name:   "OKDropsOldestTurns",
 			msgs:   []chat.PromptMessage{msg(user, 5), msg(bot, 4), msg(user, 3), msg(bot, 2), msg(user, 1)},
 			budget: 6,

@@ -65,6 +65,9 @@ const (
 	RoleUser      Role = "user"
 	RoleAssistant Role = "assistant"
 	RoleSystem    Role = "system"
+	// RoleTool is a tool's result in a prompt; saved messages never have
+	// it (an answer keeps its tool calls in ToolRounds).
+	RoleTool Role = "tool"
 )
 
 // Status is where a message is in its life.
@@ -102,6 +105,26 @@ type Message struct {
 	// SiblingIDs lists the messages sharing this one's parent (itself
 	// included), oldest first; filled when listing a branch.
 	SiblingIDs []uuid.UUID
+	// ToolRounds are the turns of an answer in which the model called
+	// tools, in order; Content holds all the text, theirs included.
+	ToolRounds []ToolRound
+}
+
+// ToolRound is one turn of an answer in which the model called tools: the
+// text it wrote before the calls, and the calls with their results.
+type ToolRound struct {
+	Text  string     `json:"text,omitempty"`
+	Calls []ToolUse `json:"calls"`
+}
+
+// ToolUse is one tool call of an answer and what it returned.
+type ToolUse struct {
+	ID        string       `json:"id"`
+	Name      string       `json:"name"`
+	Arguments string       `json:"arguments"`
+	Result    string       `json:"result"`
+	IsError   bool         `json:"is_error,omitempty"`
+	Artifact  *ArtifactRef `json:"artifact,omitempty"`
 }
 
 // Ended reports whether the message will not change any more: every

@@ -13,13 +13,20 @@ import (
 type EventKind string
 
 // The kinds of generation events, in the order a generation emits them:
-// started, then deltas, usage and at most one title, then exactly one of
-// completed or failed.
+// started, then deltas (text, and tool calls with their artifact deltas
+// and results), usage and at most one title, then exactly one of completed
+// or failed.
 const (
 	EventStarted   EventKind = "started"
 	EventDelta     EventKind = "delta"
 	EventUsage     EventKind = "usage"
 	EventTitle     EventKind = "title"
+	// EventToolCall: the model started a tool call; EventArtifactDelta:
+	// the next piece of the document a call writes; EventToolResult: the
+	// call's outcome (the artifact it saved, or its error).
+	EventToolCall      EventKind = "tool_call"
+	EventArtifactDelta EventKind = "artifact_delta"
+	EventToolResult    EventKind = "tool_result"
 	EventCompleted EventKind = "completed"
 	EventFailed    EventKind = "failed"
 )
@@ -36,6 +43,9 @@ type Event struct {
 	Usage *Usage `json:"usage,omitempty"`
 	// Title: the generated conversation title.
 	Title string `json:"title,omitempty"`
+	// ToolCall, ArtifactDelta, ToolResult: which call (and, for a delta,
+	// the text in Text).
+	Tool *ToolEvent `json:"tool,omitempty"`
 	// Completed: the final assistant message.
 	Message *Message `json:"message,omitempty"`
 	// Failed: why the generation ended without completing.
@@ -48,6 +58,16 @@ type Started struct {
 	AssistantMessageID uuid.UUID `json:"assistant_message_id"`
 	GenerationID       uuid.UUID `json:"generation_id"`
 	Model              string    `json:"model"`
+}
+
+// ToolEvent describes a tool call in the events about it.
+type ToolEvent struct {
+	CallID string `json:"call_id"`
+	Name   string `json:"name,omitempty"`
+	// Result events only: the error the model was told, or the artifact
+	// the call saved.
+	Error    string       `json:"error,omitempty"`
+	Artifact *ArtifactRef `json:"artifact,omitempty"`
 }
 
 // EventError is the client-safe form of the error that ended a generation.

@@ -76,7 +76,7 @@ func (gen *generation) finish(usage Usage, finishReason string, err error, title
 	if end.finishReason != "" {
 		finishReason = end.finishReason
 	}
-	outcome := Outcome{Content: gen.content(), Status: end.status, Model: gen.answer.Model, Usage: usage, FinishReason: finishReason}
+	outcome := Outcome{Content: gen.content(), Status: end.status, Model: gen.answer.Model, Usage: usage, FinishReason: finishReason, ToolRounds: gen.toolRounds()}
 	failure := end.failure
 
 	saved, interrupted, saveErr := gen.save(outcome)

@@ -134,11 +134,24 @@ func (s *remoteStream) Next(ctx context.Context) (Event, error) {
 func replay(user, answer Message, afterSeq int64) Stream {
 	var events []Event
 	if afterSeq == 0 {
-		events = append(events,
-			Event{Kind: EventStarted, Started: &Started{UserMessage: user, AssistantMessageID: answer.ID, GenerationID: answer.GenerationID, Model: answer.Model}},
-			Event{Kind: EventDelta, Text: answer.Content},
-			Event{Kind: EventUsage, Usage: &Usage{PromptTokens: answer.Usage.PromptTokens, CompletionTokens: answer.Usage.CompletionTokens}},
-		)
+		events = append(events, Event{Kind: EventStarted, Started: &Started{UserMessage: user, AssistantMessageID: answer.ID, GenerationID: answer.GenerationID, Model: answer.Model}})
+		// The tool calls, each with its outcome (the document itself is in
+		// its artifact), then the whole text.
+		for _, r := range answer.ToolRounds {
+			for _, u := range r.Calls {
+				result := &ToolEvent{CallID: u.ID, Name: u.Name, Artifact: u.Artifact}
+				if u.IsError {
+					result.Error = u.Result
+				}
+				events = append(events,
+					Event{Kind: EventToolCall, Tool: &ToolEvent{CallID: u.ID, Name: u.Name}},
+					Event{Kind: EventToolResult, Tool: result})
+			}
+		}
+		if answer.Content != "" {
+			events = append(events, Event{Kind: EventDelta, Text: answer.Content})
+		}
+		events = append(events, Event{Kind: EventUsage, Usage: &Usage{PromptTokens: answer.Usage.PromptTokens, CompletionTokens: answer.Usage.CompletionTokens}})
 	}
 	events = append(events, Event{Kind: EventCompleted, Message: &answer})
 	for i := range events {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -49,6 +50,7 @@ type generation struct {
 	done   bool          // the terminal event was emitted
 	text   strings.Builder
 	deltas int // delta events emitted
+	rounds []ToolRound // turns that called tools, with their results
 	saved  int // length of the text last checkpointed
 
 	mirrored sync.WaitGroup
@@ -163,6 +165,13 @@ func (gen *generation) pending(sent int) ([]Event, bool, <-chan struct{}) {
 		return nil, gen.done, gen.wake
 	}
 	return gen.events[sent:], gen.done, gen.wake
+}
+
+// toolRounds returns the turns that called tools so far.
+func (gen *generation) toolRounds() []ToolRound {
+	gen.mu.Lock()
+	defer gen.mu.Unlock()
+	return slices.Clone(gen.rounds)
 }
 
 // content is the answer's text so far.

@@ -26,6 +26,13 @@ type GeneratorConfig struct {
 	MaxOutputTokens int
 	// Titler writes titles for new conversations; nil disables titles.
 	Titler Titler
+	// Tools are the tools answers may call; nil offers none.
+	Tools Toolbox
+	// MaxToolRounds bounds the turns of one answer in which tools are
+	// offered (4); the turn after them is offered none and ends in text.
+	MaxToolRounds int
+	// MaxToolResultBytes bounds what one tool call tells the model (8 KiB).
+	MaxToolResultBytes int
 	// StopWait bounds how long StopGeneration waits for the answer to be
 	// saved by the instance that runs it (10s).
 	StopWait time.Duration
@@ -82,6 +89,12 @@ func (c *GeneratorConfig) defaults() {
 		if c.OutputReserve <= 0 {
 			c.OutputReserve = 1000
 		}
+	}
+	if c.MaxToolRounds <= 0 {
+		c.MaxToolRounds = 4
+	}
+	if c.MaxToolResultBytes <= 0 {
+		c.MaxToolResultBytes = 8 << 10
 	}
 	if c.MaxRunning <= 0 {
 		c.MaxRunning = 256

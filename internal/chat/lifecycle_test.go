@@ -2,6 +2,7 @@ package chat_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -888,5 +889,155 @@ func TestFollowerCaps(t *testing.T) {
 			t.Fatal("the places of ended requests were not given back")
 		}
 		time.Sleep(time.Millisecond) // the release runs as the ctx ends, on its own goroutine
+	}
+}
+
+// squeeze drops repeats of a kind, so "artifact_delta,artifact_delta" reads
+// as one: how a document is cut into deltas is the model's business.
+func squeeze(evs []chat.Event) string {
+	var out []string
+	for _, ev := range evs {
+		if k := string(ev.Kind); len(out) == 0 || out[len(out)-1] != k || k != string(chat.EventArtifactDelta) {
+			out = append(out, k)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// TestToolLoop: the model creates an artifact, updates it, then answers;
+// the client sees each call start, the document as it is written and what
+// was saved, in order; usage counts every turn; the answer keeps its calls,
+// and the next turn's prompt carries them.
+func TestToolLoop(t *testing.T) {
+	t.Parallel()
+	tools := chattest.NewTools()
+	r := newRig(t, chat.GeneratorConfig{Tools: tools})
+	s, turn := r.send(t, "write a plan")
+	if n := len(turn.Request.Tools); n != 2 {
+		t.Fatalf("the first turn offered %d tools, want 2", n)
+	}
+	turn.Say("Let me write.")
+	turn.Call(0, "call_1", "create_artifact", `{"title":"Plan","con`)
+	turn.Call(0, "", "", `tent":"line 1\nline 2"}`)
+	turn.End(chat.Usage{PromptTokens: 10, CompletionTokens: 5}, "tool_calls")
+
+	second := r.model.Next(wait)
+	if second == nil {
+		t.Fatal("the model was not asked again after its tool call")
+	}
+	msgs := second.Request.Messages
+	call, result := msgs[len(msgs)-2], msgs[len(msgs)-1]
+	if call.Role != chat.RoleAssistant || len(call.ToolCalls) != 1 || call.ToolCalls[0].ID != "call_1" || call.Content != "Let me write." ||
+		result.Role != chat.RoleTool || result.ToolCallID != "call_1" {
+		t.Fatalf("the second turn's prompt ends with %+v, %+v; want the call and its result", call, result)
+	}
+	var created struct {
+		ArtifactID string `json:"artifact_id"`
+	}
+	if err := json.Unmarshal([]byte(result.Content), &created); err != nil {
+		t.Fatal(err)
+	}
+	second.Call(0, "call_2", "update_artifact", `{"artifact_id":"`+created.ArtifactID+`","content":"v2"}`)
+	second.End(chat.Usage{PromptTokens: 20, CompletionTokens: 5}, "tool_calls")
+	third := r.model.Next(wait)
+	third.Say(" Done.")
+	third.End(chat.Usage{PromptTokens: 30, CompletionTokens: 2}, "stop")
+
+	evs := rest(t, s)
+	want := "started,delta,tool_call,artifact_delta,tool_result,tool_call,artifact_delta,tool_result,delta,usage,completed"
+	if got := squeeze(evs); got != want {
+		t.Fatalf("events = %s\nwant     %s", got, want)
+	}
+	var document strings.Builder
+	for _, ev := range evs {
+		if ev.Kind == chat.EventArtifactDelta && ev.Tool.CallID == "call_1" {
+			document.WriteString(ev.Text)
+		}
+		if ev.Kind == chat.EventToolResult && (ev.Tool.Artifact == nil || ev.Tool.Error != "") {
+			t.Errorf("tool result %+v, want a saved artifact", ev.Tool)
+		}
+	}
+	if document.String() != "line 1\nline 2" {
+		t.Errorf("the document streamed as %q", document.String())
+	}
+	m := last(evs).Message
+	if m.Content != "Let me write. Done." || len(m.ToolRounds) != 2 || m.ToolRounds[1].Calls[0].Artifact.Version != 2 {
+		t.Errorf("saved %q with rounds %+v", m.Content, m.ToolRounds)
+	}
+	if m.Usage != (chat.Usage{PromptTokens: 60, CompletionTokens: 12}) {
+		t.Errorf("usage = %+v, want every turn's: 60 prompt, 12 completion", m.Usage)
+	}
+
+	// The next turn: the model sees its earlier calls and their results.
+	s, turn = r.send(t, "thanks")
+	var roles []string
+	for _, pm := range turn.Request.Messages {
+		roles = append(roles, fmt.Sprintf("%s/%d", pm.Role, len(pm.ToolCalls)))
+	}
+	if got, want := strings.Join(roles, " "), "user/0 assistant/1 tool/0 assistant/1 tool/0 assistant/0 user/0"; got != want {
+		t.Errorf("the next prompt is %s, want %s", got, want)
+	}
+	turn.End(chat.Usage{}, "stop")
+	rest(t, s)
+}
+
+// TestToolRoundBound: tools are offered for MaxToolRounds turns; the turn
+// after is offered none, and a call it makes anyway is not run.
+func TestToolRoundBound(t *testing.T) {
+	t.Parallel()
+	tools := chattest.NewTools()
+	r := newRig(t, chat.GeneratorConfig{Tools: tools, MaxToolRounds: 2})
+	s, turn := r.send(t, "loop forever")
+	for round := 1; round <= 3; round++ {
+		if offered := len(turn.Request.Tools) > 0; offered != (round <= 2) {
+			t.Fatalf("turn %d offered tools: %v", round, offered)
+		}
+		turn.Call(0, fmt.Sprintf("call_%d", round), "create_artifact", `{"title":"t","content":"c"}`)
+		turn.End(chat.Usage{}, "tool_calls")
+		if round < 3 {
+			turn = r.model.Next(wait)
+		}
+	}
+	end := last(rest(t, s))
+	if end.Kind != chat.EventCompleted || len(end.Message.ToolRounds) != 2 {
+		t.Fatalf("last event = %+v, want completed after 2 rounds of calls", end)
+	}
+	if n := len(tools.Calls()); n != 2 {
+		t.Errorf("%d calls ran, want 2 (the unoffered one is not run)", n)
+	}
+}
+
+// TestMalformedToolCall: a call the tool cannot carry out (arguments that
+// are not JSON, an unknown tool) gives the model an error to correct,
+// never a failed answer.
+func TestMalformedToolCall(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, chat.GeneratorConfig{Tools: chattest.NewTools()})
+	s, turn := r.send(t, "write")
+	turn.Call(0, "call_1", "create_artifact", `{"title": oops`)
+	turn.Call(1, "call_2", "delete_everything", `{}`)
+	turn.End(chat.Usage{}, "tool_calls")
+	second := r.model.Next(wait)
+	msgs := second.Request.Messages
+	if res := msgs[len(msgs)-2]; res.Role != chat.RoleTool || !strings.Contains(res.Content, "not a JSON object") {
+		t.Errorf("the model was told %+v about its malformed call", res)
+	}
+	if res := msgs[len(msgs)-1]; !strings.Contains(res.Content, "no tool named") {
+		t.Errorf("the model was told %+v about the unknown tool", res)
+	}
+	second.Say("Sorry.")
+	second.End(chat.Usage{}, "stop")
+	evs := rest(t, s)
+	if end := last(evs); end.Kind != chat.EventCompleted || end.Message.Content != "Sorry." {
+		t.Fatalf("last event = %+v, want the corrected answer completed", end)
+	}
+	var errs int
+	for _, ev := range evs {
+		if ev.Kind == chat.EventToolResult && ev.Tool.Error != "" {
+			errs++
+		}
+	}
+	if errs != 2 {
+		t.Errorf("%d tool results carried an error, want 2", errs)
 	}
 }

@@ -28,10 +28,12 @@ type Provider interface {
 // Recv, Usage and FinishReason are not safe for concurrent use. Close may be
 // called from any goroutine, also while Recv waits, to abort the answer.
 type ModelStream interface {
-	// Recv returns the next text delta. At the end of the answer it returns
-	// io.EOF, after which Usage and FinishReason are final. Any other error is
-	// an *apperr.Error and is returned again by later calls.
-	Recv() (string, error)
+	// Recv returns the next delta: text, or a piece of a tool call. At the
+	// end of the turn it returns io.EOF, after which Usage and
+	// FinishReason ("tool_calls" when the model called tools) are final.
+	// Any other error is an *apperr.Error and is returned again by later
+	// calls.
+	Recv() (Delta, error)
 	// Usage is the provider's token count once Recv returned io.EOF. Before
 	// that, or when the provider reported none, it is an estimate by
 	// EstimateTokens of the prompt and of the text received so far, which is
@@ -46,6 +48,22 @@ type ModelStream interface {
 	Close() error
 }
 
+// Delta is one piece of a model's turn: text, or a piece of a tool call.
+type Delta struct {
+	Text string
+	// ToolCall is a piece of a tool call (nil for text).
+	ToolCall *ToolCallDelta
+}
+
+// ToolCallDelta is a piece of a tool call as the model streams it: Index
+// tells the calls of one turn apart, ID and Name come with a call's first
+// piece, Arguments is the next fragment of its JSON arguments.
+type ToolCallDelta struct {
+	Index     int
+	ID, Name  string
+	Arguments string
+}
+
 // ModelRequest asks a model to continue a conversation.
 type ModelRequest struct {
 	// Model is the provider's model name, e.g. "gpt-4o-mini".
@@ -54,12 +72,18 @@ type ModelRequest struct {
 	Messages []PromptMessage
 	// MaxTokens caps the answer's length; 0 leaves it to the provider.
 	MaxTokens int
+	// Tools the model may call in this turn; none when empty.
+	Tools []ToolSpec
 }
 
 // PromptMessage is one turn of a conversation as the model sees it.
 type PromptMessage struct {
 	Role    Role
 	Content string
+	// ToolCalls are the calls an assistant turn made.
+	ToolCalls []ToolCall
+	// ToolCallID names the call a RoleTool message answers.
+	ToolCallID string
 }
 
 // Models is the catalog of models the server offers and the provider that

@@ -130,4 +130,5 @@ type Outcome struct {
 	Model        string
 	Usage        Usage
 	FinishReason string
+	ToolRounds   []ToolRound
 }

@@ -40,11 +40,11 @@ func (t ProviderTitler) Title(ctx context.Context, model, firstMessage string) (
 	defer s.Close()
 	var b strings.Builder
 	for {
-		text, err := s.Recv()
+		d, err := s.Recv()
 		if err != nil {
 			break
 		}
-		b.WriteString(text)
+		b.WriteString(d.Text)
 	}
 	return CleanTitle(b.String()), s.Usage(), nil
 }

@@ -36,26 +36,52 @@ func NewOffline(delay time.Duration) *Offline {
 
 // Stream implements chat.Provider. It fails only with apperr Canceled or
 // DeadlineExceeded, when ctx ends.
+//
+// When tools are offered and the user's message asks for a document
+// ("write ...", "draft ...", "create ..."), it calls create_artifact with a
+// small deterministic document, as a real model would; once the tool's
+// result comes back, it says what it wrote. So `parley dev` runs the whole
+// tool path with no key.
 func (o *Offline) Stream(ctx context.Context, req chat.ModelRequest) (chat.ModelStream, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, ctxError(ctx)
 	}
-	answer := elizaAnswer(lastUserMessage(req.Messages))
-	words := strings.Fields(answer)
-	pieces := make([]string, len(words))
-	for i, w := range words {
-		if i > 0 {
-			w = " " + w
-		}
-		pieces[i] = w
+	var pieces []chat.Delta
+	finish := "stop"
+	last := chat.PromptMessage{}
+	if n := len(req.Messages); n > 0 {
+		last = req.Messages[n-1]
+	}
+	switch {
+	case last.Role == chat.RoleTool:
+		pieces = words(toolReply(req.Messages))
+	case offers(req.Tools, "create_artifact") && asksForDocument(last.Content):
+		pieces = documentCall(last.Content)
+		finish = "tool_calls"
+	default:
+		pieces = words(elizaAnswer(lastUserMessage(req.Messages)))
 	}
 	return &offlineStream{
 		ctx:    ctx,
 		delay:  o.delay,
 		pieces: pieces,
+		finish: finish,
 		done:   make(chan struct{}),
 		usage:  chat.Usage{PromptTokens: promptEstimate(req.Messages)},
 	}, nil
+}
+
+// words splits an answer into deltas of one word each, spaces leading.
+func words(answer string) []chat.Delta {
+	fields := strings.Fields(answer)
+	pieces := make([]chat.Delta, len(fields))
+	for i, w := range fields {
+		if i > 0 {
+			w = " " + w
+		}
+		pieces[i] = chat.Delta{Text: w}
+	}
+	return pieces
 }
 
 // lastUserMessage is what ELIZA answers; older turns do not matter to it.
@@ -77,7 +103,8 @@ func ctxError(ctx context.Context) *apperr.Error {
 type offlineStream struct {
 	ctx    context.Context
 	delay  time.Duration
-	pieces []string
+	pieces []chat.Delta
+	finish string
 	next   int
 	usage  chat.Usage
 	err    error
@@ -90,19 +117,19 @@ type offlineStream struct {
 }
 
 // Recv implements chat.ModelStream.
-func (s *offlineStream) Recv() (string, error) {
+func (s *offlineStream) Recv() (chat.Delta, error) {
 	if s.err != nil {
-		return "", s.err
+		return chat.Delta{}, s.err
 	}
 	select {
 	case <-s.done:
 		s.err = apperr.Wrap(errClosed, apperr.Canceled, "the answer stream was closed")
-		return "", s.err
+		return chat.Delta{}, s.err
 	default:
 	}
 	if s.next == len(s.pieces) {
 		s.err = io.EOF
-		return "", s.err
+		return chat.Delta{}, s.err
 	}
 	if s.delay > 0 {
 		t := time.NewTimer(s.delay)
@@ -111,18 +138,21 @@ func (s *offlineStream) Recv() (string, error) {
 		case <-t.C:
 		case <-s.ctx.Done():
 			s.err = ctxError(s.ctx)
-			return "", s.err
+			return chat.Delta{}, s.err
 		case <-s.done:
 			s.err = apperr.Wrap(errClosed, apperr.Canceled, "the answer stream was closed")
-			return "", s.err
+			return chat.Delta{}, s.err
 		}
 	} else if s.ctx.Err() != nil {
 		s.err = ctxError(s.ctx)
-		return "", s.err
+		return chat.Delta{}, s.err
 	}
 	piece := s.pieces[s.next]
 	s.next++
-	s.received += utf8.RuneCountInString(piece)
+	s.received += utf8.RuneCountInString(piece.Text)
+	if piece.ToolCall != nil {
+		s.received += utf8.RuneCountInString(piece.ToolCall.Arguments)
+	}
 	s.usage.CompletionTokens = int64((s.received + 3) / 4)
 	return piece, nil
 }
@@ -133,7 +163,7 @@ func (s *offlineStream) Usage() chat.Usage { return s.usage }
 // FinishReason implements chat.ModelStream.
 func (s *offlineStream) FinishReason() string {
 	if s.err == io.EOF {
-		return "stop"
+		return s.finish
 	}
 	return ""
 }

@@ -2,6 +2,7 @@ package llm
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 	"github.com/openai/openai-go/v3/packages/ssestream"
+	"github.com/openai/openai-go/v3/shared"
 
 	"github.com/parleyhq/parley/internal/apperr"
 	"github.com/parleyhq/parley/internal/chat"
@@ -158,7 +160,25 @@ func chatParams(req chat.ModelRequest) (openai.ChatCompletionNewParams, error) {
 		case chat.RoleUser:
 			msgs = append(msgs, openai.UserMessage(m.Content))
 		case chat.RoleAssistant:
-			msgs = append(msgs, openai.AssistantMessage(m.Content))
+			if len(m.ToolCalls) == 0 {
+				msgs = append(msgs, openai.AssistantMessage(m.Content))
+				continue
+			}
+			turn := openai.ChatCompletionAssistantMessageParam{}
+			if m.Content != "" {
+				turn.Content.OfString = openai.String(m.Content)
+			}
+			for _, c := range m.ToolCalls {
+				turn.ToolCalls = append(turn.ToolCalls, openai.ChatCompletionMessageToolCallUnionParam{
+					OfFunction: &openai.ChatCompletionMessageFunctionToolCallParam{
+						ID:       c.ID,
+						Function: openai.ChatCompletionMessageFunctionToolCallFunctionParam{Name: c.Name, Arguments: c.Arguments},
+					},
+				})
+			}
+			msgs = append(msgs, openai.ChatCompletionMessageParamUnion{OfAssistant: &turn})
+		case chat.RoleTool:
+			msgs = append(msgs, openai.ToolMessage(m.Content, m.ToolCallID))
 		default:
 			return openai.ChatCompletionNewParams{}, apperr.New(apperr.Internal, "message %d has unknown role %q", i, m.Role)
 		}
@@ -169,6 +189,17 @@ func chatParams(req chat.ModelRequest) (openai.ChatCompletionNewParams, error) {
 		StreamOptions: openai.ChatCompletionStreamOptionsParam{
 			IncludeUsage: openai.Bool(true),
 		},
+	}
+	for _, t := range req.Tools {
+		var schema shared.FunctionParameters
+		if len(t.Parameters) > 0 {
+			if err := json.Unmarshal(t.Parameters, &schema); err != nil {
+				return openai.ChatCompletionNewParams{}, apperr.Wrap(err, apperr.Internal, "tool %q has an invalid parameter schema", t.Name)
+			}
+		}
+		params.Tools = append(params.Tools, openai.ChatCompletionFunctionTool(shared.FunctionDefinitionParam{
+			Name: t.Name, Description: openai.String(t.Description), Parameters: schema,
+		}))
 	}
 	if req.MaxTokens > 0 {
 		// max_completion_tokens, not the deprecated max_tokens: OpenAI's
@@ -203,6 +234,7 @@ type openAIStream struct {
 	closed atomic.Bool
 	sse    *ssestream.Stream[openai.ChatCompletionChunk]
 
+	pending      []chat.Delta // deltas of the last chunk not handed out yet
 	usage        chat.Usage
 	usageFinal   bool
 	received     int // runes of answer text so far, for the usage estimate
@@ -211,17 +243,22 @@ type openAIStream struct {
 }
 
 // Recv implements chat.ModelStream.
-func (s *openAIStream) Recv() (string, error) {
+func (s *openAIStream) Recv() (chat.Delta, error) {
 	s.recvMu.Lock()
 	defer s.recvMu.Unlock()
+	if len(s.pending) > 0 {
+		d := s.pending[0]
+		s.pending = s.pending[1:]
+		return d, nil
+	}
 	if s.err != nil {
-		return "", s.err
+		return chat.Delta{}, s.err
 	}
 	if s.closed.Load() {
 		// Close may have found a Recv in progress and left the body to us.
 		_ = s.sse.Close()
 		s.err = interpretError(errClosed, s.callerCtx, s.reqCtx, true)
-		return "", s.err
+		return chat.Delta{}, s.err
 	}
 	// The timer runs only while we wait on the provider, so a caller slow
 	// to call Recv (a slow client downstream) is not mistaken for a
@@ -236,21 +273,34 @@ func (s *openAIStream) Recv() (string, error) {
 			s.usageFinal = true
 		}
 		var text string
+		var calls []chat.Delta
 		for _, choice := range chunk.Choices {
 			if choice.Index != 0 { // we never ask for n > 1
 				continue
 			}
 			text += choice.Delta.Content
+			for _, tc := range choice.Delta.ToolCalls {
+				s.received += utf8.RuneCountInString(tc.Function.Arguments)
+				calls = append(calls, chat.Delta{ToolCall: &chat.ToolCallDelta{
+					Index: int(tc.Index), ID: tc.ID, Name: tc.Function.Name, Arguments: tc.Function.Arguments,
+				}})
+			}
 			if choice.FinishReason != "" {
 				s.finishReason = choice.FinishReason
 			}
 		}
+		s.received += utf8.RuneCountInString(text)
+		if !s.usageFinal {
+			s.usage.CompletionTokens = int64((s.received + 3) / 4)
+		}
+		var out []chat.Delta
 		if text != "" {
-			s.received += utf8.RuneCountInString(text)
-			if !s.usageFinal {
-				s.usage.CompletionTokens = int64((s.received + 3) / 4)
-			}
-			return text, nil
+			out = append(out, chat.Delta{Text: text})
+		}
+		out = append(out, calls...)
+		if len(out) > 0 {
+			s.pending = out[1:]
+			return out[0], nil
 		}
 	}
 	err := s.sse.Err()
@@ -267,7 +317,7 @@ func (s *openAIStream) Recv() (string, error) {
 	}
 	// Release the request's context now that the body is done with.
 	s.cancel(errClosed)
-	return "", s.err
+	return chat.Delta{}, s.err
 }
 
 // Usage implements chat.ModelStream.

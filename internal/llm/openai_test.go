@@ -63,7 +63,10 @@ func collect(tb testing.TB, s chat.ModelStream) ([]string, error) {
 		if err != nil {
 			return deltas, err
 		}
-		deltas = append(deltas, delta)
+		if delta.ToolCall != nil {
+			tb.Fatalf("unexpected tool call delta %+v", *delta.ToolCall)
+		}
+		deltas = append(deltas, delta.Text)
 	}
 	tb.Fatal("stream did not end")
 	return nil, nil
@@ -409,8 +412,8 @@ func TestOpenAIStreamCancel(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if delta, err := stream.Recv(); err != nil || delta != llmtest.DefaultChunks[0] {
-			t.Fatalf("Recv = %q, %v; want %q", delta, err, llmtest.DefaultChunks[0])
+		if delta, err := stream.Recv(); err != nil || delta.Text != llmtest.DefaultChunks[0] {
+			t.Fatalf("Recv = %q, %v; want %q", delta.Text, err, llmtest.DefaultChunks[0])
 		}
 		if err := stream.Close(); err != nil {
 			t.Fatal(err)

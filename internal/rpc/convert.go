@@ -85,5 +85,21 @@ func toProtoMessage(m chat.Message) *parleyv1.Message {
 			}
 		}
 	}
+	for round, r := range m.ToolRounds {
+		for _, u := range r.Calls {
+			pm.ToolUses = append(pm.ToolUses, &parleyv1.ToolUse{
+				CallId: u.ID, Name: u.Name, Arguments: u.Arguments, Result: u.Result, IsError: u.IsError,
+				Artifact: toProtoSavedArtifact(u.Artifact), Round: int32(round + 1),
+			})
+		}
+	}
 	return pm
+}
+
+// toProtoSavedArtifact is nil for a call that saved no artifact.
+func toProtoSavedArtifact(a *chat.ArtifactRef) *parleyv1.SavedArtifact {
+	if a == nil {
+		return nil
+	}
+	return &parleyv1.SavedArtifact{ArtifactId: a.ID.String(), Version: int32(a.Version), Title: a.Title, Kind: a.Kind}
 }

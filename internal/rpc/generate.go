@@ -151,6 +151,14 @@ func toProtoEvent(ev chat.Event) *parleyv1.SendMessageResponse {
 		res.Event = &parleyv1.SendMessageResponse_Title{Title: &parleyv1.TitleGenerated{Title: ev.Title}}
 	case chat.EventCompleted:
 		res.Event = &parleyv1.SendMessageResponse_Completed{Completed: &parleyv1.GenerationCompleted{Message: toProtoMessage(*ev.Message)}}
+	case chat.EventToolCall:
+		res.Event = &parleyv1.SendMessageResponse_ToolCall{ToolCall: &parleyv1.ToolCallStarted{CallId: ev.Tool.CallID, Name: ev.Tool.Name}}
+	case chat.EventArtifactDelta:
+		res.Event = &parleyv1.SendMessageResponse_ArtifactDelta{ArtifactDelta: &parleyv1.ArtifactDelta{CallId: ev.Tool.CallID, Text: ev.Text}}
+	case chat.EventToolResult:
+		res.Event = &parleyv1.SendMessageResponse_ToolResult{ToolResult: &parleyv1.ToolCallFinished{
+			CallId: ev.Tool.CallID, Name: ev.Tool.Name, Artifact: toProtoSavedArtifact(ev.Tool.Artifact), Error: ev.Tool.Error,
+		}}
 	}
 	return res
 }

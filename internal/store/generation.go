@@ -46,6 +46,7 @@ func (s *Store) LoadContext(ctx context.Context, userID, conversationID, leafID 
 			Role:           chat.Role(deref(r.Role)),
 			Content:        deref(r.Content),
 			Status:         chat.Status(deref(r.Status)),
+			ToolRounds:     toToolRounds(r.ToolRounds),
 		})
 	}
 	return x, nil
@@ -195,7 +196,12 @@ func (s *Store) CheckpointMessages(ctx context.Context, checkpoints []chat.Check
 
 // FinishMessage implements chat.GenerationStore.
 func (s *Store) FinishMessage(ctx context.Context, messageID uuid.UUID, o chat.Outcome) (chat.Message, error) {
+	rounds, err := fromToolRounds(o.ToolRounds)
+	if err != nil {
+		return chat.Message{}, apperr.Wrap(err, apperr.Internal, "encode the answer's tool calls")
+	}
 	row, err := s.q.FinishMessage(ctx, sqlcgen.FinishMessageParams{
+		ToolRounds:       rounds,
 		ID:               messageID,
 		Content:          o.Content,
 		Status:           string(o.Status),

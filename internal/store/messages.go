@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/json"
 	"context"
 
 	"github.com/google/uuid"
@@ -39,7 +40,31 @@ func toMessage(r sqlcgen.ParleyMessage) chat.Message {
 		GenerationID:   deref(r.GenerationID),
 		CreateTime:     r.CreateTime,
 		UpdateTime:     r.UpdateTime,
+		ToolRounds:     toToolRounds(r.ToolRounds),
 	}
+}
+
+// toToolRounds decodes an answer's tool_rounds column. The store wrote it
+// from chat.ToolRound, so a value that does not decode is a bug or a
+// manual edit: the rounds are then left out rather than the message lost.
+func toToolRounds(raw []byte) []chat.ToolRound {
+	if len(raw) == 0 {
+		return nil
+	}
+	var rounds []chat.ToolRound
+	if err := json.Unmarshal(raw, &rounds); err != nil {
+		return nil
+	}
+	return rounds
+}
+
+// fromToolRounds encodes an answer's rounds for the tool_rounds column;
+// nil (SQL NULL) when there are none.
+func fromToolRounds(rounds []chat.ToolRound) ([]byte, error) {
+	if len(rounds) == 0 {
+		return nil, nil
+	}
+	return json.Marshal(rounds)
 }
 
 // ListMessages implements chat.Store: a page of the branch ending at

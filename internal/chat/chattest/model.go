@@ -121,6 +121,7 @@ type Turn struct {
 type part struct {
 	panic  bool
 	text   string
+	call   *chat.ToolCallDelta
 	end    bool
 	usage  *chat.Usage
 	reason string
@@ -137,6 +138,13 @@ func (t *Turn) Say(texts ...string) {
 // End finishes the answer with the provider's usage and finish reason.
 func (t *Turn) End(usage chat.Usage, reason string) {
 	t.send(part{end: true, usage: &usage, reason: reason})
+}
+
+// Call sends a piece of a tool call: index names the call within the
+// turn; id and name go with its first piece, arguments is the next
+// fragment of its JSON arguments.
+func (t *Turn) Call(index int, id, name, arguments string) {
+	t.send(part{call: &chat.ToolCallDelta{Index: index, ID: id, Name: name, Arguments: arguments}})
 }
 
 // Panic makes the generator's next Recv panic, as a provider's bug would.
@@ -157,9 +165,9 @@ func (t *Turn) send(p part) {
 }
 
 // Recv implements chat.ModelStream.
-func (t *Turn) Recv() (string, error) {
+func (t *Turn) Recv() (chat.Delta, error) {
 	if t.err != nil {
-		return "", t.err
+		return chat.Delta{}, t.err
 	}
 	select {
 	case p := <-t.parts:
@@ -168,16 +176,19 @@ func (t *Turn) Recv() (string, error) {
 			panic("chattest: the provider panicked")
 		case p.err != nil:
 			t.err = p.err
-			return "", p.err
+			return chat.Delta{}, p.err
 		case p.end:
 			t.usage, t.reason, t.err = *p.usage, p.reason, io.EOF
-			return "", io.EOF
+			return chat.Delta{}, io.EOF
+		case p.call != nil:
+			t.usage.CompletionTokens += int64(chat.EstimateTokens(p.call.Arguments))
+			return chat.Delta{ToolCall: p.call}, nil
 		}
 		t.usage.CompletionTokens += int64(chat.EstimateTokens(p.text))
-		return p.text, nil
+		return chat.Delta{Text: p.text}, nil
 	case <-t.closed:
 		t.err = apperr.New(apperr.Canceled, "the answer was canceled")
-		return "", t.err
+		return chat.Delta{}, t.err
 	}
 }
 

@@ -57,6 +57,7 @@ type RecordedRequest struct {
 	MaxTokens           int  // max_tokens, 0 when absent
 	MaxCompletionTokens int  // max_completion_tokens, 0 when absent
 	Authorization       string
+	Tools               []string // the names of the tools offered
 }
 
 // RecordedMessage is one message of a RecordedRequest. Content given as an
@@ -64,6 +65,21 @@ type RecordedRequest struct {
 type RecordedMessage struct {
 	Role    string
 	Content string
+	// ToolCalls are an assistant message's calls; ToolCallID the call a
+	// tool message answers.
+	ToolCalls  []Call
+	ToolCallID string
+}
+
+// Call is a tool call: scripted for the server to make (see Turns), or
+// recorded from a request's assistant message.
+type Call struct{ ID, Name, Arguments string }
+
+// Turn is one scripted answer: its text chunks, then its tool calls (the
+// finish reason is then "tool_calls").
+type Turn struct {
+	Chunks []string
+	Calls  []Call
 }
 
 // config is what a request is answered with. Handlers copy it when a
@@ -80,6 +96,7 @@ type config struct {
 	malformedAfter int // -1 when off
 	usage          *[2]int
 	hold           bool
+	turns          []Turn // scripted answers, one per request; then chunks
 }
 
 func defaultConfig() config {
@@ -92,6 +109,13 @@ type Option func(*config)
 // Chunks sets the content deltas, sent in order.
 func Chunks(chunks []string) Option {
 	return func(c *config) { c.chunks = append([]string(nil), chunks...) }
+}
+
+// Turns scripts the next answers, one per request in order; requests
+// after them get Chunks. Tool calls stream their arguments in small
+// pieces, as OpenAI does.
+func Turns(turns ...Turn) Option {
+	return func(c *config) { c.turns = append([]Turn(nil), turns...) }
 }
 
 // Interval waits d before each content chunk.
@@ -251,9 +275,22 @@ func (s *Server) Close() {
 type requestBody struct {
 	Model    string `json:"model"`
 	Messages []struct {
-		Role    string          `json:"role"`
-		Content json.RawMessage `json:"content"`
+		Role       string          `json:"role"`
+		Content    json.RawMessage `json:"content"`
+		ToolCallID string          `json:"tool_call_id"`
+		ToolCalls  []struct {
+			ID       string `json:"id"`
+			Function struct {
+				Name      string `json:"name"`
+				Arguments string `json:"arguments"`
+			} `json:"function"`
+		} `json:"tool_calls"`
 	} `json:"messages"`
+	Tools []struct {
+		Function struct {
+			Name string `json:"name"`
+		} `json:"function"`
+	} `json:"tools"`
 	Stream        bool `json:"stream"`
 	StreamOptions *struct {
 		IncludeUsage bool `json:"include_usage"`
@@ -285,7 +322,14 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		Authorization:       r.Header.Get("Authorization"),
 	}
 	for _, m := range body.Messages {
-		rec.Messages = append(rec.Messages, RecordedMessage{Role: m.Role, Content: contentText(m.Content)})
+		msg := RecordedMessage{Role: m.Role, Content: contentText(m.Content), ToolCallID: m.ToolCallID}
+		for _, c := range m.ToolCalls {
+			msg.ToolCalls = append(msg.ToolCalls, Call{ID: c.ID, Name: c.Function.Name, Arguments: c.Function.Arguments})
+		}
+		rec.Messages = append(rec.Messages, msg)
+	}
+	for _, t := range body.Tools {
+		rec.Tools = append(rec.Tools, t.Function.Name)
 	}
 
 	s.mu.Lock()
@@ -293,6 +337,12 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	s.seq++
 	id := fmt.Sprintf("chatcmpl-fake%d", s.seq)
 	cfg := s.cfg
+	var calls []Call
+	if len(s.cfg.turns) > 0 {
+		t := s.cfg.turns[0]
+		s.cfg.turns = s.cfg.turns[1:]
+		cfg.chunks, calls = t.Chunks, t.Calls
+	}
 	if cfg.failStatus != 0 && s.cfg.failTimes > 0 {
 		s.cfg.failTimes--
 		if s.cfg.failTimes == 0 {
@@ -309,12 +359,12 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_request", "This fake server only streams; set stream to true.", "")
 		return
 	}
-	s.stream(w, r, id, rec, cfg)
+	s.stream(w, r, id, rec, cfg, calls)
 }
 
 // stream writes the SSE answer: role chunk, content chunks, finish chunk,
 // usage chunk when asked for, [DONE].
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, id string, rec RecordedRequest, cfg config) {
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, id string, rec RecordedRequest, cfg config, calls []Call) {
 	ctx := r.Context()
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "text/event-stream; charset=utf-8")
@@ -363,7 +413,30 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, id string, rec R
 			return
 		}
 	}
+	for i, c := range calls {
+		// The first piece names the call; the arguments follow in pieces.
+		first := deltaToolCall{Index: i, ID: c.ID, Type: "function"}
+		first.Function.Name = c.Name
+		if !send(chunk{Choices: []choice{{Delta: delta{ToolCalls: []deltaToolCall{first}}}}}) {
+			return
+		}
+		for args := c.Arguments; args != ""; {
+			n := min(16, len(args))
+			for n < len(args) && args[n]&0xC0 == 0x80 { // keep runes whole
+				n++
+			}
+			piece := deltaToolCall{Index: i}
+			piece.Function.Arguments = args[:n]
+			if !send(chunk{Choices: []choice{{Delta: delta{ToolCalls: []deltaToolCall{piece}}}}}) {
+				return
+			}
+			args = args[n:]
+		}
+	}
 	stop := "stop"
+	if len(calls) > 0 {
+		stop = "tool_calls"
+	}
 	if !send(chunk{Choices: []choice{{Delta: delta{}, FinishReason: &stop}}}) {
 		return
 	}
@@ -499,8 +572,18 @@ type (
 		FinishReason *string `json:"finish_reason"`
 	}
 	delta struct {
-		Role    string  `json:"role,omitempty"`
-		Content *string `json:"content,omitempty"`
+		Role      string          `json:"role,omitempty"`
+		Content   *string         `json:"content,omitempty"`
+		ToolCalls []deltaToolCall `json:"tool_calls,omitempty"`
+	}
+	deltaToolCall struct {
+		Index    int    `json:"index"`
+		ID       string `json:"id,omitempty"`
+		Type     string `json:"type,omitempty"`
+		Function struct {
+			Name      string `json:"name,omitempty"`
+			Arguments string `json:"arguments"`
+		} `json:"function"`
 	}
 	usage struct {
 		PromptTokens     int `json:"prompt_tokens"`

@@ -88,10 +88,10 @@ WITH fin AS (
     UPDATE parley.messages m
     SET content = $1, status = $2, model = $3,
         prompt_tokens = $4, completion_tokens = $5,
-        finish_reason = $6, reserved_tokens = 0, update_time = now()
-    FROM (SELECT o.id, o.reserved_tokens FROM parley.messages o WHERE o.id = $7) old
+        finish_reason = $6, tool_rounds = $7::jsonb, reserved_tokens = 0, update_time = now()
+    FROM (SELECT o.id, o.reserved_tokens FROM parley.messages o WHERE o.id = $8) old
     WHERE m.id = old.id AND m.status = 'streaming'
-    RETURNING m.id, m.conversation_id, m.user_id, m.parent_id, m.role, m.content, m.status, m.model, m.prompt_tokens, m.completion_tokens, m.finish_reason, m.client_message_id, m.generation_id, m.create_time, m.update_time, m.reserved_tokens, old.reserved_tokens AS released_tokens
+    RETURNING m.id, m.conversation_id, m.user_id, m.parent_id, m.role, m.content, m.status, m.model, m.prompt_tokens, m.completion_tokens, m.finish_reason, m.client_message_id, m.generation_id, m.create_time, m.update_time, m.reserved_tokens, m.tool_rounds, old.reserved_tokens AS released_tokens
 ), settle AS (
     UPDATE parley.token_usage u
     SET used_tokens = u.used_tokens + fin.prompt_tokens + fin.completion_tokens,
@@ -101,7 +101,8 @@ WITH fin AS (
     WHERE u.user_id = fin.user_id AND u.month = date_trunc('month', fin.create_time AT TIME ZONE 'UTC')::date
 )
 SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens,
-       completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens
+       completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens,
+       tool_rounds
 FROM fin
 `
 
@@ -112,6 +113,7 @@ type FinishMessageParams struct {
 	PromptTokens     int64
 	CompletionTokens int64
 	FinishReason     string
+	ToolRounds       []byte
 	ID               uuid.UUID
 }
 
@@ -132,6 +134,7 @@ type FinishMessageRow struct {
 	CreateTime       time.Time
 	UpdateTime       time.Time
 	ReservedTokens   int64
+	ToolRounds       []byte
 }
 
 // Ends an answer once (a message that is no longer streaming stays as it
@@ -145,6 +148,7 @@ func (q *Queries) FinishMessage(ctx context.Context, arg FinishMessageParams) (F
 		arg.PromptTokens,
 		arg.CompletionTokens,
 		arg.FinishReason,
+		arg.ToolRounds,
 		arg.ID,
 	)
 	var i FinishMessageRow
@@ -165,23 +169,24 @@ func (q *Queries) FinishMessage(ctx context.Context, arg FinishMessageParams) (F
 		&i.CreateTime,
 		&i.UpdateTime,
 		&i.ReservedTokens,
+		&i.ToolRounds,
 	)
 	return i, err
 }
 
 const getExchangeByClientMessageID = `-- name: GetExchangeByClientMessageID :many
 WITH tagged AS (
-    SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens FROM parley.messages t
+    SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens, tool_rounds FROM parley.messages t
     WHERE t.conversation_id = $1 AND t.user_id = $2
       AND t.client_message_id = $3
 )
-SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens FROM tagged
+SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens, tool_rounds FROM tagged
 UNION ALL
-(SELECT a.id, a.conversation_id, a.user_id, a.parent_id, a.role, a.content, a.status, a.model, a.prompt_tokens, a.completion_tokens, a.finish_reason, a.client_message_id, a.generation_id, a.create_time, a.update_time, a.reserved_tokens FROM parley.messages a JOIN tagged u ON a.parent_id = u.id
+(SELECT a.id, a.conversation_id, a.user_id, a.parent_id, a.role, a.content, a.status, a.model, a.prompt_tokens, a.completion_tokens, a.finish_reason, a.client_message_id, a.generation_id, a.create_time, a.update_time, a.reserved_tokens, a.tool_rounds FROM parley.messages a JOIN tagged u ON a.parent_id = u.id
  WHERE u.role = 'user' AND a.role = 'assistant'
  ORDER BY a.create_time, a.id LIMIT 1)
 UNION ALL
-SELECT p.id, p.conversation_id, p.user_id, p.parent_id, p.role, p.content, p.status, p.model, p.prompt_tokens, p.completion_tokens, p.finish_reason, p.client_message_id, p.generation_id, p.create_time, p.update_time, p.reserved_tokens FROM parley.messages p JOIN tagged a ON p.id = a.parent_id
+SELECT p.id, p.conversation_id, p.user_id, p.parent_id, p.role, p.content, p.status, p.model, p.prompt_tokens, p.completion_tokens, p.finish_reason, p.client_message_id, p.generation_id, p.create_time, p.update_time, p.reserved_tokens, p.tool_rounds FROM parley.messages p JOIN tagged a ON p.id = a.parent_id
 WHERE a.role = 'assistant'
 `
 
@@ -208,6 +213,7 @@ type GetExchangeByClientMessageIDRow struct {
 	CreateTime       time.Time
 	UpdateTime       time.Time
 	ReservedTokens   int64
+	ToolRounds       []byte
 }
 
 // A retried send or edit: the user message saved under client_message_id
@@ -239,6 +245,7 @@ func (q *Queries) GetExchangeByClientMessageID(ctx context.Context, arg GetExcha
 			&i.CreateTime,
 			&i.UpdateTime,
 			&i.ReservedTokens,
+			&i.ToolRounds,
 		); err != nil {
 			return nil, err
 		}
@@ -251,7 +258,7 @@ func (q *Queries) GetExchangeByClientMessageID(ctx context.Context, arg GetExcha
 }
 
 const getMessage = `-- name: GetMessage :one
-SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens FROM parley.messages
+SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens, tool_rounds FROM parley.messages
 WHERE id = $1 AND user_id = $2
 `
 
@@ -280,12 +287,13 @@ func (q *Queries) GetMessage(ctx context.Context, arg GetMessageParams) (ParleyM
 		&i.CreateTime,
 		&i.UpdateTime,
 		&i.ReservedTokens,
+		&i.ToolRounds,
 	)
 	return i, err
 }
 
 const getMessageByGeneration = `-- name: GetMessageByGeneration :one
-SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens FROM parley.messages
+SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens, tool_rounds FROM parley.messages
 WHERE generation_id = $1 AND user_id = $2
 `
 
@@ -314,6 +322,7 @@ func (q *Queries) GetMessageByGeneration(ctx context.Context, arg GetMessageByGe
 		&i.CreateTime,
 		&i.UpdateTime,
 		&i.ReservedTokens,
+		&i.ToolRounds,
 	)
 	return i, err
 }
@@ -346,7 +355,7 @@ INSERT INTO parley.messages (id, conversation_id, user_id, parent_id, role, cont
 SELECT $1, c.id, $2, $3::uuid, $4, $5,
        $6, $7, clock_timestamp(), clock_timestamp()
 FROM parley.conversations c WHERE c.id = $8 AND c.user_id = $2
-RETURNING id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens
+RETURNING id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens, tool_rounds
 `
 
 type InsertMessageParams struct {
@@ -390,6 +399,7 @@ func (q *Queries) InsertMessage(ctx context.Context, arg InsertMessageParams) (P
 		&i.CreateTime,
 		&i.UpdateTime,
 		&i.ReservedTokens,
+		&i.ToolRounds,
 	)
 	return i, err
 }
@@ -418,7 +428,7 @@ WITH conv AS (
     SELECT $8, conv.id, $2, $3::uuid, 'user', $9, 'completed',
            $10, $11, $11
     FROM conv WHERE $12::bool AND EXISTS (SELECT 1 FROM reserve)
-    RETURNING id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens
+    RETURNING id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens, tool_rounds
 ), assistant_msg AS (
     -- A regenerated answer (no user message) carries the client's
     -- idempotency key itself. Its prompt_tokens hold the prompt's estimate
@@ -434,14 +444,14 @@ WITH conv AS (
            $11::timestamptz + interval '1 microsecond', $11::timestamptz + interval '1 microsecond'
     FROM conv
     WHERE EXISTS (SELECT 1 FROM reserve) AND (NOT $12::bool OR EXISTS (SELECT 1 FROM user_msg))
-    RETURNING id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens
+    RETURNING id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens, tool_rounds
 ), touched AS (
     UPDATE parley.conversations c SET active_leaf_id = a.id, update_time = now()
     FROM assistant_msg a WHERE c.id = a.conversation_id
 )
-SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens FROM user_msg
+SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens, tool_rounds FROM user_msg
 UNION ALL
-SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens FROM assistant_msg
+SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens, tool_rounds FROM assistant_msg
 `
 
 type InsertMessagesParams struct {
@@ -480,6 +490,7 @@ type InsertMessagesRow struct {
 	CreateTime       time.Time
 	UpdateTime       time.Time
 	ReservedTokens   int64
+	ToolRounds       []byte
 }
 
 // Saves an exchange in one statement (one round trip): it reserves the
@@ -531,6 +542,7 @@ func (q *Queries) InsertMessages(ctx context.Context, arg InsertMessagesParams) 
 			&i.CreateTime,
 			&i.UpdateTime,
 			&i.ReservedTokens,
+			&i.ToolRounds,
 		); err != nil {
 			return nil, err
 		}
@@ -590,7 +602,7 @@ WITH RECURSIVE conv AS (
     FROM parley.messages p JOIN branch b ON p.id = b.parent_id
     WHERE b.depth < 100000
 )
-SELECT m.id, m.conversation_id, m.user_id, m.parent_id, m.role, m.content, m.status, m.model, m.prompt_tokens, m.completion_tokens, m.finish_reason, m.client_message_id, m.generation_id, m.create_time, m.update_time, m.reserved_tokens, s.sibling_ids::uuid[] AS sibling_ids
+SELECT m.id, m.conversation_id, m.user_id, m.parent_id, m.role, m.content, m.status, m.model, m.prompt_tokens, m.completion_tokens, m.finish_reason, m.client_message_id, m.generation_id, m.create_time, m.update_time, m.reserved_tokens, m.tool_rounds, s.sibling_ids::uuid[] AS sibling_ids
 FROM branch b
 JOIN parley.messages m ON m.id = b.id
 CROSS JOIN LATERAL (
@@ -656,6 +668,7 @@ func (q *Queries) ListBranch(ctx context.Context, arg ListBranchParams) ([]ListB
 			&i.ParleyMessage.CreateTime,
 			&i.ParleyMessage.UpdateTime,
 			&i.ParleyMessage.ReservedTokens,
+			&i.ParleyMessage.ToolRounds,
 			&i.SiblingIds,
 		); err != nil {
 			return nil, err
@@ -673,18 +686,18 @@ WITH RECURSIVE conv AS (
     SELECT c.id, c.title, c.system_prompt, c.model, c.active_leaf_id FROM parley.conversations c
     WHERE c.id = $1 AND c.user_id = $2
 ), branch AS (
-    SELECT m.id, m.parent_id, m.role, m.content, m.status, m.create_time, 1 AS depth,
+    SELECT m.id, m.parent_id, m.role, m.content, m.status, m.tool_rounds, m.create_time, 1 AS depth,
            char_length(m.content)::bigint AS loaded
     FROM parley.messages m JOIN conv ON m.conversation_id = conv.id
     WHERE m.id = COALESCE($3::uuid, conv.active_leaf_id)
     UNION ALL
-    SELECT p.id, p.parent_id, p.role, p.content, p.status, p.create_time, b.depth + 1,
+    SELECT p.id, p.parent_id, p.role, p.content, p.status, p.tool_rounds, p.create_time, b.depth + 1,
            b.loaded + char_length(p.content)
     FROM parley.messages p JOIN branch b ON p.id = b.parent_id
     WHERE b.depth < $4::int AND b.loaded < $5::bigint
 )
 SELECT conv.title AS conversation_title, conv.system_prompt, conv.model AS conversation_model,
-       b.id AS message_id, b.parent_id, b.role, b.content, b.status
+       b.id AS message_id, b.parent_id, b.role, b.content, b.status, b.tool_rounds
 FROM conv LEFT JOIN branch b ON true
 ORDER BY b.depth DESC
 `
@@ -706,6 +719,7 @@ type LoadContextRow struct {
 	Role              *string
 	Content           *string
 	Status            *string
+	ToolRounds        []byte
 }
 
 // What a generation needs before it asks the model, in one round trip: the
@@ -738,6 +752,7 @@ func (q *Queries) LoadContext(ctx context.Context, arg LoadContextParams) ([]Loa
 			&i.Role,
 			&i.Content,
 			&i.Status,
+			&i.ToolRounds,
 		); err != nil {
 			return nil, err
 		}

@@ -39,6 +39,7 @@ type ParleyMessage struct {
 	CreateTime       time.Time
 	UpdateTime       time.Time
 	ReservedTokens   int64
+	ToolRounds       []byte
 }
 
 type ParleyTokenUsage struct {
