@@ -30,6 +30,16 @@ SET title         = COALESCE(sqlc.narg('title'), title),
 WHERE id = @id AND user_id = @user_id
 RETURNING *;
 
+-- name: LockConversation :one
+-- Taken before DeleteConversation, in its transaction: it waits for an
+-- exchange being saved in the conversation (its foreign key check holds a
+-- key-share lock on the row), so the delete's next statement sees that
+-- exchange and settles it, and an exchange saved after it fails its
+-- foreign key check instead of streaming into a deleted conversation.
+SELECT id FROM parley.conversations
+WHERE id = @id AND user_id = @user_id
+FOR UPDATE;
+
 -- name: DeleteConversation :one
 -- Messages go with it through ON DELETE CASCADE. Answers still streaming in
 -- it first give back what they hold in token_usage, as FinishMessage would:
@@ -40,7 +50,10 @@ RETURNING *;
 -- answers, so their instances can be told to stop. The streaming rows are
 -- locked first, so an answer that ends concurrently is settled once:
 -- either by FinishMessage (it is then no longer streaming here) or here
--- (FinishMessage then finds nothing to end).
+-- (FinishMessage then finds nothing to end). Run it after LockConversation
+-- in one transaction: alone, its snapshot could miss an exchange that
+-- commits while it waits for the row, whose cascade would then delete an
+-- answer without settling it.
 WITH streaming AS (
     SELECT m.id, m.user_id, m.create_time, m.reserved_tokens, m.generation_id,
            m.prompt_tokens + ceil(length(m.content) / 4.0)::bigint AS estimated_tokens

@@ -300,22 +300,19 @@ func (a *App) URL() string { return "http://" + a.ln.Addr().String() }
 // Close afterwards. Background work (stop subscription, stale-answer sweep)
 // runs while Run does.
 func (a *App) Run(ctx context.Context) error {
+	// run ends with ctx, or when the server fails: either way the answers
+	// in flight are drained and saved before Run returns.
+	run, endRun := context.WithCancel(ctx)
+	defer endRun()
 	background, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBackground()
-	go func() {
-		// Off the start-up path: the subscription waits for Redis.
-		if err := a.generator.Listen(background); err != nil {
-			// Stops from other instances will not reach this one; local
-			// stops and everything else still work.
-			a.log.Warn("cannot subscribe to stop requests", "err", err)
-		}
-	}()
+	go a.listen(background)
 	go a.generator.SweepStale(background)
 
 	generationsDone := make(chan struct{})
 	go func() {
 		defer close(generationsDone)
-		<-ctx.Done()
+		<-run.Done()
 		// Leave a second of the grace period for the pool and the logs.
 		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownTimeout-time.Second)
 		defer cancel()
@@ -325,11 +322,31 @@ func (a *App) Run(ctx context.Context) error {
 	}()
 
 	a.log.Info("listening", "url", a.URL(), "env", a.cfg.Env, "version", server.Version(), "models", a.models.Names())
-	err := server.Serve(ctx, a.http, a.ln, a.cfg.ShutdownTimeout, a.log)
-	if ctx.Err() != nil {
-		<-generationsDone
-	}
+	err := server.Serve(run, a.http, a.ln, a.cfg.ShutdownTimeout, a.log)
+	endRun()
+	<-generationsDone
 	return err
+}
+
+// listen subscribes to stop requests from other instances, off the
+// start-up path (the subscription waits for Redis), and keeps trying with
+// backoff while Redis cannot be reached: until it succeeds, stops from
+// other instances reach this one only through the database, seconds later.
+func (a *App) listen(ctx context.Context) {
+	backoff := time.Second
+	for {
+		err := a.generator.Listen(ctx)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		a.log.Warn("cannot subscribe to stop requests; retrying", "retry_in", backoff.String(), "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
 }
 
 // Close releases what New built, in reverse order. It is safe to call more

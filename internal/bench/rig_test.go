@@ -140,6 +140,9 @@ func (r *rig) parleyEnv(dbURL, upstreamURL string, extra ...string) map[string]s
 		"RATE_LIMIT_GENERAL":  "1000000",
 		"RATE_LIMIT_AGENT":    "1000000",
 		"TRUSTED_PROXY_HOPS":  "0",
+		// The benchmarks measure capacity; the instance caps are policy.
+		"INSTANCE_MAX_GENERATIONS": "100000",
+		"INSTANCE_MAX_FOLLOWERS":   "1000000",
 	}
 	for i := 0; i+1 < len(extra); i += 2 {
 		env[extra[i]] = extra[i+1]

@@ -99,7 +99,7 @@ func (r *Redis) Append(ctx context.Context, generationID uuid.UUID, evs ...Event
 			})
 		}
 		pipe.PExpire(ctx, key, r.opts.maxGeneration+r.retention)
-		pipe.Publish(ctx, r.appendedChannel(), generationID.String())
+		pipe.Publish(ctx, r.appendedChannel(generationID), "")
 		return nil
 	})
 	if err != nil {
@@ -118,7 +118,7 @@ func (r *Redis) Finish(ctx context.Context, generationID uuid.UUID) error {
 	_, err := r.client.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		pipe.XAdd(ctx, &redis.XAddArgs{Stream: key, Values: []any{fieldFinish, "1"}})
 		pipe.PExpire(ctx, key, r.retention)
-		pipe.Publish(ctx, r.appendedChannel(), generationID.String())
+		pipe.Publish(ctx, r.appendedChannel(generationID), "")
 		return nil
 	})
 	if err != nil {
@@ -129,10 +129,11 @@ func (r *Redis) Finish(ctx context.Context, generationID uuid.UUID) error {
 
 // Follow implements Broker. It checks that the log exists and reads the
 // first slice of it in one round trip. Then it waits without holding a
-// connection: Append and Finish publish the generation's id on the
-// appended channel, which one subscription per Redis broker listens to, and
-// a follower reads (XRANGE, one round trip) only when woken, or every poll
-// interval in case a notification was lost. A follower whose client left
+// connection: Append and Finish publish on the generation's own channel,
+// which the broker's one subscription joins while a follower of that
+// generation waits here, and a follower reads (XRANGE, one round trip)
+// only when woken, or every poll interval in case an announcement was
+// lost. A follower whose client left
 // costs nothing once ctx ends, and followers can never take the pool
 // connections live answers write with.
 func (r *Redis) Follow(ctx context.Context, generationID uuid.UUID, afterSeq int64) (<-chan Event, func() error, error) {
@@ -217,11 +218,17 @@ func (r *Redis) read(ctx context.Context, key, lastID string, msgs []redis.XMess
 	}
 }
 
-// appendedChannel carries the id of every generation whose log grew.
-func (r *Redis) appendedChannel() string { return r.prefix + "appended" }
+// appendedChannel is where Append and Finish announce that a
+// generation's log grew. One channel per generation: an instance hears
+// only of the answers its own clients follow.
+func (r *Redis) appendedChannel(generationID uuid.UUID) string {
+	return r.prefix + "appended:" + generationID.String()
+}
 
 // watch registers a follower of generationID: the returned channel gets a
-// signal (coalesced) whenever the log may have grown. unwatch ends it.
+// signal (coalesced) whenever the log may have grown. The first follower
+// of a generation on this instance subscribes to its channel, the last one
+// to leave unsubscribes. unwatch ends it.
 func (r *Redis) watch(generationID uuid.UUID) (<-chan struct{}, func()) {
 	r.watchOnce.Do(r.startWatcher)
 	w := make(chan struct{}, 1)
@@ -230,31 +237,35 @@ func (r *Redis) watch(generationID uuid.UUID) (<-chan struct{}, func()) {
 	if set == nil {
 		set = map[chan struct{}]struct{}{}
 		r.watchers[generationID] = set
+		// A failed subscribe is left to the follower's poll.
+		_ = r.pubsub.Subscribe(context.Background(), r.appendedChannel(generationID))
 	}
 	set[w] = struct{}{}
 	r.watchMu.Unlock()
 	return w, func() {
 		r.watchMu.Lock()
+		defer r.watchMu.Unlock()
 		delete(set, w)
-		if len(set) == 0 {
+		if len(set) == 0 && r.watchers[generationID] != nil {
 			delete(r.watchers, generationID)
+			_ = r.pubsub.Unsubscribe(context.Background(), r.appendedChannel(generationID))
 		}
-		r.watchMu.Unlock()
 	}
 }
 
-// startWatcher subscribes to the appended channel for the life of the
-// process and wakes the followers of each generation it names. go-redis
-// resubscribes after a lost connection; notifications sent meanwhile are
-// lost, which the followers' poll covers.
+// startWatcher opens the subscription followers are woken by, for the life
+// of the broker (see Close), and wakes the followers of each generation
+// announced on it. go-redis resubscribes after a lost connection;
+// announcements sent meanwhile are lost, which the followers' poll covers.
 func (r *Redis) startWatcher() {
-	pubsub := r.client.Subscribe(context.Background(), r.appendedChannel())
+	pubsub := r.client.Subscribe(context.Background())
 	r.watchMu.Lock()
 	r.pubsub = pubsub
 	r.watchMu.Unlock()
+	prefix := r.prefix + "appended:"
 	go func() {
 		for msg := range pubsub.Channel() {
-			generationID, err := uuid.Parse(msg.Payload)
+			generationID, err := uuid.Parse(strings.TrimPrefix(msg.Channel, prefix))
 			if err != nil {
 				continue
 			}

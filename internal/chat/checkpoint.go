@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/internal/apperr"
 )
 
 // Beside the stream: about once per CheckpointInterval, what every answer
@@ -48,7 +50,7 @@ func (g *Generator) checkpointRunning() {
 	if len(batch) == 0 {
 		return
 	}
-	streaming, err := g.checkpoint(batch)
+	streaming, unsaved, err := g.checkpoint(batch)
 	if err != nil {
 		g.log.Warn("checkpoint failed", "answers", len(batch), "err", err)
 		return
@@ -58,40 +60,55 @@ func (g *Generator) checkpointRunning() {
 		still[id] = true
 	}
 	for i, gen := range changed {
-		if !still[gen.messageID] {
+		switch {
+		case unsaved[gen.messageID]:
+			// Not written: tried again at the next tick.
+		case !still[gen.messageID]:
 			gen.cancel(errEndedElsewhere)
-			continue
+		default:
+			gen.mu.Lock()
+			gen.saved = len(batch[i].Content)
+			gen.mu.Unlock()
 		}
-		gen.mu.Lock()
-		gen.saved = len(batch[i].Content)
-		gen.mu.Unlock()
 	}
 }
 
-// checkpoint writes a batch in one statement; if that fails, it writes the
-// answers one by one, so one answer the database refuses cannot keep every
-// other answer of the instance from being saved.
-func (g *Generator) checkpoint(batch []Checkpoint) ([]uuid.UUID, error) {
+// checkpoint writes a batch in one statement and returns the ids still
+// streaming. If the statement fails on the data (one answer the database
+// refuses), it writes the answers one by one, so that answer cannot keep
+// every other answer of the instance from being saved; the ones that still
+// fail come back in unsaved. If the database itself is down or slow, it
+// does not: one statement per answer would only add load to it.
+func (g *Generator) checkpoint(batch []Checkpoint) (streaming []uuid.UUID, unsaved map[uuid.UUID]bool, err error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(g.base), finalSaveTimeout)
 	defer cancel()
-	streaming, err := g.store.CheckpointMessages(ctx, batch)
-	if err == nil || len(batch) == 1 {
-		return streaming, err
+	streaming, err = g.store.CheckpointMessages(ctx, batch)
+	if err == nil || len(batch) == 1 || unreachable(err) {
+		return streaming, nil, err
 	}
-	streaming = streaming[:0]
+	streaming, unsaved = streaming[:0], map[uuid.UUID]bool{}
 	var failed error
 	for _, c := range batch {
 		ids, err := g.store.CheckpointMessages(ctx, []Checkpoint{c})
 		if err != nil {
 			failed = err
-			// Unknown, not ended: keep the answer going.
-			streaming = append(streaming, c.MessageID)
+			unsaved[c.MessageID] = true
 			continue
 		}
 		streaming = append(streaming, ids...)
 	}
 	if failed != nil {
-		g.log.Warn("checkpoint of one answer failed", "err", failed)
+		g.log.Warn("checkpoint of an answer failed", "answers", len(unsaved), "err", failed)
 	}
-	return streaming, nil
+	return streaming, unsaved, nil
+}
+
+// unreachable reports an error of the database itself rather than of the
+// data sent to it.
+func unreachable(err error) bool {
+	switch apperr.CodeOf(err) {
+	case apperr.Unavailable, apperr.DeadlineExceeded, apperr.Canceled:
+		return true
+	}
+	return false
 }

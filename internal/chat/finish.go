@@ -142,10 +142,8 @@ func (gen *generation) save(o Outcome) (saved Message, interrupted bool, err err
 	}
 	backoff := g.cfg.SaveRetry
 	for attempt := 1; ; attempt++ {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(gen.ctx), finalSaveTimeout)
-		saved, err = g.store.FinishMessage(ctx, gen.messageID, o)
-		cancel()
-		if err == nil || apperr.IsNotFound(err) || interrupted || time.Now().Add(backoff).After(until) {
+		saved, err = gen.saveOnce(o)
+		if err == nil || apperr.IsNotFound(err) || interrupted || g.exit.Err() != nil || time.Now().Add(backoff).After(until) {
 			return saved, interrupted, err
 		}
 		g.log.Warn("saving the answer failed; retrying", "generation_id", gen.id, "attempt", attempt, "retry_in", backoff.String(), "err", err)
@@ -159,6 +157,16 @@ func (gen *generation) save(o Outcome) (saved Message, interrupted bool, err err
 		timer.Stop()
 		backoff = min(2*backoff, saveRetryMax)
 	}
+}
+
+// saveOnce is one attempt at the final save, bounded by finalSaveTimeout
+// and cut when the shutdown's deadline passes.
+func (gen *generation) saveOnce(o Outcome) (Message, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(gen.ctx), finalSaveTimeout)
+	defer cancel()
+	stop := context.AfterFunc(gen.g.exit, cancel)
+	defer stop()
+	return gen.g.store.FinishMessage(ctx, gen.messageID, o)
 }
 
 // saveRetryMax caps the wait between two attempts at the final save.

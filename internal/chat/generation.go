@@ -109,6 +109,8 @@ func (gen *generation) run() {
 		}
 	}()
 	titled := gen.startTitle()
+	// The title belongs to the answer's life: Shutdown waits for it too.
+	defer func() { <-titled }()
 	usage, finishReason, err := gen.streamModel()
 	gen.finish(usage, finishReason, err, titled)
 }

@@ -45,7 +45,7 @@ type GeneratorConfig struct {
 	// the real usage is known (MaxOutputTokens, or 1000 when that is 0).
 	OutputReserve int
 	// MaxRunning caps the answers this instance writes at once, whoever
-	// asks, so a burst cannot run it out of memory (256); more answer
+	// asks, so a burst cannot run it out of memory (1000); more answer
 	// resource_exhausted with a retry hint.
 	MaxRunning int
 	// MaxDeltas caps the delta events of one answer, which are kept in
@@ -97,7 +97,7 @@ func (c *GeneratorConfig) defaults() {
 		c.MaxToolResultBytes = 8 << 10
 	}
 	if c.MaxRunning <= 0 {
-		c.MaxRunning = 256
+		c.MaxRunning = 1000
 	}
 	if c.MaxDeltas <= 0 {
 		c.MaxDeltas = 16384
@@ -144,6 +144,11 @@ type Generator struct {
 	base       context.Context
 	cancelBase context.CancelCauseFunc
 
+	// exit ends when Shutdown's own deadline does: no save may outlive
+	// it, since the process is about to close its pool and exit.
+	exit       context.Context
+	exitCancel context.CancelFunc
+
 	mu       sync.Mutex
 	running  map[uuid.UUID]*generation // by generation id
 	admitted int                       // running, plus starts admitted but not yet registered
@@ -166,7 +171,9 @@ func NewGenerator(store GenerationStore, models *Models, events EventLog, log *s
 		log = slog.New(slog.DiscardHandler)
 	}
 	base, cancel := context.WithCancelCause(context.Background())
+	exit, exitCancel := context.WithCancel(context.Background())
 	return &Generator{
+		exit: exit, exitCancel: exitCancel,
 		store: store, models: models, events: events, log: log, cfg: cfg, clock: cfg.Clock,
 		base: base, cancelBase: cancel, running: map[uuid.UUID]*generation{},
 		followersByUser: map[uuid.UUID]int{},
@@ -201,6 +208,10 @@ func (g *Generator) Shutdown(ctx context.Context, drain time.Duration) error {
 	g.mu.Lock()
 	g.draining = true
 	g.mu.Unlock()
+	// Saves still running when ctx ends are cut: the sweep marks those
+	// answers interrupted later, with their last checkpoint.
+	stopExit := context.AfterFunc(ctx, g.exitCancel)
+	defer stopExit()
 	done := make(chan struct{})
 	go func() { g.wg.Wait(); close(done) }()
 	timer := time.NewTimer(drain)

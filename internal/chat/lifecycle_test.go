@@ -1039,5 +1039,46 @@ func TestMalformedToolCall(t *testing.T) {
 	}
 	if errs != 2 {
 		t.Errorf("%d tool results carried an error, want 2", errs)
+// TestRetriedSendWhenRefused: a send retried with the same client message
+// id attaches to the first attempt even where the retry alone would be
+// refused: it names the parent the first attempt answered (so the branch
+// it loads is not the streaming one), or the first attempt holds the
+// user's last slot.
+func TestRetriedSendWhenRefused(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, chat.GeneratorConfig{MaxConcurrent: 1})
+	s, turn := r.send(t, "first")
+	turn.End(chat.Usage{}, "stop")
+	parent := last(rest(t, s)).Message.ID
+
+	in := chat.SendInput{ConversationID: r.conv, Content: "second", ClientMessageID: "c-2", ParentID: parent}
+	first, err := r.gen.Send(t.Context(), r.user, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	turn = r.model.Next(wait)
+	retry, err := r.gen.Send(t.Context(), r.user, in)
+	if err != nil {
+		t.Fatalf("retry naming the parent while the first attempt streams: %v", err)
+	}
+	turn.End(chat.Usage{}, "stop")
+	if a, b := last(rest(t, first)), last(rest(t, retry)); a.Message.ID != b.Message.ID {
+		t.Errorf("the retry followed %s, want the first attempt's %s", b.Message.ID, a.Message.ID)
+	}
+}
+
+// TestInstanceFollowerCap: an instance serves at most MaxFollowers resumed
+// streams, whoever follows.
+func TestInstanceFollowerCap(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, chat.GeneratorConfig{MaxFollowers: 1})
+	s, _ := r.send(t, "hello")
+	genID := next(t, s).Started.GenerationID
+	if _, err := r.gen.Resume(t.Context(), r.user, genID, 0); err != nil {
+		t.Fatal(err)
+	}
+	var ae *apperr.Error
+	if _, err := r.gen.Resume(t.Context(), r.user, genID, 0); !errors.As(err, &ae) || ae.Code != apperr.ResourceExhausted {
+		t.Errorf("a second follower on an instance that serves one: %v, want resource_exhausted", err)
 	}
 }

@@ -67,18 +67,12 @@ func (g *Generator) Send(ctx context.Context, userID uuid.UUID, in SendInput) (S
 		}
 	}
 	if n := len(branch); n > 0 && branch[n-1].Status == StatusStreaming {
-		if in.ClientMessageID != "" {
-			if s, err := g.attach(ctx, userID, in.ConversationID, in.ClientMessageID); err == nil {
-				return s, nil
-			}
+		if s, err := g.retried(ctx, userID, in.ConversationID, in.ClientMessageID); s != nil || err != nil {
+			return s, err
 		}
 		return nil, errBusy
 	}
-	s, err := g.start(ctx, userID, p)
-	if apperr.CodeOf(err) == apperr.Conflict && in.ClientMessageID != "" {
-		return g.attach(ctx, userID, in.ConversationID, in.ClientMessageID)
-	}
-	return s, err
+	return g.startOrAttach(ctx, userID, p)
 }
 
 // RegenerateInput asks for a new answer beside an assistant message.
@@ -143,16 +137,30 @@ func (g *Generator) Regenerate(ctx context.Context, userID uuid.UUID, in Regener
 	return g.startOrAttach(ctx, userID, p)
 }
 
-// startOrAttach starts p, or follows the first attempt's answer when a
-// concurrent retry with the same client message id saved it first.
+// startOrAttach starts p. When the exchange is refused and carries a
+// client message id, the refusal may come from the first attempt of this
+// very request (saved by a concurrent retry, or streaming while the retry
+// names another parent): whatever the refusal (the id taken, the
+// conversation busy, the slot or the quota held by that attempt), it then
+// follows that attempt's answer instead.
 func (g *Generator) startOrAttach(ctx context.Context, userID uuid.UUID, p prepared) (Stream, error) {
 	s, err := g.start(ctx, userID, p)
-	if id := p.exchange.ClientMessageID; id != "" && (apperr.CodeOf(err) == apperr.Conflict || err == errBusy) {
-		if s, err := g.retried(ctx, userID, p.exchange.ConversationID, id); s != nil || err != nil {
-			return s, err
+	if id := p.exchange.ClientMessageID; id != "" && refusedByState(err) {
+		if s, aerr := g.retried(ctx, userID, p.exchange.ConversationID, id); s != nil || aerr != nil {
+			return s, aerr
 		}
 	}
 	return s, err
+}
+
+// refusedByState reports whether start refused an exchange because of
+// what is saved already, not because of the input.
+func refusedByState(err error) bool {
+	switch apperr.CodeOf(err) {
+	case apperr.Conflict, apperr.FailedPrecondition, apperr.ResourceExhausted:
+		return true
+	}
+	return false
 }
 
 // Edit saves a new version of a user message beside the original and

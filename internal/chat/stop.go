@@ -52,7 +52,9 @@ func (g *Generator) Stop(ctx context.Context, userID, generationID uuid.UUID) (M
 	}
 	// Nobody answered the stop: the instance that ran it is gone. Keep the
 	// last checkpoint as the stopped answer.
-	stopped, err := g.store.FinishMessage(context.WithoutCancel(ctx), answer.ID, Outcome{
+	saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalSaveTimeout)
+	defer cancel()
+	stopped, err := g.store.FinishMessage(saveCtx, answer.ID, Outcome{
 		Content: answer.Content, Status: StatusStopped, Model: answer.Model, FinishReason: "stop",
 		// The provider's count died with the instance: charge the prompt's
 		// estimate (saved with the answer) and one of the text.

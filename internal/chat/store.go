@@ -71,9 +71,9 @@ type GenerationStore interface {
 	// ChargeTokens adds tokens to the user's usage for the quota period
 	// holding at (work done beside an answer, such as its title).
 	ChargeTokens(ctx context.Context, userID uuid.UUID, at time.Time, tokens int64) error
-	// InterruptStale marks answers still streaming that were created
-	// before the cutoff as interrupted (their instance died) and returns
-	// how many it marked.
+	// InterruptStale marks answers still streaming whose last checkpoint
+	// (or start) is before the cutoff as interrupted (their instance
+	// died), releasing what they hold, and returns how many it marked.
 	InterruptStale(ctx context.Context, before time.Time) (int64, error)
 }
 

@@ -6,8 +6,9 @@ import (
 )
 
 // SweepStale marks answers whose instance died mid-generation as
-// interrupted, once they are older than the longest generation (plus a
-// minute of slack), every SweepInterval until ctx ends. Every instance
+// interrupted, once they have gone without a checkpoint for longer than
+// the longest generation (plus a minute of slack), every SweepInterval
+// until ctx ends. Every instance
 // sweeps; the statement is idempotent, so several sweeping at once is
 // harmless. The first sweep runs at once, so a deployment that restarts
 // cleans up without waiting.

@@ -2,6 +2,8 @@ package chat
 
 import (
 	"context"
+	"fmt"
+	"runtime/debug"
 	"strings"
 	"time"
 	"unicode"
@@ -30,11 +32,16 @@ func (t ProviderTitler) Title(ctx context.Context, model, firstMessage string) (
 	if len(firstMessage) > 2000 {
 		firstMessage = firstMessage[:2000]
 	}
-	s, err := p.Stream(ctx, ModelRequest{Model: model, MaxTokens: 24, Messages: []PromptMessage{
+	prompt := []PromptMessage{
 		{Role: RoleSystem, Content: "Write a title of at most six words for a conversation that starts with the user's message. Answer with the title only, no quotes."},
 		{Role: RoleUser, Content: firstMessage},
-	}})
+	}
+	s, err := p.Stream(ctx, ModelRequest{Model: model, MaxTokens: 24, Messages: prompt})
 	if err != nil {
+		if ctx.Err() != nil {
+			// Cut after the prompt was sent: the provider bills it.
+			return "", Usage{PromptTokens: promptTokens(prompt)}, err
+		}
 		return "", Usage{}, err
 	}
 	defer s.Close()
@@ -89,15 +96,24 @@ func (gen *generation) startTitle() <-chan struct{} {
 	}
 	go func() {
 		defer close(done)
+		defer func() {
+			// A titler's panic (a provider's bug) costs the title, not the process.
+			if p := recover(); p != nil {
+				g.log.Error("panic while writing a title", "generation_id", gen.id, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			}
+		}()
 		// Not canceled by a stop (the title is still wanted), but by shutdown.
 		ctx, cancel := context.WithTimeout(g.base, 20*time.Second)
 		defer cancel()
 		title, usage, err := g.cfg.Titler.Title(ctx, gen.answer.Model, gen.userMessage.Content)
 		if tokens := usage.PromptTokens + usage.CompletionTokens; tokens > 0 {
-			// Titles cost what answers cost; they count against the quota.
-			if err := g.store.ChargeTokens(context.WithoutCancel(ctx), gen.userID, gen.answer.CreateTime, tokens); err != nil {
+			// Titles cost what answers cost; they count against the quota,
+			// even when shutdown cut the title short.
+			chargeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalSaveTimeout)
+			if err := g.store.ChargeTokens(chargeCtx, gen.userID, gen.answer.CreateTime, tokens); err != nil {
 				g.log.Warn("charging a title failed", "generation_id", gen.id, "tokens", tokens, "err", err)
 			}
+			cancel()
 		}
 		if err != nil || title == "" {
 			if err != nil {

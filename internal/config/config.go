@@ -107,7 +107,7 @@ type Config struct {
 	// streaming at once (MAX_CONCURRENT_GENERATIONS, default 3).
 	MaxConcurrentGenerations int
 	// InstanceMaxGenerations caps the answers one instance writes at once,
-	// whoever asks (INSTANCE_MAX_GENERATIONS, default 256).
+	// whoever asks (INSTANCE_MAX_GENERATIONS, default 1000).
 	InstanceMaxGenerations int
 	// InstanceMaxFollowers caps the resumed streams one instance serves at
 	// once (INSTANCE_MAX_FOLLOWERS, default 1000); MaxFollowersPerUser
@@ -187,6 +187,9 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 		RateLimitAuthFailures:       p.int("RATE_LIMIT_AUTH_FAILURES", 60, 1, 1_000_000),
 		TrustedProxyHops:            p.int("TRUSTED_PROXY_HOPS", 1, 0, 10),
 		MaxConcurrentGenerations:    p.int("MAX_CONCURRENT_GENERATIONS", 3, 1, 1000),
+		InstanceMaxGenerations:      p.int("INSTANCE_MAX_GENERATIONS", 1000, 1, 100_000),
+		InstanceMaxFollowers:        p.int("INSTANCE_MAX_FOLLOWERS", 1000, 1, 1_000_000),
+		MaxFollowersPerUser:         p.int("MAX_FOLLOWERS_PER_USER", 20, 1, 10_000),
 		PlanFreeMonthlyTokens:       int64(p.int("PLAN_FREE_MONTHLY_TOKENS", 500_000, 0, 1<<50)),
 		PlanProMonthlyTokens:        int64(p.int("PLAN_PRO_MONTHLY_TOKENS", 10_000_000, 0, 1<<50)),
 		PlanProRateMultiplier:       p.float("PLAN_PRO_RATE_MULTIPLIER", 5, 1, 1000),
@@ -238,6 +241,11 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 		if u, err := url.Parse(cfg.OpenAIBaseURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			p.fail("OPENAI_BASE_URL", "must be an http(s) URL such as https://api.openai.com/v1")
 		}
+	}
+	if cfg.ShutdownTimeout < 2*time.Second {
+		// A second goes to closing the pool and flushing logs; the rest is
+		// split between draining answers and saving the interrupted ones.
+		p.fail("SHUTDOWN_TIMEOUT", "must be at least 2s, got %s", cfg.ShutdownTimeout)
 	}
 	if cfg.ContextTokens <= cfg.MaxOutputTokens {
 		p.fail("MAX_OUTPUT_TOKENS", "must be below CONTEXT_TOKENS")

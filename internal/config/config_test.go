@@ -25,6 +25,9 @@ func TestLoad(t *testing.T) {
 			"ALLOWED_ORIGINS":          "https://app.example.com, http://localhost:5173",
 			"LOG_LEVEL":                "debug",
 			"SHUTDOWN_TIMEOUT":         "5s",
+			"INSTANCE_MAX_GENERATIONS": "40",
+			"INSTANCE_MAX_FOLLOWERS":   "50",
+			"MAX_FOLLOWERS_PER_USER":   "5",
 		}), ModeServe)
 		if err != nil {
 			t.Fatal(err)
@@ -44,6 +47,9 @@ func TestLoad(t *testing.T) {
 		if !cfg.Production() || cfg.LogFormat != "json" {
 			t.Errorf("serve defaults: env %q format %q", cfg.Env, cfg.LogFormat)
 		}
+		if cfg.InstanceMaxGenerations != 40 || cfg.InstanceMaxFollowers != 50 || cfg.MaxFollowersPerUser != 5 {
+			t.Errorf("instance limits = %d, %d, %d; want 40, 50, 5", cfg.InstanceMaxGenerations, cfg.InstanceMaxFollowers, cfg.MaxFollowersPerUser)
+		}
 		if cfg.PlanAnonymousMonthlyTokens != 20_000 || cfg.PlanAnonymousRateMultiplier != 0.5 || cfg.PlanAnonymousMonthlyTokens >= cfg.PlanFreeMonthlyTokens {
 			t.Errorf("anonymous plan defaults: %d tokens at %gx, want a smaller plan than free's %d", cfg.PlanAnonymousMonthlyTokens, cfg.PlanAnonymousRateMultiplier, cfg.PlanFreeMonthlyTokens)
 		}
@@ -57,11 +63,13 @@ func TestLoad(t *testing.T) {
 			"DATABASE_URL":                   "postgres://u:hunter2@db:notaport/app",
 			"DATABASE_STATEMENT_TIMEOUT":     "500us",
 			"PLAN_ANONYMOUS_RATE_MULTIPLIER": "0",
+			"INSTANCE_MAX_GENERATIONS":       "0",
+			"SHUTDOWN_TIMEOUT":               "1s",
 		}), ModeServe)
 		if err == nil {
 			t.Fatal("want error")
 		}
-		for _, want := range []string{"PORT", "LOG_FORMAT", "ALLOWED_ORIGINS", "SUPABASE_URL is required", "DATABASE_URL is not a valid", "DATABASE_STATEMENT_TIMEOUT", "PLAN_ANONYMOUS_RATE_MULTIPLIER"} {
+		for _, want := range []string{"PORT", "LOG_FORMAT", "ALLOWED_ORIGINS", "SUPABASE_URL is required", "DATABASE_URL is not a valid", "DATABASE_STATEMENT_TIMEOUT", "PLAN_ANONYMOUS_RATE_MULTIPLIER", "INSTANCE_MAX_GENERATIONS", "SHUTDOWN_TIMEOUT"} {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("error %q does not mention %q", err, want)
 			}

@@ -1,8 +1,7 @@
 // Package redisconn builds every Redis client Parley uses, so that pool
 // sizes, timeouts and TLS (rediss://, as Upstash and Memorystore require)
-// are decided in one place: the event log's client, sized for followers
-// that hold a connection while they wait, and the fast client of rate-limit
-// checks, which must fail in milliseconds when Redis is slow.
+// are decided in one place: the event log's client, and the fast client of
+// rate-limit checks, which must fail in milliseconds when Redis is slow.
 package redisconn
 
 import (
@@ -15,15 +14,16 @@ import (
 	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
-// defaultPoolSize replaces go-redis's default of 10 per CPU, which a single
-// Cloud Run vCPU serving a few dozen streams would exhaust: every live
-// Follow holds a connection while it waits. Idle connections are closed
-// again, so the size is a cap, not a standing cost.
+// defaultPoolSize replaces go-redis's default of 10 per CPU. Followers hold
+// no connection while they wait (see broker.Redis.Follow), but each live
+// answer's mirror writes, each woken follower reads and the rate limiter's
+// checks come in bursts; idle connections are closed again, so the size is
+// a cap, not a standing cost.
 const defaultPoolSize = 256
 
 // NewClient returns a client for a redis:// or rediss:// (TLS, as Upstash
 // and Memorystore require) URL. A pool_size in the URL wins over the
-// default pool size chosen for followers. It does not connect.
+// default pool size. It does not connect.
 func NewClient(redisURL string) (*redis.Client, error) {
 	opt, err := redis.ParseURL(redisURL)
 	if err != nil {

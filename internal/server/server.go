@@ -69,7 +69,7 @@ func Version() string {
 	return "devel"
 }
 
-// publicProcedures need no access token.
+// isPublic reports whether a procedure needs no access token.
 func isPublic(procedure string) bool {
 	switch procedure {
 	case "/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch",
@@ -219,8 +219,7 @@ func NewHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 
 // Serve runs srv on ln until ctx ends, then shuts down gracefully: it stops
 // accepting, lets in-flight requests finish for up to timeout, and closes
-// whatever is left. beforeClose, if not nil, runs when the grace period is
-// over and connections are about to be cut.
+// whatever is left.
 func Serve(ctx context.Context, srv *http.Server, ln net.Listener, timeout time.Duration, log *slog.Logger) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -85,14 +85,28 @@ func (s *Store) UpdateConversation(ctx context.Context, userID, conversationID u
 	return toConversation(row), nil
 }
 
-// DeleteConversation implements chat.Store in one round trip.
+// DeleteConversation implements chat.Store in one transaction: the
+// conversation's row is locked first (LockConversation says why), then its
+// streaming answers are settled and it is deleted.
 func (s *Store) DeleteConversation(ctx context.Context, userID, conversationID uuid.UUID) ([]uuid.UUID, error) {
-	row, err := s.q.DeleteConversation(ctx, sqlcgen.DeleteConversationParams{ID: conversationID, UserID: userID})
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, interpretError(err, "conversation")
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	q := s.q.WithTx(tx)
+	if _, err := q.LockConversation(ctx, sqlcgen.LockConversationParams{ID: conversationID, UserID: userID}); err != nil {
+		return nil, interpretError(err, "conversation")
+	}
+	row, err := q.DeleteConversation(ctx, sqlcgen.DeleteConversationParams{ID: conversationID, UserID: userID})
 	if err != nil {
 		return nil, interpretError(err, "conversation")
 	}
 	if row.Deleted == 0 {
 		return nil, apperr.New(apperr.NotFound, "conversation not found")
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, interpretError(err, "conversation")
 	}
 	return row.GenerationIds, nil
 }

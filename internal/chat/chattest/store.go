@@ -240,22 +240,25 @@ func (s *Store) InsertExchange(_ context.Context, userID uuid.UUID, x chat.NewEx
 	if err != nil {
 		return nil, chat.Message{}, err
 	}
-	if x.ClientMessageID != "" {
-		if _, dup := c.clients[x.ClientMessageID]; dup {
-			return nil, chat.Message{}, apperr.New(apperr.Conflict, "client_message_id was used before")
-		}
+	// The refusals in the order internal/store reports them: the quota,
+	// the slots, a busy conversation, and only then the id (its unique
+	// index is reached last, by an insert that passed everything else).
+	acct := s.account(userID)
+	if acct.Used+acct.Reserved+x.ReserveTokens > x.QuotaTokens {
+		return nil, chat.Message{}, chat.ErrQuotaExceeded
+	}
+	if acct.Active >= x.MaxActive {
+		return nil, chat.Message{}, chat.ErrTooManyGenerations
 	}
 	for _, m := range s.messages {
 		if m.ConversationID == x.ConversationID && m.Status == chat.StatusStreaming {
 			return nil, chat.Message{}, chat.ErrConversationBusy
 		}
 	}
-	acct := s.account(userID)
-	if acct.Active >= x.MaxActive {
-		return nil, chat.Message{}, chat.ErrTooManyGenerations
-	}
-	if acct.Used+acct.Reserved+x.ReserveTokens > x.QuotaTokens {
-		return nil, chat.Message{}, chat.ErrQuotaExceeded
+	if x.ClientMessageID != "" {
+		if _, dup := c.clients[x.ClientMessageID]; dup {
+			return nil, chat.Message{}, apperr.New(apperr.Conflict, "client_message_id was used before")
+		}
 	}
 	acct.Active++
 	acct.Reserved += x.ReserveTokens
@@ -423,7 +426,7 @@ func (s *Store) InterruptStale(_ context.Context, before time.Time) (int64, erro
 	s.interrupts = append(s.interrupts, before)
 	var n int64
 	for _, m := range s.messages {
-		if m.Status == chat.StatusStreaming && m.CreateTime.Before(before) {
+		if m.Status == chat.StatusStreaming && m.UpdateTime.Before(before) {
 			m.Status = chat.StatusInterrupted
 			n++
 			if c := s.conversations[m.ConversationID]; c != nil {

@@ -98,7 +98,10 @@ type DeleteConversationRow struct {
 // answers, so their instances can be told to stop. The streaming rows are
 // locked first, so an answer that ends concurrently is settled once:
 // either by FinishMessage (it is then no longer streaming here) or here
-// (FinishMessage then finds nothing to end).
+// (FinishMessage then finds nothing to end). Run it after LockConversation
+// in one transaction: alone, its snapshot could miss an exchange that
+// commits while it waits for the row, whose cascade would then delete an
+// answer without settling it.
 func (q *Queries) DeleteConversation(ctx context.Context, arg DeleteConversationParams) (DeleteConversationRow, error) {
 	row := q.db.QueryRow(ctx, deleteConversation, arg.ID, arg.UserID)
 	var i DeleteConversationRow
@@ -184,6 +187,29 @@ func (q *Queries) ListConversations(ctx context.Context, arg ListConversationsPa
 		return nil, err
 	}
 	return items, nil
+}
+
+const lockConversation = `-- name: LockConversation :one
+SELECT id FROM parley.conversations
+WHERE id = $1 AND user_id = $2
+FOR UPDATE
+`
+
+type LockConversationParams struct {
+	ID     uuid.UUID
+	UserID uuid.UUID
+}
+
+// Taken before DeleteConversation, in its transaction: it waits for an
+// exchange being saved in the conversation (its foreign key check holds a
+// key-share lock on the row), so the delete's next statement sees that
+// exchange and settles it, and an exchange saved after it fails its
+// foreign key check instead of streaming into a deleted conversation.
+func (q *Queries) LockConversation(ctx context.Context, arg LockConversationParams) (uuid.UUID, error) {
+	row := q.db.QueryRow(ctx, lockConversation, arg.ID, arg.UserID)
+	var id uuid.UUID
+	err := row.Scan(&id)
+	return id, err
 }
 
 const setActiveLeaf = `-- name: SetActiveLeaf :execrows

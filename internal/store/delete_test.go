@@ -1,0 +1,93 @@
+package store_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/pgtest"
+	"github.com/parleyhq/parley/internal/store"
+	"github.com/parleyhq/parley/internal/store/sqlcgen"
+)
+
+// TestDeleteWaitsForSend: a conversation deleted while an exchange is
+// being saved in it settles that exchange too. The exchange's statement
+// is held open in a transaction until the delete is seen waiting for it;
+// a delete that read its snapshot before taking the conversation's lock
+// would then cascade the answer away without giving back the slot and
+// the reservation, and nothing would ever release them.
+func TestDeleteWaitsForSend(t *testing.T) {
+	t.Parallel()
+	pool := pgtestPool(t)
+	st := store.New(pool)
+	ctx := t.Context()
+	user := uuid.New()
+	conv, err := st.CreateConversation(ctx, user, chat.NewConversation{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	month := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	generationID := uuid.New()
+	rows, err := sqlcgen.New(tx).InsertMessages(ctx, sqlcgen.InsertMessagesParams{
+		ConversationID: conv.ID, UserID: user, Month: month, ReserveTokens: 100, QuotaTokens: 1_000_000, MaxActive: 3,
+		UserMessageID: uuid.New(), Content: "hi", CreateTime: now, WithUserMessage: true,
+		AssistantMessageID: uuid.New(), Model: "m", GenerationID: &generationID, PromptTokens: 1,
+	})
+	if err != nil || len(rows) != 2 {
+		t.Fatalf("insert: %d rows, %v", len(rows), err)
+	}
+
+	type result struct {
+		ids []uuid.UUID
+		err error
+	}
+	deleted := make(chan result, 1)
+	go func() {
+		ids, err := st.DeleteConversation(ctx, user, conv.ID)
+		deleted <- result{ids, err}
+	}()
+	// Wait (bounded) until the delete waits on a lock held by the open
+	// exchange, then let the exchange commit.
+	var waiting int
+	for range 500 {
+		// As the database's owner: the service role may not see other
+		// sessions' wait events.
+		if err := pgtest.Pool(t).QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if waiting == 0 {
+		t.Fatal("the delete never waited for the exchange being saved")
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res := <-deleted
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	if len(res.ids) != 1 || res.ids[0] != generationID {
+		t.Errorf("the delete reported streaming answers %v, want the one committed while it waited", res.ids)
+	}
+	u, err := st.TokenUsage(ctx, user, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Active != 0 || u.Reserved != 0 || u.Used != 1 {
+		t.Errorf("after the delete the account is %+v, want nothing held and the prompt estimate charged", u)
+	}
+}
