@@ -113,7 +113,7 @@ type Message struct {
 // ToolRound is one turn of an answer in which the model called tools: the
 // text it wrote before the calls, and the calls with their results.
 type ToolRound struct {
-	Text  string     `json:"text,omitempty"`
+	Text  string    `json:"text,omitempty"`
 	Calls []ToolUse `json:"calls"`
 }
 

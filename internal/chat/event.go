@@ -17,18 +17,18 @@ type EventKind string
 // and results), usage and at most one title, then exactly one of completed
 // or failed.
 const (
-	EventStarted   EventKind = "started"
-	EventDelta     EventKind = "delta"
-	EventUsage     EventKind = "usage"
-	EventTitle     EventKind = "title"
+	EventStarted EventKind = "started"
+	EventDelta   EventKind = "delta"
+	EventUsage   EventKind = "usage"
+	EventTitle   EventKind = "title"
 	// EventToolCall: the model started a tool call; EventArtifactDelta:
 	// the next piece of the document a call writes; EventToolResult: the
 	// call's outcome (the artifact it saved, or its error).
 	EventToolCall      EventKind = "tool_call"
 	EventArtifactDelta EventKind = "artifact_delta"
 	EventToolResult    EventKind = "tool_result"
-	EventCompleted EventKind = "completed"
-	EventFailed    EventKind = "failed"
+	EventCompleted     EventKind = "completed"
+	EventFailed        EventKind = "failed"
 )
 
 // Event is one step of a generation. Seq grows by one from 1.

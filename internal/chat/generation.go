@@ -49,9 +49,9 @@ type generation struct {
 	wake   chan struct{} // closed and replaced on every new event
 	done   bool          // the terminal event was emitted
 	text   strings.Builder
-	deltas int // delta events emitted
+	deltas int         // delta events emitted
 	rounds []ToolRound // turns that called tools, with their results
-	saved  int // length of the text last checkpointed
+	saved  int         // length of the text last checkpointed
 
 	mirrored sync.WaitGroup
 }

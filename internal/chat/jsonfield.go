@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf16"
+	"unicode/utf8"
 )
 
 // fieldStreamer pulls one top-level string field out of a JSON object
@@ -23,15 +24,19 @@ type fieldStreamer struct {
 	key      strings.Builder
 	lastKey  string
 	afterKey bool // a top-level key and its colon came; a value is next
-	pendingH rune // a high surrogate waiting for its low half
+	pendingH rune   // a high surrogate waiting for its low half
+	partial  []byte // the start of a character cut by a fragment's end
 }
 
 func newFieldStreamer(field string) *fieldStreamer { return &fieldStreamer{field: field} }
 
 // Feed consumes the next fragment and returns the newly decoded text of
-// the field's value (often "").
+// the field's value (often ""), always whole characters: one cut by the
+// fragment's end comes with the next Feed.
 func (f *fieldStreamer) Feed(fragment string) string {
 	var out strings.Builder
+	out.Write(f.partial)
+	f.partial = f.partial[:0]
 	for i := 0; i < len(fragment); i++ {
 		c := fragment[i]
 		if f.inString {
@@ -61,7 +66,18 @@ func (f *fieldStreamer) Feed(fragment string) string {
 			}
 		}
 	}
-	return out.String()
+	text := out.String()
+	// Hold back a character whose last bytes are still to come.
+	for cut := len(text) - 1; cut >= 0 && cut >= len(text)-utf8.UTFMax; cut-- {
+		if utf8.RuneStart(text[cut]) {
+			if !utf8.FullRuneInString(text[cut:]) {
+				f.partial = append(f.partial, text[cut:]...)
+				text = text[:cut]
+			}
+			break
+		}
+	}
+	return text
 }
 
 // stringByte handles one byte inside a string.
@@ -128,6 +144,13 @@ func (f *fieldStreamer) stringByte(c byte, out *strings.Builder) {
 		}
 		f.isKey, f.target = false, false
 	default:
-		emit(string(c))
+		// Raw bytes pass through whole: a multi-byte character arrives
+		// byte by byte and is reassembled by the builder.
+		switch {
+		case f.isKey:
+			f.key.WriteByte(c)
+		case f.target:
+			out.WriteByte(c)
+		}
 	}
 }

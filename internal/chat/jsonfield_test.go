@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // TestFieldStreamer: however the arguments are cut into fragments, the
@@ -27,7 +28,11 @@ func TestFieldStreamer(t *testing.T) {
 		f := newFieldStreamer("content")
 		var got strings.Builder
 		for i := 0; i < len(raw); i += size {
-			got.WriteString(f.Feed(raw[i:min(i+size, len(raw))]))
+			piece := f.Feed(raw[i:min(i+size, len(raw))])
+			if !utf8.ValidString(piece) {
+				t.Fatalf("fragments of %d bytes: Feed returned a cut character %q", size, piece)
+			}
+			got.WriteString(piece)
 		}
 		if got.String() != content {
 			t.Errorf("fragments of %d bytes: got %q, want %q", size, got.String(), content)

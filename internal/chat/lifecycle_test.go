@@ -1039,6 +1039,9 @@ func TestMalformedToolCall(t *testing.T) {
 	}
 	if errs != 2 {
 		t.Errorf("%d tool results carried an error, want 2", errs)
+	}
+}
+
 // TestRetriedSendWhenRefused: a send retried with the same client message
 // id attaches to the first attempt even where the retry alone would be
 // refused: it names the parent the first attempt answered (so the branch

@@ -325,7 +325,10 @@ type Message struct {
 	SiblingIndex int32 `protobuf:"varint,14,opt,name=sibling_index,json=siblingIndex,proto3" json:"sibling_index,omitempty"`
 	// The ids of all siblings (this message included) in sibling_index order,
 	// so a client can switch branches with SelectBranch.
-	SiblingIds    []string `protobuf:"bytes,15,rep,name=sibling_ids,json=siblingIds,proto3" json:"sibling_ids,omitempty"`
+	SiblingIds []string `protobuf:"bytes,15,rep,name=sibling_ids,json=siblingIds,proto3" json:"sibling_ids,omitempty"`
+	// The tool calls an answer made (such as writing artifacts), in order,
+	// with what each returned; empty for other messages.
+	ToolUses      []*ToolUse `protobuf:"bytes,16,rep,name=tool_uses,json=toolUses,proto3" json:"tool_uses,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -465,6 +468,188 @@ func (x *Message) GetSiblingIds() []string {
 	return nil
 }
 
+func (x *Message) GetToolUses() []*ToolUse {
+	if x != nil {
+		return x.ToolUses
+	}
+	return nil
+}
+
+// ToolUse is one tool call of an answer and its outcome.
+type ToolUse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The call's id, as the model named it.
+	CallId string `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	// The tool called, e.g. "create_artifact".
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// The JSON arguments the model wrote.
+	Arguments string `protobuf:"bytes,3,opt,name=arguments,proto3" json:"arguments,omitempty"`
+	// What the tool told the model (JSON or text).
+	Result string `protobuf:"bytes,4,opt,name=result,proto3" json:"result,omitempty"`
+	// True when the call was wrong; result says why, and the model may have
+	// corrected it in a later call.
+	IsError bool `protobuf:"varint,5,opt,name=is_error,json=isError,proto3" json:"is_error,omitempty"`
+	// The artifact version the call saved, if any.
+	Artifact *SavedArtifact `protobuf:"bytes,6,opt,name=artifact,proto3" json:"artifact,omitempty"`
+	// Which turn of the answer made the call, from 1.
+	Round         int32 `protobuf:"varint,7,opt,name=round,proto3" json:"round,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolUse) Reset() {
+	*x = ToolUse{}
+	mi := &file_parley_v1_chat_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolUse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolUse) ProtoMessage() {}
+
+func (x *ToolUse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolUse.ProtoReflect.Descriptor instead.
+func (*ToolUse) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ToolUse) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *ToolUse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ToolUse) GetArguments() string {
+	if x != nil {
+		return x.Arguments
+	}
+	return ""
+}
+
+func (x *ToolUse) GetResult() string {
+	if x != nil {
+		return x.Result
+	}
+	return ""
+}
+
+func (x *ToolUse) GetIsError() bool {
+	if x != nil {
+		return x.IsError
+	}
+	return false
+}
+
+func (x *ToolUse) GetArtifact() *SavedArtifact {
+	if x != nil {
+		return x.Artifact
+	}
+	return nil
+}
+
+func (x *ToolUse) GetRound() int32 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+// SavedArtifact names the artifact version a tool call wrote; read it with
+// ArtifactService.GetArtifact.
+type SavedArtifact struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// UUID of the artifact.
+	ArtifactId string `protobuf:"bytes,1,opt,name=artifact_id,json=artifactId,proto3" json:"artifact_id,omitempty"`
+	// The version the call wrote, from 1.
+	Version int32 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// The artifact's title.
+	Title string `protobuf:"bytes,3,opt,name=title,proto3" json:"title,omitempty"`
+	// The artifact's kind: "text", "code" or "sheet".
+	Kind          string `protobuf:"bytes,4,opt,name=kind,proto3" json:"kind,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SavedArtifact) Reset() {
+	*x = SavedArtifact{}
+	mi := &file_parley_v1_chat_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SavedArtifact) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SavedArtifact) ProtoMessage() {}
+
+func (x *SavedArtifact) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SavedArtifact.ProtoReflect.Descriptor instead.
+func (*SavedArtifact) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SavedArtifact) GetArtifactId() string {
+	if x != nil {
+		return x.ArtifactId
+	}
+	return ""
+}
+
+func (x *SavedArtifact) GetVersion() int32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *SavedArtifact) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+func (x *SavedArtifact) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
 // CreateConversationRequest holds the initial settings of a conversation.
 type CreateConversationRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -483,7 +668,7 @@ type CreateConversationRequest struct {
 
 func (x *CreateConversationRequest) Reset() {
 	*x = CreateConversationRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[3]
+	mi := &file_parley_v1_chat_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -495,7 +680,7 @@ func (x *CreateConversationRequest) String() string {
 func (*CreateConversationRequest) ProtoMessage() {}
 
 func (x *CreateConversationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[3]
+	mi := &file_parley_v1_chat_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -508,7 +693,7 @@ func (x *CreateConversationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConversationRequest.ProtoReflect.Descriptor instead.
 func (*CreateConversationRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{3}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateConversationRequest) GetTitle() string {
@@ -550,7 +735,7 @@ type CreateConversationResponse struct {
 
 func (x *CreateConversationResponse) Reset() {
 	*x = CreateConversationResponse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[4]
+	mi := &file_parley_v1_chat_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -562,7 +747,7 @@ func (x *CreateConversationResponse) String() string {
 func (*CreateConversationResponse) ProtoMessage() {}
 
 func (x *CreateConversationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[4]
+	mi := &file_parley_v1_chat_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -575,7 +760,7 @@ func (x *CreateConversationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConversationResponse.ProtoReflect.Descriptor instead.
 func (*CreateConversationResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{4}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateConversationResponse) GetConversation() *Conversation {
@@ -598,7 +783,7 @@ type ListConversationsRequest struct {
 
 func (x *ListConversationsRequest) Reset() {
 	*x = ListConversationsRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[5]
+	mi := &file_parley_v1_chat_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -610,7 +795,7 @@ func (x *ListConversationsRequest) String() string {
 func (*ListConversationsRequest) ProtoMessage() {}
 
 func (x *ListConversationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[5]
+	mi := &file_parley_v1_chat_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -623,7 +808,7 @@ func (x *ListConversationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConversationsRequest.ProtoReflect.Descriptor instead.
 func (*ListConversationsRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{5}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListConversationsRequest) GetPageSize() int32 {
@@ -653,7 +838,7 @@ type ListConversationsResponse struct {
 
 func (x *ListConversationsResponse) Reset() {
 	*x = ListConversationsResponse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[6]
+	mi := &file_parley_v1_chat_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -665,7 +850,7 @@ func (x *ListConversationsResponse) String() string {
 func (*ListConversationsResponse) ProtoMessage() {}
 
 func (x *ListConversationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[6]
+	mi := &file_parley_v1_chat_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -678,7 +863,7 @@ func (x *ListConversationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConversationsResponse.ProtoReflect.Descriptor instead.
 func (*ListConversationsResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{6}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListConversationsResponse) GetConversations() []*Conversation {
@@ -706,7 +891,7 @@ type GetConversationRequest struct {
 
 func (x *GetConversationRequest) Reset() {
 	*x = GetConversationRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[7]
+	mi := &file_parley_v1_chat_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -718,7 +903,7 @@ func (x *GetConversationRequest) String() string {
 func (*GetConversationRequest) ProtoMessage() {}
 
 func (x *GetConversationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[7]
+	mi := &file_parley_v1_chat_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -731,7 +916,7 @@ func (x *GetConversationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConversationRequest.ProtoReflect.Descriptor instead.
 func (*GetConversationRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{7}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetConversationRequest) GetConversationId() string {
@@ -752,7 +937,7 @@ type GetConversationResponse struct {
 
 func (x *GetConversationResponse) Reset() {
 	*x = GetConversationResponse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[8]
+	mi := &file_parley_v1_chat_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -764,7 +949,7 @@ func (x *GetConversationResponse) String() string {
 func (*GetConversationResponse) ProtoMessage() {}
 
 func (x *GetConversationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[8]
+	mi := &file_parley_v1_chat_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -777,7 +962,7 @@ func (x *GetConversationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConversationResponse.ProtoReflect.Descriptor instead.
 func (*GetConversationResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{8}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetConversationResponse) GetConversation() *Conversation {
@@ -805,7 +990,7 @@ type UpdateConversationRequest struct {
 
 func (x *UpdateConversationRequest) Reset() {
 	*x = UpdateConversationRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[9]
+	mi := &file_parley_v1_chat_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -817,7 +1002,7 @@ func (x *UpdateConversationRequest) String() string {
 func (*UpdateConversationRequest) ProtoMessage() {}
 
 func (x *UpdateConversationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[9]
+	mi := &file_parley_v1_chat_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -830,7 +1015,7 @@ func (x *UpdateConversationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateConversationRequest.ProtoReflect.Descriptor instead.
 func (*UpdateConversationRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{9}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UpdateConversationRequest) GetConversationId() string {
@@ -872,7 +1057,7 @@ type UpdateConversationResponse struct {
 
 func (x *UpdateConversationResponse) Reset() {
 	*x = UpdateConversationResponse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[10]
+	mi := &file_parley_v1_chat_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +1069,7 @@ func (x *UpdateConversationResponse) String() string {
 func (*UpdateConversationResponse) ProtoMessage() {}
 
 func (x *UpdateConversationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[10]
+	mi := &file_parley_v1_chat_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +1082,7 @@ func (x *UpdateConversationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateConversationResponse.ProtoReflect.Descriptor instead.
 func (*UpdateConversationResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{10}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UpdateConversationResponse) GetConversation() *Conversation {
@@ -918,7 +1103,7 @@ type DeleteConversationRequest struct {
 
 func (x *DeleteConversationRequest) Reset() {
 	*x = DeleteConversationRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[11]
+	mi := &file_parley_v1_chat_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +1115,7 @@ func (x *DeleteConversationRequest) String() string {
 func (*DeleteConversationRequest) ProtoMessage() {}
 
 func (x *DeleteConversationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[11]
+	mi := &file_parley_v1_chat_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +1128,7 @@ func (x *DeleteConversationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConversationRequest.ProtoReflect.Descriptor instead.
 func (*DeleteConversationRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{11}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeleteConversationRequest) GetConversationId() string {
@@ -962,7 +1147,7 @@ type DeleteConversationResponse struct {
 
 func (x *DeleteConversationResponse) Reset() {
 	*x = DeleteConversationResponse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[12]
+	mi := &file_parley_v1_chat_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -974,7 +1159,7 @@ func (x *DeleteConversationResponse) String() string {
 func (*DeleteConversationResponse) ProtoMessage() {}
 
 func (x *DeleteConversationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[12]
+	mi := &file_parley_v1_chat_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -987,7 +1172,7 @@ func (x *DeleteConversationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConversationResponse.ProtoReflect.Descriptor instead.
 func (*DeleteConversationResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{12}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{14}
 }
 
 // ListMessagesRequest selects a page of a conversation's messages.
@@ -1008,7 +1193,7 @@ type ListMessagesRequest struct {
 
 func (x *ListMessagesRequest) Reset() {
 	*x = ListMessagesRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[13]
+	mi := &file_parley_v1_chat_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1205,7 @@ func (x *ListMessagesRequest) String() string {
 func (*ListMessagesRequest) ProtoMessage() {}
 
 func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[13]
+	mi := &file_parley_v1_chat_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1218,7 @@ func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesRequest.ProtoReflect.Descriptor instead.
 func (*ListMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{13}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListMessagesRequest) GetConversationId() string {
@@ -1077,7 +1262,7 @@ type ListMessagesResponse struct {
 
 func (x *ListMessagesResponse) Reset() {
 	*x = ListMessagesResponse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[14]
+	mi := &file_parley_v1_chat_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1089,7 +1274,7 @@ func (x *ListMessagesResponse) String() string {
 func (*ListMessagesResponse) ProtoMessage() {}
 
 func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[14]
+	mi := &file_parley_v1_chat_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1102,7 +1287,7 @@ func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesResponse.ProtoReflect.Descriptor instead.
 func (*ListMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{14}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListMessagesResponse) GetMessages() []*Message {
@@ -1132,7 +1317,7 @@ type SelectBranchRequest struct {
 
 func (x *SelectBranchRequest) Reset() {
 	*x = SelectBranchRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[15]
+	mi := &file_parley_v1_chat_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1329,7 @@ func (x *SelectBranchRequest) String() string {
 func (*SelectBranchRequest) ProtoMessage() {}
 
 func (x *SelectBranchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[15]
+	mi := &file_parley_v1_chat_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1342,7 @@ func (x *SelectBranchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SelectBranchRequest.ProtoReflect.Descriptor instead.
 func (*SelectBranchRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{15}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SelectBranchRequest) GetConversationId() string {
@@ -1185,7 +1370,7 @@ type SelectBranchResponse struct {
 
 func (x *SelectBranchResponse) Reset() {
 	*x = SelectBranchResponse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[16]
+	mi := &file_parley_v1_chat_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1197,7 +1382,7 @@ func (x *SelectBranchResponse) String() string {
 func (*SelectBranchResponse) ProtoMessage() {}
 
 func (x *SelectBranchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[16]
+	mi := &file_parley_v1_chat_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1210,7 +1395,7 @@ func (x *SelectBranchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SelectBranchResponse.ProtoReflect.Descriptor instead.
 func (*SelectBranchResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{16}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SelectBranchResponse) GetMessages() []*Message {
@@ -1242,7 +1427,7 @@ type SendMessageRequest struct {
 
 func (x *SendMessageRequest) Reset() {
 	*x = SendMessageRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[17]
+	mi := &file_parley_v1_chat_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1254,7 +1439,7 @@ func (x *SendMessageRequest) String() string {
 func (*SendMessageRequest) ProtoMessage() {}
 
 func (x *SendMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[17]
+	mi := &file_parley_v1_chat_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1267,7 +1452,7 @@ func (x *SendMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMessageRequest.ProtoReflect.Descriptor instead.
 func (*SendMessageRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{17}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SendMessageRequest) GetConversationId() string {
@@ -1321,6 +1506,9 @@ type SendMessageResponse struct {
 	//	*SendMessageResponse_Usage
 	//	*SendMessageResponse_Title
 	//	*SendMessageResponse_Completed
+	//	*SendMessageResponse_ToolCall
+	//	*SendMessageResponse_ArtifactDelta
+	//	*SendMessageResponse_ToolResult
 	Event         isSendMessageResponse_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1328,7 +1516,7 @@ type SendMessageResponse struct {
 
 func (x *SendMessageResponse) Reset() {
 	*x = SendMessageResponse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[18]
+	mi := &file_parley_v1_chat_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1340,7 +1528,7 @@ func (x *SendMessageResponse) String() string {
 func (*SendMessageResponse) ProtoMessage() {}
 
 func (x *SendMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[18]
+	mi := &file_parley_v1_chat_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1353,7 +1541,7 @@ func (x *SendMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMessageResponse.ProtoReflect.Descriptor instead.
 func (*SendMessageResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{18}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SendMessageResponse) GetSeq() int64 {
@@ -1415,6 +1603,33 @@ func (x *SendMessageResponse) GetCompleted() *GenerationCompleted {
 	return nil
 }
 
+func (x *SendMessageResponse) GetToolCall() *ToolCallStarted {
+	if x != nil {
+		if x, ok := x.Event.(*SendMessageResponse_ToolCall); ok {
+			return x.ToolCall
+		}
+	}
+	return nil
+}
+
+func (x *SendMessageResponse) GetArtifactDelta() *ArtifactDelta {
+	if x != nil {
+		if x, ok := x.Event.(*SendMessageResponse_ArtifactDelta); ok {
+			return x.ArtifactDelta
+		}
+	}
+	return nil
+}
+
+func (x *SendMessageResponse) GetToolResult() *ToolCallFinished {
+	if x != nil {
+		if x, ok := x.Event.(*SendMessageResponse_ToolResult); ok {
+			return x.ToolResult
+		}
+	}
+	return nil
+}
+
 type isSendMessageResponse_Event interface {
 	isSendMessageResponse_Event()
 }
@@ -1444,6 +1659,23 @@ type SendMessageResponse_Completed struct {
 	Completed *GenerationCompleted `protobuf:"bytes,6,opt,name=completed,proto3,oneof"`
 }
 
+type SendMessageResponse_ToolCall struct {
+	// The model started a tool call.
+	ToolCall *ToolCallStarted `protobuf:"bytes,7,opt,name=tool_call,json=toolCall,proto3,oneof"`
+}
+
+type SendMessageResponse_ArtifactDelta struct {
+	// The next piece of the document a tool call is writing, so a client
+	// can render an artifact live.
+	ArtifactDelta *ArtifactDelta `protobuf:"bytes,8,opt,name=artifact_delta,json=artifactDelta,proto3,oneof"`
+}
+
+type SendMessageResponse_ToolResult struct {
+	// A tool call ended: the artifact it saved, or the error the model was
+	// told.
+	ToolResult *ToolCallFinished `protobuf:"bytes,9,opt,name=tool_result,json=toolResult,proto3,oneof"`
+}
+
 func (*SendMessageResponse_Started) isSendMessageResponse_Event() {}
 
 func (*SendMessageResponse_Delta) isSendMessageResponse_Event() {}
@@ -1453,6 +1685,196 @@ func (*SendMessageResponse_Usage) isSendMessageResponse_Event() {}
 func (*SendMessageResponse_Title) isSendMessageResponse_Event() {}
 
 func (*SendMessageResponse_Completed) isSendMessageResponse_Event() {}
+
+func (*SendMessageResponse_ToolCall) isSendMessageResponse_Event() {}
+
+func (*SendMessageResponse_ArtifactDelta) isSendMessageResponse_Event() {}
+
+func (*SendMessageResponse_ToolResult) isSendMessageResponse_Event() {}
+
+// ToolCallStarted announces a tool call; its artifact_delta and
+// tool_result events carry the same call_id.
+type ToolCallStarted struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The call's id.
+	CallId string `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	// The tool called, e.g. "create_artifact" or "update_artifact".
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolCallStarted) Reset() {
+	*x = ToolCallStarted{}
+	mi := &file_parley_v1_chat_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolCallStarted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolCallStarted) ProtoMessage() {}
+
+func (x *ToolCallStarted) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolCallStarted.ProtoReflect.Descriptor instead.
+func (*ToolCallStarted) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ToolCallStarted) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *ToolCallStarted) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// ArtifactDelta is the next piece of the content a tool call writes.
+type ArtifactDelta struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The call writing it.
+	CallId string `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	// The next piece of the artifact's content.
+	Text          string `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArtifactDelta) Reset() {
+	*x = ArtifactDelta{}
+	mi := &file_parley_v1_chat_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArtifactDelta) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArtifactDelta) ProtoMessage() {}
+
+func (x *ArtifactDelta) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArtifactDelta.ProtoReflect.Descriptor instead.
+func (*ArtifactDelta) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ArtifactDelta) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *ArtifactDelta) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+// ToolCallFinished is the outcome of a tool call.
+type ToolCallFinished struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The call that ended.
+	CallId string `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	// The tool called.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// The artifact version the call saved; absent for a failed call.
+	Artifact *SavedArtifact `protobuf:"bytes,3,opt,name=artifact,proto3" json:"artifact,omitempty"`
+	// Why the call failed, as the model was told; empty on success.
+	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolCallFinished) Reset() {
+	*x = ToolCallFinished{}
+	mi := &file_parley_v1_chat_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolCallFinished) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolCallFinished) ProtoMessage() {}
+
+func (x *ToolCallFinished) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolCallFinished.ProtoReflect.Descriptor instead.
+func (*ToolCallFinished) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ToolCallFinished) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *ToolCallFinished) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ToolCallFinished) GetArtifact() *SavedArtifact {
+	if x != nil {
+		return x.Artifact
+	}
+	return nil
+}
+
+func (x *ToolCallFinished) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
 
 // GenerationStarted is the first event of every generation.
 type GenerationStarted struct {
@@ -1471,7 +1893,7 @@ type GenerationStarted struct {
 
 func (x *GenerationStarted) Reset() {
 	*x = GenerationStarted{}
-	mi := &file_parley_v1_chat_proto_msgTypes[19]
+	mi := &file_parley_v1_chat_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1483,7 +1905,7 @@ func (x *GenerationStarted) String() string {
 func (*GenerationStarted) ProtoMessage() {}
 
 func (x *GenerationStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[19]
+	mi := &file_parley_v1_chat_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1496,7 +1918,7 @@ func (x *GenerationStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerationStarted.ProtoReflect.Descriptor instead.
 func (*GenerationStarted) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{19}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GenerationStarted) GetUserMessage() *Message {
@@ -1538,7 +1960,7 @@ type TextDelta struct {
 
 func (x *TextDelta) Reset() {
 	*x = TextDelta{}
-	mi := &file_parley_v1_chat_proto_msgTypes[20]
+	mi := &file_parley_v1_chat_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1550,7 +1972,7 @@ func (x *TextDelta) String() string {
 func (*TextDelta) ProtoMessage() {}
 
 func (x *TextDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[20]
+	mi := &file_parley_v1_chat_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1563,7 +1985,7 @@ func (x *TextDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TextDelta.ProtoReflect.Descriptor instead.
 func (*TextDelta) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{20}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TextDelta) GetText() string {
@@ -1584,7 +2006,7 @@ type TitleGenerated struct {
 
 func (x *TitleGenerated) Reset() {
 	*x = TitleGenerated{}
-	mi := &file_parley_v1_chat_proto_msgTypes[21]
+	mi := &file_parley_v1_chat_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1596,7 +2018,7 @@ func (x *TitleGenerated) String() string {
 func (*TitleGenerated) ProtoMessage() {}
 
 func (x *TitleGenerated) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[21]
+	mi := &file_parley_v1_chat_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1609,7 +2031,7 @@ func (x *TitleGenerated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TitleGenerated.ProtoReflect.Descriptor instead.
 func (*TitleGenerated) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{21}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TitleGenerated) GetTitle() string {
@@ -1630,7 +2052,7 @@ type GenerationCompleted struct {
 
 func (x *GenerationCompleted) Reset() {
 	*x = GenerationCompleted{}
-	mi := &file_parley_v1_chat_proto_msgTypes[22]
+	mi := &file_parley_v1_chat_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1642,7 +2064,7 @@ func (x *GenerationCompleted) String() string {
 func (*GenerationCompleted) ProtoMessage() {}
 
 func (x *GenerationCompleted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[22]
+	mi := &file_parley_v1_chat_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1655,7 +2077,7 @@ func (x *GenerationCompleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerationCompleted.ProtoReflect.Descriptor instead.
 func (*GenerationCompleted) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{22}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GenerationCompleted) GetMessage() *Message {
@@ -1676,7 +2098,7 @@ type StopGenerationRequest struct {
 
 func (x *StopGenerationRequest) Reset() {
 	*x = StopGenerationRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[23]
+	mi := &file_parley_v1_chat_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1688,7 +2110,7 @@ func (x *StopGenerationRequest) String() string {
 func (*StopGenerationRequest) ProtoMessage() {}
 
 func (x *StopGenerationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[23]
+	mi := &file_parley_v1_chat_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1701,7 +2123,7 @@ func (x *StopGenerationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopGenerationRequest.ProtoReflect.Descriptor instead.
 func (*StopGenerationRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{23}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StopGenerationRequest) GetGenerationId() string {
@@ -1722,7 +2144,7 @@ type StopGenerationResponse struct {
 
 func (x *StopGenerationResponse) Reset() {
 	*x = StopGenerationResponse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[24]
+	mi := &file_parley_v1_chat_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1734,7 +2156,7 @@ func (x *StopGenerationResponse) String() string {
 func (*StopGenerationResponse) ProtoMessage() {}
 
 func (x *StopGenerationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[24]
+	mi := &file_parley_v1_chat_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1747,7 +2169,7 @@ func (x *StopGenerationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopGenerationResponse.ProtoReflect.Descriptor instead.
 func (*StopGenerationResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{24}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *StopGenerationResponse) GetMessage() *Message {
@@ -1770,7 +2192,7 @@ type ResumeGenerationRequest struct {
 
 func (x *ResumeGenerationRequest) Reset() {
 	*x = ResumeGenerationRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[25]
+	mi := &file_parley_v1_chat_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1782,7 +2204,7 @@ func (x *ResumeGenerationRequest) String() string {
 func (*ResumeGenerationRequest) ProtoMessage() {}
 
 func (x *ResumeGenerationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[25]
+	mi := &file_parley_v1_chat_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1795,7 +2217,7 @@ func (x *ResumeGenerationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeGenerationRequest.ProtoReflect.Descriptor instead.
 func (*ResumeGenerationRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{25}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ResumeGenerationRequest) GetGenerationId() string {
@@ -1830,7 +2252,7 @@ type RegenerateMessageRequest struct {
 
 func (x *RegenerateMessageRequest) Reset() {
 	*x = RegenerateMessageRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[26]
+	mi := &file_parley_v1_chat_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1842,7 +2264,7 @@ func (x *RegenerateMessageRequest) String() string {
 func (*RegenerateMessageRequest) ProtoMessage() {}
 
 func (x *RegenerateMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[26]
+	mi := &file_parley_v1_chat_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1855,7 +2277,7 @@ func (x *RegenerateMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegenerateMessageRequest.ProtoReflect.Descriptor instead.
 func (*RegenerateMessageRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{26}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RegenerateMessageRequest) GetMessageId() string {
@@ -1899,7 +2321,7 @@ type EditMessageRequest struct {
 
 func (x *EditMessageRequest) Reset() {
 	*x = EditMessageRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[27]
+	mi := &file_parley_v1_chat_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1911,7 +2333,7 @@ func (x *EditMessageRequest) String() string {
 func (*EditMessageRequest) ProtoMessage() {}
 
 func (x *EditMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[27]
+	mi := &file_parley_v1_chat_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1924,7 +2346,7 @@ func (x *EditMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EditMessageRequest.ProtoReflect.Descriptor instead.
 func (*EditMessageRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{27}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *EditMessageRequest) GetMessageId() string {
@@ -1971,7 +2393,7 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"updateTime\"Y\n" +
 	"\x05Usage\x12#\n" +
 	"\rprompt_tokens\x18\x01 \x01(\x03R\fpromptTokens\x12+\n" +
-	"\x11completion_tokens\x18\x02 \x01(\x03R\x10completionTokens\"\xbd\x04\n" +
+	"\x11completion_tokens\x18\x02 \x01(\x03R\x10completionTokens\"\xee\x04\n" +
 	"\aMessage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +
 	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x1b\n" +
@@ -1991,7 +2413,22 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"\rsibling_count\x18\r \x01(\x05R\fsiblingCount\x12#\n" +
 	"\rsibling_index\x18\x0e \x01(\x05R\fsiblingIndex\x12\x1f\n" +
 	"\vsibling_ids\x18\x0f \x03(\tR\n" +
-	"siblingIds\"\x8b\x01\n" +
+	"siblingIds\x12/\n" +
+	"\ttool_uses\x18\x10 \x03(\v2\x12.parley.v1.ToolUseR\btoolUses\"\xd3\x01\n" +
+	"\aToolUse\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
+	"\targuments\x18\x03 \x01(\tR\targuments\x12\x16\n" +
+	"\x06result\x18\x04 \x01(\tR\x06result\x12\x19\n" +
+	"\bis_error\x18\x05 \x01(\bR\aisError\x124\n" +
+	"\bartifact\x18\x06 \x01(\v2\x18.parley.v1.SavedArtifactR\bartifact\x12\x14\n" +
+	"\x05round\x18\a \x01(\x05R\x05round\"t\n" +
+	"\rSavedArtifact\x12\x1f\n" +
+	"\vartifact_id\x18\x01 \x01(\tR\n" +
+	"artifactId\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x05R\aversion\x12\x14\n" +
+	"\x05title\x18\x03 \x01(\tR\x05title\x12\x12\n" +
+	"\x04kind\x18\x04 \x01(\tR\x04kind\"\x8b\x01\n" +
 	"\x19CreateConversationRequest\x12\x14\n" +
 	"\x05title\x18\x01 \x01(\tR\x05title\x12#\n" +
 	"\rsystem_prompt\x18\x02 \x01(\tR\fsystemPrompt\x12\x14\n" +
@@ -2044,15 +2481,30 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"\acontent\x18\x02 \x01(\tR\acontent\x12\x14\n" +
 	"\x05model\x18\x03 \x01(\tR\x05model\x12*\n" +
 	"\x11client_message_id\x18\x04 \x01(\tR\x0fclientMessageId\x12*\n" +
-	"\x11parent_message_id\x18\x05 \x01(\tR\x0fparentMessageId\"\xb5\x02\n" +
+	"\x11parent_message_id\x18\x05 \x01(\tR\x0fparentMessageId\"\xf3\x03\n" +
 	"\x13SendMessageResponse\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x03R\x03seq\x128\n" +
 	"\astarted\x18\x02 \x01(\v2\x1c.parley.v1.GenerationStartedH\x00R\astarted\x12,\n" +
 	"\x05delta\x18\x03 \x01(\v2\x14.parley.v1.TextDeltaH\x00R\x05delta\x12(\n" +
 	"\x05usage\x18\x04 \x01(\v2\x10.parley.v1.UsageH\x00R\x05usage\x121\n" +
 	"\x05title\x18\x05 \x01(\v2\x19.parley.v1.TitleGeneratedH\x00R\x05title\x12>\n" +
-	"\tcompleted\x18\x06 \x01(\v2\x1e.parley.v1.GenerationCompletedH\x00R\tcompletedB\a\n" +
-	"\x05event\"\xb7\x01\n" +
+	"\tcompleted\x18\x06 \x01(\v2\x1e.parley.v1.GenerationCompletedH\x00R\tcompleted\x129\n" +
+	"\ttool_call\x18\a \x01(\v2\x1a.parley.v1.ToolCallStartedH\x00R\btoolCall\x12A\n" +
+	"\x0eartifact_delta\x18\b \x01(\v2\x18.parley.v1.ArtifactDeltaH\x00R\rartifactDelta\x12>\n" +
+	"\vtool_result\x18\t \x01(\v2\x1b.parley.v1.ToolCallFinishedH\x00R\n" +
+	"toolResultB\a\n" +
+	"\x05event\">\n" +
+	"\x0fToolCallStarted\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"<\n" +
+	"\rArtifactDelta\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x12\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\"\x8b\x01\n" +
+	"\x10ToolCallFinished\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x124\n" +
+	"\bartifact\x18\x03 \x01(\v2\x18.parley.v1.SavedArtifactR\bartifact\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\xb7\x01\n" +
 	"\x11GenerationStarted\x125\n" +
 	"\fuser_message\x18\x01 \x01(\v2\x12.parley.v1.MessageR\vuserMessage\x120\n" +
 	"\x14assistant_message_id\x18\x02 \x01(\tR\x12assistantMessageId\x12#\n" +
@@ -2121,91 +2573,102 @@ func file_parley_v1_chat_proto_rawDescGZIP() []byte {
 }
 
 var file_parley_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_parley_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_parley_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_parley_v1_chat_proto_goTypes = []any{
 	(Role)(0),                          // 0: parley.v1.Role
 	(MessageStatus)(0),                 // 1: parley.v1.MessageStatus
 	(*Conversation)(nil),               // 2: parley.v1.Conversation
 	(*Usage)(nil),                      // 3: parley.v1.Usage
 	(*Message)(nil),                    // 4: parley.v1.Message
-	(*CreateConversationRequest)(nil),  // 5: parley.v1.CreateConversationRequest
-	(*CreateConversationResponse)(nil), // 6: parley.v1.CreateConversationResponse
-	(*ListConversationsRequest)(nil),   // 7: parley.v1.ListConversationsRequest
-	(*ListConversationsResponse)(nil),  // 8: parley.v1.ListConversationsResponse
-	(*GetConversationRequest)(nil),     // 9: parley.v1.GetConversationRequest
-	(*GetConversationResponse)(nil),    // 10: parley.v1.GetConversationResponse
-	(*UpdateConversationRequest)(nil),  // 11: parley.v1.UpdateConversationRequest
-	(*UpdateConversationResponse)(nil), // 12: parley.v1.UpdateConversationResponse
-	(*DeleteConversationRequest)(nil),  // 13: parley.v1.DeleteConversationRequest
-	(*DeleteConversationResponse)(nil), // 14: parley.v1.DeleteConversationResponse
-	(*ListMessagesRequest)(nil),        // 15: parley.v1.ListMessagesRequest
-	(*ListMessagesResponse)(nil),       // 16: parley.v1.ListMessagesResponse
-	(*SelectBranchRequest)(nil),        // 17: parley.v1.SelectBranchRequest
-	(*SelectBranchResponse)(nil),       // 18: parley.v1.SelectBranchResponse
-	(*SendMessageRequest)(nil),         // 19: parley.v1.SendMessageRequest
-	(*SendMessageResponse)(nil),        // 20: parley.v1.SendMessageResponse
-	(*GenerationStarted)(nil),          // 21: parley.v1.GenerationStarted
-	(*TextDelta)(nil),                  // 22: parley.v1.TextDelta
-	(*TitleGenerated)(nil),             // 23: parley.v1.TitleGenerated
-	(*GenerationCompleted)(nil),        // 24: parley.v1.GenerationCompleted
-	(*StopGenerationRequest)(nil),      // 25: parley.v1.StopGenerationRequest
-	(*StopGenerationResponse)(nil),     // 26: parley.v1.StopGenerationResponse
-	(*ResumeGenerationRequest)(nil),    // 27: parley.v1.ResumeGenerationRequest
-	(*RegenerateMessageRequest)(nil),   // 28: parley.v1.RegenerateMessageRequest
-	(*EditMessageRequest)(nil),         // 29: parley.v1.EditMessageRequest
-	(*timestamppb.Timestamp)(nil),      // 30: google.protobuf.Timestamp
+	(*ToolUse)(nil),                    // 5: parley.v1.ToolUse
+	(*SavedArtifact)(nil),              // 6: parley.v1.SavedArtifact
+	(*CreateConversationRequest)(nil),  // 7: parley.v1.CreateConversationRequest
+	(*CreateConversationResponse)(nil), // 8: parley.v1.CreateConversationResponse
+	(*ListConversationsRequest)(nil),   // 9: parley.v1.ListConversationsRequest
+	(*ListConversationsResponse)(nil),  // 10: parley.v1.ListConversationsResponse
+	(*GetConversationRequest)(nil),     // 11: parley.v1.GetConversationRequest
+	(*GetConversationResponse)(nil),    // 12: parley.v1.GetConversationResponse
+	(*UpdateConversationRequest)(nil),  // 13: parley.v1.UpdateConversationRequest
+	(*UpdateConversationResponse)(nil), // 14: parley.v1.UpdateConversationResponse
+	(*DeleteConversationRequest)(nil),  // 15: parley.v1.DeleteConversationRequest
+	(*DeleteConversationResponse)(nil), // 16: parley.v1.DeleteConversationResponse
+	(*ListMessagesRequest)(nil),        // 17: parley.v1.ListMessagesRequest
+	(*ListMessagesResponse)(nil),       // 18: parley.v1.ListMessagesResponse
+	(*SelectBranchRequest)(nil),        // 19: parley.v1.SelectBranchRequest
+	(*SelectBranchResponse)(nil),       // 20: parley.v1.SelectBranchResponse
+	(*SendMessageRequest)(nil),         // 21: parley.v1.SendMessageRequest
+	(*SendMessageResponse)(nil),        // 22: parley.v1.SendMessageResponse
+	(*ToolCallStarted)(nil),            // 23: parley.v1.ToolCallStarted
+	(*ArtifactDelta)(nil),              // 24: parley.v1.ArtifactDelta
+	(*ToolCallFinished)(nil),           // 25: parley.v1.ToolCallFinished
+	(*GenerationStarted)(nil),          // 26: parley.v1.GenerationStarted
+	(*TextDelta)(nil),                  // 27: parley.v1.TextDelta
+	(*TitleGenerated)(nil),             // 28: parley.v1.TitleGenerated
+	(*GenerationCompleted)(nil),        // 29: parley.v1.GenerationCompleted
+	(*StopGenerationRequest)(nil),      // 30: parley.v1.StopGenerationRequest
+	(*StopGenerationResponse)(nil),     // 31: parley.v1.StopGenerationResponse
+	(*ResumeGenerationRequest)(nil),    // 32: parley.v1.ResumeGenerationRequest
+	(*RegenerateMessageRequest)(nil),   // 33: parley.v1.RegenerateMessageRequest
+	(*EditMessageRequest)(nil),         // 34: parley.v1.EditMessageRequest
+	(*timestamppb.Timestamp)(nil),      // 35: google.protobuf.Timestamp
 }
 var file_parley_v1_chat_proto_depIdxs = []int32{
-	30, // 0: parley.v1.Conversation.create_time:type_name -> google.protobuf.Timestamp
-	30, // 1: parley.v1.Conversation.update_time:type_name -> google.protobuf.Timestamp
+	35, // 0: parley.v1.Conversation.create_time:type_name -> google.protobuf.Timestamp
+	35, // 1: parley.v1.Conversation.update_time:type_name -> google.protobuf.Timestamp
 	0,  // 2: parley.v1.Message.role:type_name -> parley.v1.Role
 	1,  // 3: parley.v1.Message.status:type_name -> parley.v1.MessageStatus
 	3,  // 4: parley.v1.Message.usage:type_name -> parley.v1.Usage
-	30, // 5: parley.v1.Message.create_time:type_name -> google.protobuf.Timestamp
-	30, // 6: parley.v1.Message.update_time:type_name -> google.protobuf.Timestamp
-	2,  // 7: parley.v1.CreateConversationResponse.conversation:type_name -> parley.v1.Conversation
-	2,  // 8: parley.v1.ListConversationsResponse.conversations:type_name -> parley.v1.Conversation
-	2,  // 9: parley.v1.GetConversationResponse.conversation:type_name -> parley.v1.Conversation
-	2,  // 10: parley.v1.UpdateConversationResponse.conversation:type_name -> parley.v1.Conversation
-	4,  // 11: parley.v1.ListMessagesResponse.messages:type_name -> parley.v1.Message
-	4,  // 12: parley.v1.SelectBranchResponse.messages:type_name -> parley.v1.Message
-	21, // 13: parley.v1.SendMessageResponse.started:type_name -> parley.v1.GenerationStarted
-	22, // 14: parley.v1.SendMessageResponse.delta:type_name -> parley.v1.TextDelta
-	3,  // 15: parley.v1.SendMessageResponse.usage:type_name -> parley.v1.Usage
-	23, // 16: parley.v1.SendMessageResponse.title:type_name -> parley.v1.TitleGenerated
-	24, // 17: parley.v1.SendMessageResponse.completed:type_name -> parley.v1.GenerationCompleted
-	4,  // 18: parley.v1.GenerationStarted.user_message:type_name -> parley.v1.Message
-	4,  // 19: parley.v1.GenerationCompleted.message:type_name -> parley.v1.Message
-	4,  // 20: parley.v1.StopGenerationResponse.message:type_name -> parley.v1.Message
-	5,  // 21: parley.v1.ChatService.CreateConversation:input_type -> parley.v1.CreateConversationRequest
-	7,  // 22: parley.v1.ChatService.ListConversations:input_type -> parley.v1.ListConversationsRequest
-	9,  // 23: parley.v1.ChatService.GetConversation:input_type -> parley.v1.GetConversationRequest
-	11, // 24: parley.v1.ChatService.UpdateConversation:input_type -> parley.v1.UpdateConversationRequest
-	13, // 25: parley.v1.ChatService.DeleteConversation:input_type -> parley.v1.DeleteConversationRequest
-	15, // 26: parley.v1.ChatService.ListMessages:input_type -> parley.v1.ListMessagesRequest
-	17, // 27: parley.v1.ChatService.SelectBranch:input_type -> parley.v1.SelectBranchRequest
-	19, // 28: parley.v1.ChatService.SendMessage:input_type -> parley.v1.SendMessageRequest
-	25, // 29: parley.v1.ChatService.StopGeneration:input_type -> parley.v1.StopGenerationRequest
-	27, // 30: parley.v1.ChatService.ResumeGeneration:input_type -> parley.v1.ResumeGenerationRequest
-	28, // 31: parley.v1.ChatService.RegenerateMessage:input_type -> parley.v1.RegenerateMessageRequest
-	29, // 32: parley.v1.ChatService.EditMessage:input_type -> parley.v1.EditMessageRequest
-	6,  // 33: parley.v1.ChatService.CreateConversation:output_type -> parley.v1.CreateConversationResponse
-	8,  // 34: parley.v1.ChatService.ListConversations:output_type -> parley.v1.ListConversationsResponse
-	10, // 35: parley.v1.ChatService.GetConversation:output_type -> parley.v1.GetConversationResponse
-	12, // 36: parley.v1.ChatService.UpdateConversation:output_type -> parley.v1.UpdateConversationResponse
-	14, // 37: parley.v1.ChatService.DeleteConversation:output_type -> parley.v1.DeleteConversationResponse
-	16, // 38: parley.v1.ChatService.ListMessages:output_type -> parley.v1.ListMessagesResponse
-	18, // 39: parley.v1.ChatService.SelectBranch:output_type -> parley.v1.SelectBranchResponse
-	20, // 40: parley.v1.ChatService.SendMessage:output_type -> parley.v1.SendMessageResponse
-	26, // 41: parley.v1.ChatService.StopGeneration:output_type -> parley.v1.StopGenerationResponse
-	20, // 42: parley.v1.ChatService.ResumeGeneration:output_type -> parley.v1.SendMessageResponse
-	20, // 43: parley.v1.ChatService.RegenerateMessage:output_type -> parley.v1.SendMessageResponse
-	20, // 44: parley.v1.ChatService.EditMessage:output_type -> parley.v1.SendMessageResponse
-	33, // [33:45] is the sub-list for method output_type
-	21, // [21:33] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	35, // 5: parley.v1.Message.create_time:type_name -> google.protobuf.Timestamp
+	35, // 6: parley.v1.Message.update_time:type_name -> google.protobuf.Timestamp
+	5,  // 7: parley.v1.Message.tool_uses:type_name -> parley.v1.ToolUse
+	6,  // 8: parley.v1.ToolUse.artifact:type_name -> parley.v1.SavedArtifact
+	2,  // 9: parley.v1.CreateConversationResponse.conversation:type_name -> parley.v1.Conversation
+	2,  // 10: parley.v1.ListConversationsResponse.conversations:type_name -> parley.v1.Conversation
+	2,  // 11: parley.v1.GetConversationResponse.conversation:type_name -> parley.v1.Conversation
+	2,  // 12: parley.v1.UpdateConversationResponse.conversation:type_name -> parley.v1.Conversation
+	4,  // 13: parley.v1.ListMessagesResponse.messages:type_name -> parley.v1.Message
+	4,  // 14: parley.v1.SelectBranchResponse.messages:type_name -> parley.v1.Message
+	26, // 15: parley.v1.SendMessageResponse.started:type_name -> parley.v1.GenerationStarted
+	27, // 16: parley.v1.SendMessageResponse.delta:type_name -> parley.v1.TextDelta
+	3,  // 17: parley.v1.SendMessageResponse.usage:type_name -> parley.v1.Usage
+	28, // 18: parley.v1.SendMessageResponse.title:type_name -> parley.v1.TitleGenerated
+	29, // 19: parley.v1.SendMessageResponse.completed:type_name -> parley.v1.GenerationCompleted
+	23, // 20: parley.v1.SendMessageResponse.tool_call:type_name -> parley.v1.ToolCallStarted
+	24, // 21: parley.v1.SendMessageResponse.artifact_delta:type_name -> parley.v1.ArtifactDelta
+	25, // 22: parley.v1.SendMessageResponse.tool_result:type_name -> parley.v1.ToolCallFinished
+	6,  // 23: parley.v1.ToolCallFinished.artifact:type_name -> parley.v1.SavedArtifact
+	4,  // 24: parley.v1.GenerationStarted.user_message:type_name -> parley.v1.Message
+	4,  // 25: parley.v1.GenerationCompleted.message:type_name -> parley.v1.Message
+	4,  // 26: parley.v1.StopGenerationResponse.message:type_name -> parley.v1.Message
+	7,  // 27: parley.v1.ChatService.CreateConversation:input_type -> parley.v1.CreateConversationRequest
+	9,  // 28: parley.v1.ChatService.ListConversations:input_type -> parley.v1.ListConversationsRequest
+	11, // 29: parley.v1.ChatService.GetConversation:input_type -> parley.v1.GetConversationRequest
+	13, // 30: parley.v1.ChatService.UpdateConversation:input_type -> parley.v1.UpdateConversationRequest
+	15, // 31: parley.v1.ChatService.DeleteConversation:input_type -> parley.v1.DeleteConversationRequest
+	17, // 32: parley.v1.ChatService.ListMessages:input_type -> parley.v1.ListMessagesRequest
+	19, // 33: parley.v1.ChatService.SelectBranch:input_type -> parley.v1.SelectBranchRequest
+	21, // 34: parley.v1.ChatService.SendMessage:input_type -> parley.v1.SendMessageRequest
+	30, // 35: parley.v1.ChatService.StopGeneration:input_type -> parley.v1.StopGenerationRequest
+	32, // 36: parley.v1.ChatService.ResumeGeneration:input_type -> parley.v1.ResumeGenerationRequest
+	33, // 37: parley.v1.ChatService.RegenerateMessage:input_type -> parley.v1.RegenerateMessageRequest
+	34, // 38: parley.v1.ChatService.EditMessage:input_type -> parley.v1.EditMessageRequest
+	8,  // 39: parley.v1.ChatService.CreateConversation:output_type -> parley.v1.CreateConversationResponse
+	10, // 40: parley.v1.ChatService.ListConversations:output_type -> parley.v1.ListConversationsResponse
+	12, // 41: parley.v1.ChatService.GetConversation:output_type -> parley.v1.GetConversationResponse
+	14, // 42: parley.v1.ChatService.UpdateConversation:output_type -> parley.v1.UpdateConversationResponse
+	16, // 43: parley.v1.ChatService.DeleteConversation:output_type -> parley.v1.DeleteConversationResponse
+	18, // 44: parley.v1.ChatService.ListMessages:output_type -> parley.v1.ListMessagesResponse
+	20, // 45: parley.v1.ChatService.SelectBranch:output_type -> parley.v1.SelectBranchResponse
+	22, // 46: parley.v1.ChatService.SendMessage:output_type -> parley.v1.SendMessageResponse
+	31, // 47: parley.v1.ChatService.StopGeneration:output_type -> parley.v1.StopGenerationResponse
+	22, // 48: parley.v1.ChatService.ResumeGeneration:output_type -> parley.v1.SendMessageResponse
+	22, // 49: parley.v1.ChatService.RegenerateMessage:output_type -> parley.v1.SendMessageResponse
+	22, // 50: parley.v1.ChatService.EditMessage:output_type -> parley.v1.SendMessageResponse
+	39, // [39:51] is the sub-list for method output_type
+	27, // [27:39] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_chat_proto_init() }
@@ -2213,13 +2676,16 @@ func file_parley_v1_chat_proto_init() {
 	if File_parley_v1_chat_proto != nil {
 		return
 	}
-	file_parley_v1_chat_proto_msgTypes[9].OneofWrappers = []any{}
-	file_parley_v1_chat_proto_msgTypes[18].OneofWrappers = []any{
+	file_parley_v1_chat_proto_msgTypes[11].OneofWrappers = []any{}
+	file_parley_v1_chat_proto_msgTypes[20].OneofWrappers = []any{
 		(*SendMessageResponse_Started)(nil),
 		(*SendMessageResponse_Delta)(nil),
 		(*SendMessageResponse_Usage)(nil),
 		(*SendMessageResponse_Title)(nil),
 		(*SendMessageResponse_Completed)(nil),
+		(*SendMessageResponse_ToolCall)(nil),
+		(*SendMessageResponse_ArtifactDelta)(nil),
+		(*SendMessageResponse_ToolResult)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2227,7 +2693,7 @@ func file_parley_v1_chat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_chat_proto_rawDesc), len(file_parley_v1_chat_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   28,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
