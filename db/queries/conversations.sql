@@ -83,7 +83,18 @@ SELECT (SELECT count(*) FROM deleted)::bigint AS deleted,
 UPDATE parley.conversations SET active_leaf_id = @leaf_id, update_time = now()
 WHERE id = @id AND user_id = @user_id;
 
--- name: SetTitleIfEmpty :execrows
--- A generated title never overwrites one the user chose meanwhile.
-UPDATE parley.conversations SET title = @title, update_time = now()
-WHERE id = @id AND user_id = @user_id AND title = '';
+-- name: SaveTitle :one
+-- A generated title, in one statement with what writing it cost: the
+-- tokens count against the month's quota (also when no title came), and
+-- the title never overwrites one the user chose meanwhile. It returns
+-- whether the title was set.
+WITH charge AS (
+    INSERT INTO parley.token_usage AS u (user_id, month, used_tokens)
+    SELECT @user_id, @month, @tokens::bigint WHERE @tokens::bigint > 0
+    ON CONFLICT (user_id, month) DO UPDATE SET used_tokens = u.used_tokens + EXCLUDED.used_tokens
+), titled AS (
+    UPDATE parley.conversations SET title = @title, update_time = now()
+    WHERE id = @id AND user_id = @user_id AND title = '' AND @title <> ''
+    RETURNING 1
+)
+SELECT count(*) > 0 AS set FROM titled;

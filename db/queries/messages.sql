@@ -227,9 +227,3 @@ RETURNING *;
 -- name: CountStreaming :one
 SELECT count(*) FROM parley.messages
 WHERE conversation_id = @conversation_id AND user_id = @user_id AND status = 'streaming';
-
--- name: ChargeTokens :exec
--- Work done beside an answer (a title) counts against the month's quota.
-INSERT INTO parley.token_usage AS u (user_id, month, used_tokens)
-VALUES (@user_id, @month, @tokens)
-ON CONFLICT (user_id, month) DO UPDATE SET used_tokens = u.used_tokens + EXCLUDED.used_tokens;

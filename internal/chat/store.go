@@ -66,11 +66,11 @@ type GenerationStore interface {
 	// FinishMessage ends a streaming answer, settles its usage and frees
 	// its concurrency slot; apperr NotFound if it already ended.
 	FinishMessage(ctx context.Context, messageID uuid.UUID, o Outcome) (Message, error)
-	// SetTitleIfEmpty sets a generated title unless the conversation has one.
-	SetTitleIfEmpty(ctx context.Context, userID, conversationID uuid.UUID, title string) (bool, error)
-	// ChargeTokens adds tokens to the user's usage for the quota period
-	// holding at (work done beside an answer, such as its title).
-	ChargeTokens(ctx context.Context, userID uuid.UUID, at time.Time, tokens int64) error
+	// SaveTitle sets a generated title unless the conversation has one (or
+	// title is empty), and charges the tokens writing it cost to the
+	// user's quota period holding at, in one write; it reports whether the
+	// title was set.
+	SaveTitle(ctx context.Context, userID, conversationID uuid.UUID, title string, at time.Time, tokens int64) (bool, error)
 	// InterruptStale marks answers still streaming whose last checkpoint
 	// (or start) is before the cutoff as interrupted (their instance
 	// died), releasing what they hold, and returns how many it marked.

@@ -106,26 +106,26 @@ func (gen *generation) startTitle() <-chan struct{} {
 		ctx, cancel := context.WithTimeout(g.base, 20*time.Second)
 		defer cancel()
 		title, usage, err := g.cfg.Titler.Title(ctx, gen.answer.Model, gen.userMessage.Content)
-		if tokens := usage.PromptTokens + usage.CompletionTokens; tokens > 0 {
-			// Titles cost what answers cost; they count against the quota,
-			// even when shutdown cut the title short.
-			chargeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalSaveTimeout)
-			if err := g.store.ChargeTokens(chargeCtx, gen.userID, gen.answer.CreateTime, tokens); err != nil {
-				g.log.Warn("charging a title failed", "generation_id", gen.id, "tokens", tokens, "err", err)
-			}
-			cancel()
+		if err != nil {
+			g.log.Warn("title generation failed", "generation_id", gen.id, "err", err)
+			title = ""
 		}
-		if err != nil || title == "" {
-			if err != nil {
-				g.log.Warn("title generation failed", "generation_id", gen.id, "err", err)
-			}
+		tokens := usage.PromptTokens + usage.CompletionTokens
+		if title == "" && tokens == 0 {
 			return
 		}
-		set, err := g.store.SetTitleIfEmpty(ctx, gen.userID, gen.answer.ConversationID, title)
-		if err != nil || !set {
+		// Titles cost what answers cost: they count against the quota, even
+		// when no title came or shutdown cut it short, in the same write.
+		saveCtx, cancelSave := context.WithTimeout(context.WithoutCancel(ctx), finalSaveTimeout)
+		defer cancelSave()
+		set, err := g.store.SaveTitle(saveCtx, gen.userID, gen.answer.ConversationID, title, gen.answer.CreateTime, tokens)
+		if err != nil {
+			g.log.Warn("saving a title failed", "generation_id", gen.id, "tokens", tokens, "err", err)
 			return
 		}
-		gen.emit(Event{Kind: EventTitle, Title: title})
+		if set {
+			gen.emit(Event{Kind: EventTitle, Title: title})
+		}
 	}()
 	return done
 }

@@ -91,3 +91,45 @@ func TestDeleteWaitsForSend(t *testing.T) {
 		t.Errorf("after the delete the account is %+v, want nothing held and the prompt estimate charged", u)
 	}
 }
+
+// TestSaveTitle: a generated title is set once, never over the user's,
+// and what writing it cost is charged in the same write, title or not.
+func TestSaveTitle(t *testing.T) {
+	t.Parallel()
+	st := store.New(pgtestPool(t))
+	ctx := t.Context()
+	user := uuid.New()
+	now := time.Now()
+	conv, err := st.CreateConversation(ctx, user, chat.NewConversation{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		title   string
+		tokens  int64
+		wantSet bool
+	}{
+		{"First", 30, true},
+		{"Second", 20, false}, // it has a title now
+		{"", 5, false},        // the titler failed after the prompt was sent
+	}
+	for _, s := range steps {
+		set, err := st.SaveTitle(ctx, user, conv.ID, s.title, now, s.tokens)
+		if err != nil || set != s.wantSet {
+			t.Errorf("SaveTitle(%q) = %v, %v; want %v", s.title, set, err, s.wantSet)
+		}
+	}
+	got, err := st.GetConversation(ctx, user, conv.ID)
+	if err != nil || got.Title != "First" {
+		t.Errorf("title = %q (%v), want the first", got.Title, err)
+	}
+	if u, err := st.TokenUsage(ctx, user, now); err != nil || u.Used != 55 {
+		t.Errorf("used %d tokens (%v), want every title's cost, 55", u.Used, err)
+	}
+	if _, err := st.SaveTitle(ctx, uuid.New(), conv.ID, "Stolen", now, 1); err != nil {
+		t.Errorf("another user's SaveTitle: %v", err)
+	}
+	if got, _ := st.GetConversation(ctx, user, conv.ID); got.Title != "First" {
+		t.Errorf("another user retitled the conversation: %q", got.Title)
+	}
+}

@@ -216,10 +216,12 @@ func (s *Store) FinishMessage(ctx context.Context, messageID uuid.UUID, o chat.O
 	return toMessage(sqlcgen.ParleyMessage(row)), nil
 }
 
-// SetTitleIfEmpty implements chat.GenerationStore.
-func (s *Store) SetTitleIfEmpty(ctx context.Context, userID, conversationID uuid.UUID, title string) (bool, error) {
-	n, err := s.q.SetTitleIfEmpty(ctx, sqlcgen.SetTitleIfEmptyParams{ID: conversationID, UserID: userID, Title: title})
-	return n == 1, interpretError(err, "conversation")
+// SaveTitle implements chat.GenerationStore in one round trip.
+func (s *Store) SaveTitle(ctx context.Context, userID, conversationID uuid.UUID, title string, at time.Time, tokens int64) (bool, error) {
+	set, err := s.q.SaveTitle(ctx, sqlcgen.SaveTitleParams{
+		ID: conversationID, UserID: userID, Title: title, Month: monthOf(at), Tokens: tokens,
+	})
+	return set, interpretError(err, "conversation")
 }
 
 // InterruptStale marks answers that have been streaming since before
@@ -244,10 +246,4 @@ func (s *Store) SelectBranch(ctx context.Context, userID, conversationID, messag
 		return apperr.New(apperr.NotFound, "conversation not found")
 	}
 	return nil
-}
-
-// ChargeTokens implements chat.GenerationStore in one round trip.
-func (s *Store) ChargeTokens(ctx context.Context, userID uuid.UUID, at time.Time, tokens int64) error {
-	err := s.q.ChargeTokens(ctx, sqlcgen.ChargeTokensParams{UserID: userID, Month: monthOf(at), Tokens: tokens})
-	return interpretError(err, "token usage")
 }

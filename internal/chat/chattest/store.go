@@ -396,27 +396,19 @@ func (s *Store) FinishMessage(_ context.Context, messageID uuid.UUID, o chat.Out
 	return *m, nil
 }
 
-// SetTitleIfEmpty implements chat.GenerationStore.
-func (s *Store) SetTitleIfEmpty(_ context.Context, userID, conversationID uuid.UUID, title string) (bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c, err := s.owned(userID, conversationID)
-	if err != nil || c.Title != "" {
-		return false, err
-	}
-	c.Title = title
-	s.notify()
-	return true, nil
-}
-
-// ChargeTokens implements chat.GenerationStore. The store keeps one
-// account per user, whatever the month.
-func (s *Store) ChargeTokens(_ context.Context, userID uuid.UUID, _ time.Time, tokens int64) error {
+// SaveTitle implements chat.GenerationStore. The store keeps one account
+// per user, whatever the month.
+func (s *Store) SaveTitle(_ context.Context, userID, conversationID uuid.UUID, title string, _ time.Time, tokens int64) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.account(userID).Used += tokens
-	s.notify()
-	return nil
+	defer s.notify()
+	c, err := s.owned(userID, conversationID)
+	if err != nil || c.Title != "" || title == "" {
+		return false, err
+	}
+	c.Title = title
+	return true, nil
 }
 
 // InterruptStale implements chat.GenerationStore.

@@ -212,6 +212,44 @@ func (q *Queries) LockConversation(ctx context.Context, arg LockConversationPara
 	return id, err
 }
 
+const saveTitle = `-- name: SaveTitle :one
+WITH charge AS (
+    INSERT INTO parley.token_usage AS u (user_id, month, used_tokens)
+    SELECT $1, $2, $3::bigint WHERE $3::bigint > 0
+    ON CONFLICT (user_id, month) DO UPDATE SET used_tokens = u.used_tokens + EXCLUDED.used_tokens
+), titled AS (
+    UPDATE parley.conversations SET title = $4, update_time = now()
+    WHERE id = $5 AND user_id = $1 AND title = '' AND $4 <> ''
+    RETURNING 1
+)
+SELECT count(*) > 0 AS set FROM titled
+`
+
+type SaveTitleParams struct {
+	UserID uuid.UUID
+	Month  time.Time
+	Tokens int64
+	Title  string
+	ID     uuid.UUID
+}
+
+// A generated title, in one statement with what writing it cost: the
+// tokens count against the month's quota (also when no title came), and
+// the title never overwrites one the user chose meanwhile. It returns
+// whether the title was set.
+func (q *Queries) SaveTitle(ctx context.Context, arg SaveTitleParams) (bool, error) {
+	row := q.db.QueryRow(ctx, saveTitle,
+		arg.UserID,
+		arg.Month,
+		arg.Tokens,
+		arg.Title,
+		arg.ID,
+	)
+	var set bool
+	err := row.Scan(&set)
+	return set, err
+}
+
 const setActiveLeaf = `-- name: SetActiveLeaf :execrows
 UPDATE parley.conversations SET active_leaf_id = $1, update_time = now()
 WHERE id = $2 AND user_id = $3
@@ -225,26 +263,6 @@ type SetActiveLeafParams struct {
 
 func (q *Queries) SetActiveLeaf(ctx context.Context, arg SetActiveLeafParams) (int64, error) {
 	result, err := q.db.Exec(ctx, setActiveLeaf, arg.LeafID, arg.ID, arg.UserID)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
-}
-
-const setTitleIfEmpty = `-- name: SetTitleIfEmpty :execrows
-UPDATE parley.conversations SET title = $1, update_time = now()
-WHERE id = $2 AND user_id = $3 AND title = ''
-`
-
-type SetTitleIfEmptyParams struct {
-	Title  string
-	ID     uuid.UUID
-	UserID uuid.UUID
-}
-
-// A generated title never overwrites one the user chose meanwhile.
-func (q *Queries) SetTitleIfEmpty(ctx context.Context, arg SetTitleIfEmptyParams) (int64, error) {
-	result, err := q.db.Exec(ctx, setTitleIfEmpty, arg.Title, arg.ID, arg.UserID)
 	if err != nil {
 		return 0, err
 	}

@@ -12,24 +12,6 @@ import (
 	"github.com/google/uuid"
 )
 
-const chargeTokens = `-- name: ChargeTokens :exec
-INSERT INTO parley.token_usage AS u (user_id, month, used_tokens)
-VALUES ($1, $2, $3)
-ON CONFLICT (user_id, month) DO UPDATE SET used_tokens = u.used_tokens + EXCLUDED.used_tokens
-`
-
-type ChargeTokensParams struct {
-	UserID uuid.UUID
-	Month  time.Time
-	Tokens int64
-}
-
-// Work done beside an answer (a title) counts against the month's quota.
-func (q *Queries) ChargeTokens(ctx context.Context, arg ChargeTokensParams) error {
-	_, err := q.db.Exec(ctx, chargeTokens, arg.UserID, arg.Month, arg.Tokens)
-	return err
-}
-
 const checkpointMessages = `-- name: CheckpointMessages :many
 UPDATE parley.messages m SET content = c.content, update_time = now()
 FROM (SELECT unnest($1::uuid[]) AS id, unnest($2::text[]) AS content) c
