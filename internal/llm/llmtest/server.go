@@ -97,6 +97,7 @@ type config struct {
 	usage          *[2]int
 	hold           bool
 	turns          []Turn // scripted answers, one per request; then chunks
+	respond        func(RecordedRequest) Turn
 }
 
 func defaultConfig() config {
@@ -116,6 +117,14 @@ func Chunks(chunks []string) Option {
 // pieces, as OpenAI does.
 func Turns(turns ...Turn) Option {
 	return func(c *config) { c.turns = append([]Turn(nil), turns...) }
+}
+
+// Respond answers every request with the turn f makes from it, so a
+// script can use what earlier turns returned (the id a tool call's result
+// named, say). It wins over Turns and Chunks. f runs under the server's
+// lock, so it must not call the Server's methods.
+func Respond(f func(RecordedRequest) Turn) Option {
+	return func(c *config) { c.respond = f }
 }
 
 // Interval waits d before each content chunk.
@@ -338,7 +347,10 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	id := fmt.Sprintf("chatcmpl-fake%d", s.seq)
 	cfg := s.cfg
 	var calls []Call
-	if len(s.cfg.turns) > 0 {
+	if s.cfg.respond != nil {
+		t := s.cfg.respond(rec)
+		cfg.chunks, calls = t.Chunks, t.Calls
+	} else if len(s.cfg.turns) > 0 {
 		t := s.cfg.turns[0]
 		s.cfg.turns = s.cfg.turns[1:]
 		cfg.chunks, calls = t.Chunks, t.Calls
