@@ -20,6 +20,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/parleyhq/parley/internal/artifact"
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/broker"
 	"github.com/parleyhq/parley/internal/chat"
@@ -31,6 +32,7 @@ import (
 	"github.com/parleyhq/parley/internal/ratelimit"
 	"github.com/parleyhq/parley/internal/redisconn"
 	"github.com/parleyhq/parley/internal/rpc"
+	"github.com/parleyhq/parley/internal/search"
 	"github.com/parleyhq/parley/internal/server"
 	"github.com/parleyhq/parley/internal/store"
 )
@@ -176,6 +178,13 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 	if opts.WrapChat != nil {
 		chatHandler = opts.WrapChat(chatHandler)
 	}
+	// artifact.NewTools(artifacts, a.log) is the chat generator's toolbox
+	// once chat calls tools; it is wired there.
+	artifacts := artifact.NewService(a.store)
+	searcher, err := search.NewService(a.store, cfg.SearchTextConfig)
+	if err != nil {
+		return nil, err
+	}
 	ping := opts.Ping
 	if ping == nil {
 		ping = a.store.Ping
@@ -188,6 +197,8 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 		Log:              a.log,
 		Verifier:         a.verifier,
 		Chat:             chatHandler,
+		Artifact:         rpc.NewArtifactHandler(artifacts),
+		Search:           rpc.NewSearchHandler(searcher),
 		Ping:             ping,
 		AllowedOrigins:   cfg.AllowedOrigins,
 		Limiter:          limiter,
