@@ -47,7 +47,7 @@ SELECT p.kind, p.id, p.conversation_id, p.rank::real AS rank, p.time::timestampt
        ts_headline('simple'::regconfig,
                    replace(replace(replace(left(COALESCE(m.content, a.content, ''), 262144), '&', '&amp;'), '<', '&lt;'), '>', '&gt;'),
                    q.query,
-                   'StartSel=<mark>, StopSel=</mark>, MaxWords=30, MinWords=12, MaxFragments=2, FragmentDelimiter=" … "')::text AS snippet
+                   'StartSel=<mark>, StopSel=</mark>, MaxWords=30, MinWords=12, ShortWord=0, MaxFragments=2, FragmentDelimiter=" … "')::text AS snippet
 FROM page p
 CROSS JOIN q
 LEFT JOIN parley.messages m ON p.kind = 'message' AND m.id = p.id AND m.user_id = sqlc.arg('user_id')
@@ -99,7 +99,7 @@ SELECT p.kind, p.id, p.conversation_id, p.rank::real AS rank, p.time::timestampt
        ts_headline('english'::regconfig,
                    replace(replace(replace(left(COALESCE(m.content, a.content, ''), 262144), '&', '&amp;'), '<', '&lt;'), '>', '&gt;'),
                    q.query,
-                   'StartSel=<mark>, StopSel=</mark>, MaxWords=30, MinWords=12, MaxFragments=2, FragmentDelimiter=" … "')::text AS snippet
+                   'StartSel=<mark>, StopSel=</mark>, MaxWords=30, MinWords=12, ShortWord=0, MaxFragments=2, FragmentDelimiter=" … "')::text AS snippet
 FROM page p
 CROSS JOIN q
 LEFT JOIN parley.messages m ON p.kind = 'message' AND m.id = p.id AND m.user_id = sqlc.arg('user_id')
