@@ -97,6 +97,9 @@ type Options struct {
 	TrustedProxyHops int
 	// ShutdownTimeout is the grace period of Stop (2s when zero).
 	ShutdownTimeout time.Duration
+	// SearchTextConfig is SEARCH_TEXT_CONFIG (the default, simple, when
+	// empty).
+	SearchTextConfig string
 }
 
 // New starts a server for the test's lifetime on the package's test database
@@ -203,6 +206,9 @@ func Config(tb testing.TB, opts Options) config.Config {
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 2 * time.Second
 	}
+	if opts.SearchTextConfig != "" {
+		cfg.SearchTextConfig = opts.SearchTextConfig
+	}
 	g := opts.Generator
 	if g.MaxDuration > 0 {
 		cfg.GenerationTimeout = g.MaxDuration
@@ -287,6 +293,29 @@ func (e *Env) ChatClient(tb testing.TB, protocol string, userID uuid.UUID) parle
 		opts = append(opts, connect.WithInterceptors(Bearer(e.Token(tb, userID))))
 	}
 	return parleyv1connect.NewChatServiceClient(HTTPClientFor(protocol), e.URL, opts...)
+}
+
+// ArtifactClient returns an ArtifactService client over protocol that
+// authenticates as userID (uuid.Nil: sends no token).
+func (e *Env) ArtifactClient(tb testing.TB, protocol string, userID uuid.UUID) parleyv1connect.ArtifactServiceClient {
+	tb.Helper()
+	return parleyv1connect.NewArtifactServiceClient(HTTPClientFor(protocol), e.URL, e.clientOptions(tb, protocol, userID)...)
+}
+
+// SearchClient returns a SearchService client over protocol that
+// authenticates as userID (uuid.Nil: sends no token).
+func (e *Env) SearchClient(tb testing.TB, protocol string, userID uuid.UUID) parleyv1connect.SearchServiceClient {
+	tb.Helper()
+	return parleyv1connect.NewSearchServiceClient(HTTPClientFor(protocol), e.URL, e.clientOptions(tb, protocol, userID)...)
+}
+
+func (e *Env) clientOptions(tb testing.TB, protocol string, userID uuid.UUID) []connect.ClientOption {
+	tb.Helper()
+	opts := ClientOptions(protocol)
+	if userID != uuid.Nil {
+		opts = append(opts, connect.WithInterceptors(Bearer(e.Token(tb, userID))))
+	}
+	return opts
 }
 
 // Bearer returns a client interceptor that sends token on every call.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/parleyhq/parley/internal/artifact"
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/broker"
 	"github.com/parleyhq/parley/internal/chat"
@@ -31,6 +32,7 @@ import (
 	"github.com/parleyhq/parley/internal/ratelimit"
 	"github.com/parleyhq/parley/internal/redisconn"
 	"github.com/parleyhq/parley/internal/rpc"
+	"github.com/parleyhq/parley/internal/search"
 	"github.com/parleyhq/parley/internal/server"
 	"github.com/parleyhq/parley/internal/store"
 )
@@ -156,7 +158,11 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 	if opts.Provider == nil {
 		titler = defaultTitler(cfg, a.models)
 	}
+	// The artifacts the assistant writes through tool calls are the same
+	// documents the ArtifactService serves.
+	artifacts := artifact.NewService(a.store)
 	a.generator = chat.NewGenerator(genStore, a.models, events, a.log, chat.GeneratorConfig{
+		Tools:               artifact.NewTools(artifacts, a.log),
 		CheckpointInterval:  opts.CheckpointInterval,
 		StopWait:            opts.StopWait,
 		OutputReserve:       opts.OutputReserve,
@@ -176,6 +182,10 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 	if opts.WrapChat != nil {
 		chatHandler = opts.WrapChat(chatHandler)
 	}
+	searcher, err := search.NewService(a.store, cfg.SearchTextConfig)
+	if err != nil {
+		return nil, err
+	}
 	ping := opts.Ping
 	if ping == nil {
 		ping = a.store.Ping
@@ -188,6 +198,8 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 		Log:              a.log,
 		Verifier:         a.verifier,
 		Chat:             chatHandler,
+		Artifact:         rpc.NewArtifactHandler(artifacts),
+		Search:           rpc.NewSearchHandler(searcher),
 		Ping:             ping,
 		AllowedOrigins:   cfg.AllowedOrigins,
 		Limiter:          limiter,

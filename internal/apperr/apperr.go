@@ -18,6 +18,7 @@ const (
 	NotFound           Code = "not_found"           // absent, or owned by someone else
 	Conflict           Code = "conflict"            // the write collides with existing state
 	FailedPrecondition Code = "failed_precondition" // the state does not allow it now
+	Aborted            Code = "aborted"             // a concurrent write won; re-read and retry
 	Unauthenticated    Code = "unauthenticated"     // no valid credentials
 	PermissionDenied   Code = "permission_denied"   // valid credentials, not allowed
 	ResourceExhausted  Code = "resource_exhausted"  // a limit or quota is used up

@@ -12,6 +12,9 @@ import (
 // queue) implement them. A new domain package is added here.
 var domainPackages = []string{
 	"github.com/parleyhq/parley/internal/chat",
+	"github.com/parleyhq/parley/internal/artifact",
+	"github.com/parleyhq/parley/internal/search",
+	"github.com/parleyhq/parley/internal/pagetoken",
 	"github.com/parleyhq/parley/internal/plan",
 	"github.com/parleyhq/parley/internal/apperr",
 	"github.com/parleyhq/parley/internal/clock",

@@ -158,6 +158,9 @@ func TestReport(t *testing.T) {
 	phase("9. Deleting a conversation", []int{9}, []string{"Delete a 2,000-message conversation among 200,000 messages of other users"}, func(t *testing.T) ([]summaryRow, string) {
 		return deleteSection(measureDelete(t))
 	})
+	phase(searchPhaseTitle, []int{10}, []string{"Search p50/p99"}, func(t *testing.T) ([]summaryRow, string) {
+		return searchSection(measureSearch(t))
+	})
 	var hotPaths string
 	t.Run("Hot paths", func(t *testing.T) {
 		lines, cmdline, took := runHotPaths(t, r.root)

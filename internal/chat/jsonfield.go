@@ -23,7 +23,7 @@ type fieldStreamer struct {
 	target   bool // the string being read is the field's value
 	key      strings.Builder
 	lastKey  string
-	afterKey bool // a top-level key and its colon came; a value is next
+	afterKey bool   // a top-level key and its colon came; a value is next
 	pendingH rune   // a high surrogate waiting for its low half
 	partial  []byte // the start of a character cut by a fragment's end
 }

@@ -125,6 +125,13 @@ type Config struct {
 	PlanAnonymousMonthlyTokens  int64
 	PlanAnonymousRateMultiplier float64
 	PlanAnonymousModels         []string
+
+	// SearchTextConfig is the PostgreSQL text search configuration of
+	// SearchService (SEARCH_TEXT_CONFIG): "simple" (default; words as
+	// written, lower-cased, so any language works) or "english" (stemming
+	// and stop words). The database keeps vectors for both, so it can be
+	// changed at any restart.
+	SearchTextConfig string
 }
 
 // Offline reports whether no model provider is configured: dev then
@@ -198,6 +205,8 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 		PlanAnonymousMonthlyTokens:  int64(p.int("PLAN_ANONYMOUS_MONTHLY_TOKENS", 20_000, 0, 1<<50)),
 		PlanAnonymousRateMultiplier: p.float("PLAN_ANONYMOUS_RATE_MULTIPLIER", 0.5, 0.01, 1000),
 		PlanAnonymousModels:         p.optionalList("PLAN_ANONYMOUS_MODELS"),
+		// The list is search.Configs (config imports no domain package).
+		SearchTextConfig: p.oneOf("SEARCH_TEXT_CONFIG", "simple", "simple", "english"),
 	}
 	if mode == ModeDev {
 		if getenv("PARLEY_ENV") == "" {

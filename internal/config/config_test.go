@@ -171,3 +171,37 @@ func TestSupabaseURLScheme(t *testing.T) {
 		})
 	}
 }
+
+// TestSearchTextConfig: the text search configuration is one of those the
+// database keeps vectors for (migration 00006); anything else is refused
+// at start-up rather than failing every search.
+func TestSearchTextConfig(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, value, want string
+	}{
+		{"Default", "", "simple"},
+		{"Simple", "simple", "simple"},
+		{"English", "english", "english"},
+		{"CaseInsensitive", "English", "english"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := Load(env(map[string]string{"SEARCH_TEXT_CONFIG": tt.value}), ModeDev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.SearchTextConfig != tt.want {
+				t.Errorf("SearchTextConfig = %q, want %q", cfg.SearchTextConfig, tt.want)
+			}
+		})
+	}
+	t.Run("ErrUnknown", func(t *testing.T) {
+		t.Parallel()
+		_, err := Load(env(map[string]string{"SEARCH_TEXT_CONFIG": "german"}), ModeDev)
+		if err == nil || !strings.Contains(err.Error(), `SEARCH_TEXT_CONFIG must be one of simple, english, got "german"`) {
+			t.Errorf("err = %v, want SEARCH_TEXT_CONFIG refused", err)
+		}
+	})
+}

@@ -20,6 +20,7 @@ var codes = map[apperr.Code]connect.Code{
 	apperr.NotFound:           connect.CodeNotFound,
 	apperr.Conflict:           connect.CodeAlreadyExists,
 	apperr.FailedPrecondition: connect.CodeFailedPrecondition,
+	apperr.Aborted:            connect.CodeAborted,
 	apperr.Unauthenticated:    connect.CodeUnauthenticated,
 	apperr.PermissionDenied:   connect.CodePermissionDenied,
 	apperr.ResourceExhausted:  connect.CodeResourceExhausted,

@@ -12,6 +12,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/parleyhq/parley/internal/artifact"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/gen/parley/v1/parleyv1connect"
 )
@@ -30,7 +31,8 @@ import (
 // one-message call may be no longer than its message, and must arrive in
 // time (limitBodies).
 //
-// Nothing carries more than a chat message today. Content that needs more
+// An artifact's content (1 MiB) is the largest: its create and update
+// procedures get about 6 MiB, and no other. Content that needs more
 // (attachments, say) should get its own procedure with its own limit, up
 // to 10 MiB, rather than raise these.
 const (
@@ -51,6 +53,9 @@ const (
 	// contentRequestBytes bounds a chat message: its content, model and
 	// client message id (about 602 KiB).
 	contentRequestBytes = jsonExpansion*(chat.MaxContentBytes+chat.MaxModelBytes+chat.MaxRequestIDBytes) + framingBytes
+	// artifactRequestBytes bounds an artifact's create or update: its
+	// content, title, language and request id (about 6 MiB).
+	artifactRequestBytes = jsonExpansion*(artifact.MaxContentBytes+utf8.UTFMax*artifact.MaxTitleRunes+artifact.MaxLanguageBytes+artifact.MaxRequestIDBytes) + framingBytes
 
 	// envelopeBytes is the prefix gRPC, gRPC-Web and Connect streams put
 	// before each message: a flag byte and a four-byte length.
@@ -59,8 +64,9 @@ const (
 
 // DefaultBodyTimeout is how long a client may take to send the body of a
 // one-message call once its headers have arrived (Deps.BodyTimeout).
-// Bodies are at most a few hundred KiB: 30 seconds is 20 KiB/s, slower than
-// a poor mobile link.
+// Bodies are at most a few hundred KiB but for artifacts' (6 MiB at most,
+// 1 MiB usually): 30 seconds is 35 KiB/s for 1 MiB, slower than a poor
+// mobile link.
 const DefaultBodyTimeout = 30 * time.Second
 
 // requestLimits are the procedures that carry more than ids.
@@ -69,6 +75,8 @@ var requestLimits = map[string]int{
 	parleyv1connect.ChatServiceUpdateConversationProcedure: promptRequestBytes,
 	parleyv1connect.ChatServiceSendMessageProcedure:        contentRequestBytes,
 	parleyv1connect.ChatServiceEditMessageProcedure:        contentRequestBytes,
+	parleyv1connect.ArtifactServiceCreateArtifactProcedure: artifactRequestBytes,
+	parleyv1connect.ArtifactServiceUpdateArtifactProcedure: artifactRequestBytes,
 }
 
 // readLimit is the most bytes procedure's request message may take.

@@ -185,16 +185,19 @@ type procedureCase struct {
 	streaming bool
 }
 
-// mountedProcedures lists every ChatService method, from the generated
-// descriptors so that a new one is covered, and the public health check.
+// mountedProcedures lists every method of every Parley service, from the
+// generated descriptors so that a new one is covered, and the public
+// health check.
 func mountedProcedures() []procedureCase {
 	out := []procedureCase{{path: "/" + grpchealth.HealthV1ServiceName + "/Check"}}
-	services := parleyv1.File_parley_v1_chat_proto.Services()
-	for i := range services.Len() {
-		methods := services.Get(i).Methods()
-		for j := range methods.Len() {
-			m := methods.Get(j)
-			out = append(out, procedureCase{path: procedurePath(m), streaming: m.IsStreamingServer()})
+	for _, file := range []protoreflect.FileDescriptor{parleyv1.File_parley_v1_chat_proto, parleyv1.File_parley_v1_artifact_proto, parleyv1.File_parley_v1_search_proto} {
+		services := file.Services()
+		for i := range services.Len() {
+			methods := services.Get(i).Methods()
+			for j := range methods.Len() {
+				m := methods.Get(j)
+				out = append(out, procedureCase{path: procedurePath(m), streaming: m.IsStreamingServer()})
+			}
 		}
 	}
 	return out

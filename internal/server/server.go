@@ -33,6 +33,10 @@ type Deps struct {
 	Log      *slog.Logger
 	Verifier *auth.Verifier
 	Chat     parleyv1connect.ChatServiceHandler
+	// Artifact and Search serve their services; nil leaves the service
+	// unmounted (tests of the HTTP surface alone).
+	Artifact parleyv1connect.ArtifactServiceHandler
+	Search   parleyv1connect.SearchServiceHandler
 	// Ping reports whether the database answers; gRPC health turns
 	// NOT_SERVING while it fails.
 	Ping           func(context.Context) error
@@ -120,8 +124,16 @@ func New(d Deps) http.Handler {
 
 	mux := http.NewServeMux()
 	mux.Handle(parleyv1connect.NewChatServiceHandler(d.Chat, options...))
-
 	services := []string{parleyv1connect.ChatServiceName}
+	if d.Artifact != nil {
+		mux.Handle(parleyv1connect.NewArtifactServiceHandler(d.Artifact, options...))
+		services = append(services, parleyv1connect.ArtifactServiceName)
+	}
+	if d.Search != nil {
+		mux.Handle(parleyv1connect.NewSearchServiceHandler(d.Search, options...))
+		services = append(services, parleyv1connect.SearchServiceName)
+	}
+
 	// Health is listed too, so grpcurl can call it without proto files.
 	reflector := grpcreflect.NewStaticReflector(append(services, grpchealth.HealthV1ServiceName)...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, options...))

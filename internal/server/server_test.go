@@ -16,6 +16,7 @@ import (
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
 	"github.com/google/uuid"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/parleyhq/parley/internal/apitest"
 	"github.com/parleyhq/parley/internal/chat"
@@ -48,12 +49,14 @@ func TestGRPCHealth(t *testing.T) {
 		t.Parallel()
 		env := apitest.New(t, apitest.Options{})
 		client := grpchealth.NewClient(env.HTTPClient, env.URL, connect.WithGRPC())
-		res, err := client.Check(context.Background(), &grpchealth.CheckRequest{Service: parleyv1connect.ChatServiceName})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.Status != grpchealth.StatusServing {
-			t.Errorf("status = %v, want serving", res.Status)
+		for _, service := range []string{parleyv1connect.ChatServiceName, parleyv1connect.ArtifactServiceName, parleyv1connect.SearchServiceName} {
+			res, err := client.Check(context.Background(), &grpchealth.CheckRequest{Service: service})
+			if err != nil {
+				t.Fatalf("%s: %v", service, err)
+			}
+			if res.Status != grpchealth.StatusServing {
+				t.Errorf("%s: status = %v, want serving", service, res.Status)
+			}
 		}
 	})
 	t.Run("NotServingWithoutDatabase", func(t *testing.T) {
@@ -86,12 +89,14 @@ func TestReflection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(names, parleyv1connect.ChatServiceName) {
-		t.Errorf("reflection lists %v, want %s among them", names, parleyv1connect.ChatServiceName)
-	}
-	files, err := stream.FileContainingSymbol(parleyv1connect.ChatServiceName)
-	if err != nil || len(files) == 0 {
-		t.Errorf("FileContainingSymbol: %v, %d files", err, len(files))
+	for _, service := range []protoreflect.FullName{parleyv1connect.ChatServiceName, parleyv1connect.ArtifactServiceName, parleyv1connect.SearchServiceName} {
+		if !slices.Contains(names, service) {
+			t.Errorf("reflection lists %v, want %s among them", names, service)
+		}
+		files, err := stream.FileContainingSymbol(service)
+		if err != nil || len(files) == 0 {
+			t.Errorf("FileContainingSymbol(%s): %v, %d files", service, err, len(files))
+		}
 	}
 }
 

@@ -13,8 +13,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/parleyhq/parley/db"
+	"github.com/parleyhq/parley/internal/artifact"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/pgtest"
+	"github.com/parleyhq/parley/internal/search"
 	"github.com/parleyhq/parley/internal/store"
 )
 
@@ -89,6 +91,11 @@ func seed(tb testing.TB, st *store.Store) {
 	if _, _, err := st.InsertExchange(ctx, user, chat.NewExchange{
 		ConversationID: conv.ID, UserMessageID: uuid.New(), Content: "my secret", AssistantMessageID: uuid.New(),
 		GenerationID: uuid.New(), Model: "m", CreateTime: time.Now(), ReserveTokens: 10, QuotaTokens: 1000, MaxActive: 3,
+	}); err != nil {
+		tb.Fatal(err)
+	}
+	if _, _, err := st.CreateArtifact(ctx, user, artifact.NewArtifact{
+		Title: "secret plan", Kind: artifact.KindText, Content: "my secret", ConversationID: conv.ID, Author: artifact.AuthorUser,
 	}); err != nil {
 		tb.Fatal(err)
 	}
@@ -252,10 +259,15 @@ func TestServiceRole(t *testing.T) {
 		// Deleting a conversation deletes its messages through ON DELETE
 		// CASCADE, which runs as the table's owner: no DELETE on messages.
 		// The goose version table is the migrations' business alone.
+		// Versions go with their artifact (ON DELETE CASCADE) and lose
+		// their links with their conversation (ON DELETE SET NULL), both
+		// run as the owner: only SELECT and INSERT on artifact_versions.
 		want := map[string][]string{
-			"parley.conversations": {"SELECT", "INSERT", "UPDATE", "DELETE"},
-			"parley.messages":      {"SELECT", "INSERT", "UPDATE"},
-			"parley.token_usage":   {"SELECT", "INSERT", "UPDATE"},
+			"parley.artifact_versions": {"SELECT", "INSERT"},
+			"parley.artifacts":         {"SELECT", "INSERT", "UPDATE", "DELETE"},
+			"parley.conversations":     {"SELECT", "INSERT", "UPDATE", "DELETE"},
+			"parley.messages":          {"SELECT", "INSERT", "UPDATE"},
+			"parley.token_usage":       {"SELECT", "INSERT", "UPDATE"},
 		}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("privileges of %s (-want +got):\n%s", db.ServiceRole, diff)
@@ -342,6 +354,40 @@ func assertServiceWorks(t *testing.T, st *store.Store) {
 	must("InsertExchange, second", err)
 	_, err = st.InterruptStale(ctx, time.Now().Add(time.Hour))
 	must("InterruptStale", err)
+
+	art, _, err := st.CreateArtifact(ctx, user, artifact.NewArtifact{
+		Title: "notes", Kind: artifact.KindSheet, Content: "a,b\n1,2\n", ConversationID: conv.ID, MessageID: answer.ID,
+		RequestID: "a1", Author: artifact.AuthorUser,
+	})
+	must("CreateArtifact", err)
+	_, _, err = st.CreateArtifact(ctx, user, artifact.NewArtifact{Title: "notes", Kind: artifact.KindSheet, RequestID: "a1", Author: artifact.AuthorUser})
+	must("CreateArtifact, retried", err)
+	_, _, err = st.GetArtifact(ctx, user, art.ID, 1)
+	must("GetArtifact", err)
+	_, err = st.GetHead(ctx, user, art.ID)
+	must("GetHead", err)
+	_, err = st.ListArtifacts(ctx, user, artifact.Filter{}, nil, 10)
+	must("ListArtifacts", err)
+	_, err = st.ListArtifacts(ctx, user, artifact.Filter{ConversationID: conv.ID, Kind: artifact.KindSheet}, nil, 10)
+	must("ListArtifacts of a conversation", err)
+	_, _, err = st.AddVersion(ctx, user, artifact.Edit{ArtifactID: art.ID, BaseVersion: 1, Content: "a,b\n", Author: artifact.AuthorAssistant, ConversationID: conv.ID, MessageID: answer.ID})
+	must("AddVersion", err)
+	_, err = st.ListVersions(ctx, user, art.ID, 0, 10)
+	must("ListVersions", err)
+	for _, config := range search.Configs {
+		_, err = st.Search(ctx, user, search.Query{Text: "hello notes", Config: config, Messages: true, Artifacts: true, Limit: 10})
+		must("Search "+config, err)
+	}
+	other, _, err := st.CreateArtifact(ctx, user, artifact.NewArtifact{Title: "to delete", Kind: artifact.KindText, Author: artifact.AuthorUser})
+	must("CreateArtifact, another", err)
+	must("DeleteArtifact", st.DeleteArtifact(ctx, user, other.ID))
+
+	// The conversation's delete unlinks its artifact (as the owner).
 	_, err = st.DeleteConversation(ctx, user, conv.ID)
 	must("DeleteConversation", err)
+	kept, _, err := st.GetArtifact(ctx, user, art.ID, 0)
+	must("GetArtifact after DeleteConversation", err)
+	if kept.ConversationID != uuid.Nil || kept.MessageID != uuid.Nil {
+		t.Errorf("after the conversation's delete the artifact still links %s, %s", kept.ConversationID, kept.MessageID)
+	}
 }

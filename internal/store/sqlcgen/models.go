@@ -10,6 +10,35 @@ import (
 	"github.com/google/uuid"
 )
 
+type ParleyArtifact struct {
+	ID             uuid.UUID
+	UserID         uuid.UUID
+	Title          string
+	Kind           string
+	Language       string
+	Content        string
+	LatestVersion  int32
+	ConversationID *uuid.UUID
+	MessageID      *uuid.UUID
+	RequestID      *string
+	CreateTime     time.Time
+	UpdateTime     time.Time
+	SearchSimple   interface{}
+	SearchEnglish  interface{}
+}
+
+type ParleyArtifactVersion struct {
+	ArtifactID     uuid.UUID
+	Version        int32
+	UserID         uuid.UUID
+	Title          string
+	Content        string
+	Author         string
+	ConversationID *uuid.UUID
+	MessageID      *uuid.UUID
+	CreateTime     time.Time
+}
+
 type ParleyConversation struct {
 	ID           uuid.UUID
 	UserID       uuid.UUID
