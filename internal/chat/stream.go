@@ -90,36 +90,46 @@ func (gen *generation) streamTurn(prompt []PromptMessage, tools []ToolSpec) (mod
 	stopWatch := context.AfterFunc(gen.ctx, func() { s.Close() })
 	defer stopWatch()
 	var t modelTurn
-	var text strings.Builder
-	calls := newCallGatherer(gen, tools)
+	// The turn's text is the end of the answer's, from here on: kept once.
+	from := len(gen.content())
+	text := func() string { return gen.content()[from:] }
+	var calls *callGatherer // made at the turn's first tool call
+	if len(tools) > 0 {
+		calls = newCallGatherer(gen, tools)
+	}
 	for {
 		d, err := s.Recv()
 		if errors.Is(err, io.EOF) {
-			t.text, t.calls, t.usage, t.finishReason = text.String(), calls.done(), s.Usage(), s.FinishReason()
+			t.text, t.usage, t.finishReason = text(), s.Usage(), s.FinishReason()
+			if calls != nil {
+				t.calls = calls.done()
+			}
 			return t, nil
 		}
 		t.usage = s.Usage()
 		if err != nil {
-			t.text, t.finishReason = text.String(), s.FinishReason()
+			t.text, t.finishReason = text(), s.FinishReason()
 			return t, err
 		}
 		if gen.ctx.Err() != nil {
 			// Charge what was used so far (the provider's estimate).
-			return modelTurn{text: text.String(), usage: s.Usage()}, context.Cause(gen.ctx)
+			return modelTurn{text: text(), usage: s.Usage()}, context.Cause(gen.ctx)
 		}
 		if d.ToolCall != nil {
+			if calls == nil {
+				// A call when none was offered: gathered, never run.
+				calls = newCallGatherer(gen, nil)
+			}
 			if full := calls.add(*d.ToolCall); full {
-				return modelTurn{text: text.String(), usage: s.Usage(), finishReason: "length"}, gen.tooManyEvents()
+				return modelTurn{text: text(), usage: s.Usage(), finishReason: "length"}, gen.tooManyEvents()
 			}
 			continue
 		}
 		if d.Text == "" {
 			continue
 		}
-		piece := cleanText(d.Text)
-		text.WriteString(piece)
-		if full := gen.appendText(piece); full {
-			return modelTurn{text: text.String(), usage: s.Usage(), finishReason: "length"}, gen.tooManyEvents()
+		if full := gen.appendText(cleanText(d.Text)); full {
+			return modelTurn{text: text(), usage: s.Usage(), finishReason: "length"}, gen.tooManyEvents()
 		}
 	}
 }

@@ -142,6 +142,30 @@ func (p *OpenAI) Stream(ctx context.Context, req chat.ModelRequest) (chat.ModelS
 	}, nil
 }
 
+// toolParams caches the SDK form of each tool spec: the same few tools go
+// with every request, and parsing their JSON Schemas each time costs CPU
+// and memory on every answer. The SDK only reads them.
+var toolParams sync.Map // string (name, description, schema) → openai.ChatCompletionToolUnionParam
+
+// toolParam returns the SDK form of t.
+func toolParam(t chat.ToolSpec) (openai.ChatCompletionToolUnionParam, error) {
+	key := t.Name + "\x00" + t.Description + "\x00" + string(t.Parameters)
+	if p, ok := toolParams.Load(key); ok {
+		return p.(openai.ChatCompletionToolUnionParam), nil
+	}
+	var schema shared.FunctionParameters
+	if len(t.Parameters) > 0 {
+		if err := json.Unmarshal(t.Parameters, &schema); err != nil {
+			return openai.ChatCompletionToolUnionParam{}, apperr.Wrap(err, apperr.Internal, "tool %q has an invalid parameter schema", t.Name)
+		}
+	}
+	p := openai.ChatCompletionFunctionTool(shared.FunctionDefinitionParam{
+		Name: t.Name, Description: openai.String(t.Description), Parameters: schema,
+	})
+	toolParams.Store(key, p)
+	return p, nil
+}
+
 // chatParams validates req and converts it to the SDK's request body.
 func chatParams(req chat.ModelRequest) (openai.ChatCompletionNewParams, error) {
 	// These are bugs in the caller rather than user input, hence Internal,
@@ -191,15 +215,11 @@ func chatParams(req chat.ModelRequest) (openai.ChatCompletionNewParams, error) {
 		},
 	}
 	for _, t := range req.Tools {
-		var schema shared.FunctionParameters
-		if len(t.Parameters) > 0 {
-			if err := json.Unmarshal(t.Parameters, &schema); err != nil {
-				return openai.ChatCompletionNewParams{}, apperr.Wrap(err, apperr.Internal, "tool %q has an invalid parameter schema", t.Name)
-			}
+		tool, err := toolParam(t)
+		if err != nil {
+			return openai.ChatCompletionNewParams{}, err
 		}
-		params.Tools = append(params.Tools, openai.ChatCompletionFunctionTool(shared.FunctionDefinitionParam{
-			Name: t.Name, Description: openai.String(t.Description), Parameters: schema,
-		}))
+		params.Tools = append(params.Tools, tool)
 	}
 	if req.MaxTokens > 0 {
 		// max_completion_tokens, not the deprecated max_tokens: OpenAI's
@@ -273,7 +293,7 @@ func (s *openAIStream) Recv() (chat.Delta, error) {
 			s.usageFinal = true
 		}
 		var text string
-		var calls []chat.Delta
+		var calls []chat.Delta // rare: only chunks of tool calls
 		for _, choice := range chunk.Choices {
 			if choice.Index != 0 { // we never ask for n > 1
 				continue
@@ -293,14 +313,16 @@ func (s *openAIStream) Recv() (chat.Delta, error) {
 		if !s.usageFinal {
 			s.usage.CompletionTokens = int64((s.received + 3) / 4)
 		}
-		var out []chat.Delta
-		if text != "" {
-			out = append(out, chat.Delta{Text: text})
-		}
-		out = append(out, calls...)
-		if len(out) > 0 {
-			s.pending = out[1:]
-			return out[0], nil
+		switch {
+		case len(calls) == 0 && text != "":
+			// The common chunk: text alone, handed out without a slice.
+			return chat.Delta{Text: text}, nil
+		case len(calls) > 0 && text != "":
+			s.pending = calls
+			return chat.Delta{Text: text}, nil
+		case len(calls) > 0:
+			s.pending = calls[1:]
+			return calls[0], nil
 		}
 	}
 	err := s.sse.Err()
