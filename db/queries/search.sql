@@ -1,12 +1,13 @@
--- Full-text search over a user's messages and artifacts (migration 00006).
+-- Full-text search over a user's messages and artifacts (migrations 00006, 00008).
 -- The two queries are the same but for the text search configuration,
 -- which must be a constant for the planner to use that configuration's
 -- index: SEARCH_TEXT_CONFIG picks one of them.
 
 -- name: SearchSimple :many
 -- Searches with the simple text search configuration (its own indexes
--- and artifact vectors; SearchEnglish is the same with the other's). The
--- message expressions are those of the indexes, word for word. One page: the
+-- and vectors; SearchEnglish is the same with the other's). Messages are
+-- searched through their stored vectors in message_search (00008), only
+-- final messages being there. One page: the
 -- user's matching messages and artifacts, best first, keyset-paginated on
 -- (rank, id) below the cursor. Each branch ranks only its own matches
 -- (the index, which leads with user_id, finds them) and keeps its best
@@ -29,11 +30,10 @@ WITH q AS (
      LIMIT sqlc.arg('page_limit'))
     UNION ALL
     (SELECT 'message'::text AS kind, r.id, r.conversation_id, r.rank, r.time
-     FROM (SELECT m.id, m.conversation_id, ts_rank(to_tsvector('simple'::regconfig, left(m.content, 262144)), q.query) AS rank, m.create_time AS time
-           FROM parley.messages m CROSS JOIN q
-           WHERE sqlc.arg('with_messages')::bool AND m.user_id = sqlc.arg('user_id') AND m.status <> 'streaming'
-             AND to_tsvector('simple'::regconfig, left(m.content, 262144)) @@ q.query
-             AND (sqlc.narg('conversation_id')::uuid IS NULL OR m.conversation_id = sqlc.narg('conversation_id')::uuid)) r
+     FROM (SELECT s.message_id AS id, s.conversation_id, ts_rank(s.search_simple, q.query) AS rank, s.create_time AS time
+           FROM parley.message_search s CROSS JOIN q
+           WHERE sqlc.arg('with_messages')::bool AND s.user_id = sqlc.arg('user_id') AND s.search_simple @@ q.query
+             AND (sqlc.narg('conversation_id')::uuid IS NULL OR s.conversation_id = sqlc.narg('conversation_id')::uuid)) r
      WHERE sqlc.narg('after_rank')::real IS NULL OR (r.rank, r.id) < (sqlc.narg('after_rank')::real, sqlc.narg('after_id')::uuid)
      ORDER BY r.rank DESC, r.id DESC
      LIMIT sqlc.arg('page_limit'))
@@ -81,11 +81,10 @@ WITH q AS (
      LIMIT sqlc.arg('page_limit'))
     UNION ALL
     (SELECT 'message'::text AS kind, r.id, r.conversation_id, r.rank, r.time
-     FROM (SELECT m.id, m.conversation_id, ts_rank(to_tsvector('english'::regconfig, left(m.content, 262144)), q.query) AS rank, m.create_time AS time
-           FROM parley.messages m CROSS JOIN q
-           WHERE sqlc.arg('with_messages')::bool AND m.user_id = sqlc.arg('user_id') AND m.status <> 'streaming'
-             AND to_tsvector('english'::regconfig, left(m.content, 262144)) @@ q.query
-             AND (sqlc.narg('conversation_id')::uuid IS NULL OR m.conversation_id = sqlc.narg('conversation_id')::uuid)) r
+     FROM (SELECT s.message_id AS id, s.conversation_id, ts_rank(s.search_english, q.query) AS rank, s.create_time AS time
+           FROM parley.message_search s CROSS JOIN q
+           WHERE sqlc.arg('with_messages')::bool AND s.user_id = sqlc.arg('user_id') AND s.search_english @@ q.query
+             AND (sqlc.narg('conversation_id')::uuid IS NULL OR s.conversation_id = sqlc.narg('conversation_id')::uuid)) r
      WHERE sqlc.narg('after_rank')::real IS NULL OR (r.rank, r.id) < (sqlc.narg('after_rank')::real, sqlc.narg('after_id')::uuid)
      ORDER BY r.rank DESC, r.id DESC
      LIMIT sqlc.arg('page_limit'))

@@ -266,6 +266,7 @@ func TestServiceRole(t *testing.T) {
 			"parley.artifact_versions": {"SELECT", "INSERT"},
 			"parley.artifacts":         {"SELECT", "INSERT", "UPDATE", "DELETE"},
 			"parley.conversations":     {"SELECT", "INSERT", "UPDATE", "DELETE"},
+			"parley.message_search":    {"SELECT"},
 			"parley.messages":          {"SELECT", "INSERT", "UPDATE"},
 			"parley.token_usage":       {"SELECT", "INSERT", "UPDATE"},
 		}

@@ -70,7 +70,7 @@ func TestSearchPlan(t *testing.T) {
 	if _, err := owner.Exec(ctx, seedSearchSQL, user, 10_000, 200, 9); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := owner.Exec(ctx, "ANALYZE parley.messages, parley.artifacts, parley.conversations"); err != nil {
+	if _, err := owner.Exec(ctx, "ANALYZE parley.messages, parley.message_search, parley.artifacts, parley.conversations"); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := pgxpool.ParseConfig(dbURL)
@@ -98,13 +98,13 @@ func TestSearchPlan(t *testing.T) {
 		for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
 			t.Run(config+"/"+mode, func(t *testing.T) {
 				plan := explain(t, owner, mode, q)
-				for _, index := range []string{"messages_search_" + config + "_idx", "artifacts_search_" + config + "_idx"} {
+				for _, index := range []string{"message_search_" + config + "_idx", "artifacts_search_" + config + "_idx"} {
 					if !strings.Contains(plan, "Bitmap Index Scan on "+index) {
 						t.Errorf("the plan does not read %s:\n%s", index, plan)
 					}
 				}
 				for _, line := range strings.Split(plan, "\n") {
-					if strings.Contains(line, "Seq Scan on messages") || strings.Contains(line, "Seq Scan on artifacts") {
+					if strings.Contains(line, "Seq Scan on message") || strings.Contains(line, "Seq Scan on artifacts") {
 						t.Errorf("the plan scans a whole table (%s):\n%s", strings.TrimSpace(line), plan)
 					}
 				}

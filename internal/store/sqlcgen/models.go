@@ -71,6 +71,15 @@ type ParleyMessage struct {
 	ToolRounds       []byte
 }
 
+type ParleyMessageSearch struct {
+	MessageID      uuid.UUID
+	UserID         uuid.UUID
+	ConversationID uuid.UUID
+	CreateTime     time.Time
+	SearchSimple   interface{}
+	SearchEnglish  interface{}
+}
+
 type ParleyTokenUsage struct {
 	UserID            uuid.UUID
 	Month             time.Time

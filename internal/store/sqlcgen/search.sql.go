@@ -27,11 +27,10 @@ WITH q AS (
      LIMIT $7)
     UNION ALL
     (SELECT 'message'::text AS kind, r.id, r.conversation_id, r.rank, r.time
-     FROM (SELECT m.id, m.conversation_id, ts_rank(to_tsvector('english'::regconfig, left(m.content, 262144)), q.query) AS rank, m.create_time AS time
-           FROM parley.messages m CROSS JOIN q
-           WHERE $8::bool AND m.user_id = $1 AND m.status <> 'streaming'
-             AND to_tsvector('english'::regconfig, left(m.content, 262144)) @@ q.query
-             AND ($4::uuid IS NULL OR m.conversation_id = $4::uuid)) r
+     FROM (SELECT s.message_id AS id, s.conversation_id, ts_rank(s.search_english, q.query) AS rank, s.create_time AS time
+           FROM parley.message_search s CROSS JOIN q
+           WHERE $8::bool AND s.user_id = $1 AND s.search_english @@ q.query
+             AND ($4::uuid IS NULL OR s.conversation_id = $4::uuid)) r
      WHERE $5::real IS NULL OR (r.rank, r.id) < ($5::real, $6::uuid)
      ORDER BY r.rank DESC, r.id DESC
      LIMIT $7)
@@ -139,11 +138,10 @@ WITH q AS (
      LIMIT $7)
     UNION ALL
     (SELECT 'message'::text AS kind, r.id, r.conversation_id, r.rank, r.time
-     FROM (SELECT m.id, m.conversation_id, ts_rank(to_tsvector('simple'::regconfig, left(m.content, 262144)), q.query) AS rank, m.create_time AS time
-           FROM parley.messages m CROSS JOIN q
-           WHERE $8::bool AND m.user_id = $1 AND m.status <> 'streaming'
-             AND to_tsvector('simple'::regconfig, left(m.content, 262144)) @@ q.query
-             AND ($4::uuid IS NULL OR m.conversation_id = $4::uuid)) r
+     FROM (SELECT s.message_id AS id, s.conversation_id, ts_rank(s.search_simple, q.query) AS rank, s.create_time AS time
+           FROM parley.message_search s CROSS JOIN q
+           WHERE $8::bool AND s.user_id = $1 AND s.search_simple @@ q.query
+             AND ($4::uuid IS NULL OR s.conversation_id = $4::uuid)) r
      WHERE $5::real IS NULL OR (r.rank, r.id) < ($5::real, $6::uuid)
      ORDER BY r.rank DESC, r.id DESC
      LIMIT $7)
@@ -187,13 +185,14 @@ type SearchSimpleRow struct {
 	Snippet        string
 }
 
-// Full-text search over a user's messages and artifacts (migration 00006).
+// Full-text search over a user's messages and artifacts (migrations 00006, 00008).
 // The two queries are the same but for the text search configuration,
 // which must be a constant for the planner to use that configuration's
 // index: SEARCH_TEXT_CONFIG picks one of them.
 // Searches with the simple text search configuration (its own indexes
-// and artifact vectors; SearchEnglish is the same with the other's). The
-// message expressions are those of the indexes, word for word. One page: the
+// and vectors; SearchEnglish is the same with the other's). Messages are
+// searched through their stored vectors in message_search (00008), only
+// final messages being there. One page: the
 // user's matching messages and artifacts, best first, keyset-paginated on
 // (rank, id) below the cursor. Each branch ranks only its own matches
 // (the index, which leads with user_id, finds them) and keeps its best
