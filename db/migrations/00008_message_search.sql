@@ -5,11 +5,14 @@
 -- Ranking a match then reads its vector instead of parsing its text again,
 -- which made common words slow (each match cost a to_tsvector call).
 --
--- A trigger keeps the table: a message is indexed once it is final (a user
--- message at once, an answer when it ends, not at each checkpoint while it
--- streams), and its row goes with it (ON DELETE CASCADE). The function runs
--- as the migrations' owner (SECURITY DEFINER), so the service role only
--- reads this table.
+-- A trigger keeps the table: a message is indexed once it is final, never
+-- at the checkpoints of an answer while it streams, and its row goes with
+-- it (ON DELETE CASCADE). The user message of an exchange is indexed with
+-- its answer, when the answer ends: the statement that saves an exchange
+-- is on the way to the first token, and parsing and indexing text there
+-- would delay every answer (a user message saved alone is indexed at
+-- once). The function runs as the migrations' owner (SECURITY DEFINER),
+-- so the service role only reads this table.
 CREATE TABLE parley.message_search (
     message_id      uuid        PRIMARY KEY REFERENCES parley.messages (id) ON DELETE CASCADE,
     user_id         uuid        NOT NULL,
@@ -26,10 +29,18 @@ CREATE INDEX message_search_english_idx ON parley.message_search USING gin (user
 CREATE FUNCTION parley.index_message() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parley AS $$
 BEGIN
+    IF TG_OP = 'INSERT' AND NEW.role = 'user' AND EXISTS (
+        SELECT 1 FROM parley.messages a WHERE a.parent_id = NEW.id AND a.status = 'streaming') THEN
+        RETURN NULL; -- an exchange being saved: indexed when its answer ends
+    END IF;
     INSERT INTO parley.message_search (message_id, user_id, conversation_id, create_time, search_simple, search_english)
-    VALUES (NEW.id, NEW.user_id, NEW.conversation_id, NEW.create_time,
-            to_tsvector('simple'::regconfig, left(NEW.content, 262144)),
-            to_tsvector('english'::regconfig, left(NEW.content, 262144)))
+    SELECT m.id, m.user_id, m.conversation_id, m.create_time,
+           to_tsvector('simple'::regconfig, left(m.content, 262144)),
+           to_tsvector('english'::regconfig, left(m.content, 262144))
+    FROM parley.messages m
+    WHERE m.id = NEW.id
+       OR (NEW.role = 'assistant' AND m.id = NEW.parent_id AND m.role = 'user'
+           AND NOT EXISTS (SELECT 1 FROM parley.message_search s WHERE s.message_id = m.id))
     ON CONFLICT (message_id) DO UPDATE
         SET search_simple = EXCLUDED.search_simple, search_english = EXCLUDED.search_english;
     RETURN NULL;

@@ -133,3 +133,41 @@ func TestSaveTitle(t *testing.T) {
 		t.Errorf("another user retitled the conversation: %q", got.Title)
 	}
 }
+
+// TestExchangeIndexedWhenAnswered: saving an exchange does no search work
+// (it is on the way to the first token); the answer's end indexes both
+// messages, and then both are found.
+func TestExchangeIndexedWhenAnswered(t *testing.T) {
+	t.Parallel()
+	st := store.New(pgtestPool(t))
+	ctx := t.Context()
+	user := uuid.New()
+	conv, err := st.CreateConversation(ctx, user, chat.NewConversation{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	question, answer, err := st.InsertExchange(ctx, user, chat.NewExchange{
+		ConversationID: conv.ID, UserMessageID: uuid.New(), Content: "where is zanzibar", AssistantMessageID: uuid.New(),
+		GenerationID: uuid.New(), Model: "m", CreateTime: time.Now(), ReserveTokens: 10, QuotaTokens: 1000, MaxActive: 3,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	indexed := func() int {
+		var n int
+		if err := pgtest.Pool(t).QueryRow(ctx, `SELECT count(*) FROM parley.message_search WHERE message_id = ANY($1)`,
+			[]uuid.UUID{question.ID, answer.ID}).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := indexed(); n != 0 {
+		t.Errorf("%d messages indexed while the answer streams, want none", n)
+	}
+	if _, err := st.FinishMessage(ctx, answer.ID, chat.Outcome{Content: "zanzibar is off tanzania", Status: chat.StatusCompleted, Model: "m"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := indexed(); n != 2 {
+		t.Errorf("%d messages indexed after the answer ended, want the question and the answer", n)
+	}
+}

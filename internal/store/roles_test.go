@@ -88,10 +88,15 @@ func seed(tb testing.TB, st *store.Store) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if _, _, err := st.InsertExchange(ctx, user, chat.NewExchange{
+	_, answer, err := st.InsertExchange(ctx, user, chat.NewExchange{
 		ConversationID: conv.ID, UserMessageID: uuid.New(), Content: "my secret", AssistantMessageID: uuid.New(),
 		GenerationID: uuid.New(), Model: "m", CreateTime: time.Now(), ReserveTokens: 10, QuotaTokens: 1000, MaxActive: 3,
-	}); err != nil {
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// The answer's end indexes the exchange for search (message_search).
+	if _, err := st.FinishMessage(ctx, answer.ID, chat.Outcome{Content: "kept secret", Status: chat.StatusCompleted, Model: "m"}); err != nil {
 		tb.Fatal(err)
 	}
 	if _, _, err := st.CreateArtifact(ctx, user, artifact.NewArtifact{
