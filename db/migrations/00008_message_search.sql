@@ -34,15 +34,22 @@ BEGIN
         RETURN NULL; -- an exchange being saved: indexed when its answer ends
     END IF;
     INSERT INTO parley.message_search (message_id, user_id, conversation_id, create_time, search_simple, search_english)
-    SELECT m.id, m.user_id, m.conversation_id, m.create_time,
-           to_tsvector('simple'::regconfig, left(m.content, 262144)),
-           to_tsvector('english'::regconfig, left(m.content, 262144))
-    FROM parley.messages m
-    WHERE m.id = NEW.id
-       OR (NEW.role = 'assistant' AND m.id = NEW.parent_id AND m.role = 'user'
-           AND NOT EXISTS (SELECT 1 FROM parley.message_search s WHERE s.message_id = m.id))
+    VALUES (NEW.id, NEW.user_id, NEW.conversation_id, NEW.create_time,
+            to_tsvector('simple'::regconfig, left(NEW.content, 262144)),
+            to_tsvector('english'::regconfig, left(NEW.content, 262144)))
     ON CONFLICT (message_id) DO UPDATE
         SET search_simple = EXCLUDED.search_simple, search_english = EXCLUDED.search_english;
+    -- An answer's end also indexes its question (by primary key: one
+    -- lookup, never a scan).
+    IF NEW.role = 'assistant' AND NEW.parent_id IS NOT NULL THEN
+        INSERT INTO parley.message_search (message_id, user_id, conversation_id, create_time, search_simple, search_english)
+        SELECT p.id, p.user_id, p.conversation_id, p.create_time,
+               to_tsvector('simple'::regconfig, left(p.content, 262144)),
+               to_tsvector('english'::regconfig, left(p.content, 262144))
+        FROM parley.messages p
+        WHERE p.id = NEW.parent_id AND p.role = 'user'
+        ON CONFLICT (message_id) DO NOTHING;
+    END IF;
     RETURN NULL;
 END
 $$;
