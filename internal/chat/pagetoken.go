@@ -1,59 +1,38 @@
 package chat
 
 import (
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/binary"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/parleyhq/parley/internal/apperr"
+	"github.com/parleyhq/parley/internal/pagetoken"
 )
 
-// Page tokens are opaque to clients: a keyset cursor bound to the query it
-// came from (the kind of list and its scope: the user, or the conversation).
-// A checksum over cursor and binding detects a token that was altered, cut,
-// or replayed against another query. It is not a secret MAC: every query
-// still filters by the caller's user id, so a forged token can only move
-// the caller around their own data, never into someone else's.
-//
-// Layout: version(1) | micros(8) | id(16) | checksum(8), base64url.
-const pageTokenVersion = 1
+// Page tokens are opaque to clients: a keyset cursor (the sort time in
+// microseconds and the id of a page's last row) made by internal/pagetoken,
+// bound to the list it came from (its kind and scope: the user, or the
+// conversation or branch). See pagetoken for why a checksum, not a secret
+// MAC, is enough.
 
-func pageTokenSum(kind string, scope uuid.UUID, body []byte) []byte {
-	h := sha256.New()
-	h.Write([]byte("parley.page.v1\x00" + kind + "\x00"))
-	h.Write(scope[:])
-	h.Write(body)
-	return h.Sum(nil)[:8]
-}
+// cursorBytes is the size of an encoded Cursor.
+const cursorBytes = 8 + 16
 
 func encodePageToken(kind string, scope uuid.UUID, c Cursor) string {
-	body := make([]byte, 0, 33)
-	body = append(body, pageTokenVersion)
-	body = binary.BigEndian.AppendUint64(body, uint64(c.Time.UnixMicro()))
-	body = append(body, c.ID[:]...)
-	body = append(body, pageTokenSum(kind, scope, body)...)
-	return base64.RawURLEncoding.EncodeToString(body)
+	cursor := make([]byte, 0, cursorBytes)
+	cursor = binary.BigEndian.AppendUint64(cursor, uint64(c.Time.UnixMicro()))
+	cursor = append(cursor, c.ID[:]...)
+	return pagetoken.Encode(kind, scope[:], cursor)
 }
 
 func decodePageToken(kind string, scope uuid.UUID, token string) (*Cursor, error) {
-	if token == "" {
-		return nil, nil
+	cursor, err := pagetoken.Decode(kind, scope[:], token, cursorBytes)
+	if err != nil || cursor == nil {
+		return nil, err
 	}
-	invalid := apperr.InvalidField("page_token", "is not a page token returned by this list; start again from the first page")
-	raw, err := base64.RawURLEncoding.DecodeString(token)
-	if err != nil || len(raw) != 33 || raw[0] != pageTokenVersion {
-		return nil, invalid
-	}
-	body, sum := raw[:25], raw[25:]
-	want := pageTokenSum(kind, scope, body)
-	if string(sum) != string(want) {
-		return nil, invalid
-	}
-	c := &Cursor{Time: time.UnixMicro(int64(binary.BigEndian.Uint64(body[1:9]))).UTC()}
-	copy(c.ID[:], body[9:25])
+	c := &Cursor{Time: time.UnixMicro(int64(binary.BigEndian.Uint64(cursor[:8]))).UTC()}
+	copy(c.ID[:], cursor[8:])
 	return c, nil
 }
 

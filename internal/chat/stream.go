@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -26,10 +27,14 @@ import (
 func (gen *generation) streamModel() (Usage, string, error) {
 	var total Usage
 	prompt := slices.Clone(gen.prompt)
+	var specs []ToolSpec // asked once per answer
+	if gen.g.cfg.Tools != nil {
+		specs = gen.g.cfg.Tools.Specs()
+	}
 	for round := 1; ; round++ {
 		var tools []ToolSpec
-		if gen.g.cfg.Tools != nil && round <= gen.g.cfg.MaxToolRounds {
-			tools = gen.g.cfg.Tools.Specs()
+		if round <= gen.g.cfg.MaxToolRounds {
+			tools = specs
 		}
 		t, err := gen.streamTurn(prompt, tools)
 		total.PromptTokens += t.usage.PromptTokens
@@ -47,7 +52,7 @@ func (gen *generation) streamModel() (Usage, string, error) {
 		assistant := PromptMessage{Role: RoleAssistant, Content: t.text}
 		var results []PromptMessage
 		for _, call := range t.calls {
-			use := gen.runTool(call)
+			use := gen.runTool(call, tools)
 			record.Calls = append(record.Calls, use)
 			assistant.ToolCalls = append(assistant.ToolCalls, call)
 			results = append(results, PromptMessage{Role: RoleTool, ToolCallID: call.ID, Content: use.Result})
@@ -239,13 +244,13 @@ func (g *callGatherer) done() []ToolCall {
 }
 
 // runTool runs one call through the Toolbox and emits its result event.
-// Unknown tools and oversized results are the model's to correct, never
-// a failed answer.
-func (gen *generation) runTool(call ToolCall) ToolUse {
+// A tool not among those offered, and oversized results, are the model's
+// to correct, never a failed answer.
+func (gen *generation) runTool(call ToolCall, offered []ToolSpec) ToolUse {
 	use := ToolUse{ID: call.ID, Name: call.Name, Arguments: call.Arguments}
 	var res ToolResult
-	if !slices.ContainsFunc(gen.g.cfg.Tools.Specs(), func(s ToolSpec) bool { return s.Name == call.Name }) {
-		res = ToolResult{IsError: true, Content: "there is no tool named " + strconvQuote(call.Name)}
+	if !slices.ContainsFunc(offered, func(s ToolSpec) bool { return s.Name == call.Name }) {
+		res = ToolResult{IsError: true, Content: "there is no tool named " + strconv.Quote(call.Name)}
 	} else {
 		res = gen.g.cfg.Tools.Call(gen.ctx, ToolContext{UserID: gen.userID, ConversationID: gen.answer.ConversationID, MessageID: gen.messageID}, call)
 	}
@@ -269,8 +274,6 @@ func truncateResult(s string, max int) string {
 	}
 	return s + " [truncated]"
 }
-
-func strconvQuote(s string) string { return `"` + strings.ReplaceAll(s, `"`, `\"`) + `"` }
 
 // cleanText makes model output storable: Postgres text holds neither NUL
 // bytes nor invalid UTF-8, and one such answer must not fail the shared

@@ -756,24 +756,34 @@ func TestResumeAfterLogExpired(t *testing.T) {
 func countKind(evs []*parleyv1.SendMessageResponse, kind string) int {
 	n := 0
 	for _, ev := range evs {
-		var k string
-		switch ev.Event.(type) {
-		case *parleyv1.SendMessageResponse_Started:
-			k = "started"
-		case *parleyv1.SendMessageResponse_Delta:
-			k = "delta"
-		case *parleyv1.SendMessageResponse_Usage:
-			k = "usage"
-		case *parleyv1.SendMessageResponse_Title:
-			k = "title"
-		case *parleyv1.SendMessageResponse_Completed:
-			k = "completed"
-		}
-		if k == kind {
+		if kindOf(ev) == kind {
 			n++
 		}
 	}
 	return n
+}
+
+// kindOf names an event's kind as the chat domain does ("delta", ...).
+func kindOf(ev *parleyv1.SendMessageResponse) string {
+	switch ev.Event.(type) {
+	case *parleyv1.SendMessageResponse_Started:
+		return "started"
+	case *parleyv1.SendMessageResponse_Delta:
+		return "delta"
+	case *parleyv1.SendMessageResponse_ToolCall:
+		return "tool_call"
+	case *parleyv1.SendMessageResponse_ArtifactDelta:
+		return "artifact_delta"
+	case *parleyv1.SendMessageResponse_ToolResult:
+		return "tool_result"
+	case *parleyv1.SendMessageResponse_Usage:
+		return "usage"
+	case *parleyv1.SendMessageResponse_Title:
+		return "title"
+	case *parleyv1.SendMessageResponse_Completed:
+		return "completed"
+	}
+	return ""
 }
 
 func mustParseRedisURL(t *testing.T, url string) *redis.Options {

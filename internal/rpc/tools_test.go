@@ -44,25 +44,7 @@ func artifactScript(req llmtest.RecordedRequest) llmtest.Turn {
 func eventKinds(evs events) string {
 	var out []string
 	for _, ev := range evs {
-		var k string
-		switch ev.Event.(type) {
-		case *parleyv1.SendMessageResponse_Started:
-			k = "started"
-		case *parleyv1.SendMessageResponse_Delta:
-			k = "delta"
-		case *parleyv1.SendMessageResponse_ToolCall:
-			k = "tool_call"
-		case *parleyv1.SendMessageResponse_ArtifactDelta:
-			k = "artifact_delta"
-		case *parleyv1.SendMessageResponse_ToolResult:
-			k = "tool_result"
-		case *parleyv1.SendMessageResponse_Usage:
-			k = "usage"
-		case *parleyv1.SendMessageResponse_Title:
-			k = "title"
-		case *parleyv1.SendMessageResponse_Completed:
-			k = "completed"
-		}
+		k := kindOf(ev)
 		if n := len(out); n > 0 && out[n-1] == k && k == "artifact_delta" {
 			continue
 		}
