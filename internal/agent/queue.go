@@ -24,9 +24,9 @@ type Task struct {
 }
 
 // DedupKey names the task uniquely, for queues that de-duplicate
-// deliveries ("<run>:<step>:<attempt>").
+// deliveries ("<run>_<step>_<attempt>": QStash refuses ":" in one).
 func (t Task) DedupKey() string {
-	return t.RunID.String() + ":" + strconv.Itoa(t.Step) + ":" + strconv.Itoa(t.Attempt)
+	return t.RunID.String() + "_" + strconv.Itoa(t.Step) + "_" + strconv.Itoa(t.Attempt)
 }
 
 // Handler runs the step a task names; the queues call it for every

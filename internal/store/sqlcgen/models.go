@@ -10,6 +10,63 @@ import (
 	"github.com/google/uuid"
 )
 
+type ParleyAgentEvent struct {
+	RunID      uuid.UUID
+	Seq        int64
+	Step       int32
+	Kind       string
+	Data       []byte
+	CreateTime time.Time
+}
+
+type ParleyAgentOutbox struct {
+	ID          int64
+	RunID       uuid.UUID
+	Step        int32
+	Attempt     int32
+	NotBefore   time.Time
+	CreateTime  time.Time
+	PublishTime *time.Time
+}
+
+type ParleyAgentRun struct {
+	ID               uuid.UUID
+	UserID           uuid.UUID
+	ConversationID   *uuid.UUID
+	Goal             string
+	Model            string
+	Tools            []string
+	Status           string
+	Step             int32
+	Summary          string
+	Error            string
+	QuotaTokens      int64
+	TotalTokens      int64
+	CancelRequested  bool
+	SummaryMessageID *uuid.UUID
+	LastSeq          int64
+	RequestID        *string
+	CreateTime       time.Time
+	UpdateTime       time.Time
+	EndTime          *time.Time
+}
+
+type ParleyAgentStep struct {
+	RunID       uuid.UUID
+	Idx         int32
+	Name        string
+	Status      string
+	Attempt     int32
+	Output      string
+	ToolRounds  []byte
+	Error       string
+	TotalTokens int64
+	LeaseOwner  *uuid.UUID
+	LeaseUntil  *time.Time
+	StartTime   *time.Time
+	EndTime     *time.Time
+}
+
 type ParleyArtifact struct {
 	ID             uuid.UUID
 	UserID         uuid.UUID
@@ -78,6 +135,11 @@ type ParleyMessageSearch struct {
 	CreateTime     time.Time
 	SearchSimple   interface{}
 	SearchEnglish  interface{}
+}
+
+type ParleyQstashMessage struct {
+	MessageID  string
+	ExpireTime time.Time
 }
 
 type ParleyTokenUsage struct {
