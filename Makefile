@@ -4,7 +4,7 @@ SHELL := /bin/bash
 GO ?= go
 GENERATED := internal/gen internal/store/sqlcgen
 
-.PHONY: dev test generate check-generated lint vet fmt build bench docker clean-dev help
+.PHONY: dev test node-deps generate check-generated lint vet fmt build bench docker clean-dev help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -13,10 +13,19 @@ dev: ## run the API locally with a private Postgres, a dev signing key and no ac
 	$(GO) build -o bin/parley ./cmd/parley
 	exec bin/parley dev
 
-test: check-generated lint ## every check and every test (what CI runs)
+test: check-generated lint node-deps ## every check and every test (what CI runs)
 	$(GO) test -race -count=1 ./...
 	@# Benchmarks are not tests: compile them (and the bench-tagged harness), run none.
 	$(GO) vet -tags bench ./...
+
+QSTASH_NODE := internal/qstash/testdata/node
+
+node-deps: $(QSTASH_NODE)/node_modules/.package-lock.json ## install the pinned npm packages of the QStash cross-check
+
+# npm ci writes node_modules/.package-lock.json; reinstall when the lock file is newer.
+$(QSTASH_NODE)/node_modules/.package-lock.json: $(QSTASH_NODE)/package-lock.json
+	npm ci --prefix $(QSTASH_NODE) --no-audit --no-fund
+	@touch $@
 
 bench: ## measure against same-run baselines; rewrites BENCHMARKS.md and bench/ttft.svg (~5 min)
 	$(GO) test -tags bench -run TestReport -count=1 -timeout 15m -v ./internal/bench/
