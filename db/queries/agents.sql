@@ -3,7 +3,7 @@
 -- name: LockUserRuns :exec
 -- Serializes a user's StartRuns for the rest of the transaction, so the
 -- cap on runs in progress holds when two start at once.
-SELECT pg_advisory_xact_lock(hashtextextended('parley.agent_runs:' || @user_id::text, 0));
+SELECT pg_advisory_xact_lock(hashtextextended('parley.agent_runs:' || CAST(@user_id::uuid AS text), 0));
 
 -- name: GetAgentRunIDByRequestID :one
 SELECT id FROM parley.agent_runs WHERE user_id = @user_id AND request_id = @request_id;
@@ -127,6 +127,10 @@ WITH lease AS (
     SELECT pg_notify('parley_agent', 'e:' || @run_id::text) FROM run
 )
 SELECT run.last_seq, run.cancel_requested FROM run, woke;
+
+-- name: NotifyAgent :exec
+-- Wakes every instance's listener (delivered when the transaction commits).
+SELECT pg_notify('parley_agent', @payload::text);
 
 -- name: ListAgentEvents :many
 SELECT * FROM parley.agent_events

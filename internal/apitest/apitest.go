@@ -16,7 +16,9 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/parleyhq/parley/internal/agent"
 	"github.com/parleyhq/parley/internal/app"
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/chat"
@@ -26,6 +28,7 @@ import (
 	"github.com/parleyhq/parley/internal/llm"
 	"github.com/parleyhq/parley/internal/pgtest"
 	"github.com/parleyhq/parley/internal/plan"
+	"github.com/parleyhq/parley/internal/qstash/qstashtest"
 	"github.com/parleyhq/parley/internal/rpc"
 	"github.com/parleyhq/parley/internal/server"
 	"github.com/parleyhq/parley/internal/store"
@@ -100,6 +103,20 @@ type Options struct {
 	// SearchTextConfig is SEARCH_TEXT_CONFIG (the default, simple, when
 	// empty).
 	SearchTextConfig string
+
+	// Agent tunes agent runs (app.Options.Agent); RiverRescueAfter is
+	// app.Options.RiverRescueAfter.
+	Agent            func(*agent.RunnerConfig)
+	RiverRescueAfter time.Duration
+	// AgentMaxActiveRuns is AGENT_MAX_ACTIVE_RUNS (the default when 0).
+	AgentMaxActiveRuns int
+	// QStash, when set, delivers agent steps through that stand-in instead
+	// of River: the service publishes to it, and it calls the service's
+	// signed endpoint at the test server's own URL.
+	QStash *qstashtest.Server
+	// DatabaseURL replaces the package's test database (a database of the
+	// test's own, from pgtest.NewDatabase).
+	DatabaseURL string
 }
 
 // New starts a server for the test's lifetime on the package's test database
@@ -137,6 +154,8 @@ func New(tb testing.TB, opts Options) *Env {
 		OutputReserve:      opts.Generator.OutputReserve,
 		WrapStore:          opts.WrapStore,
 		Ping:               opts.Ping,
+		Agent:              opts.Agent,
+		RiverRescueAfter:   opts.RiverRescueAfter,
 	}
 	if opts.Generator.Clock != nil {
 		appOpts.Clock = opts.Generator.Clock
@@ -151,6 +170,11 @@ func New(tb testing.TB, opts Options) *Env {
 	}
 	if appOpts.Listener, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		tb.Fatal(err)
+	}
+	if q := opts.QStash; q != nil {
+		cfg.QStashURL, cfg.QStashToken = q.URL(), q.Token()
+		cfg.QStashCurrentSigningKey, cfg.QStashNextSigningKey = q.CurrentKey(), q.NextKey()
+		cfg.PublicURL = "http://" + appOpts.Listener.Addr().String()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a, err := app.New(ctx, cfg, appOpts)
@@ -176,7 +200,18 @@ func New(tb testing.TB, opts Options) *Env {
 		})
 	}
 	tb.Cleanup(stop)
-	return &Env{URL: a.URL(), Store: store.New(pgtest.Pool(tb)), Key: key, HTTPClient: H2CClient(), Stop: stop}
+	return &Env{URL: a.URL(), Store: store.New(pool(tb, cfg.DatabaseURL)), Key: key, HTTPClient: H2CClient(), Stop: stop}
+}
+
+// pool is a pool on the database at url, closed when the test ends.
+func pool(tb testing.TB, url string) *pgxpool.Pool {
+	tb.Helper()
+	p, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		tb.Fatalf("apitest: pool: %v", err)
+	}
+	tb.Cleanup(p.Close)
+	return p
 }
 
 // Config is the configuration New runs the service with: the package's
@@ -189,6 +224,9 @@ func Config(tb testing.TB, opts Options) config.Config {
 		tb.Fatal(err)
 	}
 	cfg.DatabaseURL = pgtest.URL(tb)
+	if opts.DatabaseURL != "" {
+		cfg.DatabaseURL = opts.DatabaseURL
+	}
 	cfg.DatabaseMaxConns = 8
 	cfg.RedisURL = opts.RedisURL
 	cfg.EventLogRetention = opts.Retention
@@ -205,6 +243,9 @@ func Config(tb testing.TB, opts Options) config.Config {
 	cfg.ShutdownTimeout = opts.ShutdownTimeout
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 2 * time.Second
+	}
+	if opts.AgentMaxActiveRuns > 0 {
+		cfg.AgentMaxActiveRuns = opts.AgentMaxActiveRuns
 	}
 	if opts.SearchTextConfig != "" {
 		cfg.SearchTextConfig = opts.SearchTextConfig
@@ -307,6 +348,12 @@ func (e *Env) ArtifactClient(tb testing.TB, protocol string, userID uuid.UUID) p
 func (e *Env) SearchClient(tb testing.TB, protocol string, userID uuid.UUID) parleyv1connect.SearchServiceClient {
 	tb.Helper()
 	return parleyv1connect.NewSearchServiceClient(HTTPClientFor(protocol), e.URL, e.clientOptions(tb, protocol, userID)...)
+}
+
+// AgentClient returns an AgentService client for userID over protocol.
+func (e *Env) AgentClient(tb testing.TB, protocol string, userID uuid.UUID) parleyv1connect.AgentServiceClient {
+	tb.Helper()
+	return parleyv1connect.NewAgentServiceClient(HTTPClientFor(protocol), e.URL, e.clientOptions(tb, protocol, userID)...)
 }
 
 func (e *Env) clientOptions(tb testing.TB, protocol string, userID uuid.UUID) []connect.ClientOption {

@@ -78,6 +78,14 @@ type Options struct {
 	WrapChat func(parleyv1connect.ChatServiceHandler) parleyv1connect.ChatServiceHandler
 	// Ping replaces the database health check.
 	Ping func(context.Context) error
+
+	// Agent tunes agent runs (tests shorten timeouts and backoffs, or
+	// crash the process after a step is saved); it is called with the
+	// configured values.
+	Agent func(*agent.RunnerConfig)
+	// RiverRescueAfter is how long River waits before delivering again a
+	// job whose instance died (default: the step timeout plus a minute).
+	RiverRescueAfter time.Duration
 }
 
 // App is a built service, ready to Run.
@@ -90,6 +98,7 @@ type App struct {
 	generator *chat.Generator
 	http      *http.Server
 	models    *chat.Models
+	agents    *agentParts
 	closers   []func()
 	closeOnce sync.Once
 }
@@ -186,6 +195,9 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 	if err != nil {
 		return nil, err
 	}
+	if a.agents, err = a.buildAgents(opts, plans, searcher, artifacts); err != nil {
+		return nil, err
+	}
 	ping := opts.Ping
 	if ping == nil {
 		ping = a.store.Ping
@@ -200,6 +212,8 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 		Chat:             chatHandler,
 		Artifact:         rpc.NewArtifactHandler(artifacts),
 		Search:           rpc.NewSearchHandler(searcher),
+		Agent:            rpc.NewAgentHandler(a.agents.service),
+		Tasks:            a.agents.tasks,
 		Ping:             ping,
 		AllowedOrigins:   cfg.AllowedOrigins,
 		Limiter:          limiter,
@@ -320,6 +334,10 @@ func (a *App) Run(ctx context.Context) error {
 	defer stopBackground()
 	go a.listen(background)
 	go a.generator.SweepStale(background)
+	agentsStopped, err := a.agents.start(a, run)
+	if err != nil {
+		return err
+	}
 
 	generationsDone := make(chan struct{})
 	go func() {
@@ -334,9 +352,10 @@ func (a *App) Run(ctx context.Context) error {
 	}()
 
 	a.log.Info("listening", "url", a.URL(), "env", a.cfg.Env, "version", server.Version(), "models", a.models.Names())
-	err := server.Serve(run, a.http, a.ln, a.cfg.ShutdownTimeout, a.log)
+	err = server.Serve(run, a.http, a.ln, a.cfg.ShutdownTimeout, a.log)
 	endRun()
 	<-generationsDone
+	<-agentsStopped
 	return err
 }
 

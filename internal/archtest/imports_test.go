@@ -12,6 +12,7 @@ import (
 // queue) implement them. A new domain package is added here.
 var domainPackages = []string{
 	"github.com/parleyhq/parley/internal/chat",
+	"github.com/parleyhq/parley/internal/agent",
 	"github.com/parleyhq/parley/internal/artifact",
 	"github.com/parleyhq/parley/internal/search",
 	"github.com/parleyhq/parley/internal/pagetoken",
@@ -34,6 +35,9 @@ var forbidden = []string{
 	"github.com/parleyhq/parley/internal/store",
 	"github.com/parleyhq/parley/internal/broker",
 	"github.com/parleyhq/parley/internal/llm",
+	"github.com/parleyhq/parley/internal/qstash",
+	"github.com/parleyhq/parley/internal/riverq",
+	"github.com/riverqueue",
 	"github.com/parleyhq/parley/internal/redisconn",
 	"github.com/parleyhq/parley/internal/ratelimit",
 	"github.com/parleyhq/parley/internal/rpc",

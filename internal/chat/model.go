@@ -133,3 +133,11 @@ func (m *Models) resolve(field string, names ...string) (string, Provider, error
 	}
 	return name, p, nil
 }
+
+// Resolve picks the first non-empty of names, or the default model, and
+// the provider that serves it; an unknown name answers apperr Invalid
+// naming field. Other domains that call models (agents) resolve them
+// here.
+func (m *Models) Resolve(field string, names ...string) (string, Provider, error) {
+	return m.resolve(field, names...)
+}

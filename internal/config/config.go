@@ -132,7 +132,32 @@ type Config struct {
 	// and stop words). The database keeps vectors for both, so it can be
 	// changed at any restart.
 	SearchTextConfig string
+
+	// Agent runs. AgentStepTimeout bounds one attempt of a step
+	// (AGENT_STEP_TIMEOUT, default 4m: well inside Cloud Run's request
+	// timeout, 5m by default, which bounds a QStash delivery);
+	// AgentMaxAttempts bounds a step's attempts (AGENT_MAX_ATTEMPTS,
+	// default 3); AgentMaxActiveRuns caps a user's runs in progress
+	// (AGENT_MAX_ACTIVE_RUNS, default 3); AgentWorkers is how many steps
+	// one instance runs at once on River (AGENT_WORKERS, default 20).
+	AgentStepTimeout   time.Duration
+	AgentMaxAttempts   int
+	AgentMaxActiveRuns int
+	AgentWorkers       int
+
+	// QStash push delivery of agent steps, instead of River, when
+	// QStashToken is set (QSTASH_TOKEN). QStashURL is the API
+	// (QSTASH_URL, default https://qstash.upstash.io); the signing keys
+	// (QSTASH_CURRENT_SIGNING_KEY, QSTASH_NEXT_SIGNING_KEY) verify
+	// deliveries; PublicURL (PUBLIC_URL) is this service's public base
+	// URL, which QStash calls at PublicURL + /tasks/agent-step.
+	QStashToken, QStashURL                        string
+	QStashCurrentSigningKey, QStashNextSigningKey string
+	PublicURL                                     string
 }
+
+// QStash reports whether agent steps go through QStash instead of River.
+func (c Config) QStash() bool { return c.QStashToken != "" }
 
 // Offline reports whether no model provider is configured: dev then
 // answers with the offline responder.
@@ -207,6 +232,16 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 		PlanAnonymousModels:         p.optionalList("PLAN_ANONYMOUS_MODELS"),
 		// The list is search.Configs (config imports no domain package).
 		SearchTextConfig: p.oneOf("SEARCH_TEXT_CONFIG", "simple", "simple", "english"),
+
+		AgentStepTimeout:        p.duration("AGENT_STEP_TIMEOUT", 4*time.Minute),
+		AgentMaxAttempts:        p.int("AGENT_MAX_ATTEMPTS", 3, 1, 20),
+		AgentMaxActiveRuns:      p.int("AGENT_MAX_ACTIVE_RUNS", 3, 1, 1000),
+		AgentWorkers:            p.int("AGENT_WORKERS", 20, 1, 10_000),
+		QStashToken:             p.str("QSTASH_TOKEN", ""),
+		QStashURL:               p.str("QSTASH_URL", "https://qstash.upstash.io"),
+		QStashCurrentSigningKey: p.str("QSTASH_CURRENT_SIGNING_KEY", ""),
+		QStashNextSigningKey:    p.str("QSTASH_NEXT_SIGNING_KEY", ""),
+		PublicURL:               strings.TrimRight(p.str("PUBLIC_URL", ""), "/"),
 	}
 	if mode == ModeDev {
 		if getenv("PARLEY_ENV") == "" {
@@ -255,6 +290,26 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 		// A second goes to closing the pool and flushing logs; the rest is
 		// split between draining answers and saving the interrupted ones.
 		p.fail("SHUTDOWN_TIMEOUT", "must be at least 2s, got %s", cfg.ShutdownTimeout)
+	}
+	if cfg.AgentStepTimeout < time.Second || cfg.AgentStepTimeout > time.Hour {
+		p.fail("AGENT_STEP_TIMEOUT", "must be from 1s to 1h (keep it well inside Cloud Run's request timeout), got %s", cfg.AgentStepTimeout)
+	}
+	if cfg.QStash() {
+		p.required("QSTASH_CURRENT_SIGNING_KEY", cfg.QStashCurrentSigningKey)
+		p.required("QSTASH_NEXT_SIGNING_KEY", cfg.QStashNextSigningKey)
+		p.required("PUBLIC_URL", cfg.PublicURL)
+		if u, err := url.Parse(cfg.QStashURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			p.fail("QSTASH_URL", "must be an http(s) URL such as https://qstash.upstash.io")
+		}
+		if cfg.PublicURL != "" {
+			u, err := url.Parse(cfg.PublicURL)
+			switch {
+			case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "":
+				p.fail("PUBLIC_URL", "must be the service's public base URL, such as https://parley-abc123-uc.a.run.app")
+			case cfg.Production() && u.Scheme == "http" && !isLoopback(u.Hostname()):
+				p.fail("PUBLIC_URL", "must be https:// in production: QStash sends the agent's tasks there")
+			}
+		}
 	}
 	if cfg.ContextTokens <= cfg.MaxOutputTokens {
 		p.fail("MAX_OUTPUT_TOKENS", "must be below CONTEXT_TOKENS")

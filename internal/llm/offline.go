@@ -52,7 +52,10 @@ func (o *Offline) Stream(ctx context.Context, req chat.ModelRequest) (chat.Model
 	if n := len(req.Messages); n > 0 {
 		last = req.Messages[n-1]
 	}
+	step, goal := agentStep(req)
 	switch {
+	case step != "":
+		pieces, finish = agentPieces(req, step, goal)
 	case last.Role == chat.RoleTool:
 		pieces = words(toolReply(req.Messages))
 	case offers(req.Tools, "create_artifact") && asksForDocument(last.Content):

@@ -52,6 +52,7 @@ var classes = map[string]class{
 	parleyv1connect.ChatServiceSendMessageProcedure:       classChat,
 	parleyv1connect.ChatServiceRegenerateMessageProcedure: classChat,
 	parleyv1connect.ChatServiceEditMessageProcedure:       classChat,
+	parleyv1connect.AgentServiceStartRunProcedure:         classAgent,
 }
 
 // rateLimiter is the interceptor that applies the limits: per user when

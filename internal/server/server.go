@@ -37,6 +37,11 @@ type Deps struct {
 	// unmounted (tests of the HTTP surface alone).
 	Artifact parleyv1connect.ArtifactServiceHandler
 	Search   parleyv1connect.SearchServiceHandler
+	Agent    parleyv1connect.AgentServiceHandler
+	// Tasks receives pushed task deliveries (QStash's) outside the Connect
+	// API, at the path of each entry; they authenticate by signature, not
+	// by access token.
+	Tasks map[string]http.Handler
 	// Ping reports whether the database answers; gRPC health turns
 	// NOT_SERVING while it fails.
 	Ping           func(context.Context) error
@@ -132,6 +137,14 @@ func New(d Deps) http.Handler {
 	if d.Search != nil {
 		mux.Handle(parleyv1connect.NewSearchServiceHandler(d.Search, options...))
 		services = append(services, parleyv1connect.SearchServiceName)
+	}
+
+	if d.Agent != nil {
+		mux.Handle(parleyv1connect.NewAgentServiceHandler(d.Agent, options...))
+		services = append(services, parleyv1connect.AgentServiceName)
+	}
+	for path, h := range d.Tasks {
+		mux.Handle("POST "+path, h)
 	}
 
 	// Health is listed too, so grpcurl can call it without proto files.

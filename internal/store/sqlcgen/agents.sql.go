@@ -705,13 +705,13 @@ func (q *Queries) ListAgentStepsOfRuns(ctx context.Context, runIds []uuid.UUID) 
 
 const lockUserRuns = `-- name: LockUserRuns :exec
 
-SELECT pg_advisory_xact_lock(hashtextextended('parley.agent_runs:' || $1::text, 0))
+SELECT pg_advisory_xact_lock(hashtextextended('parley.agent_runs:' || CAST($1::uuid AS text), 0))
 `
 
 // Agent runs, their steps, their events, and the QStash outbox.
 // Serializes a user's StartRuns for the rest of the transaction, so the
 // cap on runs in progress holds when two start at once.
-func (q *Queries) LockUserRuns(ctx context.Context, userID string) error {
+func (q *Queries) LockUserRuns(ctx context.Context, userID uuid.UUID) error {
 	_, err := q.db.Exec(ctx, lockUserRuns, userID)
 	return err
 }
@@ -722,6 +722,16 @@ UPDATE parley.agent_outbox SET publish_time = now() WHERE id = ANY($1::bigint[])
 
 func (q *Queries) MarkAgentOutboxPublished(ctx context.Context, ids []int64) error {
 	_, err := q.db.Exec(ctx, markAgentOutboxPublished, ids)
+	return err
+}
+
+const notifyAgent = `-- name: NotifyAgent :exec
+SELECT pg_notify('parley_agent', $1::text)
+`
+
+// Wakes every instance's listener (delivered when the transaction commits).
+func (q *Queries) NotifyAgent(ctx context.Context, payload string) error {
+	_, err := q.db.Exec(ctx, notifyAgent, payload)
 	return err
 }
 

@@ -1,0 +1,407 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/internal/apperr"
+	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/clock"
+)
+
+// RunnerConfig configures a Runner. Zero values take the defaults.
+type RunnerConfig struct {
+	// StepTimeout bounds one attempt of a step, model calls and tools
+	// included (default 4 minutes: well inside Cloud Run's default request
+	// timeout of 5, which bounds a QStash delivery).
+	StepTimeout time.Duration
+	// Lease is how long a delivery holds a step without renewing it
+	// (default 30 s; renewed every Lease/6). A step whose instance died is
+	// taken over by another delivery once its lease expires.
+	Lease time.Duration
+	// MaxAttempts bounds a step's attempts after transient failures
+	// (default 3); then the run fails with the last error.
+	MaxAttempts int
+	// RetryBackoff is the wait before a step's second attempt, doubled for
+	// each later one and capped at a minute (default 2 s).
+	RetryBackoff time.Duration
+	// FlushInterval is how often a running step's output is saved as
+	// events for watchers (default 100 ms).
+	FlushInterval time.Duration
+	// MaxToolRounds bounds a step's model turns that call tools (default 4).
+	MaxToolRounds int
+	// MaxOutputTokens caps each model call; 0 leaves it to the provider.
+	MaxOutputTokens int
+	// MaxToolResultBytes bounds what a tool call tells the model (8 KiB).
+	MaxToolResultBytes int
+	Clock              clock.Clock
+	Log                *slog.Logger
+	// AfterSave, when set, runs after a step's outcome is committed and
+	// before the delivery is acknowledged (tests crash the process there).
+	AfterSave func(Task)
+}
+
+func (c *RunnerConfig) defaults() {
+	if c.StepTimeout <= 0 {
+		c.StepTimeout = 4 * time.Minute
+	}
+	if c.Lease <= 0 {
+		c.Lease = 30 * time.Second
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 3
+	}
+	if c.RetryBackoff <= 0 {
+		c.RetryBackoff = 2 * time.Second
+	}
+	if c.FlushInterval <= 0 {
+		c.FlushInterval = 100 * time.Millisecond
+	}
+	if c.MaxToolRounds <= 0 {
+		c.MaxToolRounds = 4
+	}
+	if c.MaxToolResultBytes <= 0 {
+		c.MaxToolResultBytes = 8 << 10
+	}
+	if c.Clock == nil {
+		c.Clock = clock.Real()
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Runner runs steps: the queues deliver each task to Handle.
+type Runner struct {
+	store  Store
+	models Models
+	tools  Tools
+	wake   func(runID uuid.UUID) // after this instance saved events
+	cfg    RunnerConfig
+
+	mu      sync.Mutex
+	running map[uuid.UUID]context.CancelCauseFunc // by run id, steps on this instance
+}
+
+// Tools runs the tools a step may call; the tools of tools.go are one.
+type Tools interface {
+	// Specs lists the tools among names, in a stable order.
+	Specs(names []string) []chat.ToolSpec
+	// Call runs one call for the user; failures are results the model
+	// reads (IsError), never errors.
+	Call(ctx context.Context, userID, conversationID uuid.UUID, call chat.ToolCall) chat.ToolResult
+}
+
+// NewRunner returns a Runner. wake, when not nil, is told of every run
+// whose events this instance saved (watchers on other instances learn of
+// them from the store's notifications).
+func NewRunner(store Store, models Models, tools Tools, wake func(uuid.UUID), cfg RunnerConfig) *Runner {
+	cfg.defaults()
+	if wake == nil {
+		wake = func(uuid.UUID) {}
+	}
+	return &Runner{store: store, models: models, tools: tools, wake: wake, cfg: cfg, running: map[uuid.UUID]context.CancelCauseFunc{}}
+}
+
+// Causes that end a step's context.
+var (
+	errCanceled    = errors.New("the run was canceled")
+	errLeaseLost   = errors.New("another delivery took the step over")
+	errStepTimeout = errors.New("the step ran past its time limit")
+)
+
+// cancelLocal stops runID's step if it runs on this instance.
+func (r *Runner) cancelLocal(runID uuid.UUID) {
+	r.mu.Lock()
+	cancel := r.running[runID]
+	r.mu.Unlock()
+	if cancel != nil {
+		cancel(errCanceled)
+	}
+}
+
+// CancelSignal is told that runID was asked to cancel on some instance
+// (the store's notification); a step of it running here stops.
+func (r *Runner) CancelSignal(runID uuid.UUID) { r.cancelLocal(runID) }
+
+// Handle runs the step t names; it implements Handler.
+func (r *Runner) Handle(ctx context.Context, t Task) error {
+	if t.Step < 0 || t.Step >= len(Steps) || t.Attempt < 1 || t.RunID == uuid.Nil {
+		r.cfg.Log.Error("agent: a task that names no step; dropped", "task", t)
+		return nil
+	}
+	owner := uuid.New()
+	now := r.cfg.Clock.Now()
+	claim, err := r.store.ClaimStep(ctx, t, owner, r.cfg.Lease, monthOf(now))
+	if err != nil {
+		return fmt.Errorf("claim %s: %w", t.DedupKey(), err)
+	}
+	switch claim.State {
+	case Stale, Canceled:
+		if claim.State == Canceled {
+			r.wake(t.RunID)
+		}
+		return nil
+	case Busy:
+		return &BusyError{RetryAfter: claim.RetryAfter}
+	}
+	r.wake(t.RunID)
+	s := &stepRun{r: r, task: t, owner: owner, run: claim.Run}
+	end := s.execute(ctx, claim.MonthTokens)
+	if end == nil {
+		// The lease was lost: the delivery that holds it now decides.
+		return nil
+	}
+	if err := r.store.EndStep(context.WithoutCancel(ctx), *end); err != nil {
+		if errors.Is(err, ErrLeaseLost) {
+			return nil
+		}
+		// Nothing was saved: give the step back so the queue's next
+		// delivery runs it again at once.
+		if rerr := r.store.ReleaseStep(context.WithoutCancel(ctx), t, owner); rerr != nil {
+			r.cfg.Log.Warn("agent: cannot release a step", "task", t.DedupKey(), "err", rerr)
+		}
+		return fmt.Errorf("save %s: %w", t.DedupKey(), err)
+	}
+	r.wake(t.RunID)
+	if r.cfg.AfterSave != nil {
+		r.cfg.AfterSave(t)
+	}
+	return nil
+}
+
+// monthOf is the quota period holding t (the first of its month, UTC).
+func monthOf(t time.Time) time.Time {
+	t = t.UTC()
+	return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
+}
+
+// stepRun is one attempt of one step, on this instance.
+type stepRun struct {
+	r     *Runner
+	task  Task
+	owner uuid.UUID
+	run   Run
+
+	mu      sync.Mutex
+	pending []Event // not yet saved
+	text    []byte  // the step's text so far
+	rounds  []chat.ToolRound
+	usage   chat.Usage
+}
+
+// execute runs the step and returns its outcome, or nil when the lease
+// was lost.
+func (s *stepRun) execute(parent context.Context, monthTokens int64) *StepEnd {
+	r := s.r
+	if s.run.QuotaTokens > 0 && monthTokens >= s.run.QuotaTokens {
+		// Waiting will not help before the month ends: the run fails.
+		return s.failed(fmt.Sprintf("the monthly quota of %d tokens is used up", s.run.QuotaTokens), false)
+	}
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(parent))
+	defer cancel(nil)
+	// The delivery ending (the queue stopping, QStash's request cut) ends
+	// the step too.
+	stopParent := context.AfterFunc(parent, func() { cancel(context.Cause(parent)) })
+	defer stopParent()
+	timer := time.AfterFunc(r.cfg.StepTimeout, func() { cancel(errStepTimeout) })
+	defer timer.Stop()
+	r.mu.Lock()
+	r.running[s.run.ID] = cancel
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.running, s.run.ID)
+		r.mu.Unlock()
+	}()
+
+	flushed := make(chan struct{})
+	flushCtx, stopFlush := context.WithCancel(ctx)
+	go func() {
+		defer close(flushed)
+		s.flushLoop(flushCtx, cancel)
+	}()
+
+	err := s.work(ctx)
+	stopFlush()
+	<-flushed
+	cause := context.Cause(ctx)
+	if errors.Is(cause, errLeaseLost) {
+		return nil
+	}
+	// What the step wrote reaches watchers before its end.
+	if ferr := s.flush(context.WithoutCancel(parent)); errors.Is(ferr, ErrLeaseLost) {
+		return nil
+	}
+	switch {
+	case err == nil:
+		return s.succeeded()
+	case errors.Is(cause, errCanceled):
+		return s.canceled()
+	case errors.Is(cause, errStepTimeout):
+		return s.failed(fmt.Sprintf("the %s step ran past its limit of %s", s.name(), r.cfg.StepTimeout), true)
+	case parent.Err() != nil:
+		return s.failed("the instance running the step stopped", true)
+	}
+	var ae *apperr.Error
+	if errors.As(err, &ae) {
+		return s.failed(ae.Message, transient(ae.Code))
+	}
+	r.cfg.Log.Error("agent: a step failed", "run_id", s.run.ID, "step", s.name(), "err", err)
+	return s.failed("the step failed unexpectedly", true)
+}
+
+// transient reports whether a failure of that code may pass on its own.
+func transient(code apperr.Code) bool {
+	switch code {
+	case apperr.Unavailable, apperr.DeadlineExceeded, apperr.Aborted, apperr.ResourceExhausted, apperr.Canceled:
+		return true
+	}
+	return false
+}
+
+func (s *stepRun) name() StepName { return Steps[s.task.Step] }
+
+// base fills what every outcome has.
+func (s *stepRun) base(outcome Outcome) *StepEnd {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var rounds []byte
+	if len(s.rounds) > 0 {
+		rounds, _ = json.Marshal(s.rounds) // plain structs always marshal
+	}
+	return &StepEnd{
+		Task: s.task, Owner: s.owner, UserID: s.run.UserID, Outcome: outcome,
+		Output: string(s.text), ToolRounds: rounds, Tokens: s.usage.PromptTokens + s.usage.CompletionTokens,
+		Month: monthOf(s.r.cfg.Clock.Now()), RunStep: s.task.Step, ConversationID: s.run.ConversationID, Model: s.run.Model,
+		PromptTokens: s.usage.PromptTokens, CompletionTokens: s.usage.CompletionTokens,
+	}
+}
+
+func (s *stepRun) succeeded() *StepEnd {
+	e := s.base(Succeeded)
+	e.Events = []Event{{Step: s.task.Step, Kind: EventStepFinished, Text: e.Output, Tokens: e.Tokens}}
+	if s.task.Step == len(Steps)-1 {
+		e.RunStatus, e.Summary = StatusSucceeded, e.Output
+		e.PostSummary = s.run.ConversationID != uuid.Nil
+		e.Events = append(e.Events, Event{Step: -1, Kind: EventRunFinished})
+		return e
+	}
+	next := Task{RunID: s.task.RunID, Step: s.task.Step + 1, Attempt: 1}
+	e.RunStatus, e.RunStep, e.Next, e.NotBefore = StatusRunning, next.Step, &next, s.r.cfg.Clock.Now()
+	return e
+}
+
+func (s *stepRun) canceled() *StepEnd {
+	e := s.base(Cancel)
+	e.RunStatus = StatusCanceled
+	e.Events = []Event{{Step: -1, Kind: EventRunCanceled}}
+	return e
+}
+
+// failed ends an attempt that failed: the next attempt is queued when the
+// failure may pass and attempts remain, else the run fails.
+func (s *stepRun) failed(reason string, retry bool) *StepEnd {
+	if retry && s.task.Attempt < s.r.cfg.MaxAttempts {
+		e := s.base(Retrying)
+		e.Error = reason
+		wait := min(s.r.cfg.RetryBackoff<<(s.task.Attempt-1), time.Minute)
+		next := Task{RunID: s.task.RunID, Step: s.task.Step, Attempt: s.task.Attempt + 1}
+		e.RunStatus, e.Next, e.NotBefore = StatusRunning, &next, s.r.cfg.Clock.Now().Add(wait)
+		e.Events = []Event{{Step: s.task.Step, Kind: EventStepRetrying, Attempt: s.task.Attempt, Error: reason, NextAttempt: e.NotBefore}}
+		return e
+	}
+	e := s.base(Failed)
+	e.Error = reason
+	if retry {
+		reason = fmt.Sprintf("%s (after %d attempts)", reason, s.task.Attempt)
+	}
+	e.RunStatus, e.RunError = StatusFailed, fmt.Sprintf("the %s step failed: %s", s.name(), reason)
+	e.Events = []Event{{Step: -1, Kind: EventRunFailed, Error: e.RunError}}
+	return e
+}
+
+// emit queues an event for the next flush; deltas in a row coalesce.
+func (s *stepRun) emit(ev Event) {
+	ev.Step = s.task.Step
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ev.Kind == EventDelta {
+		s.text = append(s.text, ev.Text...)
+		if n := len(s.pending); n > 0 && s.pending[n-1].Kind == EventDelta {
+			s.pending[n-1].Text += ev.Text
+			return
+		}
+	}
+	s.pending = append(s.pending, ev)
+}
+
+// flushLoop saves the step's events every FlushInterval, and renews the
+// lease (with no events, a heartbeat) often enough that it never lapses
+// while the step runs. It ends the step when the run is to cancel or the
+// lease is lost.
+func (s *stepRun) flushLoop(ctx context.Context, cancel context.CancelCauseFunc) {
+	tick := time.NewTicker(s.r.cfg.FlushInterval)
+	defer tick.Stop()
+	heartbeat := s.r.cfg.Lease / 6
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		s.mu.Lock()
+		idle := len(s.pending) == 0
+		s.mu.Unlock()
+		if idle && time.Since(last) < heartbeat {
+			continue
+		}
+		last = time.Now()
+		switch err := s.flush(ctx); {
+		case errors.Is(err, ErrLeaseLost):
+			cancel(errLeaseLost)
+			return
+		case errors.Is(err, errCancelAsked):
+			cancel(errCanceled)
+			return
+		case err != nil && ctx.Err() == nil:
+			s.r.cfg.Log.Warn("agent: cannot save a step's events; retrying", "run_id", s.run.ID, "err", err)
+		}
+	}
+}
+
+var errCancelAsked = errors.New("cancel asked")
+
+// flush saves the pending events; it returns errCancelAsked when the run
+// was asked to cancel.
+func (s *stepRun) flush(ctx context.Context) error {
+	s.mu.Lock()
+	evs := s.pending
+	s.pending = nil
+	s.mu.Unlock()
+	cancelAsked, err := s.r.store.AppendEvents(ctx, s.task, s.owner, s.r.cfg.Lease, evs)
+	if err != nil {
+		if !errors.Is(err, ErrLeaseLost) {
+			// Keep them for the next try, in order.
+			s.mu.Lock()
+			s.pending = append(evs, s.pending...)
+			s.mu.Unlock()
+		}
+		return err
+	}
+	if len(evs) > 0 {
+		s.r.wake(s.run.ID)
+	}
+	if cancelAsked {
+		return errCancelAsked
+	}
+	return nil
+}

@@ -1,0 +1,156 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/internal/agent"
+	"github.com/parleyhq/parley/internal/artifact"
+	"github.com/parleyhq/parley/internal/plan"
+	"github.com/parleyhq/parley/internal/qstash"
+	"github.com/parleyhq/parley/internal/riverq"
+	"github.com/parleyhq/parley/internal/search"
+	"github.com/parleyhq/parley/internal/store"
+)
+
+// agentParts are the agent domain and the queue that delivers its steps:
+// River in Postgres by default, or QStash's push delivery when
+// QSTASH_TOKEN is set.
+type agentParts struct {
+	service *agent.Service
+	runner  *agent.Runner
+	hub     *agent.Hub
+	river   *riverq.Queue // nil with QStash
+	outbox  *store.Outbox // nil with River
+	replays *store.QStashReplays
+	tasks   map[string]http.Handler
+}
+
+// buildAgents wires the agent domain to its store and queue.
+func (a *App) buildAgents(opts Options, plans plan.Resolver, searcher *search.Service, artifacts *artifact.Service) (*agentParts, error) {
+	cfg := a.cfg
+	p := &agentParts{hub: agent.NewHub()}
+	rc := agent.RunnerConfig{
+		StepTimeout: cfg.AgentStepTimeout, MaxAttempts: cfg.AgentMaxAttempts, MaxOutputTokens: cfg.MaxOutputTokens,
+		Clock: opts.Clock, Log: a.log,
+	}
+	if opts.Agent != nil {
+		opts.Agent(&rc)
+	}
+	// The queue calls the runner, and the runner's store queues through
+	// the queue: handle closes the loop once both exist.
+	handle := func(ctx context.Context, t agent.Task) error { return p.runner.Handle(ctx, t) }
+	var sink store.TaskSink
+	if cfg.QStash() {
+		pub := qstash.NewPublisher(cfg.QStashURL, cfg.QStashToken)
+		endpoint := cfg.PublicURL + qstash.AgentStepPath
+		p.outbox = a.store.Outbox(qstash.Tasks{Publisher: pub, Destination: endpoint, Retries: qstash.DefaultRetries}, a.log)
+		p.replays = a.store.QStashReplays()
+		p.tasks = map[string]http.Handler{qstash.AgentStepPath: qstash.NewHandler(qstash.HandlerConfig{
+			Receiver: qstash.NewReceiver(cfg.QStashCurrentSigningKey, cfg.QStashNextSigningKey),
+			URL:      endpoint, Replays: p.replays, Deliver: qstash.TaskDeliverer(handle), Log: a.log,
+		})}
+		sink = p.outbox
+	} else {
+		rescue := opts.RiverRescueAfter
+		q, err := riverq.New(a.store.Pool(), handle, riverq.Config{
+			Workers: cfg.AgentWorkers, StepTimeout: rc.StepTimeout, RescueAfter: rescue, MaxAttempts: 10, Log: a.log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("agent queue: %w", err)
+		}
+		p.river, sink = q, q
+	}
+	agents := a.store.Agents(sink)
+	p.runner = agent.NewRunner(agents, a.models, agent.NewToolbox(searcher, artifacts, a.log), p.hub.Notify, rc)
+	p.service = agent.NewService(agents, a.models, p.hub, p.runner, agent.ServiceConfig{
+		Plans: plans, MaxActive: cfg.AgentMaxActiveRuns, Clock: opts.Clock,
+	})
+	return p, nil
+}
+
+// start runs the agent side until ctx ends (the start of shutdown): the
+// notification listener, and River's workers or the QStash outbox relay.
+// The channel closes once all of it has stopped: River's running steps
+// get half the grace period, then their contexts end and they save
+// themselves for another attempt.
+func (p *agentParts) start(a *App, ctx context.Context) (<-chan struct{}, error) {
+	done := make(chan struct{})
+	listening := make(chan struct{})
+	go func() {
+		defer close(listening)
+		a.listenAgents(ctx)
+	}()
+	if p.river != nil {
+		if err := p.river.Start(context.WithoutCancel(ctx)); err != nil {
+			return nil, fmt.Errorf("agent queue: %w", err)
+		}
+	}
+	relaying := make(chan struct{})
+	go func() {
+		defer close(relaying)
+		if p.outbox != nil {
+			go p.forgetReplays(ctx)
+			p.outbox.Relay(ctx, 30*time.Second)
+		}
+	}()
+	go func() {
+		defer close(done)
+		<-ctx.Done()
+		if p.river != nil {
+			stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownTimeout/2)
+			if err := p.river.Stop(stopCtx); err != nil {
+				a.log.Warn("agent queue did not stop cleanly", "err", err)
+			}
+			cancel()
+		}
+		<-listening
+		<-relaying
+	}()
+	return done, nil
+}
+
+// forgetReplays deletes expired QStash message records every hour.
+func (p *agentParts) forgetReplays(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Hour):
+		}
+		p.replays.Forget(ctx) //nolint:errcheck // the next hour tries again
+	}
+}
+
+// listenAgents routes the agent notifications of every instance (new
+// events, cancel requests) to this instance's watchers and steps, and
+// keeps listening with backoff while the database cannot be reached;
+// meanwhile watchers poll and steps see cancels at their next heartbeat.
+func (a *App) listenAgents(ctx context.Context) {
+	backoff := time.Second
+	for {
+		err := a.store.ListenAgents(ctx, func(kind byte, runID uuid.UUID) {
+			switch kind {
+			case 'e':
+				a.agents.hub.Notify(runID)
+			case 'c':
+				a.agents.runner.CancelSignal(runID)
+				a.agents.hub.Notify(runID)
+			}
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		a.log.Warn("cannot listen for agent notifications; retrying", "retry_in", backoff.String(), "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
