@@ -1,6 +1,8 @@
 // Package db holds Parley's SQL: goose migrations embedded in the binary
 // (so `parley migrate up` needs no files beside it) and the queries sqlc
-// compiles into internal/store/sqlcgen.
+// compiles into internal/store/sqlcgen. River's tables (the task queue,
+// internal/riverq) are created by goose migration 9, which runs River's own
+// migrations (see river.go), so one `migrate up` sets up everything.
 package db
 
 import (
@@ -72,6 +74,7 @@ func NewMigrator(ctx context.Context, databaseURL string, log *slog.Logger) (*Mi
 		goose.WithTableName(versionTable),
 		goose.WithSessionLocker(locker),
 		goose.WithSlog(log),
+		goose.WithGoMigrations(riverMigration(databaseURL, log)),
 	)
 	if err != nil {
 		sqlDB.Close()
@@ -112,7 +115,11 @@ func (m *Migrator) Status(ctx context.Context, w io.Writer) error {
 		if s.State == goose.StateApplied {
 			state = "applied " + s.AppliedAt.UTC().Format("2006-01-02 15:04:05Z")
 		}
-		fmt.Fprintf(w, "%05d  %-40s %s\n", s.Source.Version, s.Source.Path, state)
+		name := s.Source.Path
+		if s.Source.Type == goose.TypeGo && s.Source.Version == riverVersion {
+			name = fmt.Sprintf("(Go) River's migrations to %d", RiverSchemaVersion)
+		}
+		fmt.Fprintf(w, "%05d  %-40s %s\n", s.Source.Version, name, state)
 	}
 	return nil
 }
