@@ -38,8 +38,8 @@ CREATE TABLE parley.agent_runs (
 CREATE INDEX agent_runs_user_create_idx ON parley.agent_runs (user_id, create_time DESC, id DESC);
 -- Serves the cap on runs in progress per user.
 CREATE INDEX agent_runs_user_active_idx ON parley.agent_runs (user_id) WHERE status IN ('queued', 'running');
-CREATE INDEX agent_runs_conversation_idx ON parley.agent_runs (conversation_id) WHERE conversation_id IS NOT NULL;
-CREATE INDEX agent_runs_summary_message_idx ON parley.agent_runs (summary_message_id) WHERE summary_message_id IS NOT NULL;
+CREATE INDEX agent_runs_conversation_idx ON parley.agent_runs (conversation_id);
+CREATE INDEX agent_runs_summary_message_idx ON parley.agent_runs (summary_message_id);
 
 CREATE TABLE parley.agent_steps (
     run_id       uuid        NOT NULL REFERENCES parley.agent_runs (id) ON DELETE CASCADE,

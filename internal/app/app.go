@@ -20,6 +20,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/parleyhq/parley/internal/agent"
 	"github.com/parleyhq/parley/internal/artifact"
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/broker"

@@ -229,8 +229,8 @@ func TestAgentRunOnQStash(t *testing.T) {
 		t.Fatalf("%d tasks published, want one per step", len(pubs))
 	}
 	for i, p := range pubs {
-		if want := fmt.Sprintf("%s_%d_1", run.GetId(), i); p.DeduplicationID != want {
-			t.Errorf("publish %d: deduplication id %q, want %q", i, p.DeduplicationID, want)
+		if want := fmt.Sprintf("%s_%d_1", run.GetId(), i); p.Header.Get("Upstash-Deduplication-Id") != want {
+			t.Errorf("publish %d: deduplication id %q, want %q", i, p.Header.Get("Upstash-Deduplication-Id"), want)
 		}
 		if want := env.URL + "/tasks/agent-step"; p.Destination != want {
 			t.Errorf("publish %d to %q, want %q", i, p.Destination, want)

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/parleyhq/parley/db"
+	"github.com/parleyhq/parley/internal/agent"
 	"github.com/parleyhq/parley/internal/artifact"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/pgtest"
@@ -104,6 +105,27 @@ func seed(tb testing.TB, st *store.Store) {
 	}); err != nil {
 		tb.Fatal(err)
 	}
+	// An agent run with its steps, its first task in the QStash outbox, a
+	// started event, and a handled QStash message.
+	agents := st.Agents(st.Outbox(unpublished{}, nil))
+	runID := uuid.New()
+	first := agent.Task{RunID: runID, Step: 0, Attempt: 1}
+	if _, _, err := agents.CreateRun(ctx, agent.NewRun{ID: runID, UserID: user, Goal: "secret goal", Model: "m", Tools: agent.AllTools}, 3, first); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := agents.ClaimStep(ctx, first, uuid.New(), time.Minute, time.Now()); err != nil {
+		tb.Fatal(err)
+	}
+	if err := st.QStashReplays().Done(ctx, "msg_secret", time.Now().Add(time.Hour)); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// unpublished is a push queue that is down: the outbox keeps its rows.
+type unpublished struct{}
+
+func (unpublished) PublishTask(context.Context, agent.Task, time.Time) error {
+	return errors.New("the queue is down")
 }
 
 // seedRiver writes a row into each of River's tables (the task queue's,
@@ -286,11 +308,16 @@ func TestServiceRole(t *testing.T) {
 		// works its job, leader and queue tables; River's version table and
 		// its SQLite-only outbox are not its business.
 		want := map[string][]string{
+			"parley.agent_events":      {"SELECT", "INSERT"},
+			"parley.agent_outbox":      {"SELECT", "INSERT", "UPDATE"},
+			"parley.agent_runs":        {"SELECT", "INSERT", "UPDATE"},
+			"parley.agent_steps":       {"SELECT", "INSERT", "UPDATE"},
 			"parley.artifact_versions": {"SELECT", "INSERT"},
 			"parley.artifacts":         {"SELECT", "INSERT", "UPDATE", "DELETE"},
 			"parley.conversations":     {"SELECT", "INSERT", "UPDATE", "DELETE"},
 			"parley.message_search":    {"SELECT"},
 			"parley.messages":          {"SELECT", "INSERT", "UPDATE"},
+			"parley.qstash_messages":   {"SELECT", "INSERT", "DELETE"},
 			"parley.river_job":         {"SELECT", "INSERT", "UPDATE", "DELETE"},
 			"parley.river_leader":      {"SELECT", "INSERT", "UPDATE", "DELETE"},
 			"parley.river_queue":       {"SELECT", "INSERT", "UPDATE", "DELETE"},
