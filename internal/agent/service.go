@@ -317,4 +317,3 @@ func (h *Hub) Watchers() int {
 	}
 	return n
 }
-

@@ -284,7 +284,9 @@ func (a *Agents) unclaimed(ctx context.Context, t agent.Task) (agent.Claim, erro
 	case agent.Status(st.RunStatus).Ended():
 		return agent.Claim{State: agent.Stale}, nil
 	case st.CancelRequested:
-		err := a.inTx(ctx, func(q *sqlcgen.Queries, _ func(agent.Task, time.Time) error) error { return a.cancelIdle(ctx, q, t.RunID) })
+		err := a.inTx(ctx, func(q *sqlcgen.Queries, _ func(agent.Task, time.Time) error) error {
+			return a.cancelIdle(ctx, q, t.RunID)
+		})
 		return agent.Claim{State: agent.Canceled}, err
 	case int(st.Attempt) != t.Attempt || (st.Status != string(agent.StepPending) && st.Status != string(agent.StepRunning)):
 		return agent.Claim{State: agent.Stale}, nil
