@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/parleyhq/parley/internal/agent"
@@ -76,22 +77,20 @@ func singleCall(id, name string, args map[string]string) []chat.Delta {
 	}
 }
 
-// keywords are the goal's first few longer words, as a search query.
+// keywords are the goal's three longest words, any of which may match,
+// as a search query.
 func keywords(goal string) string {
-	var out []string
+	var words []string
 	for _, w := range strings.Fields(goal) {
-		w = strings.Trim(w, ".,;:!?\"'()")
-		if len(w) > 3 {
-			out = append(out, w)
-		}
-		if len(out) == 3 {
-			break
+		if w = strings.Trim(w, ".,;:!?\"'()"); len(w) > 3 {
+			words = append(words, w)
 		}
 	}
-	if len(out) == 0 {
+	if len(words) == 0 {
 		return goal
 	}
-	return strings.Join(out, " ")
+	slices.SortStableFunc(words, func(a, b string) int { return len(b) - len(a) })
+	return strings.Join(words[:min(3, len(words))], " or ")
 }
 
 // toolFindings describes the search results the model was given.
