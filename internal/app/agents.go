@@ -95,7 +95,7 @@ func (p *agentParts) start(a *App, ctx context.Context) (<-chan struct{}, error)
 		defer close(relaying)
 		if p.outbox != nil {
 			go p.forgetReplays(ctx)
-			p.outbox.Relay(ctx, 30*time.Second)
+			p.outbox.Relay(ctx, 30*time.Second, 10*time.Second)
 		}
 	}()
 	go func() {

@@ -53,12 +53,13 @@ func (o *Outbox) AfterCommit(ctx context.Context, _ []agent.Task) {
 	}
 }
 
-// Relay publishes, every interval until ctx ends, the rows older than
-// interval that are still unpublished. It runs once at once, so a task
-// stranded by a crash goes out as soon as an instance starts again.
-func (o *Outbox) Relay(ctx context.Context, interval time.Duration) {
+// Relay publishes, every interval until ctx ends, the rows still
+// unpublished that were written more than olderThan ago (long enough for
+// their own AfterCommit to have had its chance). It runs once at once, so
+// a task stranded by a crash goes out as soon as an instance starts again.
+func (o *Outbox) Relay(ctx context.Context, interval, olderThan time.Duration) {
 	for {
-		if n, err := o.publish(ctx, interval); err != nil && ctx.Err() == nil {
+		if n, err := o.publish(ctx, olderThan); err != nil && ctx.Err() == nil {
 			o.log.Warn("agent outbox: relay failed", "err", err)
 		} else if n > 0 {
 			o.log.Info("agent outbox: relayed unpublished tasks", "tasks", n)
@@ -108,6 +109,10 @@ func (o *Outbox) publishBatch(ctx context.Context, age time.Duration) (int, erro
 		done = append(done, r.ID)
 	}
 	if len(done) > 0 {
+		// What was published is recorded even when ctx ends meanwhile
+		// (shutdown): a row published twice is only de-duplicated work.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
 		if err := q.MarkAgentOutboxPublished(ctx, done); err != nil {
 			return 0, interpretError(err, "agent outbox")
 		}
