@@ -38,6 +38,8 @@ const (
 	verdictMissed
 	verdictPending
 	verdictFailed
+	// verdictReported is a figure the issue asks for without a target.
+	verdictReported
 )
 
 func verdictOf(ok bool) verdict {
@@ -55,6 +57,8 @@ func (v verdict) String() string {
 		return "**missed**"
 	case verdictPending:
 		return "pending"
+	case verdictReported:
+		return "reported"
 	}
 	return "**not measured**"
 }
@@ -160,6 +164,12 @@ func TestReport(t *testing.T) {
 	})
 	phase(searchPhaseTitle, []int{10}, []string{"Search p50/p99"}, func(t *testing.T) ([]summaryRow, string) {
 		return searchSection(measureSearch(t))
+	})
+	phase(agentPhaseTitle, []int{11, 11, 11, 11}, []string{
+		"Agent step handoff on River, one run at a time", "Agent step handoff on River, 10 runs at once",
+		"Offline agent run's overhead beyond its model time, one run at a time", "Offline agent run's overhead beyond its model time, 10 runs at once",
+	}, func(t *testing.T) ([]summaryRow, string) {
+		return agentSection(measureAgents(t))
 	})
 	var hotPaths string
 	t.Run("Hot paths", func(t *testing.T) {
