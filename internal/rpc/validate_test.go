@@ -193,7 +193,6 @@ func TestStringFieldsRefuseNUL(t *testing.T) {
 	t.Parallel()
 	env := apitest.New(t, apitest.Options{})
 	user := uuid.New()
-	ctx := testCtx(t)
 	const nul, marker, broken = "a\x00b", "zz\x01zz", "zz\xffzz"
 	for _, method := range requestMethods(t) {
 		fields := stringFields(method.Input(), "", 0)
@@ -201,6 +200,9 @@ func TestStringFieldsRefuseNUL(t *testing.T) {
 			for _, protocol := range apitest.Protocols {
 				t.Run(fmt.Sprintf("%s/%s/%s", method.Name(), field.path(nul), protocol), func(t *testing.T) {
 					t.Parallel()
+					// Each subtest's own deadline: hundreds of them wait
+					// their turn for a parallel slot.
+					ctx := testCtx(t)
 					err := callRaw(ctx, t, env, user, protocol, method, encode(t, method, field, nul, protocol))
 					want := field.path(nul) + ": must not contain NUL characters (U+0000)"
 					var ce *connect.Error
