@@ -83,8 +83,9 @@ func IsPermanent(err error) bool {
 // NewHandler returns the endpoint QStash delivers to.
 //
 // Answers: 405 for a method other than POST; 413 for a body over MaxBody; 401 for a
-// missing or bad signature, a missing Upstash-Message-Id or a message id already run;
-// 200 when Deliver succeeded; 489 with Upstash-NonRetryable-Error when Deliver's error
+// missing or bad signature, a missing Upstash-Message-Id or a token already used (a
+// replay); 200 when Deliver succeeded, and without running anything for a new token
+// of a message that already ran (QStash's retry after a lost answer); 489 with Upstash-NonRetryable-Error when Deliver's error
 // is Permanent; 500 for any other failure. Bodies are short and generic; the reason is
 // logged.
 func NewHandler(cfg HandlerConfig) http.Handler {
@@ -127,16 +128,33 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.unauthorized(w, "message id missing", "")
 		return
 	}
+	// A replay is the same signed token sent again: its jti is signed, so a
+	// replayer cannot change it (the message id header is not signed).
+	if c.ID == "" {
+		h.unauthorized(w, "token has no jti", messageID)
+		return
+	}
 	log := h.cfg.Log.With("message_id", messageID, "retried", r.Header.Get(HeaderRetried))
 	ctx := r.Context()
-	seen, err := h.cfg.Replays.Seen(ctx, messageID)
+	replayed, err := h.cfg.Replays.Seen(ctx, tokenKey(c.ID))
+	if err == nil && !replayed {
+		var ran bool
+		if ran, err = h.cfg.Replays.Seen(ctx, messageKey(messageID)); err == nil && ran {
+			// QStash retries a message whose answer it did not get with a
+			// new token: the work is done, so say so, or it retries until
+			// its dead letter queue.
+			log.Info("qstash delivery of a message already run; acknowledged")
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+	}
 	if err != nil {
 		log.Error("qstash delivery failed", "reason", "replay check", "err", err)
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
-	if seen {
-		h.unauthorized(w, "message already run", messageID)
+	if replayed {
+		h.unauthorized(w, "token already used", messageID)
 		return
 	}
 	if err := h.cfg.Deliver(ctx, body); err != nil {
@@ -155,7 +173,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	doneCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	until := c.ExpiresAt.Add(h.cfg.Receiver.leeway + replayMargin)
-	if err := h.cfg.Replays.Done(doneCtx, messageID, until); err != nil {
+	err = errors.Join(h.cfg.Replays.Done(doneCtx, tokenKey(c.ID), until),
+		h.cfg.Replays.Done(doneCtx, messageKey(messageID), time.Now().Add(messageMemory)))
+	if err != nil {
 		// Answer 200 all the same: the work is done, and a 5xx would only have QStash
 		// run it again. The cost is that a replay within the token's lifetime is not
 		// refused, which an idempotent Deliver absorbs.
@@ -163,6 +183,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusOK)
 }
+
+// messageMemory is how long a message that ran is remembered, so QStash's
+// retries of it (its backoff spans about a day at most) are acknowledged.
+const messageMemory = 72 * time.Hour
+
+// tokenKey and messageKey are the Replays keys of a token's jti and of a
+// message id.
+func tokenKey(jti string) string  { return "jti:" + jti }
+func messageKey(id string) string { return "msg:" + id }
 
 // unauthorized answers 401 and logs why; reason never holds a key or the token.
 func (h *handler) unauthorized(w http.ResponseWriter, reason, messageID string) {

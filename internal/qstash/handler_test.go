@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
 	"github.com/parleyhq/parley/internal/qstash"
 )
 
@@ -62,7 +64,8 @@ func TestHandler(t *testing.T) {
 		body       []byte
 		signature  string
 		messageID  string
-		replayed   bool
+		replayed   bool // the same token was used before
+		ranBefore  bool // the message ran before, under another token
 		seenErr    error
 		deliverErr error
 		wantStatus int
@@ -71,6 +74,7 @@ func TestHandler(t *testing.T) {
 	}{
 		{name: "OK", wantStatus: 200, wantRun: true, wantDone: true},
 		{name: "ErrReplayed", replayed: true, wantStatus: 401},
+		{name: "RetryOfMessageThatRan", ranBefore: true, wantStatus: 200},
 		{name: "ErrOversize", body: bytes.Repeat([]byte("x"), 65), wantStatus: 413},
 		{name: "ErrDeliver", deliverErr: errors.New("database down"), wantStatus: 500, wantRun: true},
 		{name: "ErrPermanent", deliverErr: qstash.Permanent(errors.New("no such step")), wantStatus: qstash.StatusNonRetryable, wantRun: true},
@@ -88,8 +92,12 @@ func TestHandler(t *testing.T) {
 			replays := newMemReplays()
 			replays.seenErr = tt.seenErr
 			messageID := "msg_" + tt.name
+			jti := tokenID(t, signature)
 			if tt.replayed {
-				replays.Done(context.Background(), messageID, signedAt.Add(time.Hour))
+				replays.Done(context.Background(), "jti:"+jti, signedAt.Add(time.Hour))
+			}
+			if tt.ranBefore {
+				replays.Done(context.Background(), "msg:"+messageID, signedAt.Add(time.Hour))
 			}
 			var ran [][]byte
 			h := qstash.NewHandler(qstash.HandlerConfig{
@@ -123,7 +131,10 @@ func TestHandler(t *testing.T) {
 			if got := len(ran) == 1 && bytes.Equal(ran[0], body); got != tt.wantRun || len(ran) > 1 {
 				t.Errorf("Deliver ran %d times with %q, want run=%v", len(ran), ran, tt.wantRun)
 			}
-			until, done := replays.doneUntil(messageID)
+			until, done := replays.doneUntil("jti:" + jti)
+			if _, msgDone := replays.doneUntil("msg:" + messageID); msgDone != (tt.wantDone || tt.ranBefore) {
+				t.Errorf("message recorded = %v, want %v", msgDone, tt.wantDone || tt.ranBefore)
+			}
 			if done != (tt.wantDone || tt.replayed) {
 				t.Errorf("Done recorded = %v, want %v", done, tt.wantDone)
 			}
@@ -166,5 +177,47 @@ func TestPermanent(t *testing.T) {
 	}
 	if qstash.IsPermanent(cause) || qstash.Permanent(nil) != nil {
 		t.Error("an unmarked error is permanent, or Permanent(nil) is not nil")
+	}
+}
+
+// tokenID reads a token's jti without verifying it (the test made it).
+func tokenID(t *testing.T, token string) string {
+	t.Helper()
+	var c jwt.RegisteredClaims
+	if _, _, err := jwt.NewParser().ParseUnverified(token, &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.ID == "" {
+		t.Fatal("the signer wrote no jti")
+	}
+	return c.ID
+}
+
+// A captured delivery replayed under another message id is still a
+// replay: the signed jti gives it away.
+func TestHandlerRefusesReplayUnderNewMessageID(t *testing.T) {
+	const endpoint = "https://parley.example/tasks/agent-step"
+	body := []byte(`{"step":1}`)
+	signature, err := qstash.NewSigner("sig_current").Sign(body, endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var runs int
+	h := qstash.NewHandler(qstash.HandlerConfig{
+		Receiver: qstash.NewReceiver("sig_current", "sig_next"), URL: endpoint, Replays: newMemReplays(),
+		Deliver: func(context.Context, []byte) error { runs++; return nil },
+	})
+	for i, id := range []string{"msg_1", "msg_forged"} {
+		req := httptest.NewRequest(http.MethodPost, endpoint, bytes.NewReader(body))
+		req.Header.Set(qstash.HeaderSignature, signature)
+		req.Header.Set(qstash.HeaderMessageID, id)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if want := []int{200, 401}[i]; rec.Code != want {
+			t.Errorf("delivery %d (%s): %d, want %d", i+1, id, rec.Code, want)
+		}
+	}
+	if runs != 1 {
+		t.Errorf("ran %d times, want once", runs)
 	}
 }
