@@ -27,6 +27,9 @@ CREATE TABLE parley.agent_runs (
     summary_message_id uuid      REFERENCES parley.messages (id) ON DELETE SET NULL,
     -- The seq of the run's latest event (agent_events).
     last_seq         bigint      NOT NULL DEFAULT 0,
+    -- How many times the sweep queued the run's step again because
+    -- nothing was working on it (its task lost, or its instance dead).
+    requeues         int         NOT NULL DEFAULT 0,
     request_id       text,
     create_time      timestamptz NOT NULL DEFAULT now(),
     update_time      timestamptz NOT NULL DEFAULT now(),
@@ -36,8 +39,10 @@ CREATE TABLE parley.agent_runs (
 
 -- Serves ListRuns (newest first, keyset on (create_time, id)).
 CREATE INDEX agent_runs_user_create_idx ON parley.agent_runs (user_id, create_time DESC, id DESC);
--- Serves the cap on runs in progress per user.
+-- Serve the cap on runs in progress per user, and the sweep for runs that
+-- nothing works on.
 CREATE INDEX agent_runs_user_active_idx ON parley.agent_runs (user_id) WHERE status IN ('queued', 'running');
+CREATE INDEX agent_runs_active_update_idx ON parley.agent_runs (update_time) WHERE status IN ('queued', 'running');
 CREATE INDEX agent_runs_conversation_idx ON parley.agent_runs (conversation_id);
 CREATE INDEX agent_runs_summary_message_idx ON parley.agent_runs (summary_message_id);
 
@@ -82,9 +87,14 @@ CREATE TABLE parley.agent_outbox (
     run_id       uuid        NOT NULL REFERENCES parley.agent_runs (id) ON DELETE CASCADE,
     step         int         NOT NULL,
     attempt      int         NOT NULL,
+    requeue      int         NOT NULL DEFAULT 0,
     not_before   timestamptz NOT NULL,
     create_time  timestamptz NOT NULL DEFAULT now(),
-    publish_time timestamptz
+    publish_time timestamptz,
+    -- A row the relay could not publish waits, with backoff, so it never
+    -- holds up the rows behind it.
+    publish_attempts int     NOT NULL DEFAULT 0,
+    next_try_time    timestamptz
 );
 CREATE INDEX agent_outbox_unpublished_idx ON parley.agent_outbox (create_time) WHERE publish_time IS NULL;
 CREATE INDEX agent_outbox_run_idx ON parley.agent_outbox (run_id);
@@ -106,7 +116,7 @@ ALTER TABLE parley.qstash_messages ENABLE ROW LEVEL SECURITY;
 GRANT SELECT, INSERT, UPDATE ON parley.agent_runs TO parley_app;
 GRANT SELECT, INSERT, UPDATE ON parley.agent_steps TO parley_app;
 GRANT SELECT, INSERT ON parley.agent_events TO parley_app;
-GRANT SELECT, INSERT, UPDATE ON parley.agent_outbox TO parley_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON parley.agent_outbox TO parley_app;
 GRANT SELECT, INSERT, DELETE ON parley.qstash_messages TO parley_app;
 CREATE POLICY parley_app_all ON parley.agent_runs FOR ALL TO parley_app USING (true) WITH CHECK (true);
 CREATE POLICY parley_app_all ON parley.agent_steps FOR ALL TO parley_app USING (true) WITH CHECK (true);

@@ -87,16 +87,16 @@ WITH claimed AS (
     WHERE s.run_id = @run_id AND s.idx = @idx AND s.attempt = @attempt AND r.id = s.run_id
       AND s.status IN ('pending', 'running') AND (s.lease_until IS NULL OR s.lease_until < now())
       AND r.status IN ('queued', 'running') AND NOT r.cancel_requested
-    RETURNING s.run_id
+    RETURNING s.run_id, s.tool_rounds
 ), run AS (
     UPDATE parley.agent_runs r SET status = 'running', step = @idx, update_time = now()
     FROM claimed WHERE r.id = claimed.run_id
     RETURNING r.*
 )
-SELECT run.*,
+SELECT run.*, claimed.tool_rounds AS step_tool_rounds,
        COALESCE((SELECT u.used_tokens + u.reserved_tokens FROM parley.token_usage u
                  WHERE u.user_id = run.user_id AND u.month = @month::date), 0)::bigint AS month_tokens
-FROM run;
+FROM run, claimed;
 
 -- name: GetAgentStepState :one
 -- Why a claim took nothing.
@@ -108,9 +108,13 @@ WHERE s.run_id = @run_id AND s.idx = @idx;
 -- Appends a run's events with the next seqs and wakes its watchers. With
 -- an owner, the events are the running step's: they are saved only while
 -- that delivery holds the step's lease, which they renew; the row says
--- whether the run was asked to cancel. No row: the lease was lost.
+-- whether the run was asked to cancel. No row: the lease was lost. The
+-- step's finished tool rounds, when given, are saved with them, so an
+-- attempt that dies after a tool call does not make it again.
 WITH lease AS (
-    UPDATE parley.agent_steps s SET lease_until = now() + make_interval(secs => @lease_seconds::float8)
+    UPDATE parley.agent_steps s
+    SET lease_until = now() + make_interval(secs => @lease_seconds::float8),
+        tool_rounds = COALESCE(sqlc.narg('tool_rounds')::jsonb, s.tool_rounds)
     WHERE sqlc.narg('owner')::uuid IS NOT NULL
       AND s.run_id = @run_id AND s.idx = @step AND s.lease_owner = sqlc.narg('owner')::uuid AND s.status = 'running'
     RETURNING 1
@@ -151,13 +155,15 @@ WHERE run_id = @run_id AND idx = @idx AND lease_owner = @owner AND status = 'run
 -- failed delivery holds the lease.
 UPDATE parley.agent_steps
 SET status = 'pending', attempt = attempt + 1, output = @output, error = @error,
+    tool_rounds = sqlc.narg('tool_rounds')::jsonb,
     total_tokens = total_tokens + @tokens, lease_owner = NULL, lease_until = NULL
 WHERE run_id = @run_id AND idx = @idx AND lease_owner = @owner AND status = 'running';
 
 -- name: ReleaseAgentStep :exec
--- Gives back a lease whose delivery could not save its outcome, so the
--- next delivery does not wait for it to expire.
-UPDATE parley.agent_steps SET lease_owner = NULL, lease_until = NULL
+-- Gives back a step whose delivery ended before it (shutdown) or could not
+-- save its outcome: the same attempt is pending again, and the next
+-- delivery does not wait for the lease to expire.
+UPDATE parley.agent_steps SET status = 'pending', lease_owner = NULL, lease_until = NULL
 WHERE run_id = @run_id AND idx = @idx AND lease_owner = @owner AND status = 'running';
 
 -- name: QueueAgentStep :exec
@@ -200,20 +206,59 @@ WITH conv AS (
 SELECT id FROM msg;
 
 -- name: InsertAgentOutbox :exec
-INSERT INTO parley.agent_outbox (run_id, step, attempt, not_before)
-VALUES (@run_id, @step, @attempt, @not_before);
+INSERT INTO parley.agent_outbox (run_id, step, attempt, requeue, not_before)
+VALUES (@run_id, @step, @attempt, @requeue, @not_before);
 
 -- name: ClaimAgentOutbox :many
--- Outbox rows to publish: those written before @before and still
--- unpublished, locked so two instances do not publish the same row at once.
-SELECT id, run_id, step, attempt, not_before FROM parley.agent_outbox
-WHERE publish_time IS NULL AND create_time < @before
-ORDER BY create_time
-LIMIT @max_rows
-FOR UPDATE SKIP LOCKED;
+-- Takes up to @max_rows unpublished rows written before @before for one
+-- publish attempt: a row whose publish fails is tried again after a
+-- backoff (5 s doubling, at most 10 minutes), so it never holds up the
+-- rows behind it, and two instances never publish a row at the same time.
+UPDATE parley.agent_outbox o
+SET publish_attempts = o.publish_attempts + 1,
+    next_try_time = now() + make_interval(secs => LEAST(5 * power(2, o.publish_attempts), 600))
+WHERE o.id IN (
+    SELECT x.id FROM parley.agent_outbox x
+    WHERE x.publish_time IS NULL AND x.create_time < @before AND (x.next_try_time IS NULL OR x.next_try_time < now())
+    ORDER BY x.create_time
+    LIMIT @max_rows
+    FOR UPDATE SKIP LOCKED)
+RETURNING o.id, o.run_id, o.step, o.attempt, o.requeue, o.not_before;
 
 -- name: MarkAgentOutboxPublished :exec
 UPDATE parley.agent_outbox SET publish_time = now() WHERE id = ANY(@ids::bigint[]);
+
+-- name: MarkAgentTaskPublished :exec
+-- Marks the outbox row of a task published right after its commit.
+UPDATE parley.agent_outbox SET publish_time = now()
+WHERE run_id = @run_id AND step = @step AND attempt = @attempt AND requeue = @requeue AND publish_time IS NULL;
+
+-- name: ForgetPublishedAgentOutbox :execrows
+DELETE FROM parley.agent_outbox WHERE publish_time < @before;
+
+-- name: GetMonthTokens :one
+SELECT COALESCE((SELECT used_tokens + reserved_tokens FROM parley.token_usage
+                 WHERE user_id = @user_id AND month = @month::date), 0)::bigint;
+
+-- name: ListStrandedAgentSteps :many
+-- Runs in progress whose current step nothing works on: queued or waiting
+-- for a retry since before @pending_before with no delivery, or running
+-- under a lease that lapsed before @lease_before (its instance died).
+SELECT r.id, r.step, s.attempt, r.requeues
+FROM parley.agent_runs r
+JOIN parley.agent_steps s ON s.run_id = r.id AND s.idx = r.step
+WHERE r.status IN ('queued', 'running') AND s.attempt > 0
+  AND ((s.status = 'pending' AND r.update_time < @pending_before)
+       OR (s.status = 'running' AND s.lease_until < @lease_before))
+ORDER BY r.update_time
+LIMIT @max_rows;
+
+-- name: RequeueAgentRun :one
+-- Counts a requeue of a stranded run, once: of two sweeps that found it,
+-- the one whose count is stale changes nothing.
+UPDATE parley.agent_runs SET requeues = requeues + 1, update_time = now()
+WHERE id = @id AND requeues = @requeues AND status IN ('queued', 'running')
+RETURNING requeues;
 
 -- name: QStashMessageSeen :one
 SELECT EXISTS (SELECT 1 FROM parley.qstash_messages WHERE message_id = @message_id AND expire_time > now());

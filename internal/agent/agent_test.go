@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/parleyhq/parley/internal/agent"
+	"github.com/parleyhq/parley/internal/apperr"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/chat/chattest"
 	"github.com/parleyhq/parley/internal/pgtest"
@@ -37,6 +39,12 @@ func (q *queued) EnqueueTx(_ context.Context, _ pgx.Tx, t agent.Task, _ time.Tim
 	return nil
 }
 
+func (q *queued) count() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.tasks)
+}
+
 func (q *queued) last() agent.Task {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -53,8 +61,14 @@ type rig struct {
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
+	return newRigOn(t, store.New(pgtest.Pool(t)))
+}
+
+// newRigOn is a rig on st's database.
+func newRigOn(t *testing.T, s *store.Store) *rig {
+	t.Helper()
 	q := &queued{}
-	st := store.New(pgtest.Pool(t)).Agents(q)
+	st := s.Agents(q)
 	model := chattest.NewModel()
 	models := chat.NewModels().Add(model, "test-model")
 	return &rig{store: st, queue: q, model: model, models: models, svc: agent.NewService(st, models, agent.NewHub(), nil, agent.ServiceConfig{})}
@@ -250,5 +264,201 @@ func TestQuotaStopsRun(t *testing.T) {
 	}
 	if got.Error == "" || got.Steps[0].Status != agent.StepFailed {
 		t.Errorf("plan step %s, run error %q: want failed with the reason", got.Steps[0].Status, got.Error)
+	}
+}
+
+// recordingTools is a toolbox that counts its calls and answers each with
+// a fixed result.
+type recordingTools struct {
+	mu    sync.Mutex
+	calls []chat.ToolCall
+}
+
+func (r *recordingTools) Specs(names []string) []chat.ToolSpec {
+	var out []chat.ToolSpec
+	for _, n := range names {
+		out = append(out, chat.ToolSpec{Name: n, Description: n, Parameters: []byte(`{"type":"object"}`)})
+	}
+	return out
+}
+
+func (r *recordingTools) Call(_ context.Context, _ agent.ToolCall, call chat.ToolCall) chat.ToolResult {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, call)
+	return chat.ToolResult{Content: `{"results":[]}`}
+}
+
+func (r *recordingTools) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.calls)
+}
+
+// finishPlan runs the plan step of run to its end.
+func (r *rig) finishPlan(t *testing.T, run agent.Run, runner *agent.Runner) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- runner.Handle(context.Background(), agent.Task{RunID: run.ID, Step: 0, Attempt: 1}) }()
+	turn := r.model.Next(5 * time.Second)
+	if turn == nil {
+		t.Fatal("the plan step did not ask the model")
+	}
+	turn.Say("1. Look.")
+	turn.End(chat.Usage{}, "stop")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A tool call an attempt made is replayed into the next attempt's prompt,
+// not made again.
+func TestRetryReplaysToolCalls(t *testing.T) {
+	r := newRig(t)
+	user := uuid.New()
+	run := r.start(t, user)
+	tools := &recordingTools{}
+	runner := agent.NewRunner(r.store, r.models, tools, nil, agent.RunnerConfig{FlushInterval: 10 * time.Millisecond, RetryBackoff: time.Millisecond})
+	r.finishPlan(t, run, runner)
+
+	research := agent.Task{RunID: run.ID, Step: 1, Attempt: 1}
+	done := make(chan error, 1)
+	go func() { done <- runner.Handle(context.Background(), research) }()
+	turn := r.model.Next(5 * time.Second)
+	turn.Call(0, "call_1", agent.ToolSearch, `{"query":"tea"}`)
+	turn.End(chat.Usage{}, "tool_calls")
+	again := r.model.Next(5 * time.Second) // the turn after the tool result
+	if again == nil {
+		t.Fatal("no turn after the tool call")
+	}
+	again.Fail(apperr.New(apperr.Unavailable, "the model is overloaded"))
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if tools.count() != 1 {
+		t.Fatalf("%d tool calls in the first attempt, want 1", tools.count())
+	}
+
+	go func() { done <- runner.Handle(context.Background(), agent.Task{RunID: run.ID, Step: 1, Attempt: 2}) }()
+	retry := r.model.Next(5 * time.Second)
+	if retry == nil {
+		t.Fatal("the second attempt did not ask the model")
+	}
+	var sawCall, sawResult bool
+	for _, m := range retry.Request.Messages {
+		sawCall = sawCall || (m.Role == chat.RoleAssistant && len(m.ToolCalls) == 1 && m.ToolCalls[0].ID == "call_1")
+		sawResult = sawResult || (m.Role == chat.RoleTool && m.ToolCallID == "call_1" && m.Content == `{"results":[]}`)
+	}
+	if !sawCall || !sawResult {
+		t.Errorf("the second attempt's prompt lacks the first attempt's tool call (%v) or its result (%v)", sawCall, sawResult)
+	}
+	retry.Say("Nothing found.")
+	retry.End(chat.Usage{}, "stop")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if tools.count() != 1 {
+		t.Errorf("the tool ran %d times over two attempts, want once", tools.count())
+	}
+}
+
+// A step whose delivery ends (the queue stops, the instance shuts down)
+// gives itself back: the same attempt is pending again, not counted as a
+// failure, and the next delivery runs it at once.
+func TestInterruptedStepIsGivenBack(t *testing.T) {
+	r := newRig(t)
+	user := uuid.New()
+	run := r.start(t, user)
+	runner := r.runner(agent.RunnerConfig{})
+	task := r.queue.last()
+	done := make(chan error, 1)
+	go func() { done <- runner.Handle(context.Background(), task) }()
+	turn := r.model.Next(5 * time.Second)
+	turn.Say("1. Pa")
+	runner.Interrupt()
+	err := <-done
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted delivery: %v, want an error wrapping context.Canceled", err)
+	}
+	got, err := r.store.GetRun(t.Context(), user, run.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := got.Steps[0]; s.Status != agent.StepPending || s.Attempt != 1 || s.Error != "" {
+		t.Fatalf("plan step after the interrupt: %+v, want pending attempt 1", s)
+	}
+	// The next delivery of the same task runs it at once.
+	go func() { done <- r.runner(agent.RunnerConfig{}).Handle(context.Background(), task) }()
+	again := r.model.Next(5 * time.Second)
+	if again == nil {
+		t.Fatal("the next delivery did not run the step")
+	}
+	again.Say("1. Pack.")
+	again.End(chat.Usage{}, "stop")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The sweep queues again a step nothing works on, once per stale spell.
+func TestSweepRequeuesStrandedStep(t *testing.T) {
+	// A database of its own: the sweep takes every stranded run.
+	own, err := store.Open(t.Context(), pgtest.NewDatabase(t), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(own.Close)
+	r := newRigOn(t, own)
+	run := r.start(t, uuid.New())
+	runner := r.runner(agent.RunnerConfig{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go runner.Sweep(ctx, agent.SweepConfig{Every: 20 * time.Millisecond, PendingFor: 300 * time.Millisecond, LeaseLapsedFor: time.Millisecond})
+	deadline := time.After(10 * time.Second)
+	for r.queue.last().Requeue == 0 {
+		select {
+		case <-deadline:
+			t.Fatal("the stranded step was not queued again")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if want := (agent.Task{RunID: run.ID, Step: 0, Attempt: 1, Requeue: 1}); r.queue.last() != want {
+		t.Errorf("requeued %+v, want %+v", r.queue.last(), want)
+	}
+	// Not again while the requeue is fresh (the run's update time moved).
+	time.Sleep(150 * time.Millisecond)
+	if n := r.queue.count(); n != 2 {
+		t.Errorf("%d tasks queued, want the first and one requeue", n)
+	}
+	// The requeued task runs the step.
+	done := make(chan error, 1)
+	go func() { done <- runner.Handle(context.Background(), r.queue.last()) }()
+	turn := r.model.Next(5 * time.Second)
+	if turn == nil {
+		t.Fatal("the requeued task did not run the step")
+	}
+	turn.Say("ok")
+	turn.End(chat.Usage{}, "stop")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// StartRun refuses a run when the month's tokens are used up.
+func TestQuotaRefusesStart(t *testing.T) {
+	r := newRig(t)
+	st := store.New(pgtest.Pool(t))
+	user := uuid.New()
+	if _, err := st.Pool().Exec(t.Context(), `INSERT INTO parley.token_usage (user_id, month, used_tokens) VALUES ($1, date_trunc('month', now() AT TIME ZONE 'UTC')::date, 100)`, user); err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.New()
+	now := time.Now().UTC()
+	_, _, err := r.store.CreateRun(t.Context(), agent.NewRun{
+		ID: id, UserID: user, Goal: "g", Model: "test-model", Tools: agent.AllTools, QuotaTokens: 100,
+		Month: time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC),
+	}, 3, agent.Task{RunID: id, Step: 0, Attempt: 1})
+	if !errors.Is(err, agent.ErrQuotaExceeded) {
+		t.Fatalf("CreateRun over the quota: %v, want ErrQuotaExceeded", err)
 	}
 }

@@ -21,12 +21,21 @@ type Task struct {
 	// task for an older attempt, or for a step that has ended, is stale:
 	// its delivery is acknowledged and runs nothing.
 	Attempt int `json:"attempt"`
+	// Requeue counts the times the sweep queued the step again because
+	// nothing was working on it (Runner.Sweep); it makes the task new to
+	// queues that de-duplicate.
+	Requeue int `json:"requeue,omitempty"`
 }
 
 // DedupKey names the task uniquely, for queues that de-duplicate
-// deliveries ("<run>_<step>_<attempt>": QStash refuses ":" in one).
+// deliveries ("<run>_<step>_<attempt>[_r<requeue>]": QStash refuses ":"
+// in one).
 func (t Task) DedupKey() string {
-	return t.RunID.String() + "_" + strconv.Itoa(t.Step) + "_" + strconv.Itoa(t.Attempt)
+	key := t.RunID.String() + "_" + strconv.Itoa(t.Step) + "_" + strconv.Itoa(t.Attempt)
+	if t.Requeue > 0 {
+		key += "_r" + strconv.Itoa(t.Requeue)
+	}
+	return key
 }
 
 // Handler runs the step a task names; the queues call it for every

@@ -96,7 +96,8 @@ type NewRun struct {
 	Goal           string
 	Model          string
 	Tools          []string
-	QuotaTokens    int64
+	QuotaTokens    int64     // 0: no quota
+	Month          time.Time // the quota period QuotaTokens applies to
 	RequestID      string
 }
 

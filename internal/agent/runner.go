@@ -87,7 +87,7 @@ type Runner struct {
 	cfg    RunnerConfig
 
 	mu      sync.Mutex
-	running map[uuid.UUID]context.CancelCauseFunc // by run id, steps on this instance
+	running map[uuid.UUID]*stepRun // by run id, steps on this instance
 }
 
 // Tools runs the tools a step may call; the tools of tools.go are one.
@@ -96,7 +96,15 @@ type Tools interface {
 	Specs(names []string) []chat.ToolSpec
 	// Call runs one call for the user; failures are results the model
 	// reads (IsError), never errors.
-	Call(ctx context.Context, userID, conversationID uuid.UUID, call chat.ToolCall) chat.ToolResult
+	Call(ctx context.Context, tc ToolCall, call chat.ToolCall) chat.ToolResult
+}
+
+// ToolCall says on whose behalf a tool runs.
+type ToolCall struct {
+	UserID, ConversationID uuid.UUID
+	// RequestKey is the same for the same call of the same step, across
+	// attempts; tools that write use it as their idempotency key.
+	RequestKey string
 }
 
 // NewRunner returns a Runner. wake, when not nil, is told of every run
@@ -107,7 +115,7 @@ func NewRunner(store Store, models Models, tools Tools, wake func(uuid.UUID), cf
 	if wake == nil {
 		wake = func(uuid.UUID) {}
 	}
-	return &Runner{store: store, models: models, tools: tools, wake: wake, cfg: cfg, running: map[uuid.UUID]context.CancelCauseFunc{}}
+	return &Runner{store: store, models: models, tools: tools, wake: wake, cfg: cfg, running: map[uuid.UUID]*stepRun{}}
 }
 
 // Causes that end a step's context.
@@ -115,15 +123,29 @@ var (
 	errCanceled    = errors.New("the run was canceled")
 	errLeaseLost   = errors.New("another delivery took the step over")
 	errStepTimeout = errors.New("the step ran past its time limit")
+	errHandBack    = errors.New("the delivery ended before the step")
+	errShutdown    = errors.New("the instance is shutting down")
 )
 
 // cancelLocal stops runID's step if it runs on this instance.
 func (r *Runner) cancelLocal(runID uuid.UUID) {
 	r.mu.Lock()
-	cancel := r.running[runID]
+	s := r.running[runID]
 	r.mu.Unlock()
-	if cancel != nil {
-		cancel(errCanceled)
+	if s != nil {
+		s.cancel(errCanceled)
+	}
+}
+
+// Interrupt gives back every step running on this instance (shutdown):
+// each saves the events it has, releases its lease and returns an error
+// wrapping context.Canceled, so the queue delivers the same attempt again
+// at once, elsewhere; the attempt is not counted as a failure.
+func (r *Runner) Interrupt() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.running {
+		s.cancel(errShutdown)
 	}
 }
 
@@ -154,18 +176,34 @@ func (r *Runner) Handle(ctx context.Context, t Task) error {
 	}
 	r.wake(t.RunID)
 	s := &stepRun{r: r, task: t, owner: owner, run: claim.Run}
-	end := s.execute(ctx, claim.MonthTokens)
+	if len(claim.ToolRounds) > 0 {
+		// An earlier attempt's tool calls are replayed, not made again.
+		if err := json.Unmarshal(claim.ToolRounds, &s.rounds); err != nil {
+			r.cfg.Log.Warn("agent: cannot read a step's saved tool rounds; running them again", "run_id", t.RunID, "err", err)
+			s.rounds = nil
+		}
+		s.replayed = len(s.rounds)
+	}
+	end, handBack := s.execute(ctx, claim.MonthTokens)
+	saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), saveTimeout)
+	defer cancel()
+	if handBack != nil {
+		if err := r.store.ReleaseStep(saveCtx, t, owner); err != nil {
+			r.cfg.Log.Warn("agent: cannot release a step", "task", t.DedupKey(), "err", err)
+		}
+		return handBack
+	}
 	if end == nil {
 		// The lease was lost: the delivery that holds it now decides.
 		return nil
 	}
-	if err := r.store.EndStep(context.WithoutCancel(ctx), *end); err != nil {
+	if err := r.store.EndStep(saveCtx, *end); err != nil {
 		if errors.Is(err, ErrLeaseLost) {
 			return nil
 		}
 		// Nothing was saved: give the step back so the queue's next
 		// delivery runs it again at once.
-		if rerr := r.store.ReleaseStep(context.WithoutCancel(ctx), t, owner); rerr != nil {
+		if rerr := r.store.ReleaseStep(saveCtx, t, owner); rerr != nil {
 			r.cfg.Log.Warn("agent: cannot release a step", "task", t.DedupKey(), "err", rerr)
 		}
 		return fmt.Errorf("save %s: %w", t.DedupKey(), err)
@@ -176,6 +214,10 @@ func (r *Runner) Handle(ctx context.Context, t Task) error {
 	}
 	return nil
 }
+
+// saveTimeout bounds the writes after a step's model calls (its outcome,
+// or the release of its lease), which go on after the delivery ended.
+const saveTimeout = 10 * time.Second
 
 // monthOf is the quota period holding t (the first of its month, UTC).
 func monthOf(t time.Time) time.Time {
@@ -190,72 +232,81 @@ type stepRun struct {
 	owner uuid.UUID
 	run   Run
 
-	mu      sync.Mutex
-	pending []Event // not yet saved
-	text    []byte  // the step's text so far
-	rounds  []chat.ToolRound
-	usage   chat.Usage
+	cancel context.CancelCauseFunc // ends the attempt, with its cause
+
+	mu          sync.Mutex
+	pending     []Event // not yet saved
+	text        []byte  // the step's text so far
+	rounds      []chat.ToolRound
+	replayed    int // rounds saved by earlier attempts
+	roundsDirty bool
+	usage       chat.Usage
 }
 
-// execute runs the step and returns its outcome, or nil when the lease
-// was lost.
-func (s *stepRun) execute(parent context.Context, monthTokens int64) *StepEnd {
+// execute runs the step and returns its outcome, nil when the lease was
+// lost, or an error (wrapping context.Canceled) when the step is to be
+// given back: the delivery ended before the step (the queue is stopping)
+// or the instance is shutting down.
+func (s *stepRun) execute(parent context.Context, monthTokens int64) (*StepEnd, error) {
 	r := s.r
 	if s.run.QuotaTokens > 0 && monthTokens >= s.run.QuotaTokens {
 		// Waiting will not help before the month ends: the run fails.
-		return s.failed(fmt.Sprintf("the monthly quota of %d tokens is used up", s.run.QuotaTokens), false)
+		return s.failed(fmt.Sprintf("the monthly quota of %d tokens is used up", s.run.QuotaTokens), false), nil
 	}
 	ctx, cancel := context.WithCancelCause(context.WithoutCancel(parent))
 	defer cancel(nil)
-	// The delivery ending (the queue stopping, QStash's request cut) ends
-	// the step too.
-	stopParent := context.AfterFunc(parent, func() { cancel(context.Cause(parent)) })
+	s.cancel = cancel
+	// The delivery ending (River stopping, QStash's request cut) ends the
+	// attempt too.
+	stopParent := context.AfterFunc(parent, func() { cancel(errHandBack) })
 	defer stopParent()
 	timer := time.AfterFunc(r.cfg.StepTimeout, func() { cancel(errStepTimeout) })
 	defer timer.Stop()
 	r.mu.Lock()
-	r.running[s.run.ID] = cancel
+	r.running[s.run.ID] = s
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
-		delete(r.running, s.run.ID)
+		if r.running[s.run.ID] == s {
+			delete(r.running, s.run.ID)
+		}
 		r.mu.Unlock()
 	}()
 
-	flushed := make(chan struct{})
-	flushCtx, stopFlush := context.WithCancel(ctx)
+	stop, flushed := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(flushed)
-		s.flushLoop(flushCtx, cancel)
+		s.flushLoop(stop, cancel)
 	}()
-
 	err := s.work(ctx)
-	stopFlush()
+	close(stop)
 	<-flushed
 	cause := context.Cause(ctx)
 	if errors.Is(cause, errLeaseLost) {
-		return nil
+		return nil, nil
 	}
 	// What the step wrote reaches watchers before its end.
-	if ferr := s.flush(context.WithoutCancel(parent)); errors.Is(ferr, ErrLeaseLost) {
-		return nil
+	flushCtx, cancelFlush := context.WithTimeout(context.WithoutCancel(parent), saveTimeout)
+	defer cancelFlush()
+	if ferr := s.flush(flushCtx); errors.Is(ferr, ErrLeaseLost) {
+		return nil, nil
 	}
 	switch {
 	case err == nil:
-		return s.succeeded()
+		return s.succeeded(), nil
 	case errors.Is(cause, errCanceled):
-		return s.canceled()
+		return s.canceled(), nil
+	case errors.Is(cause, errHandBack), errors.Is(cause, errShutdown):
+		return nil, fmt.Errorf("agent: %s given back: %w (%w)", s.task.DedupKey(), context.Canceled, cause)
 	case errors.Is(cause, errStepTimeout):
-		return s.failed(fmt.Sprintf("the %s step ran past its limit of %s", s.name(), r.cfg.StepTimeout), true)
-	case parent.Err() != nil:
-		return s.failed("the instance running the step stopped", true)
+		return s.failed(fmt.Sprintf("the %s step ran past its limit of %s", s.name(), r.cfg.StepTimeout), true), nil
 	}
 	var ae *apperr.Error
 	if errors.As(err, &ae) {
-		return s.failed(ae.Message, transient(ae.Code))
+		return s.failed(ae.Message, transient(ae.Code)), nil
 	}
 	r.cfg.Log.Error("agent: a step failed", "run_id", s.run.ID, "step", s.name(), "err", err)
-	return s.failed("the step failed unexpectedly", true)
+	return s.failed("the step failed unexpectedly", true), nil
 }
 
 // transient reports whether a failure of that code may pass on its own.
@@ -320,7 +371,7 @@ func (s *stepRun) failed(reason string, retry bool) *StepEnd {
 	}
 	e := s.base(Failed)
 	e.Error = reason
-	if retry {
+	if retry && s.task.Attempt > 1 {
 		reason = fmt.Sprintf("%s (after %d attempts)", reason, s.task.Attempt)
 	}
 	e.RunStatus, e.RunError = StatusFailed, fmt.Sprintf("the %s step failed: %s", s.name(), reason)
@@ -345,34 +396,39 @@ func (s *stepRun) emit(ev Event) {
 
 // flushLoop saves the step's events every FlushInterval, and renews the
 // lease (with no events, a heartbeat) often enough that it never lapses
-// while the step runs. It ends the step when the run is to cancel or the
-// lease is lost.
-func (s *stepRun) flushLoop(ctx context.Context, cancel context.CancelCauseFunc) {
+// while the step runs, until stop is closed. It ends the attempt when the
+// run is to cancel or the lease is lost. A write in flight when stop
+// closes finishes: cutting it could leave it saved on the server but
+// unknown here, and saved again.
+func (s *stepRun) flushLoop(stop <-chan struct{}, cancel context.CancelCauseFunc) {
 	tick := time.NewTicker(s.r.cfg.FlushInterval)
 	defer tick.Stop()
 	heartbeat := s.r.cfg.Lease / 6
 	last := time.Now()
 	for {
 		select {
-		case <-ctx.Done():
+		case <-stop:
 			return
 		case <-tick.C:
 		}
 		s.mu.Lock()
-		idle := len(s.pending) == 0
+		idle := len(s.pending) == 0 && !s.roundsDirty
 		s.mu.Unlock()
 		if idle && time.Since(last) < heartbeat {
 			continue
 		}
 		last = time.Now()
-		switch err := s.flush(ctx); {
+		ctx, done := context.WithTimeout(context.Background(), saveTimeout)
+		err := s.flush(ctx)
+		done()
+		switch {
 		case errors.Is(err, ErrLeaseLost):
 			cancel(errLeaseLost)
 			return
 		case errors.Is(err, errCancelAsked):
 			cancel(errCanceled)
 			return
-		case err != nil && ctx.Err() == nil:
+		case err != nil:
 			s.r.cfg.Log.Warn("agent: cannot save a step's events; retrying", "run_id", s.run.ID, "err", err)
 		}
 	}
@@ -380,19 +436,25 @@ func (s *stepRun) flushLoop(ctx context.Context, cancel context.CancelCauseFunc)
 
 var errCancelAsked = errors.New("cancel asked")
 
-// flush saves the pending events; it returns errCancelAsked when the run
-// was asked to cancel.
+// flush saves the pending events, and the tool rounds when they changed;
+// it returns errCancelAsked when the run was asked to cancel.
 func (s *stepRun) flush(ctx context.Context) error {
 	s.mu.Lock()
 	evs := s.pending
 	s.pending = nil
+	var rounds []byte
+	if s.roundsDirty {
+		rounds, _ = json.Marshal(s.rounds) // plain structs always marshal
+		s.roundsDirty = false
+	}
 	s.mu.Unlock()
-	cancelAsked, err := s.r.store.AppendEvents(ctx, s.task, s.owner, s.r.cfg.Lease, evs)
+	cancelAsked, err := s.r.store.AppendEvents(ctx, s.task, s.owner, s.r.cfg.Lease, evs, rounds)
 	if err != nil {
 		if !errors.Is(err, ErrLeaseLost) {
 			// Keep them for the next try, in order.
 			s.mu.Lock()
 			s.pending = append(evs, s.pending...)
+			s.roundsDirty = s.roundsDirty || rounds != nil
 			s.mu.Unlock()
 		}
 		return err
@@ -404,4 +466,59 @@ func (s *stepRun) flush(ctx context.Context) error {
 		return errCancelAsked
 	}
 	return nil
+}
+
+// SweepConfig tunes Sweep.
+type SweepConfig struct {
+	// Every is how often the sweep looks (default 30 s).
+	Every time.Duration
+	// PendingFor is how long a queued step may wait with no delivery
+	// before it is queued again (default 3 minutes: longer than any retry
+	// backoff plus the queues' own delays).
+	PendingFor time.Duration
+	// LeaseLapsedFor is how long a running step's lease may have lapsed
+	// (its instance died) before the step is queued again (default 30 s;
+	// River would redeliver it only after its rescue delay, minutes).
+	LeaseLapsedFor time.Duration
+}
+
+// Sweep queues again, until ctx ends, the steps of runs in progress that
+// nothing works on: a task the queue lost or gave up on (River discards a
+// job after its attempts, QStash sends a message to its dead letter
+// queue), or a step whose instance died. A requeue is a new task (its
+// Requeue count), which the step handler's claim makes safe to deliver
+// next to an old one.
+func (r *Runner) Sweep(ctx context.Context, cfg SweepConfig) {
+	if cfg.Every <= 0 {
+		cfg.Every = 30 * time.Second
+	}
+	if cfg.PendingFor <= 0 {
+		cfg.PendingFor = 3 * time.Minute
+	}
+	if cfg.LeaseLapsedFor <= 0 {
+		cfg.LeaseLapsedFor = 30 * time.Second
+	}
+	tick := r.cfg.Clock.NewTicker(cfg.Every)
+	defer tick.Stop()
+	for {
+		now := r.cfg.Clock.Now()
+		tasks, err := r.store.Stranded(ctx, now.Add(-cfg.PendingFor), now.Add(-cfg.LeaseLapsedFor), 100)
+		if err != nil && ctx.Err() == nil {
+			r.cfg.Log.Warn("agent: cannot look for stranded runs", "err", err)
+		}
+		for _, t := range tasks {
+			if err := r.store.Requeue(ctx, t); err != nil {
+				if ctx.Err() == nil {
+					r.cfg.Log.Warn("agent: cannot queue a stranded step again", "task", t.DedupKey(), "err", err)
+				}
+				continue
+			}
+			r.cfg.Log.Info("agent: queued a stranded step again", "run_id", t.RunID, "step", Steps[t.Step], "attempt", t.Attempt)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C():
+		}
+	}
 }

@@ -62,6 +62,10 @@ type Service struct {
 	runner    *Runner
 	maxActive int
 	clock     clock.Clock
+
+	mu          sync.Mutex
+	watchers    map[uuid.UUID]int // by user, on this instance
+	maxWatchers int
 }
 
 // ServiceConfig configures a Service.
@@ -69,8 +73,14 @@ type ServiceConfig struct {
 	Plans plan.Resolver // nil: no plan rules
 	// MaxActive caps a user's runs in progress (DefaultMaxActive when 0).
 	MaxActive int
-	Clock     clock.Clock
+	// MaxWatchersPerUser caps a user's WatchRun streams on one instance
+	// (DefaultMaxWatchersPerUser when 0).
+	MaxWatchersPerUser int
+	Clock              clock.Clock
 }
+
+// DefaultMaxWatchersPerUser is ServiceConfig.MaxWatchersPerUser's default.
+const DefaultMaxWatchersPerUser = 20
 
 // NewService returns a Service. runner, when it runs on this instance,
 // cancels its own steps at once; events wakes watchers.
@@ -81,7 +91,13 @@ func NewService(store Store, models Models, events Waker, runner *Runner, cfg Se
 	if cfg.Clock == nil {
 		cfg.Clock = clock.Real()
 	}
-	return &Service{store: store, models: models, plans: cfg.Plans, events: events, runner: runner, maxActive: cfg.MaxActive, clock: cfg.Clock}
+	if cfg.MaxWatchersPerUser <= 0 {
+		cfg.MaxWatchersPerUser = DefaultMaxWatchersPerUser
+	}
+	return &Service{
+		store: store, models: models, plans: cfg.Plans, events: events, runner: runner, maxActive: cfg.MaxActive, clock: cfg.Clock,
+		watchers: map[uuid.UUID]int{}, maxWatchers: cfg.MaxWatchersPerUser,
+	}
 }
 
 // StartRequest is a run as a client asks for it.
@@ -129,13 +145,20 @@ func (s *Service) Start(ctx context.Context, userID uuid.UUID, r StartRequest) (
 		quota = max(pl.MonthlyTokens, 0)
 	}
 	id := uuid.New()
+	now := s.clock.Now()
 	run, _, err := s.store.CreateRun(ctx, NewRun{
 		ID: id, UserID: userID, ConversationID: r.ConversationID, Goal: goal, Model: model,
-		Tools: tools, QuotaTokens: quota, RequestID: r.RequestID,
+		Tools: tools, QuotaTokens: quota, Month: monthOf(now), RequestID: r.RequestID,
 	}, s.maxActive, Task{RunID: id, Step: 0, Attempt: 1})
-	if errors.Is(err, ErrTooManyRuns) {
+	switch {
+	case errors.Is(err, ErrTooManyRuns):
 		e := apperr.New(apperr.ResourceExhausted, "at most %d agent runs can be in progress at once; wait for one to end or cancel it", s.maxActive)
 		e.RetryAfter = 10
+		return Run{}, e
+	case errors.Is(err, ErrQuotaExceeded):
+		reset := monthOf(now).AddDate(0, 1, 0)
+		e := apperr.New(apperr.ResourceExhausted, "the monthly quota of %d tokens is used up; it resets at %s", quota, reset.Format(time.RFC3339))
+		e.RetryAfter = int(reset.Sub(now).Seconds()) + 1
 		return Run{}, e
 	}
 	return run, err
@@ -234,11 +257,22 @@ func (s *Service) Watch(ctx context.Context, userID, runID uuid.UUID, afterSeq i
 	if afterSeq > run.LastSeq {
 		return apperr.InvalidField("after_seq", "is %d, but the run's latest event is %d", afterSeq, run.LastSeq)
 	}
+	if run.Status.Ended() && afterSeq == run.LastSeq {
+		return nil // the watcher has seen the end already
+	}
+	release, err := s.admitWatcher(userID)
+	if err != nil {
+		return err
+	}
+	defer release()
 	poll := time.NewTicker(watchPollFallback)
 	defer poll.Stop()
 	for {
 		evs, err := s.store.Events(ctx, runID, afterSeq, watchPageSize)
 		if err != nil {
+			if ctx.Err() != nil {
+				return apperr.Wrap(context.Cause(ctx), apperr.Canceled, "the watch ended")
+			}
 			return err
 		}
 		for _, ev := range evs {
@@ -262,6 +296,26 @@ func (s *Service) Watch(ctx context.Context, userID, runID uuid.UUID, afterSeq i
 		case <-poll.C:
 		}
 	}
+}
+
+// admitWatcher counts a watcher of userID against MaxWatchersPerUser and
+// returns the function that uncounts it.
+func (s *Service) admitWatcher(userID uuid.UUID) (func(), error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.watchers[userID] >= s.maxWatchers {
+		e := apperr.New(apperr.ResourceExhausted, "at most %d runs can be watched at once per user; close a watch first", s.maxWatchers)
+		e.RetryAfter = 5
+		return nil, e
+	}
+	s.watchers[userID]++
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.watchers[userID]--; s.watchers[userID] <= 0 {
+			delete(s.watchers, userID)
+		}
+	}, nil
 }
 
 // Hub fans notifications out to the watchers of each run on this

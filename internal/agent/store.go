@@ -16,9 +16,10 @@ import (
 // task, and a task always finds its state.
 type Store interface {
 	// CreateRun saves a run with its five steps and queues first, unless
-	// the user already has maxActive runs in progress (ErrTooManyRuns) or
-	// the conversation is not theirs (apperr NotFound). A repeated request
-	// id returns the first run and created false.
+	// the user already has maxActive runs in progress (ErrTooManyRuns), has
+	// used r.QuotaTokens this month (ErrQuotaExceeded), or the conversation
+	// is not theirs (apperr NotFound). A repeated request id returns the
+	// first run and created false.
 	CreateRun(ctx context.Context, r NewRun, maxActive int, first Task) (run Run, created bool, err error)
 	// GetRun returns a run with its steps.
 	GetRun(ctx context.Context, userID, runID uuid.UUID) (Run, error)
@@ -33,15 +34,24 @@ type Store interface {
 	// step's started event. Claim.State says what happened.
 	ClaimStep(ctx context.Context, t Task, owner uuid.UUID, lease time.Duration, month time.Time) (Claim, error)
 	// AppendEvents appends the running step's events while owner holds
-	// its lease, and renews the lease; evs may be empty (a heartbeat). It
-	// reports whether the run was asked to cancel, or ErrLeaseLost.
-	AppendEvents(ctx context.Context, t Task, owner uuid.UUID, lease time.Duration, evs []Event) (cancel bool, err error)
+	// its lease, and renews the lease; evs may be empty (a heartbeat).
+	// toolRounds, when not nil, replaces the step's saved tool rounds
+	// (JSON). It reports whether the run was asked to cancel, or
+	// ErrLeaseLost.
+	AppendEvents(ctx context.Context, t Task, owner uuid.UUID, lease time.Duration, evs []Event, toolRounds []byte) (cancel bool, err error)
 	// EndStep saves a step's outcome, the run's new state, its events, the
 	// tokens used and the next task, in one transaction, while e.Owner
 	// holds the lease (else ErrLeaseLost and nothing is saved).
 	EndStep(ctx context.Context, e StepEnd) error
 	// ReleaseStep gives up owner's lease without saving anything.
 	ReleaseStep(ctx context.Context, t Task, owner uuid.UUID) error
+	// Stranded lists up to limit tasks of runs in progress that nothing
+	// works on: a step pending since before pendingBefore, or running under
+	// a lease that lapsed before leaseBefore. Requeues is each run's count.
+	Stranded(ctx context.Context, pendingBefore, leaseBefore time.Time, limit int) ([]Task, error)
+	// Requeue queues t again with t.Requeue one more than the run's count,
+	// unless another sweep did so first (then it does nothing).
+	Requeue(ctx context.Context, t Task) error
 	// Events returns up to limit events of a run with a seq after
 	// afterSeq, in order. The caller has checked that the run is the
 	// user's.
@@ -51,7 +61,8 @@ type Store interface {
 // Errors a Store returns.
 var (
 	ErrTooManyRuns = errors.New("agent: too many runs in progress")
-	ErrLeaseLost   = errors.New("agent: the step's lease is held by another delivery")
+	ErrLeaseLost     = errors.New("agent: the step's lease is held by another delivery")
+	ErrQuotaExceeded = errors.New("agent: the monthly token quota is used up")
 )
 
 // ClaimState says what ClaimStep found.
@@ -75,8 +86,10 @@ type Claim struct {
 	State      ClaimState
 	Run        Run           // with its steps, when Claimed
 	Seq        int64         // the started event's seq, when Claimed
-	MonthTime  int64         // unused
 	RetryAfter time.Duration // when Busy
+	// ToolRounds are the step's tool rounds saved by earlier attempts
+	// (JSON, or nil), replayed instead of run again.
+	ToolRounds []byte
 	// MonthTokens is what the user has used and reserved this month, when
 	// Claimed.
 	MonthTokens int64

@@ -78,7 +78,8 @@ type searchHit struct {
 }
 
 // Call implements Tools.
-func (t *Toolbox) Call(ctx context.Context, userID, conversationID uuid.UUID, call chat.ToolCall) chat.ToolResult {
+func (t *Toolbox) Call(ctx context.Context, tc ToolCall, call chat.ToolCall) chat.ToolResult {
+	userID := tc.UserID
 	switch call.Name {
 	case ToolSearch:
 		var args struct {
@@ -121,7 +122,7 @@ func (t *Toolbox) Call(ctx context.Context, userID, conversationID uuid.UUID, ca
 		raw, _ := json.Marshal(map[string]any{"artifact_id": a.ID.String(), "title": v.Title, "kind": a.Kind, "version": v.Number, "content": v.Content})
 		return chat.ToolResult{Content: string(raw)}
 	case ToolCreateArtifact, ToolUpdateArtifact:
-		return t.writer.Call(ctx, chat.ToolContext{UserID: userID, ConversationID: conversationID}, call)
+		return t.writer.Call(ctx, chat.ToolContext{UserID: userID, ConversationID: tc.ConversationID, RequestID: tc.RequestKey}, call)
 	}
 	return toolError("there is no tool named " + call.Name)
 }

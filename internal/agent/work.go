@@ -83,7 +83,21 @@ func (s *stepRun) work(ctx context.Context) error {
 	}
 	prompt := s.prompt()
 	specs := s.offered()
-	for round := 1; ; round++ {
+	// Rounds an earlier attempt saved are replayed into the prompt: their
+	// tools ran already.
+	s.mu.Lock()
+	for _, rd := range s.rounds {
+		assistant := chat.PromptMessage{Role: chat.RoleAssistant, Content: rd.Text}
+		var results []chat.PromptMessage
+		for _, c := range rd.Calls {
+			assistant.ToolCalls = append(assistant.ToolCalls, chat.ToolCall{ID: c.ID, Name: c.Name, Arguments: c.Arguments})
+			results = append(results, chat.PromptMessage{Role: chat.RoleTool, ToolCallID: c.ID, Content: c.Result})
+		}
+		prompt = append(append(prompt, assistant), results...)
+	}
+	done := len(s.rounds)
+	s.mu.Unlock()
+	for round := done + 1; ; round++ {
 		var tools []chat.ToolSpec
 		if round <= s.r.cfg.MaxToolRounds {
 			tools = specs
@@ -98,8 +112,8 @@ func (s *stepRun) work(ctx context.Context) error {
 		record := chat.ToolRound{Text: text}
 		assistant := chat.PromptMessage{Role: chat.RoleAssistant, Content: text, ToolCalls: calls}
 		var results []chat.PromptMessage
-		for _, call := range calls {
-			use := s.call(ctx, call, tools)
+		for i, call := range calls {
+			use := s.call(ctx, call, tools, fmt.Sprintf("agent:%s:%d:%d:%d", s.run.ID, s.task.Step, round, i))
 			record.Calls = append(record.Calls, use)
 			results = append(results, chat.PromptMessage{Role: chat.RoleTool, ToolCallID: call.ID, Content: use.Result})
 			if err := ctx.Err(); err != nil {
@@ -108,6 +122,7 @@ func (s *stepRun) work(ctx context.Context) error {
 		}
 		s.mu.Lock()
 		s.rounds = append(s.rounds, record)
+		s.roundsDirty = true // saved with the next flush, under the lease
 		s.mu.Unlock()
 		prompt = append(append(prompt, assistant), results...)
 	}
@@ -189,13 +204,16 @@ func (c *toolCallParts) add(d chat.ToolCallDelta) {
 
 // call runs one tool call and emits its events. A tool not offered is
 // the model's to correct, never a failed step.
-func (s *stepRun) call(ctx context.Context, call chat.ToolCall, offered []chat.ToolSpec) chat.ToolUse {
+// requestKey names the call's slot in the step (round and position), so
+// a tool that writes (create_artifact) does it once even when an attempt
+// that died before saving its round makes the call again.
+func (s *stepRun) call(ctx context.Context, call chat.ToolCall, offered []chat.ToolSpec, requestKey string) chat.ToolUse {
 	s.emit(Event{Kind: EventToolCall, CallID: call.ID, Tool: call.Name, Arguments: call.Arguments})
 	var res chat.ToolResult
 	if !slices.ContainsFunc(offered, func(t chat.ToolSpec) bool { return t.Name == call.Name }) {
 		res = chat.ToolResult{IsError: true, Content: "there is no tool named " + strconv.Quote(call.Name) + " in this step"}
 	} else {
-		res = s.r.tools.Call(ctx, s.run.UserID, s.run.ConversationID, call)
+		res = s.r.tools.Call(ctx, ToolCall{UserID: s.run.UserID, ConversationID: s.run.ConversationID, RequestKey: requestKey}, call)
 	}
 	use := chat.ToolUse{ID: call.ID, Name: call.Name, Arguments: call.Arguments, IsError: res.IsError, Artifact: res.Artifact,
 		Result: truncate(res.Content, s.r.cfg.MaxToolResultBytes)}

@@ -108,6 +108,8 @@ type Options struct {
 	// app.Options.RiverRescueAfter.
 	Agent            func(*agent.RunnerConfig)
 	RiverRescueAfter time.Duration
+	// AgentSweep is app.Options.AgentSweep.
+	AgentSweep agent.SweepConfig
 	// AgentMaxActiveRuns is AGENT_MAX_ACTIVE_RUNS (the default when 0).
 	AgentMaxActiveRuns int
 	// QStash, when set, delivers agent steps through that stand-in instead
@@ -156,6 +158,7 @@ func New(tb testing.TB, opts Options) *Env {
 		Ping:               opts.Ping,
 		Agent:              opts.Agent,
 		RiverRescueAfter:   opts.RiverRescueAfter,
+		AgentSweep:         opts.AgentSweep,
 	}
 	if opts.Generator.Clock != nil {
 		appOpts.Clock = opts.Generator.Clock

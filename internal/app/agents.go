@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -28,6 +29,7 @@ type agentParts struct {
 	outbox  *store.Outbox // nil with River
 	replays *store.QStashReplays
 	tasks   map[string]http.Handler
+	sweep   agent.SweepConfig
 }
 
 // buildAgents wires the agent domain to its store and queue.
@@ -68,48 +70,51 @@ func (a *App) buildAgents(opts Options, plans plan.Resolver, searcher *search.Se
 	agents := a.store.Agents(sink)
 	p.runner = agent.NewRunner(agents, a.models, agent.NewToolbox(searcher, artifacts, a.log), p.hub.Notify, rc)
 	p.service = agent.NewService(agents, a.models, p.hub, p.runner, agent.ServiceConfig{
-		Plans: plans, MaxActive: cfg.AgentMaxActiveRuns, Clock: opts.Clock,
+		Plans: plans, MaxActive: cfg.AgentMaxActiveRuns, MaxWatchersPerUser: cfg.MaxFollowersPerUser, Clock: opts.Clock,
 	})
+	p.sweep = opts.AgentSweep
 	return p, nil
 }
 
 // start runs the agent side until ctx ends (the start of shutdown): the
-// notification listener, and River's workers or the QStash outbox relay.
-// The channel closes once all of it has stopped: River's running steps
-// get half the grace period, then their contexts end and they save
-// themselves for another attempt.
+// notification listener, the sweep for stranded runs, and River's workers
+// or the QStash outbox relay. The channel closes once all of it has
+// stopped. Steps still running a quarter of the grace period after the
+// shutdown began are given back (their events saved, their leases
+// released) so that another instance runs them again at once: River
+// delivers the job again without counting an attempt; QStash retries the
+// delivery.
 func (p *agentParts) start(a *App, ctx context.Context) (<-chan struct{}, error) {
-	done := make(chan struct{})
-	listening := make(chan struct{})
-	go func() {
-		defer close(listening)
-		a.listenAgents(ctx)
-	}()
 	if p.river != nil {
 		if err := p.river.Start(context.WithoutCancel(ctx)); err != nil {
 			return nil, fmt.Errorf("agent queue: %w", err)
 		}
 	}
-	relaying := make(chan struct{})
-	go func() {
-		defer close(relaying)
-		if p.outbox != nil {
-			go p.forgetReplays(ctx)
-			p.outbox.Relay(ctx, 30*time.Second, 10*time.Second)
-		}
-	}()
+	var wg sync.WaitGroup
+	wg.Go(func() { a.listenAgents(ctx) })
+	wg.Go(func() { p.runner.Sweep(ctx, p.sweep) })
+	if p.outbox != nil {
+		wg.Go(func() { p.outbox.Relay(ctx, 30*time.Second, 10*time.Second) })
+		wg.Go(func() { p.forgetReplays(ctx) })
+	}
+	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		<-ctx.Done()
+		quarter := a.cfg.ShutdownTimeout / 4
 		if p.river != nil {
-			stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownTimeout/2)
+			// Running steps get a quarter of the grace period; then River
+			// cancels them and they give themselves back.
+			stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), quarter)
 			if err := p.river.Stop(stopCtx); err != nil {
 				a.log.Warn("agent queue did not stop cleanly", "err", err)
 			}
 			cancel()
+		} else {
+			time.Sleep(quarter)
 		}
-		<-listening
-		<-relaying
+		p.runner.Interrupt()
+		wg.Wait()
 	}()
 	return done, nil
 }

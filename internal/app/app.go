@@ -87,6 +87,8 @@ type Options struct {
 	// RiverRescueAfter is how long River waits before delivering again a
 	// job whose instance died (default: the step timeout plus a minute).
 	RiverRescueAfter time.Duration
+	// AgentSweep tunes the sweep for stranded runs (zero: defaults).
+	AgentSweep agent.SweepConfig
 }
 
 // App is a built service, ready to Run.

@@ -127,7 +127,7 @@ func (t *Tools) Call(ctx context.Context, tc chat.ToolContext, call chat.ToolCal
 		}
 		a, v, err := t.svc.Create(ctx, tc.UserID, NewArtifact{
 			Title: *args.Title, Kind: Kind(*args.Kind), Language: args.Language, Content: *args.Content,
-			ConversationID: tc.ConversationID, MessageID: tc.MessageID, Author: AuthorAssistant,
+			ConversationID: tc.ConversationID, MessageID: tc.MessageID, Author: AuthorAssistant, RequestID: tc.RequestID,
 		})
 		if err != nil {
 			return t.failed(ctx, call, err, uuid.Nil)

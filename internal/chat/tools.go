@@ -19,7 +19,12 @@ type ToolSpec struct {
 type ToolCall struct{ ID, Name, Arguments string }
 
 // ToolContext says on whose behalf, and from which answer, a tool runs.
-type ToolContext struct{ UserID, ConversationID, MessageID uuid.UUID }
+type ToolContext struct {
+	UserID, ConversationID, MessageID uuid.UUID
+	// RequestID, when set, makes a tool that creates something do it once:
+	// a second call with the same RequestID returns what the first made.
+	RequestID string
+}
 
 // ArtifactRef names the version of an artifact a tool call wrote.
 type ArtifactRef struct {

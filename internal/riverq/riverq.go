@@ -162,11 +162,13 @@ func (q *Queue) Start(ctx context.Context) error {
 }
 
 // hardStopTimeout bounds the wait for cancelled handlers to return once
-// Stop's context is done.
-const hardStopTimeout = 10 * time.Second
+// Stop's context is done: the agent's steps give themselves back in
+// milliseconds, and Cloud Run kills the instance ten seconds after
+// SIGTERM.
+const hardStopTimeout = 2 * time.Second
 
 // Stop stops fetching and waits for running handlers to return until ctx
-// is done; then it cancels their contexts and waits up to 10 s more. A
+// is done; then it cancels their contexts and waits up to 2 s more. A
 // handler that returns its context's error after that cancellation leaves
 // its task to be delivered again without counting an attempt. Stop returns
 // an error only when handlers still run after that.

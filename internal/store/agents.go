@@ -25,7 +25,14 @@ type TaskSink interface {
 
 // AfterCommitter is the optional second half of a TaskSink.
 type AfterCommitter interface {
-	AfterCommit(ctx context.Context, tasks []agent.Task)
+	AfterCommit(ctx context.Context, tasks []QueuedTask)
+}
+
+// QueuedTask is a task a committed transaction queued, and when it may
+// start (zero: at once).
+type QueuedTask struct {
+	Task agent.Task
+	At   time.Time
 }
 
 // NotifyChannel is the Postgres channel agent notifications go on: the
@@ -53,12 +60,12 @@ func (a *Agents) inTx(ctx context.Context, fn func(q *sqlcgen.Queries, enqueue f
 		return interpretError(err, "agent run")
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it does nothing
-	var queued []agent.Task
+	var queued []QueuedTask
 	enqueue := func(t agent.Task, at time.Time) error {
 		if err := a.sink.EnqueueTx(ctx, tx, t, at); err != nil {
 			return fmt.Errorf("queue %s: %w", t.DedupKey(), err)
 		}
-		queued = append(queued, t)
+		queued = append(queued, QueuedTask{Task: t, At: at})
 		return nil
 	}
 	if err := fn(a.s.q.WithTx(tx), enqueue); err != nil {
@@ -101,6 +108,15 @@ func (a *Agents) CreateRun(ctx context.Context, r agent.NewRun, maxActive int, f
 		}
 		if n >= int64(maxActive) {
 			return agent.ErrTooManyRuns
+		}
+		if r.QuotaTokens > 0 {
+			used, err := q.GetMonthTokens(ctx, sqlcgen.GetMonthTokensParams{UserID: r.UserID, Month: r.Month})
+			if err != nil {
+				return interpretError(err, "token usage")
+			}
+			if used >= r.QuotaTokens {
+				return agent.ErrQuotaExceeded
+			}
 		}
 		ins, err := q.InsertAgentRun(ctx, sqlcgen.InsertAgentRunParams{
 			ConversationID: nonNil(r.ConversationID), UserID: r.UserID, ID: r.ID, Goal: r.Goal, Model: r.Model,
@@ -233,7 +249,7 @@ func (a *Agents) cancelIdle(ctx context.Context, q *sqlcgen.Queries, runID uuid.
 	if err != nil {
 		return interpretError(err, "agent run")
 	}
-	_, err = a.appendEvents(ctx, q, agent.Task{RunID: runID, Step: int(row.Step)}, nil, 0, []agent.Event{{Step: -1, Kind: agent.EventRunCanceled}})
+	_, err = a.appendEvents(ctx, q, agent.Task{RunID: runID, Step: int(row.Step)}, nil, 0, []agent.Event{{Step: -1, Kind: agent.EventRunCanceled}}, nil)
 	return err
 }
 
@@ -264,11 +280,11 @@ func (a *Agents) ClaimStep(ctx context.Context, t agent.Task, owner uuid.UUID, l
 	if run, err = a.withSteps(ctx, a.s.q, run); err != nil {
 		return agent.Claim{}, err
 	}
-	seq, err := a.appendEvents(ctx, a.s.q, t, &owner, lease, []agent.Event{{Step: t.Step, Kind: agent.EventStepStarted, Attempt: t.Attempt}})
+	seq, err := a.appendEvents(ctx, a.s.q, t, &owner, lease, []agent.Event{{Step: t.Step, Kind: agent.EventStepStarted, Attempt: t.Attempt}}, nil)
 	if err != nil {
 		return agent.Claim{}, err
 	}
-	return agent.Claim{State: agent.Claimed, Run: run, Seq: seq, MonthTokens: row.MonthTokens}, nil
+	return agent.Claim{State: agent.Claimed, Run: run, Seq: seq, MonthTokens: row.MonthTokens, ToolRounds: row.StepToolRounds}, nil
 }
 
 // unclaimed says why a claim took nothing, and ends a run asked to cancel.
@@ -299,13 +315,13 @@ func (a *Agents) unclaimed(ctx context.Context, t agent.Task) (agent.Claim, erro
 }
 
 // AppendEvents implements agent.Store.
-func (a *Agents) AppendEvents(ctx context.Context, t agent.Task, owner uuid.UUID, lease time.Duration, evs []agent.Event) (bool, error) {
+func (a *Agents) AppendEvents(ctx context.Context, t agent.Task, owner uuid.UUID, lease time.Duration, evs []agent.Event, toolRounds []byte) (bool, error) {
 	kinds, datas, err := encodeEvents(evs)
 	if err != nil {
 		return false, err
 	}
 	row, err := a.s.q.AppendAgentEvents(ctx, sqlcgen.AppendAgentEventsParams{
-		LeaseSeconds: lease.Seconds(), Owner: &owner, RunID: t.RunID, Step: int32(t.Step), Kinds: kinds, Datas: datas,
+		LeaseSeconds: lease.Seconds(), ToolRounds: toolRounds, Owner: &owner, RunID: t.RunID, Step: int32(t.Step), Kinds: kinds, Datas: datas,
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, agent.ErrLeaseLost
@@ -318,13 +334,13 @@ func (a *Agents) AppendEvents(ctx context.Context, t agent.Task, owner uuid.UUID
 
 // appendEvents appends events with q; with owner, only while it holds the
 // step's lease. It returns the last seq.
-func (a *Agents) appendEvents(ctx context.Context, q *sqlcgen.Queries, t agent.Task, owner *uuid.UUID, lease time.Duration, evs []agent.Event) (int64, error) {
+func (a *Agents) appendEvents(ctx context.Context, q *sqlcgen.Queries, t agent.Task, owner *uuid.UUID, lease time.Duration, evs []agent.Event, toolRounds []byte) (int64, error) {
 	kinds, datas, err := encodeEvents(evs)
 	if err != nil {
 		return 0, err
 	}
 	row, err := q.AppendAgentEvents(ctx, sqlcgen.AppendAgentEventsParams{
-		LeaseSeconds: lease.Seconds(), Owner: owner, RunID: t.RunID, Step: int32(t.Step), Kinds: kinds, Datas: datas,
+		LeaseSeconds: lease.Seconds(), ToolRounds: toolRounds, Owner: owner, RunID: t.RunID, Step: int32(t.Step), Kinds: kinds, Datas: datas,
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, agent.ErrLeaseLost
@@ -356,7 +372,7 @@ func (a *Agents) EndStep(ctx context.Context, e agent.StepEnd) error {
 		idx := int32(e.Task.Step)
 		if e.Outcome == agent.Retrying {
 			n, err = q.RetryAgentStep(ctx, sqlcgen.RetryAgentStepParams{
-				Output: e.Output, Error: e.Error, Tokens: e.Tokens, RunID: e.Task.RunID, Idx: idx, Owner: &e.Owner,
+				Output: e.Output, Error: e.Error, ToolRounds: e.ToolRounds, Tokens: e.Tokens, RunID: e.Task.RunID, Idx: idx, Owner: &e.Owner,
 			})
 		} else {
 			n, err = q.EndAgentStep(ctx, sqlcgen.EndAgentStepParams{
@@ -399,7 +415,7 @@ func (a *Agents) EndStep(ctx context.Context, e agent.StepEnd) error {
 		}); err != nil {
 			return interpretError(err, "agent run")
 		}
-		if _, err := a.appendEvents(ctx, q, e.Task, nil, 0, e.Events); err != nil {
+		if _, err := a.appendEvents(ctx, q, e.Task, nil, 0, e.Events, nil); err != nil {
 			return err
 		}
 		if e.Next != nil {
@@ -412,6 +428,37 @@ func (a *Agents) EndStep(ctx context.Context, e agent.StepEnd) error {
 // ReleaseStep implements agent.Store.
 func (a *Agents) ReleaseStep(ctx context.Context, t agent.Task, owner uuid.UUID) error {
 	return interpretError(a.s.q.ReleaseAgentStep(ctx, sqlcgen.ReleaseAgentStepParams{RunID: t.RunID, Idx: int32(t.Step), Owner: &owner}), "agent step")
+}
+
+// Stranded implements agent.Store.
+func (a *Agents) Stranded(ctx context.Context, pendingBefore, leaseBefore time.Time, limit int) ([]agent.Task, error) {
+	rows, err := a.s.q.ListStrandedAgentSteps(ctx, sqlcgen.ListStrandedAgentStepsParams{
+		PendingBefore: pendingBefore, LeaseBefore: &leaseBefore, MaxRows: int32(limit),
+	})
+	if err != nil {
+		return nil, interpretError(err, "agent runs")
+	}
+	out := make([]agent.Task, len(rows))
+	for i, r := range rows {
+		out[i] = agent.Task{RunID: r.ID, Step: int(r.Step), Attempt: int(r.Attempt), Requeue: int(r.Requeues)}
+	}
+	return out, nil
+}
+
+// Requeue implements agent.Store: the count and the task in one
+// transaction.
+func (a *Agents) Requeue(ctx context.Context, t agent.Task) error {
+	return a.inTx(ctx, func(q *sqlcgen.Queries, enqueue func(agent.Task, time.Time) error) error {
+		n, err := q.RequeueAgentRun(ctx, sqlcgen.RequeueAgentRunParams{ID: t.RunID, Requeues: int32(t.Requeue)})
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil // another sweep did it, or the run ended meanwhile
+		}
+		if err != nil {
+			return interpretError(err, "agent run")
+		}
+		t.Requeue = int(n)
+		return enqueue(t, time.Time{})
+	})
 }
 
 // Events implements agent.Store.

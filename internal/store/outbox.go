@@ -41,15 +41,34 @@ func (o *Outbox) EnqueueTx(ctx context.Context, tx pgx.Tx, t agent.Task, at time
 		at = time.Now()
 	}
 	return o.s.q.WithTx(tx).InsertAgentOutbox(ctx, sqlcgen.InsertAgentOutboxParams{
-		RunID: t.RunID, Step: int32(t.Step), Attempt: int32(t.Attempt), NotBefore: at,
+		RunID: t.RunID, Step: int32(t.Step), Attempt: int32(t.Attempt), Requeue: int32(t.Requeue), NotBefore: at,
 	})
 }
 
-// AfterCommit implements AfterCommitter: it publishes what the
-// transaction queued, now. A failure is left to Relay.
-func (o *Outbox) AfterCommit(ctx context.Context, _ []agent.Task) {
-	if _, err := o.publish(ctx, 0); err != nil {
-		o.log.Warn("agent outbox: publish failed; the relay retries", "err", err)
+// publishTimeout bounds the publishing done right after a commit, which
+// runs on the request's path (StartRun, a delivery): past it, the relay
+// takes over.
+const publishTimeout = 5 * time.Second
+
+// AfterCommit implements AfterCommitter: it publishes the tasks the
+// transaction queued, now, within publishTimeout, and marks them
+// published. A task it could not publish is left to the relay.
+func (o *Outbox) AfterCommit(ctx context.Context, tasks []QueuedTask) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
+	defer cancel()
+	for _, q := range tasks {
+		t := q.Task
+		if err := o.pub.PublishTask(ctx, t, q.At); err != nil {
+			o.log.Warn("agent outbox: publish failed; the relay retries", "task", t.DedupKey(), "err", err)
+			continue
+		}
+		if err := o.s.q.MarkAgentTaskPublished(ctx, sqlcgen.MarkAgentTaskPublishedParams{
+			RunID: t.RunID, Step: int32(t.Step), Attempt: int32(t.Attempt), Requeue: int32(t.Requeue),
+		}); err != nil {
+			// Published but not marked: the relay publishes it again,
+			// which QStash de-duplicates.
+			o.log.Warn("agent outbox: cannot mark a published task", "task", t.DedupKey(), "err", err)
+		}
 	}
 }
 
@@ -57,12 +76,16 @@ func (o *Outbox) AfterCommit(ctx context.Context, _ []agent.Task) {
 // unpublished that were written more than olderThan ago (long enough for
 // their own AfterCommit to have had its chance). It runs once at once, so
 // a task stranded by a crash goes out as soon as an instance starts again.
+// Published rows are deleted a day later.
 func (o *Outbox) Relay(ctx context.Context, interval, olderThan time.Duration) {
 	for {
 		if n, err := o.publish(ctx, olderThan); err != nil && ctx.Err() == nil {
 			o.log.Warn("agent outbox: relay failed", "err", err)
 		} else if n > 0 {
 			o.log.Info("agent outbox: relayed unpublished tasks", "tasks", n)
+		}
+		if _, err := o.s.q.ForgetPublishedAgentOutbox(ctx, ptr(time.Now().Add(-24*time.Hour))); err != nil && ctx.Err() == nil {
+			o.log.Warn("agent outbox: cannot delete published rows", "err", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -72,55 +95,45 @@ func (o *Outbox) Relay(ctx context.Context, interval, olderThan time.Duration) {
 	}
 }
 
-// publish publishes unpublished rows written more than age ago (0: any),
-// a batch at a time, each row locked while it is published.
+func ptr[T any](v T) *T { return &v }
+
+// publish publishes unpublished rows written more than age ago, a batch
+// at a time: each batch is claimed for one attempt in a statement of its
+// own, published outside any transaction, and its successes marked. A row
+// that fails waits for its backoff; the rest go on.
 func (o *Outbox) publish(ctx context.Context, age time.Duration) (int, error) {
 	total := 0
-	for range 100 { // at most 100 batches of 50 per call
-		n, err := o.publishBatch(ctx, age)
-		total += n
-		if err != nil || n < 50 {
-			return total, err
+	for range 100 { // at most 100 batches of 50 per pass
+		rows, err := o.s.q.ClaimAgentOutbox(ctx, sqlcgen.ClaimAgentOutboxParams{Before: time.Now().Add(-age), MaxRows: 50})
+		if err != nil {
+			return total, interpretError(err, "agent outbox")
+		}
+		var done []int64
+		var failed error
+		for _, r := range rows {
+			t := agent.Task{RunID: r.RunID, Step: int(r.Step), Attempt: int(r.Attempt), Requeue: int(r.Requeue)}
+			if err := o.pub.PublishTask(ctx, t, r.NotBefore); err != nil {
+				failed = err
+				continue
+			}
+			done = append(done, r.ID)
+		}
+		if len(done) > 0 {
+			// What was published is recorded even when ctx ends meanwhile
+			// (shutdown): a row published twice is only de-duplicated work.
+			markCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			err := o.s.q.MarkAgentOutboxPublished(markCtx, done)
+			cancel()
+			if err != nil {
+				return total, interpretError(err, "agent outbox")
+			}
+		}
+		total += len(done)
+		if len(rows) < 50 || ctx.Err() != nil {
+			return total, failed
 		}
 	}
 	return total, nil
-}
-
-func (o *Outbox) publishBatch(ctx context.Context, age time.Duration) (int, error) {
-	tx, err := o.s.pool.Begin(ctx)
-	if err != nil {
-		return 0, interpretError(err, "agent outbox")
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it does nothing
-	q := o.s.q.WithTx(tx)
-	// A row whose transaction is still open is not visible; age keeps the
-	// relay off rows their own AfterCommit is publishing right now.
-	rows, err := q.ClaimAgentOutbox(ctx, sqlcgen.ClaimAgentOutboxParams{Before: time.Now().Add(-age), MaxRows: 50})
-	if err != nil {
-		return 0, interpretError(err, "agent outbox")
-	}
-	var done []int64
-	var perr error
-	for _, r := range rows {
-		t := agent.Task{RunID: r.RunID, Step: int(r.Step), Attempt: int(r.Attempt)}
-		if perr = o.pub.PublishTask(ctx, t, r.NotBefore); perr != nil {
-			break
-		}
-		done = append(done, r.ID)
-	}
-	if len(done) > 0 {
-		// What was published is recorded even when ctx ends meanwhile
-		// (shutdown): a row published twice is only de-duplicated work.
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if err := q.MarkAgentOutboxPublished(ctx, done); err != nil {
-			return 0, interpretError(err, "agent outbox")
-		}
-		if err := tx.Commit(ctx); err != nil {
-			return 0, interpretError(err, "agent outbox")
-		}
-	}
-	return len(done), perr
 }
 
 // QStashReplays remembers the QStash message ids already handled

@@ -309,7 +309,7 @@ func TestServiceRole(t *testing.T) {
 		// its SQLite-only outbox are not its business.
 		want := map[string][]string{
 			"parley.agent_events":      {"SELECT", "INSERT"},
-			"parley.agent_outbox":      {"SELECT", "INSERT", "UPDATE"},
+			"parley.agent_outbox":      {"SELECT", "INSERT", "UPDATE", "DELETE"},
 			"parley.agent_runs":        {"SELECT", "INSERT", "UPDATE"},
 			"parley.agent_steps":       {"SELECT", "INSERT", "UPDATE"},
 			"parley.artifact_versions": {"SELECT", "INSERT"},

@@ -14,27 +14,30 @@ import (
 
 const appendAgentEvents = `-- name: AppendAgentEvents :one
 WITH lease AS (
-    UPDATE parley.agent_steps s SET lease_until = now() + make_interval(secs => $1::float8)
-    WHERE $2::uuid IS NOT NULL
-      AND s.run_id = $3 AND s.idx = $4 AND s.lease_owner = $2::uuid AND s.status = 'running'
+    UPDATE parley.agent_steps s
+    SET lease_until = now() + make_interval(secs => $1::float8),
+        tool_rounds = COALESCE($2::jsonb, s.tool_rounds)
+    WHERE $3::uuid IS NOT NULL
+      AND s.run_id = $4 AND s.idx = $5 AND s.lease_owner = $3::uuid AND s.status = 'running'
     RETURNING 1
 ), run AS (
     UPDATE parley.agent_runs r
-    SET last_seq = r.last_seq + cardinality($5::text[]), update_time = now()
-    WHERE r.id = $3 AND ($2::uuid IS NULL OR EXISTS (SELECT 1 FROM lease))
+    SET last_seq = r.last_seq + cardinality($6::text[]), update_time = now()
+    WHERE r.id = $4 AND ($3::uuid IS NULL OR EXISTS (SELECT 1 FROM lease))
     RETURNING r.last_seq, r.cancel_requested
 ), ins AS (
     INSERT INTO parley.agent_events (run_id, seq, step, kind, data)
-    SELECT $3, run.last_seq - cardinality($5::text[]) + i, $4, ($5::text[])[i], ($6::jsonb[])[i]
-    FROM run, generate_subscripts($5::text[], 1) AS i
+    SELECT $4, run.last_seq - cardinality($6::text[]) + i, $5, ($6::text[])[i], ($7::jsonb[])[i]
+    FROM run, generate_subscripts($6::text[], 1) AS i
 ), woke AS (
-    SELECT pg_notify('parley_agent', 'e:' || $3::text) FROM run
+    SELECT pg_notify('parley_agent', 'e:' || $4::text) FROM run
 )
 SELECT run.last_seq, run.cancel_requested FROM run, woke
 `
 
 type AppendAgentEventsParams struct {
 	LeaseSeconds float64
+	ToolRounds   []byte
 	Owner        *uuid.UUID
 	RunID        uuid.UUID
 	Step         int32
@@ -50,10 +53,13 @@ type AppendAgentEventsRow struct {
 // Appends a run's events with the next seqs and wakes its watchers. With
 // an owner, the events are the running step's: they are saved only while
 // that delivery holds the step's lease, which they renew; the row says
-// whether the run was asked to cancel. No row: the lease was lost.
+// whether the run was asked to cancel. No row: the lease was lost. The
+// step's finished tool rounds, when given, are saved with them, so an
+// attempt that dies after a tool call does not make it again.
 func (q *Queries) AppendAgentEvents(ctx context.Context, arg AppendAgentEventsParams) (AppendAgentEventsRow, error) {
 	row := q.db.QueryRow(ctx, appendAgentEvents,
 		arg.LeaseSeconds,
+		arg.ToolRounds,
 		arg.Owner,
 		arg.RunID,
 		arg.Step,
@@ -114,11 +120,16 @@ func (q *Queries) ChargeTokens(ctx context.Context, arg ChargeTokensParams) erro
 }
 
 const claimAgentOutbox = `-- name: ClaimAgentOutbox :many
-SELECT id, run_id, step, attempt, not_before FROM parley.agent_outbox
-WHERE publish_time IS NULL AND create_time < $1
-ORDER BY create_time
-LIMIT $2
-FOR UPDATE SKIP LOCKED
+UPDATE parley.agent_outbox o
+SET publish_attempts = o.publish_attempts + 1,
+    next_try_time = now() + make_interval(secs => LEAST(5 * power(2, o.publish_attempts), 600))
+WHERE o.id IN (
+    SELECT x.id FROM parley.agent_outbox x
+    WHERE x.publish_time IS NULL AND x.create_time < $1 AND (x.next_try_time IS NULL OR x.next_try_time < now())
+    ORDER BY x.create_time
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED)
+RETURNING o.id, o.run_id, o.step, o.attempt, o.requeue, o.not_before
 `
 
 type ClaimAgentOutboxParams struct {
@@ -131,11 +142,14 @@ type ClaimAgentOutboxRow struct {
 	RunID     uuid.UUID
 	Step      int32
 	Attempt   int32
+	Requeue   int32
 	NotBefore time.Time
 }
 
-// Outbox rows to publish: those written before @before and still
-// unpublished, locked so two instances do not publish the same row at once.
+// Takes up to @max_rows unpublished rows written before @before for one
+// publish attempt: a row whose publish fails is tried again after a
+// backoff (5 s doubling, at most 10 minutes), so it never holds up the
+// rows behind it, and two instances never publish a row at the same time.
 func (q *Queries) ClaimAgentOutbox(ctx context.Context, arg ClaimAgentOutboxParams) ([]ClaimAgentOutboxRow, error) {
 	rows, err := q.db.Query(ctx, claimAgentOutbox, arg.Before, arg.MaxRows)
 	if err != nil {
@@ -150,6 +164,7 @@ func (q *Queries) ClaimAgentOutbox(ctx context.Context, arg ClaimAgentOutboxPara
 			&i.RunID,
 			&i.Step,
 			&i.Attempt,
+			&i.Requeue,
 			&i.NotBefore,
 		); err != nil {
 			return nil, err
@@ -171,16 +186,16 @@ WITH claimed AS (
     WHERE s.run_id = $4 AND s.idx = $5 AND s.attempt = $6 AND r.id = s.run_id
       AND s.status IN ('pending', 'running') AND (s.lease_until IS NULL OR s.lease_until < now())
       AND r.status IN ('queued', 'running') AND NOT r.cancel_requested
-    RETURNING s.run_id
+    RETURNING s.run_id, s.tool_rounds
 ), run AS (
     UPDATE parley.agent_runs r SET status = 'running', step = $5, update_time = now()
     FROM claimed WHERE r.id = claimed.run_id
-    RETURNING r.id, r.user_id, r.conversation_id, r.goal, r.model, r.tools, r.status, r.step, r.summary, r.error, r.quota_tokens, r.total_tokens, r.cancel_requested, r.summary_message_id, r.last_seq, r.request_id, r.create_time, r.update_time, r.end_time
+    RETURNING r.id, r.user_id, r.conversation_id, r.goal, r.model, r.tools, r.status, r.step, r.summary, r.error, r.quota_tokens, r.total_tokens, r.cancel_requested, r.summary_message_id, r.last_seq, r.requeues, r.request_id, r.create_time, r.update_time, r.end_time
 )
-SELECT run.id, run.user_id, run.conversation_id, run.goal, run.model, run.tools, run.status, run.step, run.summary, run.error, run.quota_tokens, run.total_tokens, run.cancel_requested, run.summary_message_id, run.last_seq, run.request_id, run.create_time, run.update_time, run.end_time,
+SELECT run.id, run.user_id, run.conversation_id, run.goal, run.model, run.tools, run.status, run.step, run.summary, run.error, run.quota_tokens, run.total_tokens, run.cancel_requested, run.summary_message_id, run.last_seq, run.requeues, run.request_id, run.create_time, run.update_time, run.end_time, claimed.tool_rounds AS step_tool_rounds,
        COALESCE((SELECT u.used_tokens + u.reserved_tokens FROM parley.token_usage u
                  WHERE u.user_id = run.user_id AND u.month = $1::date), 0)::bigint AS month_tokens
-FROM run
+FROM run, claimed
 `
 
 type ClaimAgentStepParams struct {
@@ -208,10 +223,12 @@ type ClaimAgentStepRow struct {
 	CancelRequested  bool
 	SummaryMessageID *uuid.UUID
 	LastSeq          int64
+	Requeues         int32
 	RequestID        *string
 	CreateTime       time.Time
 	UpdateTime       time.Time
 	EndTime          *time.Time
+	StepToolRounds   []byte
 	MonthTokens      int64
 }
 
@@ -245,10 +262,12 @@ func (q *Queries) ClaimAgentStep(ctx context.Context, arg ClaimAgentStepParams) 
 		&i.CancelRequested,
 		&i.SummaryMessageID,
 		&i.LastSeq,
+		&i.Requeues,
 		&i.RequestID,
 		&i.CreateTime,
 		&i.UpdateTime,
 		&i.EndTime,
+		&i.StepToolRounds,
 		&i.MonthTokens,
 	)
 	return i, err
@@ -302,6 +321,18 @@ func (q *Queries) EndAgentStep(ctx context.Context, arg EndAgentStepParams) (int
 	return result.RowsAffected(), nil
 }
 
+const forgetPublishedAgentOutbox = `-- name: ForgetPublishedAgentOutbox :execrows
+DELETE FROM parley.agent_outbox WHERE publish_time < $1
+`
+
+func (q *Queries) ForgetPublishedAgentOutbox(ctx context.Context, before *time.Time) (int64, error) {
+	result, err := q.db.Exec(ctx, forgetPublishedAgentOutbox, before)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const forgetQStashMessages = `-- name: ForgetQStashMessages :execrows
 DELETE FROM parley.qstash_messages WHERE expire_time < now()
 `
@@ -315,7 +346,7 @@ func (q *Queries) ForgetQStashMessages(ctx context.Context) (int64, error) {
 }
 
 const getAgentRun = `-- name: GetAgentRun :one
-SELECT id, user_id, conversation_id, goal, model, tools, status, step, summary, error, quota_tokens, total_tokens, cancel_requested, summary_message_id, last_seq, request_id, create_time, update_time, end_time FROM parley.agent_runs WHERE id = $1 AND user_id = $2
+SELECT id, user_id, conversation_id, goal, model, tools, status, step, summary, error, quota_tokens, total_tokens, cancel_requested, summary_message_id, last_seq, requeues, request_id, create_time, update_time, end_time FROM parley.agent_runs WHERE id = $1 AND user_id = $2
 `
 
 type GetAgentRunParams struct {
@@ -342,6 +373,7 @@ func (q *Queries) GetAgentRun(ctx context.Context, arg GetAgentRunParams) (Parle
 		&i.CancelRequested,
 		&i.SummaryMessageID,
 		&i.LastSeq,
+		&i.Requeues,
 		&i.RequestID,
 		&i.CreateTime,
 		&i.UpdateTime,
@@ -401,15 +433,33 @@ func (q *Queries) GetAgentStepState(ctx context.Context, arg GetAgentStepStatePa
 	return i, err
 }
 
+const getMonthTokens = `-- name: GetMonthTokens :one
+SELECT COALESCE((SELECT used_tokens + reserved_tokens FROM parley.token_usage
+                 WHERE user_id = $1 AND month = $2::date), 0)::bigint
+`
+
+type GetMonthTokensParams struct {
+	UserID uuid.UUID
+	Month  time.Time
+}
+
+func (q *Queries) GetMonthTokens(ctx context.Context, arg GetMonthTokensParams) (int64, error) {
+	row := q.db.QueryRow(ctx, getMonthTokens, arg.UserID, arg.Month)
+	var column_1 int64
+	err := row.Scan(&column_1)
+	return column_1, err
+}
+
 const insertAgentOutbox = `-- name: InsertAgentOutbox :exec
-INSERT INTO parley.agent_outbox (run_id, step, attempt, not_before)
-VALUES ($1, $2, $3, $4)
+INSERT INTO parley.agent_outbox (run_id, step, attempt, requeue, not_before)
+VALUES ($1, $2, $3, $4, $5)
 `
 
 type InsertAgentOutboxParams struct {
 	RunID     uuid.UUID
 	Step      int32
 	Attempt   int32
+	Requeue   int32
 	NotBefore time.Time
 }
 
@@ -418,6 +468,7 @@ func (q *Queries) InsertAgentOutbox(ctx context.Context, arg InsertAgentOutboxPa
 		arg.RunID,
 		arg.Step,
 		arg.Attempt,
+		arg.Requeue,
 		arg.NotBefore,
 	)
 	return err
@@ -432,13 +483,13 @@ WITH conv AS (
     SELECT $3, $2, conv.id, $4, $5, $6::text[], $7, $8
     FROM conv
     WHERE $1::uuid IS NULL OR conv.id IS NOT NULL
-    RETURNING id, user_id, conversation_id, goal, model, tools, status, step, summary, error, quota_tokens, total_tokens, cancel_requested, summary_message_id, last_seq, request_id, create_time, update_time, end_time
+    RETURNING id, user_id, conversation_id, goal, model, tools, status, step, summary, error, quota_tokens, total_tokens, cancel_requested, summary_message_id, last_seq, requeues, request_id, create_time, update_time, end_time
 ), steps AS (
     INSERT INTO parley.agent_steps (run_id, idx, name, attempt)
     SELECT run.id, s.idx - 1, s.name, CASE WHEN s.idx = 1 THEN 1 ELSE 0 END
     FROM run, unnest($9::text[]) WITH ORDINALITY AS s(name, idx)
 )
-SELECT id, user_id, conversation_id, goal, model, tools, status, step, summary, error, quota_tokens, total_tokens, cancel_requested, summary_message_id, last_seq, request_id, create_time, update_time, end_time FROM run
+SELECT id, user_id, conversation_id, goal, model, tools, status, step, summary, error, quota_tokens, total_tokens, cancel_requested, summary_message_id, last_seq, requeues, request_id, create_time, update_time, end_time FROM run
 `
 
 type InsertAgentRunParams struct {
@@ -469,6 +520,7 @@ type InsertAgentRunRow struct {
 	CancelRequested  bool
 	SummaryMessageID *uuid.UUID
 	LastSeq          int64
+	Requeues         int32
 	RequestID        *string
 	CreateTime       time.Time
 	UpdateTime       time.Time
@@ -506,6 +558,7 @@ func (q *Queries) InsertAgentRun(ctx context.Context, arg InsertAgentRunParams) 
 		&i.CancelRequested,
 		&i.SummaryMessageID,
 		&i.LastSeq,
+		&i.Requeues,
 		&i.RequestID,
 		&i.CreateTime,
 		&i.UpdateTime,
@@ -555,7 +608,7 @@ func (q *Queries) ListAgentEvents(ctx context.Context, arg ListAgentEventsParams
 }
 
 const listAgentRuns = `-- name: ListAgentRuns :many
-SELECT id, user_id, conversation_id, goal, model, tools, status, step, summary, error, quota_tokens, total_tokens, cancel_requested, summary_message_id, last_seq, request_id, create_time, update_time, end_time FROM parley.agent_runs
+SELECT id, user_id, conversation_id, goal, model, tools, status, step, summary, error, quota_tokens, total_tokens, cancel_requested, summary_message_id, last_seq, requeues, request_id, create_time, update_time, end_time FROM parley.agent_runs
 WHERE user_id = $1
   AND ($2::timestamptz IS NULL
        OR (create_time, id) < ($2::timestamptz, $3::uuid))
@@ -602,6 +655,7 @@ func (q *Queries) ListAgentRuns(ctx context.Context, arg ListAgentRunsParams) ([
 			&i.CancelRequested,
 			&i.SummaryMessageID,
 			&i.LastSeq,
+			&i.Requeues,
 			&i.RequestID,
 			&i.CreateTime,
 			&i.UpdateTime,
@@ -703,6 +757,58 @@ func (q *Queries) ListAgentStepsOfRuns(ctx context.Context, runIds []uuid.UUID) 
 	return items, nil
 }
 
+const listStrandedAgentSteps = `-- name: ListStrandedAgentSteps :many
+SELECT r.id, r.step, s.attempt, r.requeues
+FROM parley.agent_runs r
+JOIN parley.agent_steps s ON s.run_id = r.id AND s.idx = r.step
+WHERE r.status IN ('queued', 'running') AND s.attempt > 0
+  AND ((s.status = 'pending' AND r.update_time < $1)
+       OR (s.status = 'running' AND s.lease_until < $2))
+ORDER BY r.update_time
+LIMIT $3
+`
+
+type ListStrandedAgentStepsParams struct {
+	PendingBefore time.Time
+	LeaseBefore   *time.Time
+	MaxRows       int32
+}
+
+type ListStrandedAgentStepsRow struct {
+	ID       uuid.UUID
+	Step     int32
+	Attempt  int32
+	Requeues int32
+}
+
+// Runs in progress whose current step nothing works on: queued or waiting
+// for a retry since before @pending_before with no delivery, or running
+// under a lease that lapsed before @lease_before (its instance died).
+func (q *Queries) ListStrandedAgentSteps(ctx context.Context, arg ListStrandedAgentStepsParams) ([]ListStrandedAgentStepsRow, error) {
+	rows, err := q.db.Query(ctx, listStrandedAgentSteps, arg.PendingBefore, arg.LeaseBefore, arg.MaxRows)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []ListStrandedAgentStepsRow
+	for rows.Next() {
+		var i ListStrandedAgentStepsRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.Step,
+			&i.Attempt,
+			&i.Requeues,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const lockUserRuns = `-- name: LockUserRuns :exec
 
 SELECT pg_advisory_xact_lock(hashtextextended('parley.agent_runs:' || CAST($1::uuid AS text), 0))
@@ -722,6 +828,29 @@ UPDATE parley.agent_outbox SET publish_time = now() WHERE id = ANY($1::bigint[])
 
 func (q *Queries) MarkAgentOutboxPublished(ctx context.Context, ids []int64) error {
 	_, err := q.db.Exec(ctx, markAgentOutboxPublished, ids)
+	return err
+}
+
+const markAgentTaskPublished = `-- name: MarkAgentTaskPublished :exec
+UPDATE parley.agent_outbox SET publish_time = now()
+WHERE run_id = $1 AND step = $2 AND attempt = $3 AND requeue = $4 AND publish_time IS NULL
+`
+
+type MarkAgentTaskPublishedParams struct {
+	RunID   uuid.UUID
+	Step    int32
+	Attempt int32
+	Requeue int32
+}
+
+// Marks the outbox row of a task published right after its commit.
+func (q *Queries) MarkAgentTaskPublished(ctx context.Context, arg MarkAgentTaskPublishedParams) error {
+	_, err := q.db.Exec(ctx, markAgentTaskPublished,
+		arg.RunID,
+		arg.Step,
+		arg.Attempt,
+		arg.Requeue,
+	)
 	return err
 }
 
@@ -820,7 +949,7 @@ func (q *Queries) QueueAgentStep(ctx context.Context, arg QueueAgentStepParams) 
 }
 
 const releaseAgentStep = `-- name: ReleaseAgentStep :exec
-UPDATE parley.agent_steps SET lease_owner = NULL, lease_until = NULL
+UPDATE parley.agent_steps SET status = 'pending', lease_owner = NULL, lease_until = NULL
 WHERE run_id = $1 AND idx = $2 AND lease_owner = $3 AND status = 'running'
 `
 
@@ -830,8 +959,9 @@ type ReleaseAgentStepParams struct {
 	Owner *uuid.UUID
 }
 
-// Gives back a lease whose delivery could not save its outcome, so the
-// next delivery does not wait for it to expire.
+// Gives back a step whose delivery ended before it (shutdown) or could not
+// save its outcome: the same attempt is pending again, and the next
+// delivery does not wait for the lease to expire.
 func (q *Queries) ReleaseAgentStep(ctx context.Context, arg ReleaseAgentStepParams) error {
 	_, err := q.db.Exec(ctx, releaseAgentStep, arg.RunID, arg.Idx, arg.Owner)
 	return err
@@ -857,20 +987,42 @@ func (q *Queries) RequestAgentRunCancel(ctx context.Context, arg RequestAgentRun
 	return id, err
 }
 
+const requeueAgentRun = `-- name: RequeueAgentRun :one
+UPDATE parley.agent_runs SET requeues = requeues + 1, update_time = now()
+WHERE id = $1 AND requeues = $2 AND status IN ('queued', 'running')
+RETURNING requeues
+`
+
+type RequeueAgentRunParams struct {
+	ID       uuid.UUID
+	Requeues int32
+}
+
+// Counts a requeue of a stranded run, once: of two sweeps that found it,
+// the one whose count is stale changes nothing.
+func (q *Queries) RequeueAgentRun(ctx context.Context, arg RequeueAgentRunParams) (int32, error) {
+	row := q.db.QueryRow(ctx, requeueAgentRun, arg.ID, arg.Requeues)
+	var requeues int32
+	err := row.Scan(&requeues)
+	return requeues, err
+}
+
 const retryAgentStep = `-- name: RetryAgentStep :execrows
 UPDATE parley.agent_steps
 SET status = 'pending', attempt = attempt + 1, output = $1, error = $2,
-    total_tokens = total_tokens + $3, lease_owner = NULL, lease_until = NULL
-WHERE run_id = $4 AND idx = $5 AND lease_owner = $6 AND status = 'running'
+    tool_rounds = $3::jsonb,
+    total_tokens = total_tokens + $4, lease_owner = NULL, lease_until = NULL
+WHERE run_id = $5 AND idx = $6 AND lease_owner = $7 AND status = 'running'
 `
 
 type RetryAgentStepParams struct {
-	Output string
-	Error  string
-	Tokens int64
-	RunID  uuid.UUID
-	Idx    int32
-	Owner  *uuid.UUID
+	Output     string
+	Error      string
+	ToolRounds []byte
+	Tokens     int64
+	RunID      uuid.UUID
+	Idx        int32
+	Owner      *uuid.UUID
 }
 
 // Queues a step's next attempt after a transient failure, only while the
@@ -879,6 +1031,7 @@ func (q *Queries) RetryAgentStep(ctx context.Context, arg RetryAgentStepParams) 
 	result, err := q.db.Exec(ctx, retryAgentStep,
 		arg.Output,
 		arg.Error,
+		arg.ToolRounds,
 		arg.Tokens,
 		arg.RunID,
 		arg.Idx,

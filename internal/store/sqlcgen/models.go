@@ -20,13 +20,16 @@ type ParleyAgentEvent struct {
 }
 
 type ParleyAgentOutbox struct {
-	ID          int64
-	RunID       uuid.UUID
-	Step        int32
-	Attempt     int32
-	NotBefore   time.Time
-	CreateTime  time.Time
-	PublishTime *time.Time
+	ID              int64
+	RunID           uuid.UUID
+	Step            int32
+	Attempt         int32
+	Requeue         int32
+	NotBefore       time.Time
+	CreateTime      time.Time
+	PublishTime     *time.Time
+	PublishAttempts int32
+	NextTryTime     *time.Time
 }
 
 type ParleyAgentRun struct {
@@ -45,6 +48,7 @@ type ParleyAgentRun struct {
 	CancelRequested  bool
 	SummaryMessageID *uuid.UUID
 	LastSeq          int64
+	Requeues         int32
 	RequestID        *string
 	CreateTime       time.Time
 	UpdateTime       time.Time

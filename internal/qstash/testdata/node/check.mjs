@@ -3,9 +3,13 @@
 // @upstash/qstash Receiver, signs tokens the way QStash does with jose, and prints
 // the results as JSON on stdout.
 import { readFileSync } from "node:fs";
-import { createHash, randomUUID } from "node:crypto";
-import { Receiver } from "@upstash/qstash";
-import { SignJWT } from "jose";
+import { createHash, randomUUID, webcrypto } from "node:crypto";
+
+// Node 18 (Debian bookworm's) has no global crypto, which jose needs; the
+// packages are imported after it is in place.
+globalThis.crypto ??= webcrypto;
+const { Receiver } = await import("@upstash/qstash");
+const { SignJWT } = await import("jose");
 
 const request = JSON.parse(readFileSync(0, "utf8"));
 
