@@ -60,7 +60,7 @@ type Store interface {
 
 // Errors a Store returns.
 var (
-	ErrTooManyRuns = errors.New("agent: too many runs in progress")
+	ErrTooManyRuns   = errors.New("agent: too many runs in progress")
 	ErrLeaseLost     = errors.New("agent: the step's lease is held by another delivery")
 	ErrQuotaExceeded = errors.New("agent: the monthly token quota is used up")
 )
