@@ -466,8 +466,10 @@ type Step struct {
 	// What the step wrote: its text, once it ended (the partial text when it
 	// was canceled).
 	Output string `protobuf:"bytes,3,opt,name=output,proto3" json:"output,omitempty"`
-	// How many times it has been started; more than one after a transient
-	// failure or a lost instance.
+	// The attempt running or queued, from 1; more than one after a transient
+	// failure (provider down, time limit). An attempt cut short by a
+	// shutdown or a lost instance runs again under the same number, and its
+	// tool calls already made are not made again.
 	Attempts int32 `protobuf:"varint,4,opt,name=attempts,proto3" json:"attempts,omitempty"`
 	// The last failure, when there was one, in words a user can read.
 	Error string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
