@@ -112,6 +112,8 @@ type Options struct {
 	AgentSweep agent.SweepConfig
 	// AgentMaxActiveRuns is AGENT_MAX_ACTIVE_RUNS (the default when 0).
 	AgentMaxActiveRuns int
+	// NoAgentWorkers is AGENT_WORKERS=0: the instance runs no steps.
+	NoAgentWorkers bool
 	// QStash, when set, delivers agent steps through that stand-in instead
 	// of River: the service publishes to it, and it calls the service's
 	// signed endpoint at the test server's own URL.
@@ -246,6 +248,9 @@ func Config(tb testing.TB, opts Options) config.Config {
 	cfg.ShutdownTimeout = opts.ShutdownTimeout
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 2 * time.Second
+	}
+	if opts.NoAgentWorkers {
+		cfg.AgentWorkers = 0
 	}
 	if opts.AgentMaxActiveRuns > 0 {
 		cfg.AgentMaxActiveRuns = opts.AgentMaxActiveRuns

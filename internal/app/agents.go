@@ -58,9 +58,12 @@ func (a *App) buildAgents(opts Options, plans plan.Resolver, searcher *search.Se
 		})}
 		sink = p.outbox
 	} else {
-		rescue := opts.RiverRescueAfter
+		workers := cfg.AgentWorkers
+		if workers == 0 {
+			workers = -1 // insert-only: this instance runs no steps
+		}
 		q, err := riverq.New(a.store.Pool(), handle, riverq.Config{
-			Workers: cfg.AgentWorkers, StepTimeout: rc.StepTimeout, RescueAfter: rescue, MaxAttempts: 10, Log: a.log,
+			Workers: workers, StepTimeout: rc.StepTimeout, RescueAfter: opts.RiverRescueAfter, MaxAttempts: 10, Log: a.log,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("agent queue: %w", err)

@@ -139,7 +139,8 @@ type Config struct {
 	// AgentMaxAttempts bounds a step's attempts (AGENT_MAX_ATTEMPTS,
 	// default 3); AgentMaxActiveRuns caps a user's runs in progress
 	// (AGENT_MAX_ACTIVE_RUNS, default 3); AgentWorkers is how many steps
-	// one instance runs at once on River (AGENT_WORKERS, default 20).
+	// one instance runs at once on River (AGENT_WORKERS, default 20; 0: it
+	// runs none and leaves them to other instances).
 	AgentStepTimeout   time.Duration
 	AgentMaxAttempts   int
 	AgentMaxActiveRuns int
@@ -236,7 +237,7 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 		AgentStepTimeout:        p.duration("AGENT_STEP_TIMEOUT", 4*time.Minute),
 		AgentMaxAttempts:        p.int("AGENT_MAX_ATTEMPTS", 3, 1, 20),
 		AgentMaxActiveRuns:      p.int("AGENT_MAX_ACTIVE_RUNS", 3, 1, 1000),
-		AgentWorkers:            p.int("AGENT_WORKERS", 20, 1, 10_000),
+		AgentWorkers:            p.int("AGENT_WORKERS", 20, 0, 10_000),
 		QStashToken:             p.str("QSTASH_TOKEN", ""),
 		QStashURL:               p.str("QSTASH_URL", "https://qstash.upstash.io"),
 		QStashCurrentSigningKey: p.str("QSTASH_CURRENT_SIGNING_KEY", ""),

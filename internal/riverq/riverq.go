@@ -59,7 +59,10 @@ const (
 
 // Config tunes a Queue. Zero values take the defaults given per field.
 type Config struct {
-	// Workers is how many tasks one Queue runs at once (default 20).
+	// Workers is how many tasks one Queue runs at once (default 20); a
+	// negative count makes an insert-only Queue, which queues tasks but
+	// runs none (an instance that serves the API and leaves the steps to
+	// others).
 	Workers int
 	// StepTimeout is the agent's bound on one step; a job's context is
 	// cancelled StepTimeout + 30 s after its attempt began. Required.
@@ -80,8 +83,9 @@ type Config struct {
 // Queue is Parley's default task queue: a River client working agent
 // tasks with a Handler.
 type Queue struct {
-	client *river.Client[pgx.Tx]
-	log    *slog.Logger
+	client     *river.Client[pgx.Tx]
+	log        *slog.Logger
+	insertOnly bool // Workers < 0: Start and Stop do nothing
 }
 
 // New builds a Queue on pool, whose connections must have the privileges
@@ -110,9 +114,13 @@ func New(pool *pgxpool.Pool, h agent.Handler, cfg Config) (*Queue, error) {
 	if err := river.AddWorkerSafely(workers, &worker{handle: h, log: log}); err != nil {
 		return nil, fmt.Errorf("riverq: %w", err)
 	}
+	queues := map[string]river.QueueConfig{QueueName: {MaxWorkers: cmpOr(cfg.Workers, 20)}}
+	if cfg.Workers < 0 {
+		queues = nil
+	}
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
 		Schema:               db.Schema,
-		Queues:               map[string]river.QueueConfig{QueueName: {MaxWorkers: cmpOr(cfg.Workers, 20)}},
+		Queues:               queues,
 		Workers:              workers,
 		FetchCooldown:        fetchCooldown,
 		FetchPollInterval:    fetchPollInterval,
@@ -127,7 +135,7 @@ func New(pool *pgxpool.Pool, h agent.Handler, cfg Config) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("riverq: %w", err)
 	}
-	return &Queue{client: client, log: log}, nil
+	return &Queue{client: client, log: log, insertOnly: queues == nil}, nil
 }
 
 // EnqueueTx adds t to the queue inside tx: it is delivered once tx commits,
@@ -155,6 +163,9 @@ func (q *Queue) EnqueueTx(ctx context.Context, tx pgx.Tx, t agent.Task, at time.
 // context (a signal, say) leaves running steps to the graceful Stop instead
 // of cancelling them at once.
 func (q *Queue) Start(ctx context.Context) error {
+	if q.insertOnly {
+		return nil
+	}
 	if err := q.client.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("riverq: start: %w", err)
 	}
@@ -173,6 +184,9 @@ const hardStopTimeout = 2 * time.Second
 // its task to be delivered again without counting an attempt. Stop returns
 // an error only when handlers still run after that.
 func (q *Queue) Stop(ctx context.Context) error {
+	if q.insertOnly {
+		return nil
+	}
 	err := q.client.Stop(ctx)
 	if err == nil {
 		return nil

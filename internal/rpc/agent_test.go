@@ -263,14 +263,15 @@ func TestAgentRunOnQStash(t *testing.T) {
 	}
 }
 
-// A watch on one instance follows a run that steps on another.
+// A watch on one instance follows a run that steps on another: b runs no
+// steps, and started the run, so every event it sends came from a.
 func TestAgentWatchFromAnotherInstance(t *testing.T) {
 	fake := llmtest.NewServer(t, llmtest.Respond(agentScript), llmtest.Interval(5*time.Millisecond))
-	a := agentEnv(t, fake, apitest.Options{})
-	b := agentEnv(t, fake, apitest.Options{})
+	agentEnv(t, fake, apitest.Options{}) // a, the instance that runs the steps
+	b := agentEnv(t, fake, apitest.Options{NoAgentWorkers: true})
 	ctx := testCtx(t)
 	user := uuid.New()
-	run := startRun(t, ctx, a.AgentClient(t, "grpc", user), &parleyv1.StartRunRequest{Goal: "Write notes on oolong tea"})
+	run := startRun(t, ctx, b.AgentClient(t, "grpc", user), &parleyv1.StartRunRequest{Goal: "Write notes on oolong tea"})
 	checkWholeRun(t, watchAll(t, ctx, b.AgentClient(t, "grpcweb", user), run.GetId(), 0))
 }
 
