@@ -137,9 +137,11 @@ SELECT run.last_seq, run.cancel_requested FROM run, woke;
 SELECT pg_notify('parley_agent', @payload::text);
 
 -- name: ListAgentEvents :many
-SELECT * FROM parley.agent_events
-WHERE run_id = @run_id AND seq > @after_seq
-ORDER BY seq
+-- A run's events, the user's only.
+SELECT e.* FROM parley.agent_events e
+JOIN parley.agent_runs r ON r.id = e.run_id AND r.user_id = @user_id
+WHERE e.run_id = @run_id AND e.seq > @after_seq
+ORDER BY e.seq
 LIMIT @max_rows;
 
 -- name: EndAgentStep :execrows

@@ -88,9 +88,9 @@ func (r *rig) start(t *testing.T, user uuid.UUID) agent.Run {
 	return run
 }
 
-func (r *rig) events(t *testing.T, runID uuid.UUID) []agent.Event {
+func (r *rig) events(t *testing.T, userID, runID uuid.UUID) []agent.Event {
 	t.Helper()
-	evs, err := r.store.Events(t.Context(), runID, 0, 1000)
+	evs, err := r.store.Events(t.Context(), userID, runID, 0, 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestStepDeliveredTwiceAtOnce(t *testing.T) {
 		t.Errorf("next step %+v, last task %+v: want research queued once as attempt 1", got.Steps[1], r.queue.last())
 	}
 	var started int
-	for _, ev := range r.events(t, run.ID) {
+	for _, ev := range r.events(t, user, run.ID) {
 		if ev.Kind == agent.EventStepStarted {
 			started++
 		}

@@ -268,7 +268,7 @@ func (s *Service) Watch(ctx context.Context, userID, runID uuid.UUID, afterSeq i
 	poll := time.NewTicker(watchPollFallback)
 	defer poll.Stop()
 	for {
-		evs, err := s.store.Events(ctx, runID, afterSeq, watchPageSize)
+		evs, err := s.store.Events(ctx, userID, runID, afterSeq, watchPageSize)
 		if err != nil {
 			if ctx.Err() != nil {
 				return apperr.Wrap(context.Cause(ctx), apperr.Canceled, "the watch ended")

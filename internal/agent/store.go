@@ -52,10 +52,9 @@ type Store interface {
 	// Requeue queues t again with t.Requeue one more than the run's count,
 	// unless another sweep did so first (then it does nothing).
 	Requeue(ctx context.Context, t Task) error
-	// Events returns up to limit events of a run with a seq after
-	// afterSeq, in order. The caller has checked that the run is the
-	// user's.
-	Events(ctx context.Context, runID uuid.UUID, afterSeq int64, limit int) ([]Event, error)
+	// Events returns up to limit events of the user's run with a seq
+	// after afterSeq, in order (none for another user's run).
+	Events(ctx context.Context, userID, runID uuid.UUID, afterSeq int64, limit int) ([]Event, error)
 }
 
 // Errors a Store returns.

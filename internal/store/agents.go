@@ -462,8 +462,8 @@ func (a *Agents) Requeue(ctx context.Context, t agent.Task) error {
 }
 
 // Events implements agent.Store.
-func (a *Agents) Events(ctx context.Context, runID uuid.UUID, afterSeq int64, limit int) ([]agent.Event, error) {
-	rows, err := a.s.q.ListAgentEvents(ctx, sqlcgen.ListAgentEventsParams{RunID: runID, AfterSeq: afterSeq, MaxRows: int32(limit)})
+func (a *Agents) Events(ctx context.Context, userID, runID uuid.UUID, afterSeq int64, limit int) ([]agent.Event, error) {
+	rows, err := a.s.q.ListAgentEvents(ctx, sqlcgen.ListAgentEventsParams{UserID: userID, RunID: runID, AfterSeq: afterSeq, MaxRows: int32(limit)})
 	if err != nil {
 		return nil, interpretError(err, "agent events")
 	}

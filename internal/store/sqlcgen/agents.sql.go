@@ -568,20 +568,28 @@ func (q *Queries) InsertAgentRun(ctx context.Context, arg InsertAgentRunParams) 
 }
 
 const listAgentEvents = `-- name: ListAgentEvents :many
-SELECT run_id, seq, step, kind, data, create_time FROM parley.agent_events
-WHERE run_id = $1 AND seq > $2
-ORDER BY seq
-LIMIT $3
+SELECT e.run_id, e.seq, e.step, e.kind, e.data, e.create_time FROM parley.agent_events e
+JOIN parley.agent_runs r ON r.id = e.run_id AND r.user_id = $1
+WHERE e.run_id = $2 AND e.seq > $3
+ORDER BY e.seq
+LIMIT $4
 `
 
 type ListAgentEventsParams struct {
+	UserID   uuid.UUID
 	RunID    uuid.UUID
 	AfterSeq int64
 	MaxRows  int32
 }
 
+// A run's events, the user's only.
 func (q *Queries) ListAgentEvents(ctx context.Context, arg ListAgentEventsParams) ([]ParleyAgentEvent, error) {
-	rows, err := q.db.Query(ctx, listAgentEvents, arg.RunID, arg.AfterSeq, arg.MaxRows)
+	rows, err := q.db.Query(ctx, listAgentEvents,
+		arg.UserID,
+		arg.RunID,
+		arg.AfterSeq,
+		arg.MaxRows,
+	)
 	if err != nil {
 		return nil, err
 	}
