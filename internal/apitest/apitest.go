@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/pprof"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -199,13 +201,30 @@ func New(tb testing.TB, opts Options) *Env {
 					tb.Errorf("apitest: server: %v", err)
 				}
 			case <-time.After(cfg.ShutdownTimeout + 5*time.Second):
-				tb.Errorf("apitest: the server did not stop within its grace period")
+				tb.Errorf("apitest: the server did not stop within its grace period; goroutines:\n%s", goroutines())
 			}
-			a.Close()
+			closed := make(chan struct{})
+			go func() {
+				defer close(closed)
+				a.Close()
+			}()
+			select {
+			case <-closed:
+			case <-time.After(10 * time.Second):
+				// Close waits for the pool's connections: one is still in use.
+				tb.Errorf("apitest: the server did not close within 10s; goroutines:\n%s", goroutines())
+			}
 		})
 	}
 	tb.Cleanup(stop)
 	return &Env{URL: a.URL(), Store: store.New(pool(tb, cfg.DatabaseURL)), Key: key, HTTPClient: H2CClient(), Stop: stop}
+}
+
+// goroutines is a dump of every goroutine's stack, for a test that hangs.
+func goroutines() string {
+	var b strings.Builder
+	pprof.Lookup("goroutine").WriteTo(&b, 1) //nolint:errcheck // a Builder does not fail
+	return b.String()
 }
 
 // pool is a pool on the database at url, closed when the test ends.

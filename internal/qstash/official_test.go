@@ -34,7 +34,7 @@ func TestOfficialReceiverAgrees(t *testing.T) {
 	t.Parallel()
 	node, err := exec.LookPath("node")
 	if err != nil {
-		t.Fatalf("node is not installed: install Node.js 20 or later (Debian: apt-get install nodejs npm), then %s", nodeInstructions)
+		t.Fatalf("node is not installed: install Node.js 18 or later (Debian: apt-get install nodejs npm), then %s", nodeInstructions)
 	}
 	if _, err := os.Stat(filepath.Join(nodeDir, "node_modules", "@upstash", "qstash", "package.json")); err != nil {
 		t.Fatalf("%s/node_modules is missing: %s", nodeDir, nodeInstructions)
