@@ -87,13 +87,14 @@ func (a *App) buildAgents(opts Options, plans plan.Resolver, searcher *search.Se
 // released) so that another instance runs them again at once: River
 // delivers the job again without counting an attempt; QStash retries the
 // delivery.
-func (p *agentParts) start(a *App, ctx context.Context) (<-chan struct{}, error) {
-	if p.river != nil {
-		if err := p.river.Start(context.WithoutCancel(ctx)); err != nil {
-			return nil, fmt.Errorf("agent queue: %w", err)
-		}
-	}
+func (p *agentParts) start(a *App, ctx context.Context) <-chan struct{} {
 	var wg sync.WaitGroup
+	riverUp := make(chan bool, 1)
+	if p.river != nil {
+		go func() { riverUp <- p.startRiver(ctx, a) }()
+	} else {
+		riverUp <- false
+	}
 	wg.Go(func() { a.listenAgents(ctx) })
 	wg.Go(func() { p.runner.Sweep(ctx, p.sweep) })
 	if p.outbox != nil {
@@ -105,7 +106,7 @@ func (p *agentParts) start(a *App, ctx context.Context) (<-chan struct{}, error)
 		defer close(done)
 		<-ctx.Done()
 		quarter := a.cfg.ShutdownTimeout / 4
-		if p.river != nil {
+		if <-riverUp {
 			// Running steps get a quarter of the grace period; then River
 			// cancels them and they give themselves back.
 			stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), quarter)
@@ -119,7 +120,31 @@ func (p *agentParts) start(a *App, ctx context.Context) (<-chan struct{}, error)
 		p.runner.Interrupt()
 		wg.Wait()
 	}()
-	return done, nil
+	return done
+}
+
+// startRiver starts River's workers, trying again with backoff while the
+// database cannot be reached (River pings it first): the instance serves
+// meanwhile, and the steps wait in the database. It reports whether River
+// started before ctx ended.
+func (p *agentParts) startRiver(ctx context.Context, a *App) bool {
+	backoff := time.Second
+	for {
+		err := p.river.Start(ctx)
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		a.log.Warn("cannot start the agent queue; retrying", "retry_in", backoff.String(), "err", err)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
 }
 
 // forgetReplays deletes expired QStash message records every hour.

@@ -337,10 +337,7 @@ func (a *App) Run(ctx context.Context) error {
 	defer stopBackground()
 	go a.listen(background)
 	go a.generator.SweepStale(background)
-	agentsStopped, err := a.agents.start(a, run)
-	if err != nil {
-		return err
-	}
+	agentsStopped := a.agents.start(a, run)
 
 	generationsDone := make(chan struct{})
 	go func() {
@@ -355,7 +352,7 @@ func (a *App) Run(ctx context.Context) error {
 	}()
 
 	a.log.Info("listening", "url", a.URL(), "env", a.cfg.Env, "version", server.Version(), "models", a.models.Names())
-	err = server.Serve(run, a.http, a.ln, a.cfg.ShutdownTimeout, a.log)
+	err := server.Serve(run, a.http, a.ln, a.cfg.ShutdownTimeout, a.log)
 	endRun()
 	<-generationsDone
 	<-agentsStopped
