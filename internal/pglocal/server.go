@@ -187,6 +187,10 @@ func launch(ctx context.Context, binDir, dataDir string, port int, acct *account
 		// Output goes to stderr, which Start forwards to Options.Log.
 		"-c", "logging_collector=off",
 		"-c", "log_destination=stderr",
+		// A test package runs many service instances at once, each with
+		// its pool, River's notifier and the agent listener: Postgres's
+		// default of 100 connections is too few.
+		"-c", "max_connections=400",
 	}
 	if ephemeral {
 		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
