@@ -119,3 +119,14 @@ func (h *UserHandler) DeleteMe(ctx context.Context, _ *connect.Request[parleyv1.
 	}
 	return connect.NewResponse(&parleyv1.DeleteMeResponse{}), nil
 }
+
+// ExportMyData implements parleyv1connect.UserServiceHandler.
+func (h *UserHandler) ExportMyData(ctx context.Context, req *connect.Request[parleyv1.ExportMyDataRequest], stream *connect.ServerStream[parleyv1.ExportMyDataResponse]) error {
+	uid, err := userID(ctx)
+	if err != nil {
+		return err
+	}
+	return h.users.Export(ctx, uid, req.Msg.GetOffset(), req.Msg.GetDigest(), func(c user.Chunk) error {
+		return stream.Send(&parleyv1.ExportMyDataResponse{Offset: c.Offset, Data: c.Data, TotalBytes: c.TotalBytes, Digest: c.Digest})
+	})
+}

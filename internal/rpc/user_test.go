@@ -2,6 +2,9 @@ package rpc_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -17,6 +20,7 @@ import (
 	"github.com/parleyhq/parley/internal/apitest"
 	"github.com/parleyhq/parley/internal/chat"
 	parleyv1 "github.com/parleyhq/parley/internal/gen/parley/v1"
+	"github.com/parleyhq/parley/internal/gen/parley/v1/parleyv1connect"
 	"github.com/parleyhq/parley/internal/llm"
 	"github.com/parleyhq/parley/internal/llm/llmtest"
 	"github.com/parleyhq/parley/internal/plan"
@@ -41,15 +45,18 @@ func userEnv(t *testing.T) (*apitest.Env, *llmtest.Server) {
 }
 
 // TestUserService runs every UserService RPC over every protocol, on one
-// server (each server holds database connections; the package runs many).
+// server. It is not parallel with the package's other tests: their servers
+// together come close to PostgreSQL's 100 connections already (one more
+// made the package fail with "too many clients"), so this one runs, and
+// closes its server, before they start; its own subtests run in parallel.
 func TestUserService(t *testing.T) {
-	t.Parallel()
 	env, fake := userEnv(t)
 	t.Run("GetMe", func(t *testing.T) { testGetMe(t, env) })
 	t.Run("UpdateMe", func(t *testing.T) { testUpdateMe(t, env) })
 	t.Run("GetUsage", func(t *testing.T) { testGetUsage(t, env) })
 	t.Run("DeleteMe", func(t *testing.T) { testDeleteMe(t, env) })
 	t.Run("DeleteMeStopsAnswer", func(t *testing.T) { testDeleteMeStopsAnswer(t, env, fake) })
+	t.Run("ExportMyData", func(t *testing.T) { testExportMyData(t, env) })
 }
 
 // signWithEmail returns a token for userID carrying email.
@@ -394,6 +401,140 @@ func testDeleteMeStopsAnswer(t *testing.T, env *apitest.Env, fake *llmtest.Serve
 			wantCode(t, err, connect.CodeNotFound, "")
 			if !fake.WaitCanceled(i+1, 10*time.Second) {
 				t.Errorf("the model request was not canceled")
+			}
+		})
+	}
+}
+
+// export reads a whole ExportMyData stream from offset and returns the
+// bytes and the digest the chunks carried.
+func export(t *testing.T, c parleyv1connect.UserServiceClient, offset int64, digest string) ([]byte, string) {
+	t.Helper()
+	stream, err := c.ExportMyData(testCtx(t), connect.NewRequest(&parleyv1.ExportMyDataRequest{Offset: offset, Digest: digest}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc []byte
+	for stream.Receive() {
+		m := stream.Msg()
+		if m.Offset != offset+int64(len(doc)) {
+			t.Fatalf("chunk at offset %d, want %d", m.Offset, offset+int64(len(doc)))
+		}
+		doc, digest = append(doc, m.Data...), m.Digest
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return doc, digest
+}
+
+// exported is the part of the export document the test compares.
+type exported struct {
+	Format  string `json:"format"`
+	UserID  string `json:"user_id"`
+	Profile *struct {
+		DisplayName string `json:"display_name"`
+	} `json:"profile"`
+	Conversations []struct {
+		ID       string `json:"id"`
+		Markdown string `json:"markdown"`
+		Messages []struct {
+			Role    string `json:"role"`
+			Content string `json:"content"`
+			Model   string `json:"model"`
+		} `json:"messages"`
+	} `json:"conversations"`
+	Artifacts []struct {
+		ID       string `json:"id"`
+		Versions []struct {
+			Version int    `json:"version"`
+			Content string `json:"content"`
+		} `json:"versions"`
+	} `json:"artifacts"`
+	AgentRuns []struct {
+		Goal   string            `json:"goal"`
+		Steps  []json.RawMessage `json:"steps"`
+		Events []json.RawMessage `json:"events"`
+	} `json:"agent_runs"`
+	TokenUsage []struct {
+		UsedTokens int64 `json:"used_tokens"`
+	} `json:"token_usage"`
+}
+
+// testExportMyData: the export holds what the user created, resumes from
+// an offset, and after DeleteMe holds nothing.
+func testExportMyData(t *testing.T, env *apitest.Env) {
+	t.Parallel()
+	for _, protocol := range apitest.Protocols {
+		t.Run(protocol, func(t *testing.T) {
+			t.Parallel()
+			ctx := testCtx(t)
+			userID := uuid.New()
+			users := env.UserClient(t, protocol, userID)
+			if _, err := users.UpdateMe(ctx, connect.NewRequest(&parleyv1.UpdateMeRequest{DisplayName: ptr("Ada")})); err != nil {
+				t.Fatal(err)
+			}
+			seedUsage(t, env, userID)
+			artifacts := env.ArtifactClient(t, protocol, userID)
+			art, _ := createArtifact(t, artifacts, &parleyv1.CreateArtifactRequest{Title: "notes", Kind: parleyv1.ArtifactKind_ARTIFACT_KIND_TEXT, Content: "v1"})
+			updateArtifact(t, artifacts, art.Id, 1, "v2")
+
+			doc, digest := export(t, users, 0, "")
+			if sum := sha256.Sum256(doc); hex.EncodeToString(sum[:]) != digest {
+				t.Errorf("digest %s is not the document's", digest)
+			}
+			var got exported
+			if err := json.Unmarshal(doc, &got); err != nil {
+				t.Fatalf("the export is not JSON: %v", err)
+			}
+			if got.Format != "parley.export.v1" || got.UserID != userID.String() || got.Profile == nil || got.Profile.DisplayName != "Ada" {
+				t.Errorf("export header = %q %q %+v", got.Format, got.UserID, got.Profile)
+			}
+			if len(got.Conversations) != 1 || len(got.Conversations[0].Messages) != 4 {
+				t.Fatalf("exported conversations = %+v, want one with both exchanges", got.Conversations)
+			}
+			conv := got.Conversations[0]
+			if m := conv.Messages[1]; m.Role != "assistant" || m.Content != "hi" || m.Model != "cheap-model" {
+				t.Errorf("the first answer = %+v", m)
+			}
+			if !strings.Contains(conv.Markdown, "## User\n\nhello\n") || !strings.Contains(conv.Markdown, "## Assistant (cheap-model)") {
+				t.Errorf("markdown = %q", conv.Markdown)
+			}
+			if len(got.Artifacts) != 1 || got.Artifacts[0].ID != art.Id || len(got.Artifacts[0].Versions) != 2 || got.Artifacts[0].Versions[1].Content != "v2" {
+				t.Errorf("exported artifacts = %+v", got.Artifacts)
+			}
+			if len(got.AgentRuns) != 1 || got.AgentRuns[0].Goal != "g" || len(got.AgentRuns[0].Steps) == 0 || len(got.AgentRuns[0].Events) == 0 {
+				t.Errorf("exported runs = %+v", got.AgentRuns)
+			}
+			if len(got.TokenUsage) != 1 || got.TokenUsage[0].UsedTokens != 50+7+40 {
+				t.Errorf("exported usage = %+v", got.TokenUsage)
+			}
+
+			// Resumed halfway, the rest of the same bytes.
+			half := int64(len(doc) / 2)
+			rest, _ := export(t, users, half, digest)
+			if string(rest) != string(doc[half:]) {
+				t.Errorf("resumed at %d: %d bytes, want the document's last %d", half, len(rest), len(doc)-int(half))
+			}
+
+			if _, err := users.DeleteMe(ctx, connect.NewRequest(&parleyv1.DeleteMeRequest{})); err != nil {
+				t.Fatal(err)
+			}
+			// A resume across the delete is refused: the data changed.
+			stream, err := users.ExportMyData(ctx, connect.NewRequest(&parleyv1.ExportMyDataRequest{Offset: half, Digest: digest}))
+			if err == nil {
+				for stream.Receive() {
+				}
+				err = stream.Err()
+			}
+			wantCode(t, err, connect.CodeAborted, "export again from offset 0")
+			empty, _ := export(t, users, 0, "")
+			var after exported
+			if err := json.Unmarshal(empty, &after); err != nil {
+				t.Fatal(err)
+			}
+			if after.Profile != nil || len(after.Conversations)+len(after.Artifacts)+len(after.AgentRuns)+len(after.TokenUsage) != 0 {
+				t.Errorf("export after DeleteMe = %s", empty)
 			}
 		})
 	}

@@ -457,6 +457,8 @@ func assertServiceWorks(t *testing.T, st *store.Store) {
 	}
 	_, err = st.MonthUsage(ctx, userID, time.Now().AddDate(0, -1, 0), time.Now().AddDate(0, 1, 0))
 	must("MonthUsage", err)
+	_, err = st.ExportUser(ctx, userID)
+	must("ExportUser", err)
 	// DeleteMe: everything of the user, as the service role.
 	_, err = st.DeleteUser(ctx, userID)
 	must("DeleteUser", err)

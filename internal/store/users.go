@@ -110,3 +110,12 @@ func (s *Store) DeleteUser(ctx context.Context, userID uuid.UUID) (user.Deleted,
 	}
 	return d, nil
 }
+
+// ExportUser implements user.ExportStore in one statement.
+func (s *Store) ExportUser(ctx context.Context, userID uuid.UUID) ([]byte, error) {
+	doc, err := s.q.ExportUser(ctx, userID)
+	if err != nil {
+		return nil, interpretError(err, "export")
+	}
+	return []byte(doc), nil
+}

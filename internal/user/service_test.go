@@ -18,6 +18,7 @@ import (
 // memStore is an in-memory user.Store.
 type memStore struct {
 	profiles map[uuid.UUID]user.Profile
+	doc      []byte
 	usage    user.MonthUsage
 	// asked is the month MonthUsage was last asked for.
 	asked [2]time.Time
@@ -46,6 +47,8 @@ func (m *memStore) DeleteUser(_ context.Context, userID uuid.UUID) (user.Deleted
 	delete(m.profiles, userID)
 	return user.Deleted{}, nil
 }
+
+func (m *memStore) ExportUser(context.Context, uuid.UUID) ([]byte, error) { return m.doc, nil }
 
 func ptr(s string) *string { return &s }
 
@@ -110,5 +113,47 @@ func TestUsage(t *testing.T) {
 	st.usage = user.MonthUsage{UsedTokens: 10, AnswerTokens: 20}
 	if got, err := svc.Usage(t.Context(), uuid.New()); err != nil || got.TitleTokens != 0 {
 		t.Errorf("TitleTokens = %d (%v), want 0", got.TitleTokens, err)
+	}
+}
+
+// TestExport: chunks of ExportChunkBytes concatenate to the document, a
+// resume from any offset with the digest sends the rest, and a resume
+// after the data changed is refused.
+func TestExport(t *testing.T) {
+	t.Parallel()
+	st := &memStore{doc: []byte(strings.Repeat("0123456789", 15_000))} // 150,000 bytes: three chunks
+	svc := user.NewService(st, plan.Catalog{}, nil, nil, nil)
+	export := func(offset int64, digest string) ([]user.Chunk, error) {
+		var chunks []user.Chunk
+		err := svc.Export(t.Context(), uuid.New(), offset, digest, func(c user.Chunk) error {
+			chunks = append(chunks, user.Chunk{Offset: c.Offset, Data: append([]byte(nil), c.Data...), TotalBytes: c.TotalBytes, Digest: c.Digest})
+			return nil
+		})
+		return chunks, err
+	}
+	chunks, err := export(0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc []byte
+	for _, c := range chunks {
+		if c.Offset != int64(len(doc)) || c.TotalBytes != 150_000 || c.Digest != chunks[0].Digest || len(c.Data) > user.ExportChunkBytes {
+			t.Fatalf("chunk at %d: offset %d, total %d, %d bytes", len(doc), c.Offset, c.TotalBytes, len(c.Data))
+		}
+		doc = append(doc, c.Data...)
+	}
+	if len(chunks) != 3 || string(doc) != string(st.doc) {
+		t.Fatalf("%d chunks assembled %d bytes, want 3 making the document", len(chunks), len(doc))
+	}
+	rest, err := export(100_001, chunks[0].Digest)
+	if err != nil || len(rest) != 1 || string(rest[0].Data) != string(st.doc[100_001:]) {
+		t.Errorf("resumed at 100001: %d chunks, %v", len(rest), err)
+	}
+	st.doc = append(st.doc, '!')
+	if _, err := export(100_001, chunks[0].Digest); apperr.CodeOf(err) != apperr.Aborted {
+		t.Errorf("resume after a change: %v, want aborted", err)
+	}
+	if _, err := export(1<<30, ""); apperr.CodeOf(err) != apperr.Invalid {
+		t.Errorf("offset past the end: %v, want invalid", err)
 	}
 }

@@ -62,4 +62,5 @@ type Store interface {
 	UpsertProfile(ctx context.Context, id Identity, p Patch) (Profile, error)
 	UsageStore
 	DeleteStore
+	ExportStore
 }

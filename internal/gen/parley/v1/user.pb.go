@@ -861,6 +861,137 @@ func (*DeleteMeResponse) Descriptor() ([]byte, []int) {
 	return file_parley_v1_user_proto_rawDescGZIP(), []int{11}
 }
 
+// ExportMyDataRequest starts or resumes an export.
+type ExportMyDataRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where to start, in bytes from the document's start: 0, or to resume,
+	// the bytes received so far. At most total_bytes.
+	Offset int64 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	// To resume: the digest of the chunks received so far. When the data has
+	// changed since, the call answers ABORTED; export again from 0.
+	Digest        string `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportMyDataRequest) Reset() {
+	*x = ExportMyDataRequest{}
+	mi := &file_parley_v1_user_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportMyDataRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportMyDataRequest) ProtoMessage() {}
+
+func (x *ExportMyDataRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_user_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportMyDataRequest.ProtoReflect.Descriptor instead.
+func (*ExportMyDataRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_user_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ExportMyDataRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ExportMyDataRequest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+// ExportMyDataResponse is one chunk of the export.
+type ExportMyDataResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where data starts in the document, in bytes.
+	Offset int64 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	// The document's bytes from offset: 64 KiB, less in the last chunk.
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// The size of the whole document.
+	TotalBytes int64 `protobuf:"varint,3,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
+	// The SHA-256 of the whole document (hex), the same in every chunk; pass
+	// it to resume, and check it against the assembled document.
+	Digest        string `protobuf:"bytes,4,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportMyDataResponse) Reset() {
+	*x = ExportMyDataResponse{}
+	mi := &file_parley_v1_user_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportMyDataResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportMyDataResponse) ProtoMessage() {}
+
+func (x *ExportMyDataResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_user_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportMyDataResponse.ProtoReflect.Descriptor instead.
+func (*ExportMyDataResponse) Descriptor() ([]byte, []int) {
+	return file_parley_v1_user_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ExportMyDataResponse) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ExportMyDataResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *ExportMyDataResponse) GetTotalBytes() int64 {
+	if x != nil {
+		return x.TotalBytes
+	}
+	return 0
+}
+
+func (x *ExportMyDataResponse) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
 var File_parley_v1_user_proto protoreflect.FileDescriptor
 
 const file_parley_v1_user_proto_rawDesc = "" +
@@ -922,16 +1053,26 @@ const file_parley_v1_user_proto_rawDesc = "" +
 	"\bby_model\x18\n" +
 	" \x03(\v2\x15.parley.v1.ModelUsageR\abyModel\"\x11\n" +
 	"\x0fDeleteMeRequest\"\x12\n" +
-	"\x10DeleteMeResponse*X\n" +
+	"\x10DeleteMeResponse\"E\n" +
+	"\x13ExportMyDataRequest\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\"{\n" +
+	"\x14ExportMyDataResponse\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1f\n" +
+	"\vtotal_bytes\x18\x03 \x01(\x03R\n" +
+	"totalBytes\x12\x16\n" +
+	"\x06digest\x18\x04 \x01(\tR\x06digest*X\n" +
 	"\tUsageKind\x12\x1a\n" +
 	"\x16USAGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11USAGE_KIND_ANSWER\x10\x01\x12\x18\n" +
-	"\x14USAGE_KIND_AGENT_RUN\x10\x022\xac\x02\n" +
+	"\x14USAGE_KIND_AGENT_RUN\x10\x022\x84\x03\n" +
 	"\vUserService\x12?\n" +
 	"\x05GetMe\x12\x17.parley.v1.GetMeRequest\x1a\x18.parley.v1.GetMeResponse\"\x03\x90\x02\x02\x12H\n" +
 	"\bUpdateMe\x12\x1a.parley.v1.UpdateMeRequest\x1a\x1b.parley.v1.UpdateMeResponse\"\x03\x90\x02\x02\x12H\n" +
 	"\bGetUsage\x12\x1a.parley.v1.GetUsageRequest\x1a\x1b.parley.v1.GetUsageResponse\"\x03\x90\x02\x01\x12H\n" +
-	"\bDeleteMe\x12\x1a.parley.v1.DeleteMeRequest\x1a\x1b.parley.v1.DeleteMeResponse\"\x03\x90\x02\x02B<Z:github.com/parleyhq/parley/internal/gen/parley/v1;parleyv1b\x06proto3"
+	"\bDeleteMe\x12\x1a.parley.v1.DeleteMeRequest\x1a\x1b.parley.v1.DeleteMeResponse\"\x03\x90\x02\x02\x12V\n" +
+	"\fExportMyData\x12\x1e.parley.v1.ExportMyDataRequest\x1a\x1f.parley.v1.ExportMyDataResponse\"\x03\x90\x02\x010\x01B<Z:github.com/parleyhq/parley/internal/gen/parley/v1;parleyv1b\x06proto3"
 
 var (
 	file_parley_v1_user_proto_rawDescOnce sync.Once
@@ -946,7 +1087,7 @@ func file_parley_v1_user_proto_rawDescGZIP() []byte {
 }
 
 var file_parley_v1_user_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_parley_v1_user_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_parley_v1_user_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_parley_v1_user_proto_goTypes = []any{
 	(UsageKind)(0),                // 0: parley.v1.UsageKind
 	(*Profile)(nil),               // 1: parley.v1.Profile
@@ -961,13 +1102,15 @@ var file_parley_v1_user_proto_goTypes = []any{
 	(*GetUsageResponse)(nil),      // 10: parley.v1.GetUsageResponse
 	(*DeleteMeRequest)(nil),       // 11: parley.v1.DeleteMeRequest
 	(*DeleteMeResponse)(nil),      // 12: parley.v1.DeleteMeResponse
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*ExportMyDataRequest)(nil),   // 13: parley.v1.ExportMyDataRequest
+	(*ExportMyDataResponse)(nil),  // 14: parley.v1.ExportMyDataResponse
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
 }
 var file_parley_v1_user_proto_depIdxs = []int32{
-	13, // 0: parley.v1.Profile.create_time:type_name -> google.protobuf.Timestamp
-	13, // 1: parley.v1.Profile.update_time:type_name -> google.protobuf.Timestamp
-	13, // 2: parley.v1.UserPlan.renew_time:type_name -> google.protobuf.Timestamp
-	13, // 3: parley.v1.UserPlan.end_time:type_name -> google.protobuf.Timestamp
+	15, // 0: parley.v1.Profile.create_time:type_name -> google.protobuf.Timestamp
+	15, // 1: parley.v1.Profile.update_time:type_name -> google.protobuf.Timestamp
+	15, // 2: parley.v1.UserPlan.renew_time:type_name -> google.protobuf.Timestamp
+	15, // 3: parley.v1.UserPlan.end_time:type_name -> google.protobuf.Timestamp
 	1,  // 4: parley.v1.GetMeResponse.profile:type_name -> parley.v1.Profile
 	3,  // 5: parley.v1.GetMeResponse.plan:type_name -> parley.v1.UserPlan
 	2,  // 6: parley.v1.GetMeResponse.preferences:type_name -> parley.v1.Preferences
@@ -975,19 +1118,21 @@ var file_parley_v1_user_proto_depIdxs = []int32{
 	3,  // 8: parley.v1.UpdateMeResponse.plan:type_name -> parley.v1.UserPlan
 	2,  // 9: parley.v1.UpdateMeResponse.preferences:type_name -> parley.v1.Preferences
 	0,  // 10: parley.v1.ModelUsage.kind:type_name -> parley.v1.UsageKind
-	13, // 11: parley.v1.GetUsageResponse.period_start:type_name -> google.protobuf.Timestamp
-	13, // 12: parley.v1.GetUsageResponse.reset_time:type_name -> google.protobuf.Timestamp
+	15, // 11: parley.v1.GetUsageResponse.period_start:type_name -> google.protobuf.Timestamp
+	15, // 12: parley.v1.GetUsageResponse.reset_time:type_name -> google.protobuf.Timestamp
 	9,  // 13: parley.v1.GetUsageResponse.by_model:type_name -> parley.v1.ModelUsage
 	4,  // 14: parley.v1.UserService.GetMe:input_type -> parley.v1.GetMeRequest
 	6,  // 15: parley.v1.UserService.UpdateMe:input_type -> parley.v1.UpdateMeRequest
 	8,  // 16: parley.v1.UserService.GetUsage:input_type -> parley.v1.GetUsageRequest
 	11, // 17: parley.v1.UserService.DeleteMe:input_type -> parley.v1.DeleteMeRequest
-	5,  // 18: parley.v1.UserService.GetMe:output_type -> parley.v1.GetMeResponse
-	7,  // 19: parley.v1.UserService.UpdateMe:output_type -> parley.v1.UpdateMeResponse
-	10, // 20: parley.v1.UserService.GetUsage:output_type -> parley.v1.GetUsageResponse
-	12, // 21: parley.v1.UserService.DeleteMe:output_type -> parley.v1.DeleteMeResponse
-	18, // [18:22] is the sub-list for method output_type
-	14, // [14:18] is the sub-list for method input_type
+	13, // 18: parley.v1.UserService.ExportMyData:input_type -> parley.v1.ExportMyDataRequest
+	5,  // 19: parley.v1.UserService.GetMe:output_type -> parley.v1.GetMeResponse
+	7,  // 20: parley.v1.UserService.UpdateMe:output_type -> parley.v1.UpdateMeResponse
+	10, // 21: parley.v1.UserService.GetUsage:output_type -> parley.v1.GetUsageResponse
+	12, // 22: parley.v1.UserService.DeleteMe:output_type -> parley.v1.DeleteMeResponse
+	14, // 23: parley.v1.UserService.ExportMyData:output_type -> parley.v1.ExportMyDataResponse
+	19, // [19:24] is the sub-list for method output_type
+	14, // [14:19] is the sub-list for method input_type
 	14, // [14:14] is the sub-list for extension type_name
 	14, // [14:14] is the sub-list for extension extendee
 	0,  // [0:14] is the sub-list for field type_name
@@ -1005,7 +1150,7 @@ func file_parley_v1_user_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_user_proto_rawDesc), len(file_parley_v1_user_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -41,6 +41,9 @@ const (
 	UserServiceGetUsageProcedure = "/parley.v1.UserService/GetUsage"
 	// UserServiceDeleteMeProcedure is the fully-qualified name of the UserService's DeleteMe RPC.
 	UserServiceDeleteMeProcedure = "/parley.v1.UserService/DeleteMe"
+	// UserServiceExportMyDataProcedure is the fully-qualified name of the UserService's ExportMyData
+	// RPC.
+	UserServiceExportMyDataProcedure = "/parley.v1.UserService/ExportMyData"
 )
 
 // UserServiceClient is a client for the parley.v1.UserService service.
@@ -65,6 +68,16 @@ type UserServiceClient interface {
 	// call with the same token starts a fresh profile (and a fresh month's
 	// usage: the quota counts from zero).
 	DeleteMe(context.Context, *connect.Request[v1.DeleteMeRequest]) (*connect.Response[v1.DeleteMeResponse], error)
+	// ExportMyData streams everything the caller owns as one JSON document
+	// (UTF-8), cut into chunks: concatenate every chunk's data in order. The
+	// document (format "parley.export.v1") holds the profile; every
+	// conversation with every message of every branch and a Markdown
+	// rendering of it; every artifact with every version; every agent run
+	// with its steps and events; and the monthly token usage. It is read in
+	// one snapshot, and the same data exports to the same bytes, so a broken
+	// stream resumes: call again with offset (the bytes received so far) and
+	// the digest the chunks carried.
+	ExportMyData(context.Context, *connect.Request[v1.ExportMyDataRequest]) (*connect.ServerStreamForClient[v1.ExportMyDataResponse], error)
 }
 
 // NewUserServiceClient constructs a client for the parley.v1.UserService service. By default, it
@@ -106,15 +119,23 @@ func NewUserServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithIdempotency(connect.IdempotencyIdempotent),
 			connect.WithClientOptions(opts...),
 		),
+		exportMyData: connect.NewClient[v1.ExportMyDataRequest, v1.ExportMyDataResponse](
+			httpClient,
+			baseURL+UserServiceExportMyDataProcedure,
+			connect.WithSchema(userServiceMethods.ByName("ExportMyData")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // userServiceClient implements UserServiceClient.
 type userServiceClient struct {
-	getMe    *connect.Client[v1.GetMeRequest, v1.GetMeResponse]
-	updateMe *connect.Client[v1.UpdateMeRequest, v1.UpdateMeResponse]
-	getUsage *connect.Client[v1.GetUsageRequest, v1.GetUsageResponse]
-	deleteMe *connect.Client[v1.DeleteMeRequest, v1.DeleteMeResponse]
+	getMe        *connect.Client[v1.GetMeRequest, v1.GetMeResponse]
+	updateMe     *connect.Client[v1.UpdateMeRequest, v1.UpdateMeResponse]
+	getUsage     *connect.Client[v1.GetUsageRequest, v1.GetUsageResponse]
+	deleteMe     *connect.Client[v1.DeleteMeRequest, v1.DeleteMeResponse]
+	exportMyData *connect.Client[v1.ExportMyDataRequest, v1.ExportMyDataResponse]
 }
 
 // GetMe calls parley.v1.UserService.GetMe.
@@ -135,6 +156,11 @@ func (c *userServiceClient) GetUsage(ctx context.Context, req *connect.Request[v
 // DeleteMe calls parley.v1.UserService.DeleteMe.
 func (c *userServiceClient) DeleteMe(ctx context.Context, req *connect.Request[v1.DeleteMeRequest]) (*connect.Response[v1.DeleteMeResponse], error) {
 	return c.deleteMe.CallUnary(ctx, req)
+}
+
+// ExportMyData calls parley.v1.UserService.ExportMyData.
+func (c *userServiceClient) ExportMyData(ctx context.Context, req *connect.Request[v1.ExportMyDataRequest]) (*connect.ServerStreamForClient[v1.ExportMyDataResponse], error) {
+	return c.exportMyData.CallServerStream(ctx, req)
 }
 
 // UserServiceHandler is an implementation of the parley.v1.UserService service.
@@ -159,6 +185,16 @@ type UserServiceHandler interface {
 	// call with the same token starts a fresh profile (and a fresh month's
 	// usage: the quota counts from zero).
 	DeleteMe(context.Context, *connect.Request[v1.DeleteMeRequest]) (*connect.Response[v1.DeleteMeResponse], error)
+	// ExportMyData streams everything the caller owns as one JSON document
+	// (UTF-8), cut into chunks: concatenate every chunk's data in order. The
+	// document (format "parley.export.v1") holds the profile; every
+	// conversation with every message of every branch and a Markdown
+	// rendering of it; every artifact with every version; every agent run
+	// with its steps and events; and the monthly token usage. It is read in
+	// one snapshot, and the same data exports to the same bytes, so a broken
+	// stream resumes: call again with offset (the bytes received so far) and
+	// the digest the chunks carried.
+	ExportMyData(context.Context, *connect.Request[v1.ExportMyDataRequest], *connect.ServerStream[v1.ExportMyDataResponse]) error
 }
 
 // NewUserServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -196,6 +232,13 @@ func NewUserServiceHandler(svc UserServiceHandler, opts ...connect.HandlerOption
 		connect.WithIdempotency(connect.IdempotencyIdempotent),
 		connect.WithHandlerOptions(opts...),
 	)
+	userServiceExportMyDataHandler := connect.NewServerStreamHandler(
+		UserServiceExportMyDataProcedure,
+		svc.ExportMyData,
+		connect.WithSchema(userServiceMethods.ByName("ExportMyData")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/parley.v1.UserService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case UserServiceGetMeProcedure:
@@ -206,6 +249,8 @@ func NewUserServiceHandler(svc UserServiceHandler, opts ...connect.HandlerOption
 			userServiceGetUsageHandler.ServeHTTP(w, r)
 		case UserServiceDeleteMeProcedure:
 			userServiceDeleteMeHandler.ServeHTTP(w, r)
+		case UserServiceExportMyDataProcedure:
+			userServiceExportMyDataHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -229,4 +274,8 @@ func (UnimplementedUserServiceHandler) GetUsage(context.Context, *connect.Reques
 
 func (UnimplementedUserServiceHandler) DeleteMe(context.Context, *connect.Request[v1.DeleteMeRequest]) (*connect.Response[v1.DeleteMeResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("parley.v1.UserService.DeleteMe is not implemented"))
+}
+
+func (UnimplementedUserServiceHandler) ExportMyData(context.Context, *connect.Request[v1.ExportMyDataRequest], *connect.ServerStream[v1.ExportMyDataResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("parley.v1.UserService.ExportMyData is not implemented"))
 }
