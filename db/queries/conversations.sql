@@ -1,8 +1,15 @@
 -- name: CreateConversation :one
 -- A repeated (user_id, request_id) returns the row the first call created:
--- the no-op update makes RETURNING yield the existing row on conflict.
+-- the no-op update makes RETURNING yield the existing row on conflict. An
+-- empty system prompt or model takes the user's default from their profile
+-- (parley.profiles), if they have one.
 INSERT INTO parley.conversations (user_id, title, system_prompt, model, request_id)
-VALUES (@user_id, @title, @system_prompt, @model, sqlc.narg('request_id'))
+SELECT @user_id, @title,
+       COALESCE(NULLIF(@system_prompt::text, ''), p.default_system_prompt, ''),
+       COALESCE(NULLIF(@model::text, ''), p.default_model, ''),
+       sqlc.narg('request_id')
+FROM (SELECT 1) one
+LEFT JOIN parley.profiles p ON p.user_id = @user_id
 ON CONFLICT (user_id, request_id) DO UPDATE SET request_id = EXCLUDED.request_id
 RETURNING *;
 

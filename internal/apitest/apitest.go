@@ -383,6 +383,19 @@ func (e *Env) AgentClient(tb testing.TB, protocol string, userID uuid.UUID) parl
 	return parleyv1connect.NewAgentServiceClient(HTTPClientFor(protocol), e.URL, e.clientOptions(tb, protocol, userID)...)
 }
 
+// UserClient returns a UserService client for userID over protocol.
+func (e *Env) UserClient(tb testing.TB, protocol string, userID uuid.UUID) parleyv1connect.UserServiceClient {
+	tb.Helper()
+	return parleyv1connect.NewUserServiceClient(HTTPClientFor(protocol), e.URL, e.clientOptions(tb, protocol, userID)...)
+}
+
+// UserClientWithToken returns a UserService client over protocol that
+// sends token (from Key.SignWithEmail or Key.SignAnonymous, say).
+func (e *Env) UserClientWithToken(protocol, token string) parleyv1connect.UserServiceClient {
+	opts := append(ClientOptions(protocol), connect.WithInterceptors(Bearer(token)))
+	return parleyv1connect.NewUserServiceClient(HTTPClientFor(protocol), e.URL, opts...)
+}
+
 func (e *Env) clientOptions(tb testing.TB, protocol string, userID uuid.UUID) []connect.ClientOption {
 	tb.Helper()
 	opts := ClientOptions(protocol)

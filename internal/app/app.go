@@ -36,6 +36,7 @@ import (
 	"github.com/parleyhq/parley/internal/search"
 	"github.com/parleyhq/parley/internal/server"
 	"github.com/parleyhq/parley/internal/store"
+	"github.com/parleyhq/parley/internal/user"
 )
 
 // DefaultRedisPrefix starts every Redis key Parley writes.
@@ -216,6 +217,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 		Artifact:         rpc.NewArtifactHandler(artifacts),
 		Search:           rpc.NewSearchHandler(searcher),
 		Agent:            rpc.NewAgentHandler(a.agents.service),
+		User:             rpc.NewUserHandler(user.NewService(a.store, plans, a.models.Has, opts.Clock, a.generator)),
 		Tasks:            a.agents.tasks,
 		Ping:             ping,
 		AllowedOrigins:   cfg.AllowedOrigins,

@@ -17,6 +17,7 @@ var domainPackages = []string{
 	"github.com/parleyhq/parley/internal/search",
 	"github.com/parleyhq/parley/internal/pagetoken",
 	"github.com/parleyhq/parley/internal/plan",
+	"github.com/parleyhq/parley/internal/user",
 	"github.com/parleyhq/parley/internal/apperr",
 	"github.com/parleyhq/parley/internal/clock",
 }

@@ -77,6 +77,9 @@ var requestLimits = map[string]int{
 	parleyv1connect.ChatServiceEditMessageProcedure:        contentRequestBytes,
 	parleyv1connect.ArtifactServiceCreateArtifactProcedure: artifactRequestBytes,
 	parleyv1connect.ArtifactServiceUpdateArtifactProcedure: artifactRequestBytes,
+	// Preferences: a system prompt of 8000 characters (at most 32 KiB, as
+	// a conversation's), a display name and a model.
+	parleyv1connect.UserServiceUpdateMeProcedure: promptRequestBytes,
 }
 
 // readLimit is the most bytes procedure's request message may take.

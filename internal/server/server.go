@@ -38,6 +38,7 @@ type Deps struct {
 	Artifact parleyv1connect.ArtifactServiceHandler
 	Search   parleyv1connect.SearchServiceHandler
 	Agent    parleyv1connect.AgentServiceHandler
+	User     parleyv1connect.UserServiceHandler
 	// Tasks receives pushed task deliveries (QStash's) outside the Connect
 	// API, at the path of each entry; they authenticate by signature, not
 	// by access token.
@@ -142,6 +143,10 @@ func New(d Deps) http.Handler {
 	if d.Agent != nil {
 		mux.Handle(parleyv1connect.NewAgentServiceHandler(d.Agent, options...))
 		services = append(services, parleyv1connect.AgentServiceName)
+	}
+	if d.User != nil {
+		mux.Handle(parleyv1connect.NewUserServiceHandler(d.User, options...))
+		services = append(services, parleyv1connect.UserServiceName)
 	}
 	for path, h := range d.Tasks {
 		mux.Handle("POST "+path, h)

@@ -19,6 +19,7 @@ import (
 	"github.com/parleyhq/parley/internal/pgtest"
 	"github.com/parleyhq/parley/internal/search"
 	"github.com/parleyhq/parley/internal/store"
+	"github.com/parleyhq/parley/internal/user"
 )
 
 // supabaseRoles are created as Supabase creates them: anon and
@@ -80,16 +81,17 @@ func openPool(tb testing.TB, dbURL, role string) *pgxpool.Pool {
 	return pool
 }
 
-// seed writes a row into every table, as the service does.
-func seed(tb testing.TB, st *store.Store) {
+// seed writes a row into every table, as the service does, for a new
+// user, whose id it returns.
+func seed(tb testing.TB, st *store.Store) uuid.UUID {
 	tb.Helper()
 	ctx := tb.Context()
-	user := uuid.New()
-	conv, err := st.CreateConversation(ctx, user, chat.NewConversation{Title: "secret"})
+	userID := uuid.New()
+	conv, err := st.CreateConversation(ctx, userID, chat.NewConversation{Title: "secret"})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	_, answer, err := st.InsertExchange(ctx, user, chat.NewExchange{
+	_, answer, err := st.InsertExchange(ctx, userID, chat.NewExchange{
 		ConversationID: conv.ID, UserMessageID: uuid.New(), Content: "my secret", AssistantMessageID: uuid.New(),
 		GenerationID: uuid.New(), Model: "m", CreateTime: time.Now(), ReserveTokens: 10, QuotaTokens: 1000, MaxActive: 3,
 	})
@@ -100,7 +102,7 @@ func seed(tb testing.TB, st *store.Store) {
 	if _, err := st.FinishMessage(ctx, answer.ID, chat.Outcome{Content: "kept secret", Status: chat.StatusCompleted, Model: "m"}); err != nil {
 		tb.Fatal(err)
 	}
-	if _, _, err := st.CreateArtifact(ctx, user, artifact.NewArtifact{
+	if _, _, err := st.CreateArtifact(ctx, userID, artifact.NewArtifact{
 		Title: "secret plan", Kind: artifact.KindText, Content: "my secret", ConversationID: conv.ID, Author: artifact.AuthorUser,
 	}); err != nil {
 		tb.Fatal(err)
@@ -110,7 +112,7 @@ func seed(tb testing.TB, st *store.Store) {
 	agents := st.Agents(st.Outbox(unpublished{}, nil))
 	runID := uuid.New()
 	first := agent.Task{RunID: runID, Step: 0, Attempt: 1}
-	if _, _, err := agents.CreateRun(ctx, agent.NewRun{ID: runID, UserID: user, Goal: "secret goal", Model: "m", Tools: agent.AllTools}, 3, first); err != nil {
+	if _, _, err := agents.CreateRun(ctx, agent.NewRun{ID: runID, UserID: userID, Goal: "secret goal", Model: "m", Tools: agent.AllTools}, 3, first); err != nil {
 		tb.Fatal(err)
 	}
 	if _, err := agents.ClaimStep(ctx, first, uuid.New(), time.Minute, time.Now()); err != nil {
@@ -119,6 +121,11 @@ func seed(tb testing.TB, st *store.Store) {
 	if err := st.QStashReplays().Done(ctx, "msg_secret", time.Now().Add(time.Hour)); err != nil {
 		tb.Fatal(err)
 	}
+	name := "secret name"
+	if _, err := st.UpsertProfile(ctx, user.Identity{UserID: userID, Email: "secret@example.com"}, user.Patch{DisplayName: &name}); err != nil {
+		tb.Fatal(err)
+	}
+	return userID
 }
 
 // unpublished is a push queue that is down: the outbox keeps its rows.
@@ -310,18 +317,19 @@ func TestServiceRole(t *testing.T) {
 		want := map[string][]string{
 			"parley.agent_events":      {"SELECT", "INSERT"},
 			"parley.agent_outbox":      {"SELECT", "INSERT", "UPDATE", "DELETE"},
-			"parley.agent_runs":        {"SELECT", "INSERT", "UPDATE"},
+			"parley.agent_runs":        {"SELECT", "INSERT", "UPDATE", "DELETE"},
 			"parley.agent_steps":       {"SELECT", "INSERT", "UPDATE"},
 			"parley.artifact_versions": {"SELECT", "INSERT"},
 			"parley.artifacts":         {"SELECT", "INSERT", "UPDATE", "DELETE"},
 			"parley.conversations":     {"SELECT", "INSERT", "UPDATE", "DELETE"},
 			"parley.message_search":    {"SELECT"},
 			"parley.messages":          {"SELECT", "INSERT", "UPDATE"},
+			"parley.profiles":          {"SELECT", "INSERT", "UPDATE", "DELETE"},
 			"parley.qstash_messages":   {"SELECT", "INSERT", "DELETE"},
 			"parley.river_job":         {"SELECT", "INSERT", "UPDATE", "DELETE"},
 			"parley.river_leader":      {"SELECT", "INSERT", "UPDATE", "DELETE"},
 			"parley.river_queue":       {"SELECT", "INSERT", "UPDATE", "DELETE"},
-			"parley.token_usage":       {"SELECT", "INSERT", "UPDATE"},
+			"parley.token_usage":       {"SELECT", "INSERT", "UPDATE", "DELETE"},
 		}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("privileges of %s (-want +got):\n%s", db.ServiceRole, diff)
@@ -348,26 +356,26 @@ func TestServiceRole(t *testing.T) {
 func assertServiceWorks(t *testing.T, st *store.Store) {
 	t.Helper()
 	ctx := t.Context()
-	user := uuid.New()
+	userID := uuid.New()
 	must := func(step string, err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatalf("%s: %v", step, err)
 		}
 	}
-	conv, err := st.CreateConversation(ctx, user, chat.NewConversation{RequestID: "r1"})
+	conv, err := st.CreateConversation(ctx, userID, chat.NewConversation{RequestID: "r1"})
 	must("CreateConversation", err)
-	again, err := st.CreateConversation(ctx, user, chat.NewConversation{RequestID: "r1"})
+	again, err := st.CreateConversation(ctx, userID, chat.NewConversation{RequestID: "r1"})
 	must("CreateConversation, retried", err)
 	if again.ID != conv.ID {
 		t.Fatalf("a retried create made conversation %s, want %s", again.ID, conv.ID)
 	}
-	_, err = st.GetConversation(ctx, user, conv.ID)
+	_, err = st.GetConversation(ctx, userID, conv.ID)
 	must("GetConversation", err)
-	_, err = st.ListConversations(ctx, user, nil, 10)
+	_, err = st.ListConversations(ctx, userID, nil, 10)
 	must("ListConversations", err)
 	model := "m"
-	_, err = st.UpdateConversation(ctx, user, conv.ID, chat.ConversationPatch{Model: &model})
+	_, err = st.UpdateConversation(ctx, userID, conv.ID, chat.ConversationPatch{Model: &model})
 	must("UpdateConversation", err)
 
 	exchange := func(parent uuid.UUID, clientID string) chat.NewExchange {
@@ -378,70 +386,80 @@ func assertServiceWorks(t *testing.T, st *store.Store) {
 		}
 	}
 	first := exchange(uuid.Nil, "c1")
-	asked, answer, err := st.InsertExchange(ctx, user, first)
+	asked, answer, err := st.InsertExchange(ctx, userID, first)
 	must("InsertExchange", err)
-	if _, _, err := st.InsertExchange(ctx, user, exchange(answer.ID, "c2")); !errors.Is(err, chat.ErrConversationBusy) {
+	if _, _, err := st.InsertExchange(ctx, userID, exchange(answer.ID, "c2")); !errors.Is(err, chat.ErrConversationBusy) {
 		t.Fatalf("InsertExchange while an answer streams: %v, want ErrConversationBusy", err)
 	}
 	_, err = st.CheckpointMessages(ctx, []chat.Checkpoint{{MessageID: answer.ID, Content: "hi"}})
 	must("CheckpointMessages", err)
-	_, _, err = st.FindExchange(ctx, user, conv.ID, "c1")
+	_, _, err = st.FindExchange(ctx, userID, conv.ID, "c1")
 	must("FindExchange", err)
-	_, err = st.GetMessage(ctx, user, answer.ID)
+	_, err = st.GetMessage(ctx, userID, answer.ID)
 	must("GetMessage", err)
-	_, err = st.GetMessageByGeneration(ctx, user, first.GenerationID)
+	_, err = st.GetMessageByGeneration(ctx, userID, first.GenerationID)
 	must("GetMessageByGeneration", err)
-	_, err = st.LoadContext(ctx, user, conv.ID, uuid.Nil, 1<<20)
+	_, err = st.LoadContext(ctx, userID, conv.ID, uuid.Nil, 1<<20)
 	must("LoadContext", err)
-	_, err = st.ListMessages(ctx, user, conv.ID, uuid.Nil, nil, 10)
+	_, err = st.ListMessages(ctx, userID, conv.ID, uuid.Nil, nil, 10)
 	must("ListMessages", err)
 	_, err = st.FinishMessage(ctx, answer.ID, chat.Outcome{Content: "hi there", Status: chat.StatusCompleted, Model: model, Usage: chat.Usage{PromptTokens: 3, CompletionTokens: 2}})
 	must("FinishMessage", err)
-	_, err = st.TokenUsage(ctx, user, time.Now())
+	_, err = st.TokenUsage(ctx, userID, time.Now())
 	must("TokenUsage", err)
-	must("SelectBranch", st.SelectBranch(ctx, user, conv.ID, asked.ID))
-	_, err = st.SaveTitle(ctx, user, conv.ID, "title", time.Now(), 12)
+	must("SelectBranch", st.SelectBranch(ctx, userID, conv.ID, asked.ID))
+	_, err = st.SaveTitle(ctx, userID, conv.ID, "title", time.Now(), 12)
 	must("SaveTitle", err)
-	_, err = st.InsertMessage(ctx, user, chat.Message{ConversationID: conv.ID, ParentID: answer.ID, Role: chat.RoleUser, Content: "more", Status: chat.StatusCompleted})
+	_, err = st.InsertMessage(ctx, userID, chat.Message{ConversationID: conv.ID, ParentID: answer.ID, Role: chat.RoleUser, Content: "more", Status: chat.StatusCompleted})
 	must("InsertMessage", err)
-	_, _, err = st.InsertExchange(ctx, user, exchange(answer.ID, "c3"))
+	_, _, err = st.InsertExchange(ctx, userID, exchange(answer.ID, "c3"))
 	must("InsertExchange, second", err)
 	_, err = st.InterruptStale(ctx, time.Now().Add(time.Hour))
 	must("InterruptStale", err)
 
-	art, _, err := st.CreateArtifact(ctx, user, artifact.NewArtifact{
+	art, _, err := st.CreateArtifact(ctx, userID, artifact.NewArtifact{
 		Title: "notes", Kind: artifact.KindSheet, Content: "a,b\n1,2\n", ConversationID: conv.ID, MessageID: answer.ID,
 		RequestID: "a1", Author: artifact.AuthorUser,
 	})
 	must("CreateArtifact", err)
-	_, _, err = st.CreateArtifact(ctx, user, artifact.NewArtifact{Title: "notes", Kind: artifact.KindSheet, RequestID: "a1", Author: artifact.AuthorUser})
+	_, _, err = st.CreateArtifact(ctx, userID, artifact.NewArtifact{Title: "notes", Kind: artifact.KindSheet, RequestID: "a1", Author: artifact.AuthorUser})
 	must("CreateArtifact, retried", err)
-	_, _, err = st.GetArtifact(ctx, user, art.ID, 1)
+	_, _, err = st.GetArtifact(ctx, userID, art.ID, 1)
 	must("GetArtifact", err)
-	_, err = st.GetHead(ctx, user, art.ID)
+	_, err = st.GetHead(ctx, userID, art.ID)
 	must("GetHead", err)
-	_, err = st.ListArtifacts(ctx, user, artifact.Filter{}, nil, 10)
+	_, err = st.ListArtifacts(ctx, userID, artifact.Filter{}, nil, 10)
 	must("ListArtifacts", err)
-	_, err = st.ListArtifacts(ctx, user, artifact.Filter{ConversationID: conv.ID, Kind: artifact.KindSheet}, nil, 10)
+	_, err = st.ListArtifacts(ctx, userID, artifact.Filter{ConversationID: conv.ID, Kind: artifact.KindSheet}, nil, 10)
 	must("ListArtifacts of a conversation", err)
-	_, _, err = st.AddVersion(ctx, user, artifact.Edit{ArtifactID: art.ID, BaseVersion: 1, Content: "a,b\n", Author: artifact.AuthorAssistant, ConversationID: conv.ID, MessageID: answer.ID})
+	_, _, err = st.AddVersion(ctx, userID, artifact.Edit{ArtifactID: art.ID, BaseVersion: 1, Content: "a,b\n", Author: artifact.AuthorAssistant, ConversationID: conv.ID, MessageID: answer.ID})
 	must("AddVersion", err)
-	_, err = st.ListVersions(ctx, user, art.ID, 0, 10)
+	_, err = st.ListVersions(ctx, userID, art.ID, 0, 10)
 	must("ListVersions", err)
 	for _, config := range search.Configs {
-		_, err = st.Search(ctx, user, search.Query{Text: "hello notes", Config: config, Messages: true, Artifacts: true, Limit: 10})
+		_, err = st.Search(ctx, userID, search.Query{Text: "hello notes", Config: config, Messages: true, Artifacts: true, Limit: 10})
 		must("Search "+config, err)
 	}
-	other, _, err := st.CreateArtifact(ctx, user, artifact.NewArtifact{Title: "to delete", Kind: artifact.KindText, Author: artifact.AuthorUser})
+	other, _, err := st.CreateArtifact(ctx, userID, artifact.NewArtifact{Title: "to delete", Kind: artifact.KindText, Author: artifact.AuthorUser})
 	must("CreateArtifact, another", err)
-	must("DeleteArtifact", st.DeleteArtifact(ctx, user, other.ID))
+	must("DeleteArtifact", st.DeleteArtifact(ctx, userID, other.ID))
 
 	// The conversation's delete unlinks its artifact (as the owner).
-	_, err = st.DeleteConversation(ctx, user, conv.ID)
+	_, err = st.DeleteConversation(ctx, userID, conv.ID)
 	must("DeleteConversation", err)
-	kept, _, err := st.GetArtifact(ctx, user, art.ID, 0)
+	prompt := "be brief"
+	_, err = st.UpsertProfile(ctx, user.Identity{UserID: userID, Email: "a@example.com"}, user.Patch{DefaultSystemPrompt: &prompt})
+	must("UpsertProfile", err)
+	kept, _, err := st.GetArtifact(ctx, userID, art.ID, 0)
 	must("GetArtifact after DeleteConversation", err)
 	if kept.ConversationID != uuid.Nil || kept.MessageID != uuid.Nil {
 		t.Errorf("after the conversation's delete the artifact still links %s, %s", kept.ConversationID, kept.MessageID)
 	}
+	_, err = st.MonthUsage(ctx, userID, time.Now().AddDate(0, -1, 0), time.Now().AddDate(0, 1, 0))
+	must("MonthUsage", err)
+	_, err = st.ExportUser(ctx, userID)
+	must("ExportUser", err)
+	// DeleteMe: everything of the user, as the service role.
+	_, err = st.DeleteUser(ctx, userID)
+	must("DeleteUser", err)
 }

@@ -14,7 +14,12 @@ import (
 
 const createConversation = `-- name: CreateConversation :one
 INSERT INTO parley.conversations (user_id, title, system_prompt, model, request_id)
-VALUES ($1, $2, $3, $4, $5)
+SELECT $1, $2,
+       COALESCE(NULLIF($3::text, ''), p.default_system_prompt, ''),
+       COALESCE(NULLIF($4::text, ''), p.default_model, ''),
+       $5
+FROM (SELECT 1) one
+LEFT JOIN parley.profiles p ON p.user_id = $1
 ON CONFLICT (user_id, request_id) DO UPDATE SET request_id = EXCLUDED.request_id
 RETURNING id, user_id, title, system_prompt, model, request_id, active_leaf_id, create_time, update_time
 `
@@ -28,7 +33,9 @@ type CreateConversationParams struct {
 }
 
 // A repeated (user_id, request_id) returns the row the first call created:
-// the no-op update makes RETURNING yield the existing row on conflict.
+// the no-op update makes RETURNING yield the existing row on conflict. An
+// empty system prompt or model takes the user's default from their profile
+// (parley.profiles), if they have one.
 func (q *Queries) CreateConversation(ctx context.Context, arg CreateConversationParams) (ParleyConversation, error) {
 	row := q.db.QueryRow(ctx, createConversation,
 		arg.UserID,

@@ -141,6 +141,17 @@ type ParleyMessageSearch struct {
 	SearchEnglish  interface{}
 }
 
+type ParleyProfile struct {
+	UserID              uuid.UUID
+	Email               string
+	Anonymous           bool
+	DisplayName         string
+	DefaultModel        string
+	DefaultSystemPrompt string
+	CreateTime          time.Time
+	UpdateTime          time.Time
+}
+
 type ParleyQstashMessage struct {
 	MessageID  string
 	ExpireTime time.Time

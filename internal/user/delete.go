@@ -1,0 +1,51 @@
+package user
+
+import (
+	"context"
+
+	"github.com/google/uuid"
+)
+
+// Deleted is what DeleteUser found still running when it deleted it.
+type Deleted struct {
+	// GenerationIDs are the answers that were being written.
+	GenerationIDs []uuid.UUID
+	// RunIDs are the agent runs that were in progress; they were asked to
+	// cancel in the same transaction.
+	RunIDs []uuid.UUID
+}
+
+// DeleteStore deletes a user's data.
+type DeleteStore interface {
+	// DeleteUser deletes, in one transaction, everything userID owns: the
+	// profile, conversations with their messages and search rows,
+	// artifacts with their versions, agent runs with their steps, events
+	// and queued tasks, and the token usage rows. Answers and runs in
+	// progress are settled by the delete itself; it returns them so their
+	// instances can be told to stop. Deleting a user with nothing is not an
+	// error.
+	DeleteUser(ctx context.Context, userID uuid.UUID) (Deleted, error)
+}
+
+// AnswerStopper stops answers wherever they run; chat.Generator is one.
+type AnswerStopper interface {
+	// EndDeleted stops the generations whose answers were deleted.
+	EndDeleted(ctx context.Context, generationIDs []uuid.UUID)
+}
+
+// Delete deletes everything the caller owns and stops what was running on
+// it: the answers being written (through answers, after the commit, as a
+// conversation's delete does) and the agent runs in progress (asked to
+// cancel inside the transaction, which wakes the instance running their
+// step). It is idempotent; the caller's next call starts a fresh profile.
+func (s *Service) Delete(ctx context.Context, userID uuid.UUID) error {
+	d, err := s.store.DeleteUser(ctx, userID)
+	if err != nil {
+		return err
+	}
+	if len(d.GenerationIDs) > 0 && s.answers != nil {
+		// The delete is done even if the client leaves now.
+		s.answers.EndDeleted(context.WithoutCancel(ctx), d.GenerationIDs)
+	}
+	return nil
+}
