@@ -23,6 +23,7 @@ import (
 	"github.com/parleyhq/parley/internal/agent"
 	"github.com/parleyhq/parley/internal/artifact"
 	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/billing"
 	"github.com/parleyhq/parley/internal/broker"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/clock"
@@ -160,7 +161,9 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 	}
 	plans := opts.Plans
 	if plans == nil {
-		plans = catalogOfPlans(cfg)
+		// Read from the subscriptions table on every call, so a plan that
+		// Stripe's webhook changes applies at once on every instance.
+		plans = billing.Plans{Catalog: catalogOfPlans(cfg), Store: a.store}
 	}
 	var genStore chat.GenerationStore = a.store
 	if opts.WrapStore != nil {

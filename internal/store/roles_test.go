@@ -15,6 +15,7 @@ import (
 	"github.com/parleyhq/parley/db"
 	"github.com/parleyhq/parley/internal/agent"
 	"github.com/parleyhq/parley/internal/artifact"
+	"github.com/parleyhq/parley/internal/billing"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/pgtest"
 	"github.com/parleyhq/parley/internal/search"
@@ -117,6 +118,14 @@ func seed(tb testing.TB, st *store.Store) {
 		tb.Fatal(err)
 	}
 	if err := st.QStashReplays().Done(ctx, "msg_secret", time.Now().Add(time.Hour)); err != nil {
+		tb.Fatal(err)
+	}
+	// A subscription, and a handled Stripe event that made it pro.
+	if _, err := st.SaveCustomer(ctx, user, "cus_secret"); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := st.ApplyEvent(ctx, billing.EventRecord{ID: "evt_secret", Type: "customer.subscription.created", Time: time.Now()},
+		billing.Change{Set: &billing.SubscriptionUpdate{CustomerID: "cus_secret", SubscriptionID: "sub_secret", Plan: "pro", Status: billing.StatusActive}}); err != nil {
 		tb.Fatal(err)
 	}
 }
@@ -321,6 +330,8 @@ func TestServiceRole(t *testing.T) {
 			"parley.river_job":         {"SELECT", "INSERT", "UPDATE", "DELETE"},
 			"parley.river_leader":      {"SELECT", "INSERT", "UPDATE", "DELETE"},
 			"parley.river_queue":       {"SELECT", "INSERT", "UPDATE", "DELETE"},
+			"parley.stripe_events":     {"SELECT", "INSERT"},
+			"parley.subscriptions":     {"SELECT", "INSERT", "UPDATE"},
 			"parley.token_usage":       {"SELECT", "INSERT", "UPDATE"},
 		}
 		if diff := cmp.Diff(want, got); diff != "" {
@@ -431,6 +442,20 @@ func assertServiceWorks(t *testing.T, st *store.Store) {
 	for _, config := range search.Configs {
 		_, err = st.Search(ctx, user, search.Query{Text: "hello notes", Config: config, Messages: true, Artifacts: true, Limit: 10})
 		must("Search "+config, err)
+	}
+	_, err = st.SaveCustomer(ctx, user, "cus_"+user.String())
+	must("SaveCustomer", err)
+	_, err = st.Subscription(ctx, user)
+	must("Subscription", err)
+	_, err = st.PlanName(ctx, user)
+	must("PlanName", err)
+	for _, c := range []billing.Change{
+		{Link: &billing.Link{UserID: user, CustomerID: "cus_" + user.String(), SubscriptionID: "sub_1"}},
+		{Set: &billing.SubscriptionUpdate{CustomerID: "cus_" + user.String(), SubscriptionID: "sub_1", Plan: "pro", Status: billing.StatusActive}},
+		{PastDue: &billing.PastDue{CustomerID: "cus_" + user.String(), SubscriptionID: "sub_1"}},
+	} {
+		_, err = st.ApplyEvent(ctx, billing.EventRecord{ID: "evt_" + uuid.NewString(), Type: "t", Time: time.Now()}, c)
+		must("ApplyEvent", err)
 	}
 	other, _, err := st.CreateArtifact(ctx, user, artifact.NewArtifact{Title: "to delete", Kind: artifact.KindText, Author: artifact.AuthorUser})
 	must("CreateArtifact, another", err)
