@@ -123,7 +123,19 @@ type Options struct {
 	// DatabaseURL replaces the package's test database (a database of the
 	// test's own, from pgtest.NewDatabase).
 	DatabaseURL string
+	// StripeURL, when set, turns billing on against that Stripe API (a
+	// stripe-mock from stripetest), with StripeWebhookSecret,
+	// StripePricePro and the Checkout URLs below.
+	StripeURL string
 }
+
+// The billing settings of a server with Options.StripeURL.
+const (
+	StripeWebhookSecret = "whsec_parley_test"
+	StripePricePro      = "price_parley_pro"
+	CheckoutSuccessURL  = "https://app.example.com/billing/done"
+	CheckoutCancelURL   = "https://app.example.com/billing"
+)
 
 // New starts a server for the test's lifetime on the package's test database
 // (see pgtest.Main), built by app.New as `parley serve` builds it.
@@ -277,6 +289,11 @@ func Config(tb testing.TB, opts Options) config.Config {
 	if opts.SearchTextConfig != "" {
 		cfg.SearchTextConfig = opts.SearchTextConfig
 	}
+	if opts.StripeURL != "" {
+		cfg.StripeSecretKey, cfg.StripeAPIBase = "sk_test_parley", opts.StripeURL
+		cfg.StripeWebhookSecret, cfg.StripePricePro = StripeWebhookSecret, StripePricePro
+		cfg.CheckoutSuccessURL, cfg.CheckoutCancelURL = CheckoutSuccessURL, CheckoutCancelURL
+	}
 	g := opts.Generator
 	if g.MaxDuration > 0 {
 		cfg.GenerationTimeout = g.MaxDuration
@@ -375,6 +392,24 @@ func (e *Env) ArtifactClient(tb testing.TB, protocol string, userID uuid.UUID) p
 func (e *Env) SearchClient(tb testing.TB, protocol string, userID uuid.UUID) parleyv1connect.SearchServiceClient {
 	tb.Helper()
 	return parleyv1connect.NewSearchServiceClient(HTTPClientFor(protocol), e.URL, e.clientOptions(tb, protocol, userID)...)
+}
+
+// BillingClient returns a BillingService client over protocol that
+// authenticates as userID (uuid.Nil: sends no token).
+func (e *Env) BillingClient(tb testing.TB, protocol string, userID uuid.UUID) parleyv1connect.BillingServiceClient {
+	tb.Helper()
+	return parleyv1connect.NewBillingServiceClient(HTTPClientFor(protocol), e.URL, e.clientOptions(tb, protocol, userID)...)
+}
+
+// AnonymousBillingClient is BillingClient for an anonymous sign-in.
+func (e *Env) AnonymousBillingClient(tb testing.TB, protocol string, userID uuid.UUID) parleyv1connect.BillingServiceClient {
+	tb.Helper()
+	token, err := e.Key.SignAnonymous(Issuer, userID, time.Hour)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	opts := append(ClientOptions(protocol), connect.WithInterceptors(Bearer(token)))
+	return parleyv1connect.NewBillingServiceClient(HTTPClientFor(protocol), e.URL, opts...)
 }
 
 // AgentClient returns an AgentService client for userID over protocol.

@@ -37,6 +37,7 @@ import (
 	"github.com/parleyhq/parley/internal/search"
 	"github.com/parleyhq/parley/internal/server"
 	"github.com/parleyhq/parley/internal/store"
+	"github.com/parleyhq/parley/internal/stripeapi"
 )
 
 // DefaultRedisPrefix starts every Redis key Parley writes.
@@ -103,6 +104,7 @@ type App struct {
 	http      *http.Server
 	models    *chat.Models
 	agents    *agentParts
+	billing   *billing.Service
 	closers   []func()
 	closeOnce sync.Once
 }
@@ -204,6 +206,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 	if a.agents, err = a.buildAgents(opts, plans, searcher, artifacts); err != nil {
 		return nil, err
 	}
+	webhooks := a.buildBilling()
 	ping := opts.Ping
 	if ping == nil {
 		ping = a.store.Ping
@@ -219,7 +222,9 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 		Artifact:         rpc.NewArtifactHandler(artifacts),
 		Search:           rpc.NewSearchHandler(searcher),
 		Agent:            rpc.NewAgentHandler(a.agents.service),
+		Billing:          rpc.NewBillingHandler(a.billing),
 		Tasks:            a.agents.tasks,
+		Webhooks:         webhooks,
 		Ping:             ping,
 		AllowedOrigins:   cfg.AllowedOrigins,
 		Limiter:          limiter,
@@ -229,6 +234,30 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 	}), a.log)
 	return a, nil
 }
+
+// buildBilling builds the billing service on Stripe when STRIPE_SECRET_KEY
+// is set, and returns the webhook endpoint to mount; without the key the
+// service answers "billing is not set up" and no endpoint is mounted.
+func (a *App) buildBilling() map[string]http.Handler {
+	cfg := a.cfg
+	var sc billing.Stripe // a nil interface, not a nil *stripeapi.Client
+	if cfg.Billing() {
+		sc = stripeapi.New(stripeapi.Config{SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase})
+	}
+	a.billing = billing.NewService(a.store, sc, billing.Config{
+		Prices:     map[string]string{plan.Pro: cfg.StripePricePro},
+		SuccessURL: cfg.CheckoutSuccessURL,
+		CancelURL:  cfg.CheckoutCancelURL,
+	}, a.log)
+	if sc == nil {
+		return nil
+	}
+	return map[string]http.Handler{stripeapi.WebhookPath: stripeapi.NewWebhook(cfg.StripeWebhookSecret, a.billing, a.log)}
+}
+
+// Billing is the billing service, for UserService's DeleteMe (which
+// cancels the user's subscription through it).
+func (a *App) Billing() *billing.Service { return a.billing }
 
 // shared builds what instances share through Redis (generation events and
 // rate limits), or in-process stand-ins when there is no Redis. Rate

@@ -38,10 +38,15 @@ type Deps struct {
 	Artifact parleyv1connect.ArtifactServiceHandler
 	Search   parleyv1connect.SearchServiceHandler
 	Agent    parleyv1connect.AgentServiceHandler
+	Billing  parleyv1connect.BillingServiceHandler
 	// Tasks receives pushed task deliveries (QStash's) outside the Connect
 	// API, at the path of each entry; they authenticate by signature, not
 	// by access token.
 	Tasks map[string]http.Handler
+	// Webhooks receive third parties' event notifications (Stripe's) at
+	// the path of each entry, outside the Connect API; like Tasks they
+	// authenticate by signature.
+	Webhooks map[string]http.Handler
 	// Ping reports whether the database answers; gRPC health turns
 	// NOT_SERVING while it fails.
 	Ping           func(context.Context) error
@@ -143,7 +148,14 @@ func New(d Deps) http.Handler {
 		mux.Handle(parleyv1connect.NewAgentServiceHandler(d.Agent, options...))
 		services = append(services, parleyv1connect.AgentServiceName)
 	}
+	if d.Billing != nil {
+		mux.Handle(parleyv1connect.NewBillingServiceHandler(d.Billing, options...))
+		services = append(services, parleyv1connect.BillingServiceName)
+	}
 	for path, h := range d.Tasks {
+		mux.Handle("POST "+path, h)
+	}
+	for path, h := range d.Webhooks {
 		mux.Handle("POST "+path, h)
 	}
 
