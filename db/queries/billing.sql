@@ -29,8 +29,13 @@ ON CONFLICT (id) DO NOTHING;
 -- A completed checkout: the customer named by the session is the user's
 -- (checkout's client_reference_id), and so is its subscription, unless a
 -- newer event already said otherwise.
+-- A customer already another user's is not linked (a client_reference_id
+-- that does not match its customer is not a checkout this service made).
 INSERT INTO parley.subscriptions (user_id, stripe_customer_id, stripe_subscription_id)
-VALUES (sqlc.arg('user_id'), sqlc.arg('stripe_customer_id'), sqlc.narg('stripe_subscription_id'))
+SELECT sqlc.arg('user_id'), sqlc.arg('stripe_customer_id'), sqlc.narg('stripe_subscription_id')
+WHERE NOT EXISTS (
+    SELECT 1 FROM parley.subscriptions o
+    WHERE o.stripe_customer_id = sqlc.arg('stripe_customer_id') AND o.user_id <> sqlc.arg('user_id'))
 ON CONFLICT (user_id) DO UPDATE
     SET stripe_customer_id = coalesce(parley.subscriptions.stripe_customer_id, EXCLUDED.stripe_customer_id),
         stripe_subscription_id = coalesce(parley.subscriptions.stripe_subscription_id, EXCLUDED.stripe_subscription_id),

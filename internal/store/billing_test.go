@@ -159,6 +159,8 @@ func TestBillingStore(t *testing.T) {
 		}
 		// Another customer for the same user is not linked.
 		apply(t, event(t0), billing.Change{Link: &billing.Link{UserID: user, CustomerID: "cus_other"}}, billing.Stale)
+		// Nor is the customer for another user.
+		apply(t, event(t0), billing.Change{Link: &billing.Link{UserID: uuid.New(), CustomerID: customer}}, billing.Stale)
 	})
 }
 

@@ -164,8 +164,15 @@ func start(bin string) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stripetest: %w", err)
 	}
+	tlsPort, err := localproc.FreePort()
+	if err != nil {
+		return nil, fmt.Errorf("stripetest: %w", err)
+	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	cmd := exec.Command(bin, "-http-addr", addr)
+	// stripe-mock also serves HTTPS, on every interface at 12112 unless
+	// told otherwise: keep that on loopback too, on a port of its own, so
+	// servers of parallel tests do not collide.
+	cmd := exec.Command(bin, "-http-addr", addr, "-https-addr", net.JoinHostPort("127.0.0.1", strconv.Itoa(tlsPort)))
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, fmt.Errorf("stripetest: %w", err)

@@ -21,3 +21,17 @@ func TestStart(t *testing.T) {
 		t.Errorf("customer %q with email %q, want an id and a@example.com", c.ID, c.Email)
 	}
 }
+
+// TestParallel: servers of parallel tests do not collide (stripe-mock's
+// HTTPS listener included).
+func TestParallel(t *testing.T) {
+	t.Parallel()
+	for i := range 3 {
+		t.Run(string(rune('A'+i)), func(t *testing.T) {
+			t.Parallel()
+			if _, err := stripetest.Start(t).Client().V1Customers.Create(t.Context(), &stripe.CustomerCreateParams{}); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

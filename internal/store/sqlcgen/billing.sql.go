@@ -120,7 +120,10 @@ func (q *Queries) InsertStripeEvent(ctx context.Context, arg InsertStripeEventPa
 
 const linkCustomer = `-- name: LinkCustomer :execrows
 INSERT INTO parley.subscriptions (user_id, stripe_customer_id, stripe_subscription_id)
-VALUES ($1, $2, $3)
+SELECT $1, $2, $3
+WHERE NOT EXISTS (
+    SELECT 1 FROM parley.subscriptions o
+    WHERE o.stripe_customer_id = $2 AND o.user_id <> $1)
 ON CONFLICT (user_id) DO UPDATE
     SET stripe_customer_id = coalesce(parley.subscriptions.stripe_customer_id, EXCLUDED.stripe_customer_id),
         stripe_subscription_id = coalesce(parley.subscriptions.stripe_subscription_id, EXCLUDED.stripe_subscription_id),
@@ -138,6 +141,8 @@ type LinkCustomerParams struct {
 // A completed checkout: the customer named by the session is the user's
 // (checkout's client_reference_id), and so is its subscription, unless a
 // newer event already said otherwise.
+// A customer already another user's is not linked (a client_reference_id
+// that does not match its customer is not a checkout this service made).
 func (q *Queries) LinkCustomer(ctx context.Context, arg LinkCustomerParams) (int64, error) {
 	result, err := q.db.Exec(ctx, linkCustomer, arg.UserID, arg.StripeCustomerID, arg.StripeSubscriptionID)
 	if err != nil {
