@@ -99,6 +99,12 @@ DELETE FROM parley.conversations WHERE user_id = @user_id;
 -- name: DeleteUserUsage :exec
 DELETE FROM parley.token_usage WHERE user_id = @user_id;
 
+-- name: DeleteUserSubscription :exec
+-- The subscription row (canceled at Stripe first by the caller); the
+-- Stripe events it came from name no user and stay as a record of what was
+-- handled.
+DELETE FROM parley.subscriptions WHERE user_id = @user_id;
+
 -- name: DeleteProfile :exec
 DELETE FROM parley.profiles WHERE user_id = @user_id;
 

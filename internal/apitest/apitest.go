@@ -123,7 +123,23 @@ type Options struct {
 	// DatabaseURL replaces the package's test database (a database of the
 	// test's own, from pgtest.NewDatabase).
 	DatabaseURL string
+	// PlansFromDatabase makes the server resolve plans as production does
+	// (the subscriptions table, cached per instance) instead of giving
+	// every test user an unlimited plan.
+	PlansFromDatabase bool
+	// StripeURL, when set, turns billing on against that Stripe API (a
+	// stripe-mock from stripetest), with StripeWebhookSecret,
+	// StripePricePro and the Checkout URLs below.
+	StripeURL string
 }
+
+// The billing settings of a server with Options.StripeURL.
+const (
+	StripeWebhookSecret = "whsec_parley_test"
+	StripePricePro      = "price_parley_pro"
+	CheckoutSuccessURL  = "https://app.example.com/billing/done"
+	CheckoutCancelURL   = "https://app.example.com/billing"
+)
 
 // New starts a server for the test's lifetime on the package's test database
 // (see pgtest.Main), built by app.New as `parley serve` builds it.
@@ -142,9 +158,12 @@ func New(tb testing.TB, opts Options) *Env {
 	if provider == nil {
 		provider = llm.NewOffline(0)
 	}
-	plans := opts.Plans
-	if plans == nil {
-		plans = unlimited{}
+	var plans plan.Resolver = unlimited{}
+	if opts.Plans != nil {
+		plans = opts.Plans
+	}
+	if opts.PlansFromDatabase {
+		plans = nil // app.New builds the production resolver
 	}
 	appOpts := app.Options{
 		Log:                opts.Log,
@@ -230,7 +249,12 @@ func goroutines() string {
 // pool is a pool on the database at url, closed when the test ends.
 func pool(tb testing.TB, url string) *pgxpool.Pool {
 	tb.Helper()
-	p, err := pgxpool.New(context.Background(), url)
+	pc, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		tb.Fatalf("apitest: pool: %v", err)
+	}
+	pc.MaxConns = 2
+	p, err := pgxpool.NewWithConfig(context.Background(), pc)
 	if err != nil {
 		tb.Fatalf("apitest: pool: %v", err)
 	}
@@ -251,7 +275,10 @@ func Config(tb testing.TB, opts Options) config.Config {
 	if opts.DatabaseURL != "" {
 		cfg.DatabaseURL = opts.DatabaseURL
 	}
-	cfg.DatabaseMaxConns = 8
+	// Small pools: a test package runs many servers at once against one
+	// PostgreSQL (DATABASE_URL's has the default 100 connections), and
+	// each server also holds River's notifier and the agent listener.
+	cfg.DatabaseMaxConns = 4
 	cfg.RedisURL = opts.RedisURL
 	cfg.EventLogRetention = opts.Retention
 	if cfg.EventLogRetention == 0 {
@@ -276,6 +303,11 @@ func Config(tb testing.TB, opts Options) config.Config {
 	}
 	if opts.SearchTextConfig != "" {
 		cfg.SearchTextConfig = opts.SearchTextConfig
+	}
+	if opts.StripeURL != "" {
+		cfg.StripeSecretKey, cfg.StripeAPIBase = "sk_test_parley", opts.StripeURL
+		cfg.StripeWebhookSecret, cfg.StripePricePro = StripeWebhookSecret, StripePricePro
+		cfg.CheckoutSuccessURL, cfg.CheckoutCancelURL = CheckoutSuccessURL, CheckoutCancelURL
 	}
 	g := opts.Generator
 	if g.MaxDuration > 0 {
@@ -375,6 +407,24 @@ func (e *Env) ArtifactClient(tb testing.TB, protocol string, userID uuid.UUID) p
 func (e *Env) SearchClient(tb testing.TB, protocol string, userID uuid.UUID) parleyv1connect.SearchServiceClient {
 	tb.Helper()
 	return parleyv1connect.NewSearchServiceClient(HTTPClientFor(protocol), e.URL, e.clientOptions(tb, protocol, userID)...)
+}
+
+// BillingClient returns a BillingService client over protocol that
+// authenticates as userID (uuid.Nil: sends no token).
+func (e *Env) BillingClient(tb testing.TB, protocol string, userID uuid.UUID) parleyv1connect.BillingServiceClient {
+	tb.Helper()
+	return parleyv1connect.NewBillingServiceClient(HTTPClientFor(protocol), e.URL, e.clientOptions(tb, protocol, userID)...)
+}
+
+// AnonymousBillingClient is BillingClient for an anonymous sign-in.
+func (e *Env) AnonymousBillingClient(tb testing.TB, protocol string, userID uuid.UUID) parleyv1connect.BillingServiceClient {
+	tb.Helper()
+	token, err := e.Key.SignAnonymous(Issuer, userID, time.Hour)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	opts := append(ClientOptions(protocol), connect.WithInterceptors(Bearer(token)))
+	return parleyv1connect.NewBillingServiceClient(HTTPClientFor(protocol), e.URL, opts...)
 }
 
 // AgentClient returns an AgentService client for userID over protocol.

@@ -159,8 +159,9 @@ func (p *agentParts) forgetReplays(ctx context.Context) {
 	}
 }
 
-// listenAgents routes the agent notifications of every instance (new
-// events, cancel requests) to this instance's watchers and steps, and
+// listenAgents routes the notifications of every instance (a run's new
+// events, a run's cancel request, a user's plan change) to this
+// instance's watchers, steps and plan cache, and
 // keeps listening with backoff while the database cannot be reached;
 // meanwhile watchers poll and steps see cancels at their next heartbeat.
 func (a *App) listenAgents(ctx context.Context) {
@@ -173,6 +174,10 @@ func (a *App) listenAgents(ctx context.Context) {
 			case 'c':
 				a.agents.runner.CancelSignal(runID)
 				a.agents.hub.Notify(runID)
+			case 'p': // the id is a user's: their plan changed
+				if a.planCache != nil {
+					a.planCache.Forget(runID)
+				}
 			}
 		})
 		if ctx.Err() != nil {

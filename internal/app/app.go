@@ -23,6 +23,7 @@ import (
 	"github.com/parleyhq/parley/internal/agent"
 	"github.com/parleyhq/parley/internal/artifact"
 	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/billing"
 	"github.com/parleyhq/parley/internal/broker"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/clock"
@@ -36,6 +37,7 @@ import (
 	"github.com/parleyhq/parley/internal/search"
 	"github.com/parleyhq/parley/internal/server"
 	"github.com/parleyhq/parley/internal/store"
+	"github.com/parleyhq/parley/internal/stripeapi"
 	"github.com/parleyhq/parley/internal/user"
 )
 
@@ -103,6 +105,8 @@ type App struct {
 	http      *http.Server
 	models    *chat.Models
 	agents    *agentParts
+	planCache *plan.Cache // nil when Options.Plans replaced the catalog
+	billing   *billing.Service
 	closers   []func()
 	closeOnce sync.Once
 }
@@ -161,7 +165,12 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 	}
 	plans := opts.Plans
 	if plans == nil {
-		plans = catalogOfPlans(cfg)
+		// Read from the subscriptions table, and kept per instance for 30 s
+		// at most: a change (Stripe's webhook, a deleted user) is notified
+		// to every instance, whose caches forget it at once (listenAgents),
+		// so limits and quotas follow it without a query on every call.
+		a.planCache = plan.NewCache(billing.Plans{Catalog: catalogOfPlans(cfg), Store: a.store}, 30*time.Second, 100_000)
+		plans = a.planCache
 	}
 	var genStore chat.GenerationStore = a.store
 	if opts.WrapStore != nil {
@@ -202,6 +211,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 	if a.agents, err = a.buildAgents(opts, plans, searcher, artifacts); err != nil {
 		return nil, err
 	}
+	webhooks := a.buildBilling()
 	ping := opts.Ping
 	if ping == nil {
 		ping = a.store.Ping
@@ -217,8 +227,10 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 		Artifact:         rpc.NewArtifactHandler(artifacts),
 		Search:           rpc.NewSearchHandler(searcher),
 		Agent:            rpc.NewAgentHandler(a.agents.service),
-		User:             rpc.NewUserHandler(user.NewService(a.store, plans, a.models.Has, opts.Clock, a.generator)),
+		User:             rpc.NewUserHandler(user.NewService(a.store, plans, a.models.Has, opts.Clock, a.generator).WithBilling(a.billing)),
+		Billing:          rpc.NewBillingHandler(a.billing),
 		Tasks:            a.agents.tasks,
+		Webhooks:         webhooks,
 		Ping:             ping,
 		AllowedOrigins:   cfg.AllowedOrigins,
 		Limiter:          limiter,
@@ -228,6 +240,30 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 	}), a.log)
 	return a, nil
 }
+
+// buildBilling builds the billing service on Stripe when STRIPE_SECRET_KEY
+// is set, and returns the webhook endpoint to mount; without the key the
+// service answers "billing is not set up" and no endpoint is mounted.
+func (a *App) buildBilling() map[string]http.Handler {
+	cfg := a.cfg
+	var sc billing.Stripe // a nil interface, not a nil *stripeapi.Client
+	if cfg.Billing() {
+		sc = stripeapi.New(stripeapi.Config{SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase})
+	}
+	a.billing = billing.NewService(a.store, sc, billing.Config{
+		Prices:     map[string]string{plan.Pro: cfg.StripePricePro},
+		SuccessURL: cfg.CheckoutSuccessURL,
+		CancelURL:  cfg.CheckoutCancelURL,
+	}, a.log)
+	if sc == nil {
+		return nil
+	}
+	return map[string]http.Handler{stripeapi.WebhookPath: stripeapi.NewWebhook(cfg.StripeWebhookSecret, a.billing, a.log)}
+}
+
+// Billing is the billing service, for UserService's DeleteMe (which
+// cancels the user's subscription through it).
+func (a *App) Billing() *billing.Service { return a.billing }
 
 // shared builds what instances share through Redis (generation events and
 // rate limits), or in-process stand-ins when there is no Redis. Rate

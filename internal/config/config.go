@@ -155,7 +155,24 @@ type Config struct {
 	QStashToken, QStashURL                        string
 	QStashCurrentSigningKey, QStashNextSigningKey string
 	PublicURL                                     string
+
+	// Billing through Stripe, when StripeSecretKey is set
+	// (STRIPE_SECRET_KEY); without it BillingService answers "billing is
+	// not set up" and every user is on the free plan. StripeWebhookSecret
+	// (STRIPE_WEBHOOK_SECRET, whsec_…) verifies the events Stripe posts to
+	// /webhooks/stripe; StripePricePro (STRIPE_PRICE_PRO, price_…) is the
+	// pro plan's recurring price; CheckoutSuccessURL and CheckoutCancelURL
+	// (CHECKOUT_SUCCESS_URL, CHECKOUT_CANCEL_URL) are where Checkout sends
+	// the user back, the first also the billing portal's return link.
+	// StripeAPIBase (STRIPE_API_BASE) replaces https://api.stripe.com, for
+	// stripe-mock in tests.
+	StripeSecretKey, StripeWebhookSecret, StripePricePro string
+	CheckoutSuccessURL, CheckoutCancelURL                string
+	StripeAPIBase                                        string
 }
+
+// Billing reports whether Stripe is configured.
+func (c Config) Billing() bool { return c.StripeSecretKey != "" }
 
 // QStash reports whether agent steps go through QStash instead of River.
 func (c Config) QStash() bool { return c.QStashToken != "" }
@@ -243,6 +260,13 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 		QStashCurrentSigningKey: p.str("QSTASH_CURRENT_SIGNING_KEY", ""),
 		QStashNextSigningKey:    p.str("QSTASH_NEXT_SIGNING_KEY", ""),
 		PublicURL:               strings.TrimRight(p.str("PUBLIC_URL", ""), "/"),
+
+		StripeSecretKey:     p.str("STRIPE_SECRET_KEY", ""),
+		StripeWebhookSecret: p.str("STRIPE_WEBHOOK_SECRET", ""),
+		StripePricePro:      p.str("STRIPE_PRICE_PRO", ""),
+		StripeAPIBase:       strings.TrimRight(p.str("STRIPE_API_BASE", ""), "/"),
+		CheckoutSuccessURL:  p.str("CHECKOUT_SUCCESS_URL", ""),
+		CheckoutCancelURL:   p.str("CHECKOUT_CANCEL_URL", ""),
 	}
 	if mode == ModeDev {
 		if getenv("PARLEY_ENV") == "" {
@@ -309,6 +333,27 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 				p.fail("PUBLIC_URL", "must be the service's public base URL, such as https://parley-abc123-uc.a.run.app")
 			case cfg.Production() && u.Scheme == "http" && !isLoopback(u.Hostname()):
 				p.fail("PUBLIC_URL", "must be https:// in production: QStash sends the agent's tasks there")
+			}
+		}
+	}
+	if cfg.Billing() {
+		p.required("STRIPE_WEBHOOK_SECRET", cfg.StripeWebhookSecret)
+		p.required("STRIPE_PRICE_PRO", cfg.StripePricePro)
+		for _, u := range []struct{ name, value string }{
+			{"CHECKOUT_SUCCESS_URL", cfg.CheckoutSuccessURL}, {"CHECKOUT_CANCEL_URL", cfg.CheckoutCancelURL}, {"STRIPE_API_BASE", cfg.StripeAPIBase},
+		} {
+			if u.value == "" {
+				if u.name != "STRIPE_API_BASE" {
+					p.required(u.name, u.value)
+				}
+				continue
+			}
+			parsed, err := url.Parse(u.value)
+			switch {
+			case err != nil || (parsed.Scheme != "https" && parsed.Scheme != "http") || parsed.Host == "":
+				p.fail(u.name, "must be an http(s) URL")
+			case cfg.Production() && parsed.Scheme == "http" && !isLoopback(parsed.Hostname()):
+				p.fail(u.name, "must be https:// in production")
 			}
 		}
 	}

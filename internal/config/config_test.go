@@ -205,3 +205,63 @@ func TestSearchTextConfig(t *testing.T) {
 		}
 	})
 }
+
+// TestStripe: billing is off without STRIPE_SECRET_KEY; with it, the
+// webhook secret, the pro price and both return URLs are required, at
+// once, and URLs must be https:// in production.
+func TestStripe(t *testing.T) {
+	t.Parallel()
+	base := map[string]string{"DATABASE_URL": "postgres://u@db:5432/app", "SUPABASE_URL": "https://abcd.supabase.co", "OPENAI_API_KEY": "sk-test"}
+	full := map[string]string{
+		"STRIPE_SECRET_KEY": "sk_test_x", "STRIPE_WEBHOOK_SECRET": "whsec_x", "STRIPE_PRICE_PRO": "price_x",
+		"CHECKOUT_SUCCESS_URL": "https://app.example.com/billing/done", "CHECKOUT_CANCEL_URL": "https://app.example.com/billing",
+	}
+	with := func(extra ...map[string]string) map[string]string {
+		m := map[string]string{}
+		for _, e := range append([]map[string]string{base}, extra...) {
+			for k, v := range e {
+				m[k] = v
+			}
+		}
+		return m
+	}
+	tests := []struct {
+		name     string
+		env      map[string]string
+		wantErrs []string
+		billing  bool
+	}{
+		{"OffWithoutKey", with(), nil, false},
+		{"OK", with(full), nil, true},
+		{"OKStripeMockOnLoopback", with(full, map[string]string{"STRIPE_API_BASE": "http://127.0.0.1:12111/"}), nil, true},
+		{"ErrMissing", with(map[string]string{"STRIPE_SECRET_KEY": "sk_test_x"}),
+			[]string{"STRIPE_WEBHOOK_SECRET is required", "STRIPE_PRICE_PRO is required", "CHECKOUT_SUCCESS_URL is required", "CHECKOUT_CANCEL_URL is required"}, true},
+		{"ErrHTTPInProduction", with(full, map[string]string{"CHECKOUT_SUCCESS_URL": "http://app.example.com/done"}),
+			[]string{"CHECKOUT_SUCCESS_URL must be https://"}, true},
+		{"ErrNotAURL", with(full, map[string]string{"STRIPE_API_BASE": "stripe-mock:12111"}), []string{"STRIPE_API_BASE must be an http(s) URL"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := Load(env(tt.env), ModeServe)
+			if len(tt.wantErrs) == 0 && err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range tt.wantErrs {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Errorf("err = %v, want %q", err, want)
+				}
+			}
+			if cfg.Billing() != tt.billing {
+				t.Errorf("Billing() = %t, want %t", cfg.Billing(), tt.billing)
+			}
+		})
+	}
+	cfg, err := Load(env(with(full, map[string]string{"STRIPE_API_BASE": "http://127.0.0.1:12111/"})), ModeServe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.StripeAPIBase != "http://127.0.0.1:12111" || cfg.StripePricePro != "price_x" || cfg.StripeWebhookSecret != "whsec_x" {
+		t.Errorf("Stripe settings %q %q %q", cfg.StripeAPIBase, cfg.StripePricePro, cfg.StripeWebhookSecret)
+	}
+}

@@ -39,10 +39,15 @@ type Deps struct {
 	Search   parleyv1connect.SearchServiceHandler
 	Agent    parleyv1connect.AgentServiceHandler
 	User     parleyv1connect.UserServiceHandler
+	Billing  parleyv1connect.BillingServiceHandler
 	// Tasks receives pushed task deliveries (QStash's) outside the Connect
 	// API, at the path of each entry; they authenticate by signature, not
 	// by access token.
 	Tasks map[string]http.Handler
+	// Webhooks receive third parties' event notifications (Stripe's) at
+	// the path of each entry, outside the Connect API; like Tasks they
+	// authenticate by signature.
+	Webhooks map[string]http.Handler
 	// Ping reports whether the database answers; gRPC health turns
 	// NOT_SERVING while it fails.
 	Ping           func(context.Context) error
@@ -148,7 +153,14 @@ func New(d Deps) http.Handler {
 		mux.Handle(parleyv1connect.NewUserServiceHandler(d.User, options...))
 		services = append(services, parleyv1connect.UserServiceName)
 	}
+	if d.Billing != nil {
+		mux.Handle(parleyv1connect.NewBillingServiceHandler(d.Billing, options...))
+		services = append(services, parleyv1connect.BillingServiceName)
+	}
 	for path, h := range d.Tasks {
+		mux.Handle("POST "+path, h)
+	}
+	for path, h := range d.Webhooks {
 		mux.Handle("POST "+path, h)
 	}
 

@@ -35,9 +35,10 @@ type QueuedTask struct {
 	At   time.Time
 }
 
-// NotifyChannel is the Postgres channel agent notifications go on: the
-// payload is "e:<run id>" when a run has new events and "c:<run id>" when
-// it was asked to cancel.
+// NotifyChannel is the Postgres channel instances notify each other on:
+// the payload is "e:<run id>" when a run has new events, "c:<run id>" when
+// it was asked to cancel, and "p:<user id>" when a user's plan may have
+// changed.
 const NotifyChannel = "parley_agent"
 
 // Agents implements agent.Store on the store's pool, queueing tasks

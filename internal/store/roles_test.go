@@ -15,6 +15,7 @@ import (
 	"github.com/parleyhq/parley/db"
 	"github.com/parleyhq/parley/internal/agent"
 	"github.com/parleyhq/parley/internal/artifact"
+	"github.com/parleyhq/parley/internal/billing"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/pgtest"
 	"github.com/parleyhq/parley/internal/search"
@@ -123,6 +124,15 @@ func seed(tb testing.TB, st *store.Store) uuid.UUID {
 	}
 	name := "secret name"
 	if _, err := st.UpsertProfile(ctx, user.Identity{UserID: userID, Email: "secret@example.com"}, user.Patch{DisplayName: &name}); err != nil {
+		tb.Fatal(err)
+	}
+	// A subscription, and a handled Stripe event that made it pro.
+	customer := "cus_" + userID.String()
+	if _, err := st.SaveCustomer(ctx, userID, customer); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := st.ApplyEvent(ctx, billing.EventRecord{ID: "evt_" + userID.String(), Type: "customer.subscription.created", Time: time.Now()},
+		billing.Change{Set: &billing.SubscriptionUpdate{CustomerID: customer, SubscriptionID: "sub_" + userID.String(), Plan: "pro", Status: billing.StatusActive}}); err != nil {
 		tb.Fatal(err)
 	}
 	return userID
@@ -330,6 +340,8 @@ func TestServiceRole(t *testing.T) {
 			"parley.river_leader":      {"SELECT", "INSERT", "UPDATE", "DELETE"},
 			"parley.river_queue":       {"SELECT", "INSERT", "UPDATE", "DELETE"},
 			"parley.token_usage":       {"SELECT", "INSERT", "UPDATE", "DELETE"},
+			"parley.stripe_events":     {"SELECT", "INSERT"},
+			"parley.subscriptions":     {"SELECT", "INSERT", "UPDATE", "DELETE"},
 		}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("privileges of %s (-want +got):\n%s", db.ServiceRole, diff)
@@ -439,6 +451,20 @@ func assertServiceWorks(t *testing.T, st *store.Store) {
 	for _, config := range search.Configs {
 		_, err = st.Search(ctx, userID, search.Query{Text: "hello notes", Config: config, Messages: true, Artifacts: true, Limit: 10})
 		must("Search "+config, err)
+	}
+	_, err = st.SaveCustomer(ctx, userID, "cus_"+userID.String())
+	must("SaveCustomer", err)
+	_, err = st.Subscription(ctx, userID)
+	must("Subscription", err)
+	_, err = st.PlanName(ctx, userID)
+	must("PlanName", err)
+	for _, c := range []billing.Change{
+		{Link: &billing.Link{UserID: userID, CustomerID: "cus_" + userID.String(), SubscriptionID: "sub_1"}},
+		{Set: &billing.SubscriptionUpdate{CustomerID: "cus_" + userID.String(), SubscriptionID: "sub_1", Plan: "pro", Status: billing.StatusActive}},
+		{PastDue: &billing.PastDue{CustomerID: "cus_" + userID.String(), SubscriptionID: "sub_1"}},
+	} {
+		_, err = st.ApplyEvent(ctx, billing.EventRecord{ID: "evt_" + uuid.NewString(), Type: "t", Time: time.Now()}, c)
+		must("ApplyEvent", err)
 	}
 	other, _, err := st.CreateArtifact(ctx, userID, artifact.NewArtifact{Title: "to delete", Kind: artifact.KindText, Author: artifact.AuthorUser})
 	must("CreateArtifact, another", err)

@@ -83,6 +83,10 @@ func (s *Store) DeleteUser(ctx context.Context, userID uuid.UUID) (user.Deleted,
 	if d.RunIDs, err = q.CancelUserRuns(ctx, userID); err != nil {
 		return user.Deleted{}, interpretError(err, "agent runs")
 	}
+	// The user's plan is cached on every instance: forgotten at commit.
+	if err := q.NotifyAgent(ctx, "p:"+userID.String()); err != nil {
+		return user.Deleted{}, interpretError(err, "notification")
+	}
 	for _, runID := range d.RunIDs {
 		// Delivered at commit: the instance running a step of the run
 		// cancels it (as CancelRun's notice does); the step then finds its
@@ -99,6 +103,7 @@ func (s *Store) DeleteUser(ctx context.Context, userID uuid.UUID) (user.Deleted,
 		{"agent runs", q.DeleteUserRuns},
 		{"conversations", q.DeleteUserConversations},
 		{"token usage", q.DeleteUserUsage},
+		{"subscription", q.DeleteUserSubscription},
 		{"profile", q.DeleteProfile},
 	} {
 		if err := del.run(ctx, userID); err != nil {

@@ -27,6 +27,13 @@ type DeleteStore interface {
 	DeleteUser(ctx context.Context, userID uuid.UUID) (Deleted, error)
 }
 
+// Billing cancels a user's paid subscription; billing.Service is one.
+type Billing interface {
+	// CancelSubscription cancels the user's live subscription at once; a
+	// user without one is not an error.
+	CancelSubscription(ctx context.Context, userID uuid.UUID) error
+}
+
 // AnswerStopper stops answers wherever they run; chat.Generator is one.
 type AnswerStopper interface {
 	// EndDeleted stops the generations whose answers were deleted.
@@ -38,7 +45,16 @@ type AnswerStopper interface {
 // conversation's delete does) and the agent runs in progress (asked to
 // cancel inside the transaction, which wakes the instance running their
 // step). It is idempotent; the caller's next call starts a fresh profile.
+//
+// An active paid subscription is canceled first (Billing): if that fails
+// nothing is deleted, so the user is never billed for an account that is
+// gone.
 func (s *Service) Delete(ctx context.Context, userID uuid.UUID) error {
+	if s.billing != nil {
+		if err := s.billing.CancelSubscription(ctx, userID); err != nil {
+			return err
+		}
+	}
 	d, err := s.store.DeleteUser(ctx, userID)
 	if err != nil {
 		return err

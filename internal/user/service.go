@@ -18,6 +18,7 @@ type Service struct {
 	offered func(string) bool
 	clock   clock.Clock
 	answers AnswerStopper
+	billing Billing // nil: no billing
 }
 
 // NewService returns a Service. plans tells each user's plan; offered
@@ -29,6 +30,13 @@ func NewService(store Store, plans plan.Resolver, offered func(string) bool, clk
 		clk = clock.Real()
 	}
 	return &Service{store: store, plans: plans, offered: offered, clock: clk, answers: answers}
+}
+
+// WithBilling makes Delete cancel the user's paid subscription first; it
+// returns s.
+func (s *Service) WithBilling(b Billing) *Service {
+	s.billing = b
+	return s
 }
 
 // Account is a profile with the plan its user is on.

@@ -157,6 +157,25 @@ type ParleyQstashMessage struct {
 	ExpireTime time.Time
 }
 
+type ParleyStripeEvent struct {
+	ID           string
+	Type         string
+	ReceivedTime time.Time
+}
+
+type ParleySubscription struct {
+	UserID               uuid.UUID
+	Plan                 string
+	Status               string
+	StripeCustomerID     *string
+	StripeSubscriptionID *string
+	CurrentPeriodEnd     *time.Time
+	CancelAtPeriodEnd    bool
+	PastDueSince         *time.Time
+	StateTime            *time.Time
+	UpdateTime           time.Time
+}
+
 type ParleyTokenUsage struct {
 	UserID            uuid.UUID
 	Month             time.Time

@@ -80,6 +80,18 @@ func (q *Queries) DeleteUserRuns(ctx context.Context, userID uuid.UUID) error {
 	return err
 }
 
+const deleteUserSubscription = `-- name: DeleteUserSubscription :exec
+DELETE FROM parley.subscriptions WHERE user_id = $1
+`
+
+// The subscription row (canceled at Stripe first by the caller); the
+// Stripe events it came from name no user and stay as a record of what was
+// handled.
+func (q *Queries) DeleteUserSubscription(ctx context.Context, userID uuid.UUID) error {
+	_, err := q.db.Exec(ctx, deleteUserSubscription, userID)
+	return err
+}
+
 const deleteUserUsage = `-- name: DeleteUserUsage :exec
 DELETE FROM parley.token_usage WHERE user_id = $1
 `
