@@ -112,7 +112,8 @@ DELETE FROM parley.profiles WHERE user_id = @user_id;
 -- Everything the user owns as one JSON document, in one statement (so one
 -- snapshot): the profile, each conversation with every message of every
 -- branch and a Markdown rendering, each artifact with every version, each
--- agent run with its steps and events, and the monthly usage. Rows are in
+-- agent run with its steps and events, the monthly usage, and the billing
+-- subscription. Rows are in
 -- a fixed order, so the same data exports to the same bytes and an export
 -- can be resumed at an offset. Internal rows are left out: search vectors
 -- (derived from messages), leases, and queued tasks.
@@ -168,5 +169,10 @@ SELECT json_build_object(
     'token_usage', COALESCE((SELECT json_agg(json_build_object(
             'month', u.month, 'used_tokens', u.used_tokens, 'reserved_tokens', u.reserved_tokens,
             'active_answers', u.active_generations) ORDER BY u.month)
-        FROM parley.token_usage u WHERE u.user_id = @user_id), '[]'::json)
+        FROM parley.token_usage u WHERE u.user_id = @user_id), '[]'::json),
+    'subscription', (SELECT json_build_object(
+            'plan', b.plan, 'status', b.status, 'stripe_customer_id', b.stripe_customer_id,
+            'stripe_subscription_id', b.stripe_subscription_id, 'current_period_end', b.current_period_end,
+            'cancel_at_period_end', b.cancel_at_period_end, 'past_due_since', b.past_due_since)
+        FROM parley.subscriptions b WHERE b.user_id = @user_id)
 )::text AS document;
