@@ -73,7 +73,8 @@ type UserServiceClient interface {
 	// document (format "parley.export.v1") holds the profile; every
 	// conversation with every message of every branch and a Markdown
 	// rendering of it; every artifact with every version; every agent run
-	// with its steps and events; and the monthly token usage. It is read in
+	// with its steps and events; the monthly token usage; and the billing
+	// subscription, if any (plan, status, Stripe ids). It is read in
 	// one snapshot, and the same data exports to the same bytes, so a broken
 	// stream resumes: call again with offset (the bytes received so far) and
 	// the digest the chunks carried.
@@ -190,7 +191,8 @@ type UserServiceHandler interface {
 	// document (format "parley.export.v1") holds the profile; every
 	// conversation with every message of every branch and a Markdown
 	// rendering of it; every artifact with every version; every agent run
-	// with its steps and events; and the monthly token usage. It is read in
+	// with its steps and events; the monthly token usage; and the billing
+	// subscription, if any (plan, status, Stripe ids). It is read in
 	// one snapshot, and the same data exports to the same bytes, so a broken
 	// stream resumes: call again with offset (the bytes received so far) and
 	// the digest the chunks carried.
