@@ -3,6 +3,7 @@ package billing
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -152,4 +153,21 @@ func (s *Service) CancelSubscription(ctx context.Context, userID uuid.UUID) erro
 		return ErrNotSetUp
 	}
 	return s.stripe.CancelSubscription(ctx, sub.SubscriptionID)
+}
+
+// Renewal says when userID's paid plan renews next (a live subscription's
+// period end), or when it ends (a live one canceled at its period end);
+// zero times for a user on no paid plan.
+func (s *Service) Renewal(ctx context.Context, userID uuid.UUID) (renews, ends time.Time, err error) {
+	sub, err := s.store.Subscription(ctx, userID)
+	if apperr.IsNotFound(err) {
+		return time.Time{}, time.Time{}, nil
+	}
+	if err != nil || !sub.Live() || sub.CurrentPeriodEnd.IsZero() {
+		return time.Time{}, time.Time{}, err
+	}
+	if sub.CancelAtPeriodEnd {
+		return time.Time{}, sub.CurrentPeriodEnd, nil
+	}
+	return sub.CurrentPeriodEnd, time.Time{}, nil
 }

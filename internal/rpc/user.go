@@ -75,10 +75,15 @@ func toProtoPreferences(p user.Preferences) *parleyv1.Preferences {
 	return &parleyv1.Preferences{DisplayName: p.DisplayName, DefaultModel: p.DefaultModel, DefaultSystemPrompt: p.DefaultSystemPrompt}
 }
 
-// toProtoPlan leaves renew_time and end_time unset: no plan renews until
-// billing exists.
 func toProtoPlan(a user.Account) *parleyv1.UserPlan {
-	return &parleyv1.UserPlan{Name: a.Plan.Name, MonthlyTokens: a.Plan.MonthlyTokens, Models: a.Plan.Models}
+	p := &parleyv1.UserPlan{Name: a.Plan.Name, MonthlyTokens: a.Plan.MonthlyTokens, Models: a.Plan.Models}
+	if !a.RenewTime.IsZero() {
+		p.RenewTime = timestamppb.New(a.RenewTime)
+	}
+	if !a.EndTime.IsZero() {
+		p.EndTime = timestamppb.New(a.EndTime)
+	}
+	return p
 }
 
 // GetUsage implements parleyv1connect.UserServiceHandler.

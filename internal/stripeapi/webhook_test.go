@@ -310,4 +310,12 @@ func TestPlanChangeReachesEveryInstance(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// GetMe says when the paid plan renews: the subscription's period end.
+	res, err := b.UserClient(t, "grpc", user).GetMe(t.Context(), connect.NewRequest(&parleyv1.GetMeRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := res.Msg.GetPlan().GetRenewTime().AsTime(), time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC); !got.Equal(want) || res.Msg.GetPlan().GetEndTime() != nil {
+		t.Errorf("renew_time %v, end_time %v; want renewal at %v and no end", got, res.Msg.GetPlan().GetEndTime(), want)
+	}
 }

@@ -2,6 +2,7 @@ package user
 
 import (
 	"context"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -27,11 +28,15 @@ type DeleteStore interface {
 	DeleteUser(ctx context.Context, userID uuid.UUID) (Deleted, error)
 }
 
-// Billing cancels a user's paid subscription; billing.Service is one.
+// Billing is what the user service needs of billing; billing.Service is
+// one.
 type Billing interface {
 	// CancelSubscription cancels the user's live subscription at once; a
 	// user without one is not an error.
 	CancelSubscription(ctx context.Context, userID uuid.UUID) error
+	// Renewal says when the user's paid plan renews next, or when a
+	// canceled one ends (zero times for a plan that does neither).
+	Renewal(ctx context.Context, userID uuid.UUID) (renews, ends time.Time, err error)
 }
 
 // AnswerStopper stops answers wherever they run; chat.Generator is one.

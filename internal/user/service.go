@@ -3,6 +3,7 @@ package user
 import (
 	"context"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/parleyhq/parley/internal/apperr"
@@ -43,6 +44,9 @@ func (s *Service) WithBilling(b Billing) *Service {
 type Account struct {
 	Profile Profile
 	Plan    plan.Plan
+	// RenewTime is when a paid plan renews next; EndTime when a canceled
+	// one ends. Both are zero for plans that do neither.
+	RenewTime, EndTime time.Time
 }
 
 // Me returns the caller's account, creating their profile on the first
@@ -73,7 +77,13 @@ func (s *Service) update(ctx context.Context, id Identity, p Patch, check bool) 
 	if err != nil {
 		return Account{}, err
 	}
-	return Account{Profile: prof, Plan: pl}, nil
+	a := Account{Profile: prof, Plan: pl}
+	if s.billing != nil {
+		if a.RenewTime, a.EndTime, err = s.billing.Renewal(ctx, id.UserID); err != nil {
+			return Account{}, err
+		}
+	}
+	return a, nil
 }
 
 func (s *Service) checkPatch(p Patch, pl plan.Plan) error {

@@ -238,8 +238,8 @@ type UserPlan struct {
 	// The models the plan may use; empty means every model the server
 	// offers.
 	Models []string `protobuf:"bytes,3,rep,name=models,proto3" json:"models,omitempty"`
-	// When a paid plan renews next; unset for plans that do not renew
-	// (until billing exists, every plan).
+	// When a paid plan renews next (the Stripe subscription's period end);
+	// unset for plans that do not renew.
 	RenewTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=renew_time,json=renewTime,proto3" json:"renew_time,omitempty"`
 	// When a canceled paid plan ends and the user falls back to free; unset
 	// unless such a cancellation is pending.
