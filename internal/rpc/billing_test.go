@@ -150,3 +150,74 @@ func TestBillingNotSetUp(t *testing.T) {
 		t.Errorf("POST /webhooks/stripe without billing: %d, want 404", res.StatusCode)
 	}
 }
+
+// TestUserAndBillingCrossUser: every RPC of UserService and BillingService
+// acts on its caller alone. None takes an id: each is called by another
+// user, over every protocol, and must neither show nor change the first
+// user's profile, data, usage or Stripe customer.
+func TestUserAndBillingCrossUser(t *testing.T) {
+	t.Parallel()
+	env := apitest.New(t, apitest.Options{StripeURL: stripetest.Start(t).URL})
+	for _, protocol := range apitest.Protocols {
+		t.Run(protocol, func(t *testing.T) {
+			t.Parallel()
+			ctx := testCtx(t)
+			owner, other := uuid.New(), uuid.New()
+			name := "Owner " + protocol
+			if _, err := env.UserClient(t, protocol, owner).UpdateMe(ctx, connect.NewRequest(&parleyv1.UpdateMeRequest{DisplayName: &name})); err != nil {
+				t.Fatal(err)
+			}
+			conv, err := env.ChatClient(t, protocol, owner).CreateConversation(ctx, connect.NewRequest(&parleyv1.CreateConversationRequest{Title: "owner's secret"}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := checkout(t, env, protocol, owner, plan.Pro); err != nil {
+				t.Fatal(err)
+			}
+			ownerSub, err := env.Store.Subscription(ctx, owner)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			users, bill := env.UserClient(t, protocol, other), env.BillingClient(t, protocol, other)
+			me, err := users.GetMe(ctx, connect.NewRequest(&parleyv1.GetMeRequest{}))
+			if err != nil || me.Msg.GetProfile().GetUserId() != other.String() || me.Msg.GetPreferences().GetDisplayName() != "" {
+				t.Errorf("GetMe of the other user: %v, %v", me, err)
+			}
+			otherName := "Other"
+			if _, err := users.UpdateMe(ctx, connect.NewRequest(&parleyv1.UpdateMeRequest{DisplayName: &otherName})); err != nil {
+				t.Fatal(err)
+			}
+			if usage, err := users.GetUsage(ctx, connect.NewRequest(&parleyv1.GetUsageRequest{})); err != nil || usage.Msg.GetUsedTokens() != 0 {
+				t.Errorf("GetUsage of the other user: %v, %v", usage, err)
+			}
+			if doc, _ := export(t, users, 0, ""); strings.Contains(string(doc), conv.Msg.GetConversation().GetId()) || strings.Contains(string(doc), "owner's secret") {
+				t.Error("the other user's export holds the owner's conversation")
+			}
+			if _, err := bill.CreateBillingPortalSession(ctx, connect.NewRequest(&parleyv1.CreateBillingPortalSessionRequest{})); connect.CodeOf(err) != connect.CodeFailedPrecondition {
+				t.Errorf("portal for a user who never checked out, while another did: %v, want failed_precondition", err)
+			}
+			if _, err := checkout(t, env, protocol, other, plan.Pro); err != nil {
+				t.Fatal(err)
+			}
+			if sub, err := env.Store.Subscription(ctx, other); err != nil || sub.CustomerID == "" || sub.CustomerID == ownerSub.CustomerID {
+				t.Errorf("the other user's customer %q, the owner's %q: want one each", sub.CustomerID, ownerSub.CustomerID)
+			}
+			if _, err := users.DeleteMe(ctx, connect.NewRequest(&parleyv1.DeleteMeRequest{})); err != nil {
+				t.Fatal(err)
+			}
+
+			// The owner has everything as before.
+			again, err := env.UserClient(t, protocol, owner).GetMe(ctx, connect.NewRequest(&parleyv1.GetMeRequest{}))
+			if err != nil || again.Msg.GetPreferences().GetDisplayName() != name {
+				t.Errorf("the owner's profile after the other user's calls: %v, %v", again, err)
+			}
+			if _, err := env.ChatClient(t, protocol, owner).GetConversation(ctx, connect.NewRequest(&parleyv1.GetConversationRequest{ConversationId: conv.Msg.GetConversation().GetId()})); err != nil {
+				t.Errorf("the owner's conversation after the other user's DeleteMe: %v", err)
+			}
+			if sub, err := env.Store.Subscription(ctx, owner); err != nil || sub.CustomerID != ownerSub.CustomerID {
+				t.Errorf("the owner's subscription after the other user's DeleteMe: %+v, %v", sub, err)
+			}
+		})
+	}
+}
