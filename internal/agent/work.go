@@ -170,7 +170,7 @@ func (s *stepRun) turn(ctx context.Context, provider chat.Provider, prompt []cha
 			continue
 		}
 		if d.Text != "" {
-			t := cleanText(d.Text)
+			t := chat.CleanText(d.Text)
 			text.WriteString(t)
 			s.emit(Event{Kind: EventDelta, Text: t})
 		}
@@ -216,7 +216,7 @@ func (s *stepRun) call(ctx context.Context, call chat.ToolCall, offered []chat.T
 		res = s.r.tools.Call(ctx, ToolCall{UserID: s.run.UserID, ConversationID: s.run.ConversationID, RequestKey: requestKey}, call)
 	}
 	use := chat.ToolUse{ID: call.ID, Name: call.Name, Arguments: call.Arguments, IsError: res.IsError, Artifact: res.Artifact,
-		Result: truncate(res.Content, s.r.cfg.MaxToolResultBytes)}
+		Result: chat.TruncateResult(res.Content, s.r.cfg.MaxToolResultBytes)}
 	ev := Event{Kind: EventToolResult, CallID: call.ID, Tool: call.Name, Result: use.Result, IsError: use.IsError}
 	if a := res.Artifact; a != nil {
 		ev.ArtifactID, ev.ArtifactVersion = a.ID, a.Version
@@ -238,22 +238,4 @@ func promptText(msgs []chat.PromptMessage) string {
 		b.WriteString(m.Content)
 	}
 	return b.String()
-}
-
-// truncate bounds s to max bytes of valid UTF-8.
-func truncate(s string, max int) string {
-	if len(s) <= max {
-		return s
-	}
-	s = s[:max]
-	for !utf8.ValidString(s) {
-		s = s[:len(s)-1]
-	}
-	return s + " [truncated]"
-}
-
-// cleanText makes model output storable: Postgres text holds neither NUL
-// bytes nor invalid UTF-8.
-func cleanText(s string) string {
-	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }

@@ -133,7 +133,7 @@ func (gen *generation) streamTurn(prompt []PromptMessage, tools []ToolSpec) (mod
 		if d.Text == "" {
 			continue
 		}
-		if full := gen.appendText(cleanText(d.Text)); full {
+		if full := gen.appendText(CleanText(d.Text)); full {
 			return modelTurn{text: text(), usage: s.Usage(), finishReason: "length"}, gen.tooManyEvents()
 		}
 	}
@@ -221,7 +221,7 @@ func (g *callGatherer) add(d ToolCallDelta) bool {
 	}
 	c.args.WriteString(d.Arguments)
 	if c.field != nil && c.started && d.Arguments != "" {
-		if text := cleanText(c.field.Feed(d.Arguments)); text != "" {
+		if text := CleanText(c.field.Feed(d.Arguments)); text != "" {
 			g.gen.emit(Event{Kind: EventArtifactDelta, Text: text, Tool: &ToolEvent{CallID: c.call.ID}})
 			return g.gen.countDelta()
 		}
@@ -254,7 +254,7 @@ func (gen *generation) runTool(call ToolCall, offered []ToolSpec) ToolUse {
 	} else {
 		res = gen.g.cfg.Tools.Call(gen.ctx, ToolContext{UserID: gen.userID, ConversationID: gen.answer.ConversationID, MessageID: gen.messageID}, call)
 	}
-	use.Result, use.IsError, use.Artifact = truncateResult(res.Content, gen.g.cfg.MaxToolResultBytes), res.IsError, res.Artifact
+	use.Result, use.IsError, use.Artifact = TruncateResult(res.Content, gen.g.cfg.MaxToolResultBytes), res.IsError, res.Artifact
 	ev := &ToolEvent{CallID: call.ID, Name: call.Name, Artifact: res.Artifact}
 	if res.IsError {
 		ev.Error = use.Result
@@ -263,8 +263,9 @@ func (gen *generation) runTool(call ToolCall, offered []ToolSpec) ToolUse {
 	return use
 }
 
-// truncateResult bounds what a tool call tells the model.
-func truncateResult(s string, max int) string {
+// TruncateResult bounds what a tool call tells the model to max bytes of
+// valid UTF-8, marking the cut.
+func TruncateResult(s string, max int) string {
 	if len(s) <= max {
 		return s
 	}
@@ -275,9 +276,9 @@ func truncateResult(s string, max int) string {
 	return s + " [truncated]"
 }
 
-// cleanText makes model output storable: Postgres text holds neither NUL
+// CleanText makes model output storable: Postgres text holds neither NUL
 // bytes nor invalid UTF-8, and one such answer must not fail the shared
 // checkpoint statement of every answer on the instance.
-func cleanText(s string) string {
+func CleanText(s string) string {
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }
