@@ -128,23 +128,7 @@ func (p *agentParts) start(a *App, ctx context.Context) <-chan struct{} {
 // meanwhile, and the steps wait in the database. It reports whether River
 // started before ctx ended.
 func (p *agentParts) startRiver(ctx context.Context, a *App) bool {
-	backoff := time.Second
-	for {
-		err := p.river.Start(ctx)
-		if err == nil {
-			return true
-		}
-		if ctx.Err() != nil {
-			return false
-		}
-		a.log.Warn("cannot start the agent queue; retrying", "retry_in", backoff.String(), "err", err)
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 30*time.Second)
-	}
+	return a.keepTrying(ctx, "cannot start the agent queue; retrying", p.river.Start)
 }
 
 // forgetReplays deletes expired QStash message records every hour.
@@ -165,30 +149,19 @@ func (p *agentParts) forgetReplays(ctx context.Context) {
 // keeps listening with backoff while the database cannot be reached;
 // meanwhile watchers poll and steps see cancels at their next heartbeat.
 func (a *App) listenAgents(ctx context.Context) {
-	backoff := time.Second
-	for {
-		err := a.store.ListenAgents(ctx, func(kind byte, runID uuid.UUID) {
+	a.keepTrying(ctx, "cannot listen for agent notifications; retrying", func(ctx context.Context) error {
+		return a.store.ListenAgents(ctx, func(kind byte, id uuid.UUID) {
 			switch kind {
 			case 'e':
-				a.agents.hub.Notify(runID)
+				a.agents.hub.Notify(id)
 			case 'c':
-				a.agents.runner.CancelSignal(runID)
-				a.agents.hub.Notify(runID)
+				a.agents.runner.CancelSignal(id)
+				a.agents.hub.Notify(id)
 			case 'p': // the id is a user's: their plan changed
 				if a.planCache != nil {
-					a.planCache.Forget(runID)
+					a.planCache.Forget(id)
 				}
 			}
 		})
-		if ctx.Err() != nil {
-			return
-		}
-		a.log.Warn("cannot listen for agent notifications; retrying", "retry_in", backoff.String(), "err", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 30*time.Second)
-	}
+	})
 }

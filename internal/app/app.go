@@ -402,16 +402,26 @@ func (a *App) Run(ctx context.Context) error {
 // backoff while Redis cannot be reached: until it succeeds, stops from
 // other instances reach this one only through the database, seconds later.
 func (a *App) listen(ctx context.Context) {
+	a.keepTrying(ctx, "cannot subscribe to stop requests; retrying", a.generator.Listen)
+}
+
+// keepTrying calls fn until it returns nil or ctx ends, logging each
+// failure as what and waiting between tries (1 s, doubling up to 30 s). It
+// reports whether fn succeeded before ctx ended.
+func (a *App) keepTrying(ctx context.Context, what string, fn func(context.Context) error) bool {
 	backoff := time.Second
 	for {
-		err := a.generator.Listen(ctx)
-		if err == nil || ctx.Err() != nil {
-			return
+		err := fn(ctx)
+		if err == nil {
+			return true
 		}
-		a.log.Warn("cannot subscribe to stop requests; retrying", "retry_in", backoff.String(), "err", err)
+		if ctx.Err() != nil {
+			return false
+		}
+		a.log.Warn(what, "retry_in", backoff.String(), "err", err)
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 30*time.Second)
