@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -82,7 +83,10 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		return fmt.Errorf("dev: %w", err)
 	}
 	printDevBanner(stdout, "http://"+ln.Addr().String(), token, *dataDir)
-	return serve(ctx, cfg, app.Options{Log: log, Listener: ln, Verifier: verifier})
+	return serve(ctx, cfg, app.Options{
+		Log: log, Listener: ln, Verifier: verifier,
+		Routes: map[string]http.Handler{"GET " + devTokenPath: devTokenHandler(key)},
+	})
 }
 
 // startDevPostgres starts (or restarts) the private dev database kept in
@@ -112,7 +116,8 @@ func printDevBanner(w io.Writer, baseURL, token, dataDir string) {
 	fmt.Fprintf(w, `
 Parley dev server: %[1]s   (data in %[3]s; Ctrl-C to stop)
 
-Bearer token for the dev user %[4]s (valid 24h; more with: parley token --sub <uuid>):
+Bearer token for the dev user %[4]s (valid 24h; more with: parley token --sub <uuid>,
+or GET %[1]s/dev/token, which the web page uses):
 
 export TOKEN=%[2]s
 

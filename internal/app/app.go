@@ -80,6 +80,9 @@ type Options struct {
 	WrapStore func(chat.GenerationStore) chat.GenerationStore
 	// WrapChat decorates the chat handler (to inject faults).
 	WrapChat func(parleyv1connect.ChatServiceHandler) parleyv1connect.ChatServiceHandler
+	// Routes are extra HTTP handlers keyed by ServeMux pattern, mounted
+	// beside the API (`parley dev` serves its token endpoint this way).
+	Routes map[string]http.Handler
 	// Ping replaces the database health check.
 	Ping func(context.Context) error
 
@@ -231,6 +234,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 		Billing:          rpc.NewBillingHandler(a.billing),
 		Tasks:            a.agents.tasks,
 		Webhooks:         webhooks,
+		Routes:           opts.Routes,
 		Ping:             ping,
 		AllowedOrigins:   cfg.AllowedOrigins,
 		Limiter:          limiter,
@@ -310,7 +314,7 @@ func catalog(cfg config.Config, opts Options) (*chat.Models, error) {
 	case opts.Provider != nil:
 		return chat.NewModels().Add(opts.Provider, cfg.Models...), nil
 	case cfg.Offline():
-		return chat.NewModels().Add(llm.NewOffline(llm.DefaultOfflineDelay), llm.OfflineModel), nil
+		return chat.NewModels().Add(llm.NewOffline(cfg.OfflineWordDelay), llm.OfflineModel), nil
 	}
 	provider := llm.NewOpenAI(llm.OpenAIConfig{BaseURL: cfg.OpenAIBaseURL, APIKey: cfg.OpenAIAPIKey, IdleTimeout: cfg.LLMIdleTimeout})
 	return chat.NewModels().Add(provider, cfg.Models...), nil

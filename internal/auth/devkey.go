@@ -166,20 +166,26 @@ func (k *DevKey) Sign(issuer string, sub uuid.UUID, ttl time.Duration) (string, 
 
 // SignWithEmail is Sign with an "email" claim (omitted when empty).
 func (k *DevKey) SignWithEmail(issuer string, sub uuid.UUID, email string, ttl time.Duration) (string, error) {
-	return k.sign(issuer, sub, email, false, ttl)
+	return k.sign(issuer, sub, email, false, time.Now(), ttl)
+}
+
+// SignIssuedAt is Sign as if the token had been issued at iat, so that exp
+// is iat+ttl: with iat far enough in the past it returns an expired token,
+// which is how clients' token refresh is tested.
+func (k *DevKey) SignIssuedAt(issuer string, sub uuid.UUID, iat time.Time, ttl time.Duration) (string, error) {
+	return k.sign(issuer, sub, "", false, iat, ttl)
 }
 
 // SignAnonymous is Sign for an anonymous sign-in: "is_anonymous" true and
 // no email, as Supabase writes it for signInAnonymously.
 func (k *DevKey) SignAnonymous(issuer string, sub uuid.UUID, ttl time.Duration) (string, error) {
-	return k.sign(issuer, sub, "", true, ttl)
+	return k.sign(issuer, sub, "", true, time.Now(), ttl)
 }
 
-func (k *DevKey) sign(issuer string, sub uuid.UUID, email string, anonymous bool, ttl time.Duration) (string, error) {
+func (k *DevKey) sign(issuer string, sub uuid.UUID, email string, anonymous bool, now time.Time, ttl time.Duration) (string, error) {
 	if ttl <= 0 {
 		return "", errors.New("auth: token ttl must be positive")
 	}
-	now := time.Now()
 	// MapClaims rather than tokenClaims so "aud" is a bare string, as
 	// Supabase writes it; the verifier accepts the array form as well.
 	claims := jwt.MapClaims{

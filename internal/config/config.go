@@ -84,6 +84,11 @@ type Config struct {
 	// LLMIdleTimeout fails an answer when the provider sends nothing for
 	// that long (LLM_IDLE_TIMEOUT, default 60s).
 	LLMIdleTimeout time.Duration
+	// OfflineWordDelay is how long the offline responder of `parley dev`
+	// waits before each word (OFFLINE_WORD_DELAY, 15ms: roughly a real
+	// model's pace, so streaming is visible); it has no effect when a
+	// provider is configured.
+	OfflineWordDelay time.Duration
 	// ContextTokens is the prompt budget per request (CONTEXT_TOKENS, default 16000).
 	ContextTokens int
 	// MaxOutputTokens caps an answer (MAX_OUTPUT_TOKENS, 0: the provider's default).
@@ -190,6 +195,11 @@ func (c Config) JWKSURL() string { return c.IssuerURL() + "/.well-known/jwks.jso
 // Production reports whether PARLEY_ENV is production.
 func (c Config) Production() bool { return c.Env == EnvProduction }
 
+// DevOrigins are the browser origins `parley dev` allows when
+// ALLOWED_ORIGINS is unset: Vite's dev server, where `make web` serves the
+// page.
+var DevOrigins = []string{"http://localhost:5173", "http://127.0.0.1:5173"}
+
 // Mode says which settings are required: serve needs real dependencies; dev
 // fills in local defaults for what is missing.
 type Mode int
@@ -228,6 +238,7 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 		Models:                      p.list("PARLEY_MODELS", "gpt-4o-mini"),
 		GenerationTimeout:           p.duration("GENERATION_TIMEOUT", 5*time.Minute),
 		LLMIdleTimeout:              p.duration("LLM_IDLE_TIMEOUT", 60*time.Second),
+		OfflineWordDelay:            p.duration("OFFLINE_WORD_DELAY", 15*time.Millisecond),
 		ContextTokens:               p.int("CONTEXT_TOKENS", 16000, 256, 10_000_000),
 		MaxOutputTokens:             p.int("MAX_OUTPUT_TOKENS", 0, 0, 1_000_000),
 		RateLimitEnabled:            p.bool("RATE_LIMIT_ENABLED", true),
@@ -280,6 +291,10 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 		}
 		if getenv("TRUSTED_PROXY_HOPS") == "" {
 			cfg.TrustedProxyHops = 0 // nothing in front of a dev server
+		}
+		if getenv("ALLOWED_ORIGINS") == "" {
+			// The web page's Vite dev server (`make web`) is another origin.
+			cfg.AllowedOrigins = DevOrigins
 		}
 		if cfg.Env == EnvProduction {
 			p.fail("PARLEY_ENV", "is production; `parley dev` refuses to run in production (unset it or use `parley serve`)")

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -86,6 +87,26 @@ func TestLoad(t *testing.T) {
 		}
 		if cfg.Env != EnvDevelopment || cfg.LogFormat != "text" {
 			t.Errorf("dev defaults: env %q format %q", cfg.Env, cfg.LogFormat)
+		}
+		if !slices.Equal(cfg.AllowedOrigins, DevOrigins) {
+			t.Errorf("dev origins = %q; want Vite's dev server %q", cfg.AllowedOrigins, DevOrigins)
+		}
+		if cfg.OfflineWordDelay != 15*time.Millisecond {
+			t.Errorf("offline word delay = %v; want 15ms", cfg.OfflineWordDelay)
+		}
+		serve, err := Load(env(map[string]string{"DATABASE_URL": "postgres://localhost/x", "SUPABASE_URL": "https://x.supabase.co", "OPENAI_API_KEY": "k"}), ModeServe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(serve.AllowedOrigins) != 0 {
+			t.Errorf("serve allows origins %q without ALLOWED_ORIGINS", serve.AllowedOrigins)
+		}
+		own, err := Load(env(map[string]string{"ALLOWED_ORIGINS": "https://app.example.com", "OFFLINE_WORD_DELAY": "200ms"}), ModeDev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(own.AllowedOrigins, []string{"https://app.example.com"}) || own.OfflineWordDelay != 200*time.Millisecond {
+			t.Errorf("dev with ALLOWED_ORIGINS and OFFLINE_WORD_DELAY set: %q, %v", own.AllowedOrigins, own.OfflineWordDelay)
 		}
 	})
 	t.Run("ErrDevInProduction", func(t *testing.T) {

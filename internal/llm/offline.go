@@ -16,10 +16,6 @@ import (
 // offered, so development setups without keys still have a model to pick.
 const OfflineModel = "parley-offline"
 
-// DefaultOfflineDelay is a per-word delay that makes the offline responder
-// stream at roughly a real model's pace, so the UI's streaming is visible.
-const DefaultOfflineDelay = 15 * time.Millisecond
-
 // Offline is a chat.Provider that answers like ELIZA, without network or keys. It
 // is deterministic: the same conversation always gets the same answer, which
 // keeps tests and demos repeatable. It ignores Request.Model and MaxTokens.

@@ -48,6 +48,10 @@ type Deps struct {
 	// the path of each entry, outside the Connect API; like Tasks they
 	// authenticate by signature.
 	Webhooks map[string]http.Handler
+	// Routes are extra handlers mounted as given, keyed by their ServeMux
+	// pattern ("GET /dev/token"): `parley dev`'s conveniences. They sit
+	// outside the Connect API and its interceptors, behind CORS.
+	Routes map[string]http.Handler
 	// Ping reports whether the database answers; gRPC health turns
 	// NOT_SERVING while it fails.
 	Ping           func(context.Context) error
@@ -162,6 +166,9 @@ func New(d Deps) http.Handler {
 	}
 	for path, h := range d.Webhooks {
 		mux.Handle("POST "+path, h)
+	}
+	for pattern, h := range d.Routes {
+		mux.Handle(pattern, h)
 	}
 
 	// Health is listed too, so grpcurl can call it without proto files.
