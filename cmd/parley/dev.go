@@ -85,7 +85,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	printDevBanner(stdout, "http://"+ln.Addr().String(), token, *dataDir)
 	return serve(ctx, cfg, app.Options{
 		Log: log, Listener: ln, Verifier: verifier,
-		Routes: map[string]http.Handler{"GET " + devTokenPath: devTokenHandler(key)},
+		Routes: map[string]http.Handler{"GET " + devTokenPath: devTokenHandler(key, cfg.AllowedOrigins)},
 	})
 }
 

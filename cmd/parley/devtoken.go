@@ -5,7 +5,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -45,12 +47,19 @@ type devUserInfo struct {
 // sign-in; ?expired=true signs a token that expired an hour ago, so a
 // client's refresh on `unauthenticated` can be exercised. It answers
 // loopback callers only: anyone who can reach it can be any user of the
-// dev database.
-func devTokenHandler(key *auth.DevKey) http.Handler {
+// dev database. Loopback means all of: a loopback peer, a Host header
+// naming a loopback address or localhost (so a DNS-rebound page on another
+// name is refused), no proxy forwarding headers (so a tunnel such as ngrok
+// or ssh -R is refused), and, from a browser, an Origin that CORS allows.
+func devTokenHandler(key *auth.DevKey, allowedOrigins []string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		if !fromLoopback(r) {
 			http.Error(w, "the dev token endpoint answers loopback callers only", http.StatusForbidden)
+			return
+		}
+		if o := r.Header.Get("Origin"); o != "" && !slices.Contains(allowedOrigins, o) {
+			http.Error(w, "the dev token endpoint answers pages from ALLOWED_ORIGINS only", http.StatusForbidden)
 			return
 		}
 		q := r.URL.Query()
@@ -113,11 +122,27 @@ func boolParam(s string) (bool, error) {
 	return strconv.ParseBool(s)
 }
 
-// fromLoopback reports whether the request came from this machine.
+// fromLoopback reports whether the request came from this machine,
+// addressed to this machine, and through no proxy.
 func fromLoopback(r *http.Request) bool {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
+	if r.Header.Get("Forwarded") != "" || r.Header.Get("X-Forwarded-For") != "" || r.Header.Get("X-Forwarded-Host") != "" {
 		return false
+	}
+	return isLoopbackHost(r.RemoteAddr, true) && isLoopbackHost(r.Host, false)
+}
+
+// isLoopbackHost reports whether hostport (the port optional unless
+// needPort) names a loopback address or localhost.
+func isLoopbackHost(hostport string, needPort bool) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		if needPort {
+			return false
+		}
+		host = strings.Trim(hostport, "[]")
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
 	}
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.Unmap().IsLoopback()

@@ -3,9 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -114,33 +114,55 @@ func TestDevTokenEndpoint(t *testing.T) {
 	})
 }
 
-// TestDevTokenLoopbackOnly: a caller from another machine gets 403 and no
-// token, whatever it asks.
+// TestDevTokenLoopbackOnly: a caller from another machine, through a
+// proxy or tunnel, under another host name (DNS rebinding) or from a page
+// of an origin CORS does not allow gets 403 and no token.
 func TestDevTokenLoopbackOnly(t *testing.T) {
 	t.Parallel()
 	key, err := auth.LoadOrCreateDevKey(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := devTokenHandler(key)
-	for _, addr := range []string{"192.0.2.10:4000", "[2001:db8::1]:4000", "garbage"} {
+	h := devTokenHandler(key, []string{"http://localhost:5173"})
+	call := func(remote, host string, header map[string]string) *httptest.ResponseRecorder {
 		req := httptest.NewRequest(http.MethodGet, devTokenPath, nil)
-		req.RemoteAddr = addr
+		req.RemoteAddr, req.Host = remote, host
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
-		if rec.Code != http.StatusForbidden {
-			t.Errorf("from %s: status %d; want 403", addr, rec.Code)
+		return rec
+	}
+	refused := []struct {
+		name, remote, host string
+		header             map[string]string
+	}{
+		{"OtherMachine", "192.0.2.10:4000", "127.0.0.1:8080", nil},
+		{"OtherMachineV6", "[2001:db8::1]:4000", "127.0.0.1:8080", nil},
+		{"NoPeerPort", "garbage", "127.0.0.1:8080", nil},
+		{"DNSRebinding", "127.0.0.1:4000", "attacker.example:8080", nil},
+		{"Tunnel", "127.0.0.1:4000", "127.0.0.1:8080", map[string]string{"X-Forwarded-For": "198.51.100.7"}},
+		{"ForwardedHeader", "127.0.0.1:4000", "localhost:8080", map[string]string{"Forwarded": "for=198.51.100.7"}},
+		{"OtherOrigin", "127.0.0.1:4000", "localhost:8080", map[string]string{"Origin": "http://localhost:3000"}},
+	}
+	for _, tt := range refused {
+		if rec := call(tt.remote, tt.host, tt.header); rec.Code != http.StatusForbidden || strings.Contains(rec.Body.String(), "access_token") {
+			t.Errorf("%s: status %d; want 403 and no token", tt.name, rec.Code)
 		}
 	}
-	req := httptest.NewRequest(http.MethodGet, devTokenPath, nil)
-	req.RemoteAddr = "[::ffff:127.0.0.1]:4000"
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
-	if rec.Code != http.StatusOK {
-		t.Errorf("from IPv4-mapped loopback: status %d; want 200", rec.Code)
-	}
-	var sess devSession
-	if err := json.Unmarshal(rec.Body.Bytes(), &sess); err != nil || sess.AccessToken == "" {
-		t.Error(errors.Join(errors.New("no token for a loopback caller"), err))
+	for _, ok := range []struct {
+		name, remote, host string
+		header             map[string]string
+	}{
+		{"IPv4MappedLoopback", "[::ffff:127.0.0.1]:4000", "127.0.0.1:8080", nil},
+		{"Localhost", "[::1]:4000", "localhost:8080", nil},
+		{"AllowedPage", "127.0.0.1:4000", "[::1]:8080", map[string]string{"Origin": "http://localhost:5173"}},
+	} {
+		rec := call(ok.remote, ok.host, ok.header)
+		var sess devSession
+		if err := json.Unmarshal(rec.Body.Bytes(), &sess); rec.Code != http.StatusOK || err != nil || sess.AccessToken == "" {
+			t.Errorf("%s: status %d (%v); want 200 with a token", ok.name, rec.Code, err)
+		}
 	}
 }

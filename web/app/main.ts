@@ -33,8 +33,11 @@ import {
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 
 const store = {
+  // The API the saved session belongs to. ?api= in the page's URL only
+  // pre-fills the sign-in form: a link must not send a saved token to a
+  // server of its choosing (see forgetSessionForOtherApi).
   get api() {
-    return new URLSearchParams(location.search).get("api") ?? localStorage.getItem("parley.api") ?? "http://localhost:8080";
+    return localStorage.getItem("parley.api") ?? new URLSearchParams(location.search).get("api") ?? "http://localhost:8080";
   },
   set api(v: string) {
     localStorage.setItem("parley.api", v);
@@ -66,6 +69,12 @@ let parley: Parley | undefined;
 let conversationId: string | null = null;
 let messages: Message[] = [];
 let live: AnswerStream | undefined;
+// Bumped by every navigation, so a slow load for a page the user has left
+// does not overwrite the one they went to.
+let navSeq = 0;
+// Generations whose stream failed: not followed again on reload of the list
+// (the failure was shown; ListMessages shows what the server saved).
+const failedGenerations = new Set<string>();
 
 // ---- session -------------------------------------------------------------
 
@@ -103,7 +112,24 @@ function showSignIn(message?: string) {
   if (message) toast(message);
 }
 
+/**
+ * forgetSessionForOtherApi signs out when the page's URL names another API
+ * than the one the saved session was made for, so that the token is never
+ * sent there; the sign-in form then shows the new API.
+ */
+function forgetSessionForOtherApi() {
+  const wanted = new URLSearchParams(location.search).get("api");
+  const saved = localStorage.getItem("parley.api");
+  if (wanted && saved !== null && wanted !== saved) {
+    store.token = null;
+    store.dev = false;
+    store.conversation = null;
+    localStorage.removeItem("parley.api");
+  }
+}
+
 async function start() {
+  forgetSessionForOtherApi();
   if (!connect()) return showSignIn();
   $("signin").hidden = true;
   $("app").hidden = false;
@@ -202,6 +228,7 @@ function dropLive() {
 }
 
 function newChat() {
+  navSeq++;
   dropLive();
   conversationId = null;
   store.conversation = null;
@@ -215,6 +242,7 @@ function newChat() {
 $("new-chat").onclick = newChat;
 
 async function openConversation(id: string) {
+  const my = ++navSeq;
   dropLive();
   const { conversation } = await parley!.chat.getConversation({ conversationId: id }).catch((err) => {
     if (err instanceof ConnectError && err.code === Code.NotFound) {
@@ -223,22 +251,33 @@ async function openConversation(id: string) {
     }
     throw err;
   });
+  if (my !== navSeq) return;
   conversationId = id;
   store.conversation = id;
   history.replaceState(null, "", `${location.pathname}${location.search}#c=${id}`);
   $("conv-title").textContent = conversation?.title || "Untitled";
-  await loadMessages();
+  await loadMessages(my);
   await loadConversations();
 }
 
-async function loadMessages() {
-  const res = await parley!.chat.listMessages({ conversationId: conversationId!, pageSize: 100 });
+async function loadMessages(my = navSeq) {
+  const id = conversationId;
+  if (!id) return;
+  const res = await parley!.chat.listMessages({ conversationId: id, pageSize: 100 });
+  if (my !== navSeq || id !== conversationId) return;
   messages = res.messages;
   render();
   // An answer still streaming (the page was reloaded mid-answer): follow it
   // from its first event.
   const last = messages.at(-1);
-  if (last && last.role === Role.ASSISTANT && last.status === MessageStatus.STREAMING && last.generationId) {
+  if (
+    last &&
+    last.role === Role.ASSISTANT &&
+    last.status === MessageStatus.STREAMING &&
+    last.generationId &&
+    !failedGenerations.has(last.generationId) &&
+    !live
+  ) {
     const generationId = last.generationId;
     follow((o) => resumeAnswer(parley!.chat, generationId, o), messages.length - 1, false);
   } else {
@@ -358,6 +397,7 @@ function startEdit(li: HTMLLIElement, m: Message, index: number) {
   save.textContent = "Save and answer";
   const cancel = actionButton("Cancel", () => render());
   save.onclick = () => {
+    if (live) return toast("Wait for the answer to finish, or stop it.");
     const text = box.value.trim();
     if (!text) return toast("A message cannot be empty.");
     messages = messages.slice(0, index);
@@ -391,8 +431,11 @@ function setStreaming(on: boolean) {
  * message (send and edit) rather than answering one already shown.
  */
 function follow(open: (opts: Opts) => AnswerStream, at: number, withUser = true) {
+  dropLive();
   const base = messages.slice(0, at);
+  let stream: AnswerStream | undefined;
   const draw = (a: Answer) => {
+    if (stream && live !== stream) return; // no longer the answer on screen
     const shown = [...base];
     if (withUser && a.userMessage) shown.push(a.userMessage);
     shown.push(a.message ?? liveMessage(a));
@@ -401,28 +444,30 @@ function follow(open: (opts: Opts) => AnswerStream, at: number, withUser = true)
     const el = $("messages").lastElementChild as HTMLElement | null;
     el?.querySelector(".content")?.classList.toggle("typing", a.status === MessageStatus.STREAMING);
     const doc = a.toolCalls.at(-1);
-    if (doc && !doc.done) showLiveDocument(doc.content);
+    if (doc && !doc.done && (panelArtifact === "live" || $("panel").hidden)) showLiveDocument(doc.content);
     el?.scrollIntoView({ block: "end" });
   };
-  const stream = open({
+  stream = open({
     onUpdate: draw,
     onReconnect: (attempt) => {
       if (attempt > 1) toast("Connection lost; reconnecting…");
     },
   });
-  live = stream;
+  const current = stream;
+  live = current;
   setStreaming(true);
   void (async () => {
     try {
-      const a = await stream.done;
-      if (live !== stream) return; // closed: the page moved on
+      const a = await current.done;
+      if (live !== current) return; // closed: the page moved on
       draw(a);
       const saved = a.toolCalls.at(-1)?.artifact;
       if (saved && panelArtifact === "live") await openArtifact(saved.artifactId, saved.version);
     } catch (err) {
-      fail(err);
+      if (current.answer.generationId) failedGenerations.add(current.answer.generationId);
+      if (live === current) fail(err);
     } finally {
-      if (live === stream) {
+      if (live === current) {
         live = undefined;
         setStreaming(false);
         if (conversationId && parley) {
@@ -451,12 +496,15 @@ function liveMessage(a: Answer): Message {
   } as unknown as Message;
 }
 
+let sending = false; // a send is creating its conversation
 $("composer").onsubmit = async (e) => {
   e.preventDefault();
   const input = $<HTMLTextAreaElement>("input");
   const content = input.value.trim();
-  if (!content || !parley) return;
+  if (!content || !parley || sending) return;
   if (live) return toast("Wait for the answer to finish, or stop it.");
+  sending = true;
+  input.value = "";
   try {
     if (!conversationId) {
       const { conversation } = await parley.chat.createConversation({});
@@ -464,12 +512,13 @@ $("composer").onsubmit = async (e) => {
       store.conversation = conversationId;
       history.replaceState(null, "", `${location.pathname}${location.search}#c=${conversationId}`);
     }
-    input.value = "";
     const id = conversationId;
     follow((o) => sendMessage(parley!.chat, { conversationId: id, content }, o), messages.length);
   } catch (err) {
     input.value = content;
     fail(err);
+  } finally {
+    sending = false;
   }
 };
 $<HTMLTextAreaElement>("input").onkeydown = (e) => {
@@ -508,6 +557,7 @@ async function openArtifact(id: string, version = 0) {
     parley!.artifacts.getArtifact({ artifactId: id, version }),
     parley!.artifacts.listArtifactVersions({ artifactId: id, pageSize: 50 }),
   ]);
+  if (panelArtifact !== id) return; // closed, or another one opened meanwhile
   const nav = document.createElement("div");
   nav.className = "versions";
   for (const x of [...versions].sort((a, b) => a.version - b.version)) {
@@ -601,14 +651,18 @@ $("agent-form").onsubmit = async (e) => {
       conversationId = conversation!.id;
       store.conversation = conversationId;
     }
-    const { run } = await parley.agents.startRun({ goal, conversationId });
+    const runConversation = conversationId;
+    const { run } = await parley.agents.startRun({ goal, conversationId: runConversation });
     goalInput.value = "";
-    panelArtifact = undefined;
-    const w = watchRun(parley.agents, run!.id, { onUpdate: (v) => drawRun(goal, v) });
-    drawRun(goal, w.view);
+    panelArtifact = `run:${run!.id}`;
+    const mine = () => panelArtifact === `run:${run!.id}`;
+    const w = watchRun(parley.agents, run!.id, { onUpdate: (v) => mine() && drawRun(goal, v) });
+    if (mine()) drawRun(goal, w.view);
     const v = await w.done;
-    drawRun(goal, v);
-    await openConversation(conversationId);
+    if (mine()) drawRun(goal, v);
+    // The summary was posted to the run's conversation: show it if that is
+    // still the one on screen and no answer is streaming there.
+    if (conversationId === runConversation && !live) await loadMessages();
   } catch (err) {
     fail(err);
   }

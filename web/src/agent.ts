@@ -85,6 +85,7 @@ export function applyRunEvent(v: RunView, ev: WatchRunResponse): boolean {
         step.status = StepStatus.RUNNING;
         step.attempt = e.value.attempt;
         step.text = "";
+        step.toolUses = [];
         step.retryError = undefined;
         step.nextAttemptTime = undefined;
       }
@@ -156,18 +157,19 @@ export class RunWatch {
   /** @internal Use watchRun. */
   constructor(agents: AgentClient, view: RunView, opts: StreamOptions<RunView, WatchRunResponse> = {}) {
     this.view = view;
-    this.ctl = linkSignal(opts.signal);
+    const [ctl, unlink] = linkSignal(opts.signal);
+    this.ctl = ctl;
     this.done = follow(
       {
         state: view,
-        open: (signal) => agents.watchRun({ runId: view.runId, afterSeq: view.seq }, { signal }),
+        open: (signal) => agents.watchRun({ runId: view.runId, afterSeq: view.seq }, { signal, timeoutMs: 0 }),
         apply: (ev) => applyRunEvent(view, ev),
         ended: () => isRunEnded(view.status),
       },
       opts,
       this.ctl.signal,
     );
-    this.done.catch(() => {});
+    this.done.then(unlink, unlink);
   }
 
   /** close stops watching; the run goes on. */

@@ -53,13 +53,15 @@ export interface Answer {
   seq: bigint;
   /** STREAMING until the end; then the saved message's status. */
   status: MessageStatus;
+  /** Whether the last event (`completed`) has arrived. */
+  ended: boolean;
   /** The saved assistant message, at the end. */
   message?: Message;
 }
 
 /** newAnswer returns the state of an answer before its first event. */
 export function newAnswer(): Answer {
-  return { generationId: "", messageId: "", model: "", text: "", toolCalls: [], seq: 0n, status: MessageStatus.STREAMING };
+  return { generationId: "", messageId: "", model: "", text: "", toolCalls: [], seq: 0n, status: MessageStatus.STREAMING, ended: false };
 }
 
 /**
@@ -103,6 +105,7 @@ export function applyAnswerEvent(a: Answer, ev: SendMessageResponse): boolean {
     case "completed": {
       // The saved message is the truth: it replaces what streamed (a
       // replay from the database sends only this event).
+      a.ended = true;
       const m = e.value.message;
       if (m) {
         a.message = m;
@@ -140,7 +143,7 @@ function toolCall(a: Answer, callId: string, name: string): ToolCall {
 
 /** isStreaming reports whether an answer has not ended yet. */
 export function isStreaming(a: Answer): boolean {
-  return a.status === MessageStatus.STREAMING;
+  return !a.ended;
 }
 
 /**
@@ -168,14 +171,15 @@ export class AnswerStream {
   ) {
     this.chat = chat;
     this.answer = answer;
-    this.ctl = linkSignal(opts.signal);
+    const [ctl, unlink] = linkSignal(opts.signal);
+    this.ctl = ctl;
     this.started = new Promise((resolve) => (this.startedResolve = resolve));
     if (answer.generationId) this.startedResolve();
     const open = (signal: AbortSignal) =>
       // Before the first event the call is sent again: its
       // client_message_id attaches it to the first attempt's answer.
       this.answer.generationId
-        ? chat.resumeGeneration({ generationId: this.answer.generationId, afterSeq: this.answer.seq }, { signal })
+        ? chat.resumeGeneration({ generationId: this.answer.generationId, afterSeq: this.answer.seq }, { signal, timeoutMs: 0 })
         : first(signal);
     this.done = follow(
       {
@@ -192,12 +196,15 @@ export class AnswerStream {
       this.ctl.signal,
     );
     // The caller awaits done; this keeps an ignored failure from being unhandled.
-    this.done.catch(() => {});
+    this.done.then(unlink, unlink);
   }
 
   /**
    * stop asks the server to stop the answer (billing stops; the text so far
-   * is kept as STOPPED); the stream then ends with the saved message.
+   * is kept as STOPPED); the stream then ends with the saved message. It
+   * waits for the answer's first event, which names the generation; after
+   * close(), or when the stream failed before that event, there is nothing
+   * it can name and it returns undefined.
    */
   async stop(): Promise<Message | undefined> {
     await Promise.race([this.started, this.done.then(() => undefined, () => undefined)]);
@@ -227,19 +234,19 @@ type RegenerateInit = MessageInitShape<typeof RegenerateMessageRequestSchema>;
  */
 export function sendMessage(chat: ChatClient, req: SendInit, opts?: StreamOptions<Answer, SendMessageResponse>): AnswerStream {
   const r = { ...req, clientMessageId: req.clientMessageId || newRequestId() };
-  return new AnswerStream(chat, (signal) => chat.sendMessage(r, { signal }), opts);
+  return new AnswerStream(chat, (signal) => chat.sendMessage(r, { signal, timeoutMs: 0 }), opts);
 }
 
 /** editMessage writes a new version of a user message (a new branch) and follows its answer. */
 export function editMessage(chat: ChatClient, req: EditInit, opts?: StreamOptions<Answer, SendMessageResponse>): AnswerStream {
   const r = { ...req, clientMessageId: req.clientMessageId || newRequestId() };
-  return new AnswerStream(chat, (signal) => chat.editMessage(r, { signal }), opts);
+  return new AnswerStream(chat, (signal) => chat.editMessage(r, { signal, timeoutMs: 0 }), opts);
 }
 
 /** regenerateMessage writes an answer again (a new branch) and follows it. */
 export function regenerateMessage(chat: ChatClient, req: RegenerateInit, opts?: StreamOptions<Answer, SendMessageResponse>): AnswerStream {
   const r = { ...req, clientMessageId: req.clientMessageId || newRequestId() };
-  return new AnswerStream(chat, (signal) => chat.regenerateMessage(r, { signal }), opts);
+  return new AnswerStream(chat, (signal) => chat.regenerateMessage(r, { signal, timeoutMs: 0 }), opts);
 }
 
 /**
@@ -254,5 +261,5 @@ export function resumeAnswer(
 ): AnswerStream {
   const answer = opts?.answer ?? newAnswer();
   answer.generationId ||= generationId;
-  return new AnswerStream(chat, (signal) => chat.resumeGeneration({ generationId, afterSeq: answer.seq }, { signal }), opts, answer);
+  return new AnswerStream(chat, (signal) => chat.resumeGeneration({ generationId, afterSeq: answer.seq }, { signal, timeoutMs: 0 }), opts, answer);
 }

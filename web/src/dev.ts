@@ -22,7 +22,7 @@ export interface DevTokenOptions {
 
 /** fetchDevSession asks a `parley dev` server for a fresh token. */
 export async function fetchDevSession(baseUrl: string, opts: DevTokenOptions & { expired?: boolean } = {}): Promise<DevSession> {
-  const u = new URL("/dev/token", baseUrl);
+  const u = new URL(`${baseUrl.replace(/\/+$/, "")}/dev/token`);
   if (opts.sub) u.searchParams.set("sub", opts.sub);
   if (opts.ttl) u.searchParams.set("ttl", opts.ttl);
   if (opts.expired) u.searchParams.set("expired", "true");
@@ -41,9 +41,12 @@ export async function fetchDevSession(baseUrl: string, opts: DevTokenOptions & {
  */
 export function devTokenSource(baseUrl: string, opts: DevTokenOptions = {}): TokenSource {
   let session: DevSession | undefined;
+  // One fetch at a time: concurrent first calls share it.
+  let pending: Promise<DevSession> | undefined;
   return async ({ forceRefresh }) => {
     if (forceRefresh || !session || session.expires_at * 1000 - Date.now() < 60_000) {
-      session = await fetchDevSession(baseUrl, opts);
+      pending ??= fetchDevSession(baseUrl, opts).finally(() => (pending = undefined));
+      session = await pending;
     }
     return session.access_token;
   };

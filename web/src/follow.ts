@@ -36,9 +36,24 @@ export function isReconnectable(err: ConnectError): boolean {
     case Code.Canceled:
     case Code.Internal:
       return true;
+    case Code.ResourceExhausted:
+      // The follower cap: the server has not yet noticed the dropped
+      // connection. It says when to try again.
+      return retryAfterMs(err) !== undefined;
     default:
       return false;
   }
+}
+
+function retryAfterMs(err: ConnectError): number | undefined {
+  const v = err.metadata.get("retry-after");
+  const n = v === null ? NaN : Number(v);
+  return Number.isFinite(n) && n >= 0 && n <= 60 ? n * 1000 : undefined;
+}
+
+/** CallbackError carries an exception thrown by an onUpdate callback. */
+class CallbackError {
+  constructor(readonly cause: unknown) {}
 }
 
 /** Follower is what {@link follow} needs from one kind of stream. */
@@ -73,23 +88,30 @@ export async function follow<S, E extends { seq: bigint }>(
       for await (const ev of f.open(signal)) {
         if (f.apply(ev)) {
           progressed = true;
-          opts.onUpdate?.(f.state, ev);
+          try {
+            opts.onUpdate?.(f.state, ev);
+          } catch (cbErr) {
+            throw new CallbackError(cbErr);
+          }
         }
+        if (f.ended()) return f.state;
       }
       if (f.ended() || signal.aborted) return f.state;
       // A stream that ends cleanly without its last event was cut by a
       // proxy: resume.
       throw new ConnectError("the stream ended before the last event", Code.Unavailable);
     } catch (e) {
+      // The caller's own callback failed: that is its error, not the network's.
+      if (e instanceof CallbackError) throw e.cause;
+      // Ended, or closed by the caller: the state as it stands.
+      if (f.ended() || signal.aborted) return f.state;
       const err = ConnectError.from(e);
-      // Closed by the caller: the state as it stands.
-      if (signal.aborted) return f.state;
       if (!isReconnectable(err)) throw err;
       failures = progressed ? 1 : failures + 1;
       if (progressed) delay = opts.reconnectDelayMs ?? 250;
       if (failures > max) throw err;
       opts.onReconnect?.(failures, err);
-      await sleep(delay, signal);
+      await sleep(Math.max(delay, err.code === Code.ResourceExhausted ? (retryAfterMs(err) ?? 0) : 0), signal);
       delay *= 2;
     }
   }
@@ -107,14 +129,21 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
-/** linkSignal returns a controller aborted by parent too. */
-export function linkSignal(parent?: AbortSignal): AbortController {
+/**
+ * linkSignal returns a controller that parent aborts too, and a function
+ * that unlinks it (call it when the stream has ended, so a long-lived
+ * parent does not collect one listener per stream).
+ */
+export function linkSignal(parent?: AbortSignal): [AbortController, () => void] {
   const c = new AbortController();
-  if (parent) {
-    if (parent.aborted) c.abort(parent.reason);
-    else parent.addEventListener("abort", () => c.abort(parent.reason), { once: true });
+  if (!parent) return [c, () => {}];
+  if (parent.aborted) {
+    c.abort(parent.reason);
+    return [c, () => {}];
   }
-  return c;
+  const onAbort = () => c.abort(parent.reason);
+  parent.addEventListener("abort", onAbort, { once: true });
+  return [c, () => parent.removeEventListener("abort", onAbort)];
 }
 
 /** newRequestId returns a random id for idempotent retries. */

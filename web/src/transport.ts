@@ -90,19 +90,34 @@ function isUnauthenticated(err: unknown): boolean {
 }
 
 function bearerInterceptor(getToken: TokenSource): Interceptor {
+  // Calls refused at the same moment share one refresh: with refresh-token
+  // rotation, a second refresh of the same session could revoke it.
+  let refreshing: Promise<string | null | undefined> | undefined;
+  const refreshOnce = () => {
+    refreshing ??= Promise.resolve()
+      .then(() => getToken({ forceRefresh: true }))
+      .finally(() => (refreshing = undefined));
+    return refreshing;
+  };
   return (next) => async (req) => {
-    const token = await getToken({ forceRefresh: false });
+    let token: string | null | undefined;
+    try {
+      token = await getToken({ forceRefresh: false });
+    } catch (err) {
+      throw new ConnectError(`could not get an access token: ${err instanceof Error ? err.message : String(err)}`, Code.Unauthenticated, undefined, undefined, err);
+    }
     const authorize = (t: string | null | undefined) => {
-      if (t) {
-        req.header.set("Authorization", `Bearer ${t}`);
-      } else {
-        req.header.delete("Authorization");
-      }
+      if (t) req.header.set("Authorization", `Bearer ${t}`);
     };
-    // A fresh token, or nothing when the source has none better.
+    // A fresh token, or nothing when the source has none better (or fails:
+    // the caller then sees the server's unauthenticated, not the source's error).
     const refresh = async () => {
-      const fresh = await getToken({ forceRefresh: true });
-      return fresh && fresh !== token ? fresh : undefined;
+      try {
+        const fresh = await refreshOnce();
+        return fresh && fresh !== token ? fresh : undefined;
+      } catch {
+        return undefined;
+      }
     };
     authorize(token);
     if (!req.stream) {
@@ -134,7 +149,9 @@ function bearerInterceptor(getToken: TokenSource): Interceptor {
     if (!res.stream) return res;
     const first = res;
     // Connect and gRPC-Web answer a stream's auth failure in its last
-    // frame: refresh and call again only when nothing had arrived yet.
+    // frame: refresh and call again only when nothing had arrived yet. The
+    // retry's trailers are copied to the response the caller holds; its
+    // headers are those of the first attempt.
     async function* messages() {
       let received = false;
       try {
@@ -149,7 +166,11 @@ function bearerInterceptor(getToken: TokenSource): Interceptor {
         authorize(fresh);
         const again = await call();
         if (!again.stream) throw err;
-        yield* again.message;
+        try {
+          yield* again.message;
+        } finally {
+          again.trailer.forEach((v, k) => first.trailer.set(k, v));
+        }
       }
     }
     return { ...first, message: messages() };

@@ -189,10 +189,16 @@ test("stop, edit and switch branches, and an agent run watched to its end", asyn
 });
 
 test("a page from an origin the API does not allow is refused by CORS, and says so in words", async () => {
-  const { page } = await open(otherOrigin, await browser.newContext());
+  const { page, problems } = await open(otherOrigin, await browser.newContext());
   try {
+    const health = await fetch(`${api.url}/health`);
+    assert.equal(health.status, 200, "the API is down: a refusal would prove nothing");
     await page.locator("#dev-token").click();
     await page.locator("#toast").filter({ hasText: /Cannot reach Parley|Failed to fetch/ }).waitFor();
+    assert.ok(
+      problems.some((p) => p.includes("blocked by CORS policy") && p.includes(otherOrigin)),
+      `Chromium did not report a CORS refusal:\n${problems.join("\n")}`,
+    );
     await page.screenshot({ path: join(shots, "5-cors-refused.png") });
   } finally {
     await page.close();

@@ -28,6 +28,8 @@ import {
   type RateLimit,
   type TokenSource,
 } from "../src/index.js";
+import { fromBinary, fromJsonString } from "@bufbuild/protobuf";
+import { ResumeGenerationRequestSchema, type ResumeGenerationRequest } from "../src/gen/parley/v1/chat_pb.js";
 import { randomUser, repoRoot, startParley, type DevServer } from "./harness.js";
 
 let server: DevServer;
@@ -49,23 +51,32 @@ function client(options: Partial<ParleyTransportOptions> = {}, user = randomUser
   return createParley({ baseUrl: server.url, getToken: devTokenSource(server.url, { sub: user }), ...options });
 }
 
+/** A request as it went on the wire. */
+interface WireCall {
+  path: string;
+  body: Uint8Array;
+}
+
 /**
- * cuttingFetch is a fetch whose first response to a path ending in
- * `suffix` breaks off after `chunks` body chunks, as when a phone changes
- * networks mid-answer.
+ * wire is a fetch that records every request, and breaks off its first
+ * response to a path ending in `cut.suffix` after `cut.chunks` body chunks,
+ * as when a phone changes networks mid-answer.
  */
-function cuttingFetch(suffix: string, chunks: number): { fetch: typeof fetch; cuts: () => number } {
+function wire(cut?: { suffix: string; chunks: number }): { fetch: typeof fetch; calls: WireCall[]; cuts: () => number } {
   let cuts = 0;
+  const calls: WireCall[] = [];
   const f: typeof fetch = async (input, init) => {
-    const res = await fetch(input, init);
     const url = typeof input === "string" ? input : input instanceof URL ? input.href : input.url;
-    if (cuts > 0 || !url.endsWith(suffix) || !res.body) return res;
+    const body = init?.body instanceof Uint8Array ? init.body : new Uint8Array();
+    calls.push({ path: new URL(url).pathname, body });
+    const res = await fetch(input, init);
+    if (!cut || cuts > 0 || !url.endsWith(cut.suffix) || !res.body) return res;
     cuts++;
     const reader = res.body.getReader();
     let n = 0;
-    const body = new ReadableStream<Uint8Array>({
+    const cutBody = new ReadableStream<Uint8Array>({
       async pull(ctl) {
-        if (n++ >= chunks) {
+        if (n++ >= cut.chunks) {
           await reader.cancel();
           ctl.error(new TypeError("network connection lost"));
           return;
@@ -75,9 +86,21 @@ function cuttingFetch(suffix: string, chunks: number): { fetch: typeof fetch; cu
         else ctl.enqueue(r.value);
       },
     });
-    return new Response(body, { status: res.status, headers: res.headers });
+    return new Response(cutBody, { status: res.status, headers: res.headers });
   };
-  return { fetch: f, cuts: () => cuts };
+  return { fetch: f, calls, cuts: () => cuts };
+}
+
+/** resumeRequests decodes the ResumeGeneration requests among calls. */
+function resumeRequests(calls: WireCall[], binary: boolean): ResumeGenerationRequest[] {
+  return calls
+    .filter((c) => c.path === "/parley.v1.ChatService/ResumeGeneration")
+    .map((c) => {
+      const payload = c.body.subarray(5); // the envelope: a flag byte and a length
+      return binary
+        ? fromBinary(ResumeGenerationRequestSchema, payload)
+        : fromJsonString(ResumeGenerationRequestSchema, new TextDecoder().decode(payload));
+    });
 }
 
 async function savedAnswer(p: Parley, conversationId: string, messageId: string) {
@@ -163,27 +186,36 @@ for (const { name, options } of transports) {
 
     test("a dropped connection is resumed after the last event, nothing lost or repeated", async () => {
       const user = randomUser();
-      const cut = cuttingFetch("/parley.v1.ChatService/SendMessage", 3);
+      const cut = wire({ suffix: "/parley.v1.ChatService/SendMessage", chunks: 3 });
       const p = client({ ...options, fetch: cut.fetch }, user);
       const { conversation } = await p.chat.createConversation({});
       let deltas = "";
-      const reconnects: number[] = [];
+      const reconnects: bigint[] = [];
       const s = sendMessage(p.chat, { conversationId: conversation!.id, content: "My mother never listens to me" }, {
         onUpdate: (_a, ev) => {
           if (ev.event.case === "delta") deltas += ev.event.value.text;
         },
-        onReconnect: (attempt) => reconnects.push(attempt),
+        onReconnect: () => reconnects.push(s.answer.seq),
       });
       const a = await s.done;
       assert.equal(cut.cuts(), 1, "the fetch was never cut: the test proves nothing");
-      assert.deepEqual(reconnects, [1]);
+      assert.equal(reconnects.length, 1);
+      // The reconnection resumed after the last event received, rather than
+      // sending the message again or replaying from the start.
+      const resumed = resumeRequests(cut.calls, options.protocol === "grpc-web");
+      assert.equal(resumed.length, 1, JSON.stringify(cut.calls.map((c) => c.path)));
+      assert.equal(resumed[0]!.generationId, a.generationId);
+      assert.ok(reconnects[0]! > 0n, "the cut came before the first event");
+      assert.equal(resumed[0]!.afterSeq, reconnects[0]);
+      assert.equal(cut.calls.filter((c) => c.path.endsWith("/SendMessage")).length, 1);
       const saved = await savedAnswer(p, conversation!.id, a.messageId);
       assert.equal(saved.content, deltas, "text was lost or repeated across the reconnection");
       assert.equal(a.status, MessageStatus.COMPLETED);
     });
 
     test("a stream closed by the client resumes from its seq with resumeAnswer", async () => {
-      const p = client(options);
+      const rec = wire();
+      const p = client({ ...options, fetch: rec.fetch });
       const { conversation } = await p.chat.createConversation({});
       let deltas = "";
       const first = sendMessage(p.chat, { conversationId: conversation!.id, content: "Everyone at work ignores my ideas" }, {
@@ -200,11 +232,13 @@ for (const { name, options } of transports) {
       const rest = resumeAnswer(p.chat, partial.generationId, {
         answer: partial,
         onUpdate: (_a, ev) => {
-          assert.ok(ev.seq > seqAtClose, `event ${ev.seq} replayed although the client had it`);
           if (ev.event.case === "delta") deltas += ev.event.value.text;
         },
       });
       const a = await rest.done;
+      const resumed = resumeRequests(rec.calls, options.protocol === "grpc-web");
+      assert.equal(resumed.length, 1);
+      assert.equal(resumed[0]!.afterSeq, seqAtClose, "resumeAnswer did not ask for the events after the answer's seq");
       const saved = await savedAnswer(p, conversation!.id, a.messageId);
       assert.equal(saved.content, deltas);
       assert.equal(a.text, saved.content);
@@ -213,12 +247,15 @@ for (const { name, options } of transports) {
     test("stop keeps the text so far as STOPPED", async () => {
       const p = client(options);
       const { conversation } = await p.chat.createConversation({});
+      let stopped: Promise<unknown> | undefined;
       const s = sendMessage(p.chat, { conversationId: conversation!.id, content: "Tell me about dreams and what they mean to people" }, {
         onUpdate: (_a, ev) => {
-          if (ev.event.case === "delta") void s.stop();
+          if (ev.event.case === "delta") stopped ??= s.stop();
         },
       });
       const a = await s.done;
+      const stoppedMessage = (await stopped) as { status: MessageStatus } | undefined;
+      assert.equal(stoppedMessage?.status, MessageStatus.STOPPED);
       assert.equal(a.status, MessageStatus.STOPPED);
       const saved = await savedAnswer(p, conversation!.id, a.messageId);
       assert.equal(saved.status, MessageStatus.STOPPED);
@@ -307,8 +344,25 @@ for (const { name, options } of transports) {
       assert.equal(calls, 2);
     });
 
+    test("a failing callback or token source ends the call with its own error, without retries", async () => {
+      const rec = wire();
+      const p = client({ ...options, fetch: rec.fetch });
+      const { conversation } = await p.chat.createConversation({});
+      const s = sendMessage(p.chat, { conversationId: conversation!.id, content: "Hello" }, {
+        onUpdate: () => {
+          throw new Error("the page's renderer broke");
+        },
+      });
+      await assert.rejects(s.done, /the page's renderer broke/);
+      assert.equal(rec.calls.filter((c) => c.path.endsWith("/ResumeGeneration")).length, 0, "a callback error was taken for a network error");
+
+      const broken = createParley({ baseUrl: server.url, ...options, getToken: () => Promise.reject(new Error("session storage is gone")) });
+      const err = await expectCode(broken.chat.listConversations({}), Code.Unauthenticated);
+      assert.match(err.rawMessage, /could not get an access token: session storage is gone/);
+    });
+
     test("an agent run is watched to its end, across a dropped connection", async () => {
-      const cut = cuttingFetch("/parley.v1.AgentService/WatchRun", 4);
+      const cut = wire({ suffix: "/parley.v1.AgentService/WatchRun", chunks: 4 });
       const p = client({ ...options, fetch: cut.fetch });
       const { conversation } = await p.chat.createConversation({ title: "agent" });
       const { run } = await p.agents.startRun({ goal: "Write a short guide to Lisbon's trams", conversationId: conversation!.id });
