@@ -34,9 +34,13 @@ func fakeEnv(t *testing.T, fake *llmtest.Server, opts apitest.Options) *apitest.
 	return apitest.New(t, opts)
 }
 
+// testCtx bounds a test's calls. The clock starts when it is made: a parallel subtest that uses its
+// parent's context may wait for a free slot (-parallel, GOMAXPROCS) first,
+// which on a loaded two-core machine has taken over 30 s, so the bound is
+// generous; it exists only so a hung call fails instead of hanging.
 func testCtx(t *testing.T) context.Context {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	return ctx
 }
