@@ -40,18 +40,18 @@ WITH RECURSIVE conv AS (
     SELECT c.id, c.title, c.system_prompt, c.model, c.active_leaf_id FROM parley.conversations c
     WHERE c.id = @conversation_id AND c.user_id = @user_id
 ), branch AS (
-    SELECT m.id, m.parent_id, m.role, m.content, m.status, m.tool_rounds, m.create_time, 1 AS depth,
+    SELECT m.id, m.parent_id, m.role, m.content, m.status, m.tool_rounds, m.client_message_id, m.create_time, 1 AS depth,
            char_length(m.content)::bigint AS loaded
     FROM parley.messages m JOIN conv ON m.conversation_id = conv.id
     WHERE m.id = COALESCE(sqlc.narg('leaf_id')::uuid, conv.active_leaf_id)
     UNION ALL
-    SELECT p.id, p.parent_id, p.role, p.content, p.status, p.tool_rounds, p.create_time, b.depth + 1,
+    SELECT p.id, p.parent_id, p.role, p.content, p.status, p.tool_rounds, p.client_message_id, p.create_time, b.depth + 1,
            b.loaded + char_length(p.content)
     FROM parley.messages p JOIN branch b ON p.id = b.parent_id
     WHERE b.depth < sqlc.arg('max_depth')::int AND b.loaded < sqlc.arg('max_bytes')::bigint
 )
 SELECT conv.title AS conversation_title, conv.system_prompt, conv.model AS conversation_model,
-       b.id AS message_id, b.parent_id, b.role, b.content, b.status, b.tool_rounds
+       b.id AS message_id, b.parent_id, b.role, b.content, b.status, b.tool_rounds, b.client_message_id
 FROM conv LEFT JOIN branch b ON true
 ORDER BY b.depth DESC;
 

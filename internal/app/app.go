@@ -196,6 +196,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 		MaxOutputTokens:     cfg.MaxOutputTokens,
 		Titler:              titler,
 		Plans:               plans,
+		Usage:               a.store.TokenUsage,
 		MaxConcurrent:       cfg.MaxConcurrentGenerations,
 		MaxRunning:          cfg.InstanceMaxGenerations,
 		MaxFollowers:        cfg.InstanceMaxFollowers,

@@ -100,8 +100,11 @@ type Message struct {
 	Usage          Usage
 	FinishReason   string
 	GenerationID   uuid.UUID // uuid.Nil unless an assistant message
-	CreateTime     time.Time
-	UpdateTime     time.Time
+	// ClientMessageID is the client's idempotency key the message was
+	// saved under, if any; filled by LoadContext.
+	ClientMessageID string
+	CreateTime      time.Time
+	UpdateTime      time.Time
 	// SiblingIDs lists the messages sharing this one's parent (itself
 	// included), oldest first; filled when listing a branch.
 	SiblingIDs []uuid.UUID

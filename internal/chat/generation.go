@@ -39,6 +39,9 @@ type generation struct {
 	xc          ExchangeContext
 	prompt      []PromptMessage
 	provider    Provider
+	// ahead is the first turn's request, sent while the exchange was
+	// saved; nil when it was not (see overlap.go). The first turn takes it.
+	ahead *askedAhead
 
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
@@ -70,13 +73,25 @@ var errStopped = errors.New("stopped by the user")
 // deletion.
 var errEndedElsewhere = errors.New("answer ended elsewhere")
 
-func (g *Generator) newGeneration(userID uuid.UUID, userMessage, answer Message, p prepared) *generation {
+// runContext is the context of a generation, made before its exchange is
+// saved so that a request asked ahead runs under it.
+type runContext struct {
+	ctx      context.Context
+	cancel   func(error)
+	deadline time.Time
+}
+
+func (g *Generator) newRunContext() runContext {
 	ctx, cancelTimeout := context.WithTimeoutCause(g.base, g.cfg.MaxDuration, errTooLong)
 	ctx, cancel := context.WithCancelCause(ctx)
+	return runContext{ctx: ctx, cancel: func(cause error) { cancel(cause); cancelTimeout() }, deadline: time.Now().Add(g.cfg.MaxDuration)}
+}
+
+func (g *Generator) newGeneration(userID uuid.UUID, userMessage, answer Message, p prepared, rc runContext, ahead *askedAhead) *generation {
 	gen := &generation{
 		g: g, id: answer.GenerationID, messageID: answer.ID, answer: answer,
 		userID: userID, userMessage: userMessage, xc: p.xc, prompt: p.prompt, provider: p.provider,
-		ctx: ctx, cancel: func(cause error) { cancel(cause); cancelTimeout() }, deadline: time.Now().Add(g.cfg.MaxDuration),
+		ctx: rc.ctx, cancel: rc.cancel, deadline: rc.deadline, ahead: ahead,
 		wake: make(chan struct{}),
 	}
 	gen.emit(Event{Kind: EventStarted, Started: &Started{

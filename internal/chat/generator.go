@@ -38,6 +38,11 @@ type GeneratorConfig struct {
 	StopWait time.Duration
 	// Plans says what each user may spend; nil: no quota, every model.
 	Plans plan.Resolver
+	// Usage reads a user's token usage for the quota period holding a
+	// time; the instance's budgets are read with it, in the background, to
+	// decide when the model may be asked while the exchange is saved (see
+	// overlap.go). Nil asks ahead only for users without a quota.
+	Usage func(ctx context.Context, userID uuid.UUID, at time.Time) (TokenUsage, error)
 	// MaxConcurrent is how many answers one user may have streaming at
 	// once, across instances (3).
 	MaxConcurrent int
@@ -160,6 +165,9 @@ type Generator struct {
 	followersByUser map[uuid.UUID]int
 
 	checkpointsOnce sync.Once
+
+	// budgets are the users' quota budgets this instance knows.
+	budgets budgets
 }
 
 // NewGenerator returns a Generator. Call Listen to receive stop requests

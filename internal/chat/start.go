@@ -16,6 +16,9 @@ import (
 // event (started) is ready before start returns; the model is asked in the
 // generation's own goroutine (stream.go).
 
+// errNotSaved cancels a generation whose exchange was not saved.
+var errNotSaved = errors.New("the exchange was not saved")
+
 // errDraining refuses new answers once the instance is shutting down, so
 // the client retries on another one.
 var errDraining = apperr.New(apperr.Unavailable, "the server is restarting; send the message again")
@@ -43,9 +46,25 @@ func (g *Generator) start(ctx context.Context, userID uuid.UUID, p prepared) (St
 	if err := g.admit(); err != nil {
 		return nil, err
 	}
+	rc := g.newRunContext()
+	var ahead *askedAhead
+	// A send retried after its first attempt was saved carries a key the
+	// loaded branch already holds: its insert will be refused and attach
+	// to that attempt, so the model is not asked for it.
+	if !retriedInBranch(p.xc.Branch, x.ClientMessageID) && g.mayAskAhead(userID, quota, x.ReserveTokens, x.CreateTime) {
+		ahead = askAhead(rc.ctx, p.provider, g.firstRequest(x.Model, p.prompt))
+	}
 	user, answer, err := g.store.InsertExchange(ctx, userID, x)
 	if err != nil {
 		g.release()
+		// Refused or failed: the request asked ahead is canceled before
+		// its answer is read.
+		rc.cancel(errNotSaved)
+		if ahead != nil {
+			ahead.abandon()
+		}
+	} else if quota > 0 {
+		g.reserved(userID, x.ReserveTokens, x.CreateTime)
 	}
 	switch {
 	case errors.Is(err, ErrQuotaExceeded):
@@ -69,10 +88,24 @@ func (g *Generator) start(ctx context.Context, userID uuid.UUID, p prepared) (St
 		parent := p.xc.Branch[len(p.xc.Branch)-1]
 		user = &parent
 	}
-	gen := g.newGeneration(userID, *user, answer, p)
+	gen := g.newGeneration(userID, *user, answer, p, rc, ahead)
 	g.register(gen)
 	gen.launch()
 	return gen.subscribe(0), nil
+}
+
+// retriedInBranch reports whether a message of branch was saved under the
+// client message id key.
+func retriedInBranch(branch []Message, key string) bool {
+	if key == "" {
+		return false
+	}
+	for _, m := range branch {
+		if m.ClientMessageID == key {
+			return true
+		}
+	}
+	return false
 }
 
 // nextMonth is when the quota period holding t ends.

@@ -27,10 +27,7 @@ import (
 func (gen *generation) streamModel() (Usage, string, error) {
 	var total Usage
 	prompt := slices.Clone(gen.prompt)
-	var specs []ToolSpec // asked once per answer
-	if gen.g.cfg.Tools != nil {
-		specs = gen.g.cfg.Tools.Specs()
-	}
+	specs := gen.g.toolSpecs() // asked once per answer
 	for round := 1; ; round++ {
 		var tools []ToolSpec
 		if round <= gen.g.cfg.MaxToolRounds {
@@ -67,6 +64,29 @@ func (gen *generation) streamModel() (Usage, string, error) {
 	}
 }
 
+// toolSpecs are the tools an answer is offered.
+func (g *Generator) toolSpecs() []ToolSpec {
+	if g.cfg.Tools == nil {
+		return nil
+	}
+	return g.cfg.Tools.Specs()
+}
+
+// modelRequest is one turn's request.
+func (g *Generator) modelRequest(model string, prompt []PromptMessage, tools []ToolSpec) ModelRequest {
+	return ModelRequest{Model: model, Messages: prompt, MaxTokens: g.cfg.MaxOutputTokens, Tools: tools}
+}
+
+// firstRequest is the request of an answer's first turn: what streamModel
+// sends in round 1.
+func (g *Generator) firstRequest(model string, prompt []PromptMessage) ModelRequest {
+	var tools []ToolSpec
+	if g.cfg.MaxToolRounds >= 1 {
+		tools = g.toolSpecs()
+	}
+	return g.modelRequest(model, slices.Clone(prompt), tools)
+}
+
 // modelTurn is what one model turn produced.
 type modelTurn struct {
 	text         string
@@ -78,8 +98,16 @@ type modelTurn struct {
 // streamTurn asks the model once and relays its text deltas, gathering
 // its tool calls (and streaming the document they write).
 func (gen *generation) streamTurn(prompt []PromptMessage, tools []ToolSpec) (modelTurn, error) {
-	req := ModelRequest{Model: gen.answer.Model, Messages: prompt, MaxTokens: gen.g.cfg.MaxOutputTokens, Tools: tools}
-	s, err := gen.provider.Stream(gen.ctx, req)
+	var s ModelStream
+	var err error
+	if gen.ahead != nil {
+		// The first turn, asked while the exchange was saved, with the
+		// same request (firstRequest).
+		s, err = gen.ahead.take()
+		gen.ahead = nil
+	} else {
+		s, err = gen.provider.Stream(gen.ctx, gen.g.modelRequest(gen.answer.Model, prompt, tools))
+	}
 	if err != nil {
 		if gen.ctx.Err() != nil {
 			// Stopped (or interrupted) while the provider was being asked:

@@ -47,6 +47,9 @@ func (s *Store) LoadContext(ctx context.Context, userID, conversationID, leafID 
 			Content:        deref(r.Content),
 			Status:         chat.Status(deref(r.Status)),
 			ToolRounds:     toToolRounds(r.ToolRounds),
+			// ClientMessageID lets a retried send be recognized without
+			// another round trip.
+			ClientMessageID: deref(r.ClientMessageID),
 		})
 	}
 	return x, nil

@@ -220,12 +220,18 @@ func (s *Store) LoadContext(_ context.Context, userID, conversationID, leafID uu
 	if id == uuid.Nil {
 		id = c.leaf
 	}
+	keys := map[uuid.UUID]string{}
+	for k, id := range c.clients {
+		keys[id] = k
+	}
 	for id != uuid.Nil {
 		m, ok := s.messages[id]
 		if !ok || m.ConversationID != conversationID {
 			break
 		}
-		xc.Branch = append(xc.Branch, *m)
+		loaded := *m
+		loaded.ClientMessageID = keys[m.ID]
+		xc.Branch = append(xc.Branch, loaded)
 		id = m.ParentID
 	}
 	slices.Reverse(xc.Branch)
