@@ -21,6 +21,18 @@ import (
 // a cap, not a standing cost.
 const defaultPoolSize = 256
 
+// Buffer sizes per connection. go-redis gives each connection 32 KiB for
+// reading and 32 KiB for writing (128 KiB each on its pipeline pool), sized
+// for large values; Parley's commands and replies are events of a few
+// hundred bytes, batched by the dozen (a mirror write, a follower's read),
+// and with hundreds of answers open those buffers were a fifth of the
+// memory each open answer costs (TestProfileHeld). A reply larger than the
+// buffer is still read whole, in more reads.
+const (
+	connBufferSize     = 8 << 10
+	pipelineBufferSize = 16 << 10
+)
+
 // NewClient returns a client for a redis:// or rediss:// (TLS, as Upstash
 // and Memorystore require) URL. A pool_size in the URL wins over the
 // default pool size. It does not connect.
@@ -36,6 +48,8 @@ func NewClient(redisURL string) (*redis.Client, error) {
 	if opt.PoolSize == 0 {
 		opt.PoolSize = defaultPoolSize
 	}
+	opt.ReadBufferSize, opt.WriteBufferSize = connBufferSize, connBufferSize
+	opt.PipelineReadBufferSize, opt.PipelineWriteBufferSize = pipelineBufferSize, pipelineBufferSize
 	// Maintenance notifications are a Redis Cloud feature that Upstash and
 	// Memorystore do not speak; probing for them logs non-JSON lines.
 	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}

@@ -3,9 +3,15 @@ package redisconn_test
 import (
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/parleyhq/parley/internal/redisconn"
+	"github.com/parleyhq/parley/internal/redistest"
 )
+
+func TestMain(m *testing.M) { redistest.Main(m) }
 
 func TestNewClient(t *testing.T) {
 	t.Parallel()
@@ -63,4 +69,47 @@ func TestNewClientErr(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLargeRepliesThroughSmallBuffers: the connection buffers are small
+// (Parley's events are), but a value, a pipeline and a stream entry many
+// times their size still go through whole, against a real Redis.
+func TestLargeRepliesThroughSmallBuffers(t *testing.T) {
+	t.Parallel()
+	client, err := redisconn.NewClient(redistest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ctx := t.Context()
+	key := redistest.Prefix(t) + "big"
+	big := strings.Repeat("parley-", 40_000) // 280 kB: 35 times the buffer
+	if err := client.Set(ctx, key, big, time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := client.Get(ctx, key).Result(); err != nil || got != big {
+		t.Fatalf("GET returned %d bytes (%v); want %d", len(got), err, len(big))
+	}
+	pipe := client.Pipeline()
+	var gets []*redis.StringCmd
+	for range 20 {
+		gets = append(gets, pipe.Get(ctx, key))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, g := range gets {
+		if g.Val() != big {
+			t.Fatalf("pipelined GET %d returned %d bytes; want %d", i, len(g.Val()), len(big))
+		}
+	}
+	stream := key + ":events"
+	if err := client.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: map[string]any{"e": big}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := client.XRange(ctx, stream, "-", "+").Result()
+	if err != nil || len(msgs) != 1 || msgs[0].Values["e"] != big {
+		t.Fatalf("XRANGE: %d entries (%v)", len(msgs), err)
+	}
+	client.Del(ctx, key, stream)
 }
