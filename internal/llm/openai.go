@@ -124,11 +124,23 @@ func (p *OpenAI) Stream(ctx context.Context, req chat.ModelRequest) (chat.ModelS
 	// caller's cancellation.
 	reqCtx, cancel := context.WithCancelCause(ctx)
 	idle := p.clock.AfterFunc(p.idleTimeout, func() { cancel(errIdle) })
-	sse := p.completions.NewStreaming(reqCtx, params)
+	// NewStreaming's request (stream: true), with the response handed back
+	// unread: openai-go's SSE framing splits it into events, and
+	// decodeEvent reads each chunk (chunk.go).
+	var raw *http.Response
+	_, err = p.completions.New(reqCtx, params, option.WithJSONSet("stream", true), option.WithResponseBodyInto(&raw))
 	idle.Stop()
-	if err := sse.Err(); err != nil {
+	var dec ssestream.Decoder
+	if err == nil {
+		if dec = ssestream.NewDecoder(raw); dec == nil {
+			err = errTruncated
+		}
+	}
+	if err != nil {
 		cancel(err)
-		_ = sse.Close()
+		if raw != nil && raw.Body != nil {
+			_ = raw.Body.Close()
+		}
 		return nil, interpretError(err, ctx, reqCtx, false)
 	}
 	return &openAIStream{
@@ -137,7 +149,7 @@ func (p *OpenAI) Stream(ctx context.Context, req chat.ModelRequest) (chat.ModelS
 		cancel:      cancel,
 		idle:        idle,
 		idleTimeout: p.idleTimeout,
-		sse:         sse,
+		sse:         dec,
 		usage:       chat.Usage{PromptTokens: promptEstimate(req.Messages)},
 	}, nil
 }
@@ -252,7 +264,8 @@ type openAIStream struct {
 	// stream itself or must leave that to the Recv in progress.
 	recvMu sync.Mutex
 	closed atomic.Bool
-	sse    *ssestream.Stream[openai.ChatCompletionChunk]
+	sse    ssestream.Decoder
+	ended  bool // the last event ([DONE], an error event) was read
 
 	pending      []chat.Delta // deltas of the last chunk not handed out yet
 	usage        chat.Usage
@@ -285,29 +298,26 @@ func (s *openAIStream) Recv() (chat.Delta, error) {
 	// stalled provider.
 	s.idle.Reset(s.idleTimeout)
 	defer s.idle.Stop()
-	for s.sse.Next() {
+	var err error
+	for !s.ended && s.sse.Next() {
 		s.idle.Reset(s.idleTimeout)
-		chunk := s.sse.Current()
-		if chunk.JSON.Usage.Valid() {
-			s.usage = chat.Usage{PromptTokens: chunk.Usage.PromptTokens, CompletionTokens: chunk.Usage.CompletionTokens}
+		f, done, derr := decodeEvent(s.sse.Event())
+		if done || derr != nil {
+			s.ended, err = true, derr
+			break
+		}
+		if f.usage != nil {
+			s.usage = *f.usage
 			s.usageFinal = true
 		}
-		var text string
+		text := f.text
 		var calls []chat.Delta // rare: only chunks of tool calls
-		for _, choice := range chunk.Choices {
-			if choice.Index != 0 { // we never ask for n > 1
-				continue
-			}
-			text += choice.Delta.Content
-			for _, tc := range choice.Delta.ToolCalls {
-				s.received += utf8.RuneCountInString(tc.Function.Arguments)
-				calls = append(calls, chat.Delta{ToolCall: &chat.ToolCallDelta{
-					Index: int(tc.Index), ID: tc.ID, Name: tc.Function.Name, Arguments: tc.Function.Arguments,
-				}})
-			}
-			if choice.FinishReason != "" {
-				s.finishReason = choice.FinishReason
-			}
+		for i := range f.calls {
+			s.received += utf8.RuneCountInString(f.calls[i].Arguments)
+			calls = append(calls, chat.Delta{ToolCall: &f.calls[i]})
+		}
+		if f.finishReason != "" {
+			s.finishReason = f.finishReason
 		}
 		s.received += utf8.RuneCountInString(text)
 		if !s.usageFinal {
@@ -325,7 +335,11 @@ func (s *openAIStream) Recv() (chat.Delta, error) {
 			return calls[0], nil
 		}
 	}
-	err := s.sse.Err()
+	if err == nil {
+		err = s.sse.Err()
+	}
+	// The body is done with (openai-go's stream closes it at its end too).
+	_ = s.sse.Close()
 	switch {
 	case err == nil && s.finishReason == "":
 		// A body that ends without a finish reason is a truncated
