@@ -4,7 +4,7 @@ SHELL := /bin/bash
 GO ?= go
 GENERATED := internal/gen internal/store/sqlcgen
 
-.PHONY: dev web test web-test web-deps node-deps generate check-generated lint vet fmt build bench docker clean-dev help
+.PHONY: fuzz dev web test web-test web-deps node-deps generate check-generated lint vet fmt build bench docker clean-dev help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -42,6 +42,15 @@ $(QSTASH_NODE)/node_modules/.package-lock.json: $(QSTASH_NODE)/package-lock.json
 
 bench: ## measure against same-run baselines; rewrites BENCHMARKS.md and bench/ttft.svg (~5 min)
 	$(GO) test -tags bench -run TestReport -count=1 -timeout 15m -v ./internal/bench/
+
+FUZZTIME ?= 2m
+
+fuzz: ## run every Go fuzz target for FUZZTIME each (their seed corpora already run in make test)
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
 
 generate: web-deps ## regenerate protobuf/Connect (Go and TypeScript) and sqlc code with pinned tools
 	$(GO) tool buf format -w
