@@ -90,6 +90,8 @@ function connect(): boolean {
   parley = createParley({
     baseUrl: store.api,
     getToken,
+    // ?protocol=grpc-web speaks gRPC-Web (binary) instead of Connect (JSON).
+    protocol: new URLSearchParams(location.search).get("protocol") === "grpc-web" ? "grpc-web" : "connect",
     // Readable across origins because Parley's CORS exposes the headers.
     onRateLimit: (limit) => {
       document.body.dataset.rateRemaining = String(limit.remaining);

@@ -74,15 +74,25 @@ after(async () => {
 });
 
 /** open loads the page from origin against the dev API and records what goes wrong. */
-async function open(origin: string, context: BrowserContext = profile): Promise<{ page: Page; problems: string[] }> {
+async function open(
+  origin: string,
+  context: BrowserContext = profile,
+  protocol: "connect" | "grpc-web" = "connect",
+): Promise<{ page: Page; problems: string[]; contentTypes: Set<string> }> {
   const page = await context.newPage();
   const problems: string[] = [];
+  const contentTypes = new Set<string>();
+  page.on("request", (r) => {
+    const t = r.headers()["content-type"];
+    if (t && r.url().startsWith(api.url)) contentTypes.add(t);
+  });
   page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
   page.on("console", (m) => {
     if (m.type() === "error") problems.push(`console: ${m.text()}`);
   });
-  await page.goto(`${origin}/?api=${encodeURIComponent(api.url)}`);
-  return { page, problems };
+  const query = `?api=${encodeURIComponent(api.url)}${protocol === "grpc-web" ? "&protocol=grpc-web" : ""}`;
+  await page.goto(`${origin}/${query}`);
+  return { page, problems, contentTypes };
 }
 
 const lastAnswer = `#messages li[data-role="assistant"]:last-child`;
@@ -91,64 +101,72 @@ async function answerText(page: Page): Promise<string> {
   return (await page.locator(`${lastAnswer} .content`).textContent()) ?? "";
 }
 
-test("the page signs in, streams an answer, resumes it after a reload, and opens the artifact it wrote", async () => {
-  const { page, problems } = await open(pageOrigin);
-  try {
-    await page.locator("#signin").waitFor();
-    await page.locator("#dev-token").click();
-    await page.locator("#app").waitFor();
-    await page.locator("#usage").filter({ hasText: "tokens this month" }).waitFor();
-    // The rate-limit headers crossed origins: CORS exposes them.
-    const remaining = await page.evaluate(() => document.body.dataset.rateRemaining);
-    assert.match(remaining ?? "", /^\d+$/, "the page could not read RateLimit-Remaining across origins");
+for (const protocol of ["connect", "grpc-web"] as const) {
+  test(`over ${protocol}, the page signs in, streams an answer, resumes it after a reload, and opens the artifact it wrote`, async () => {
+    // Connect signs in the profile the next test goes on with; gRPC-Web gets its own.
+    const context = protocol === "connect" ? profile : await browser.newContext({ viewport: { width: 1280, height: 860 } });
+    const { page, problems, contentTypes } = await open(pageOrigin, context, protocol);
+    const shot = (name: string) => join(shots, `${protocol}-${name}`);
+    try {
+      await page.locator("#signin").waitFor();
+      await page.locator("#dev-token").click();
+      await page.locator("#app").waitFor();
+      await page.locator("#usage").filter({ hasText: "tokens this month" }).waitFor();
+      // The rate-limit headers crossed origins: CORS exposes them.
+      const remaining = await page.evaluate(() => document.body.dataset.rateRemaining);
+      assert.match(remaining ?? "", /^\d+$/, "the page could not read RateLimit-Remaining across origins");
 
-    // Send, and watch the answer grow in the DOM.
-    await page.locator("#input").fill("I keep putting off my work and I feel guilty about it");
-    await page.locator("#input").press("Enter");
-    await page.locator(`${lastAnswer}[data-status="streaming"]`).waitFor();
-    await page.waitForFunction((sel) => (document.querySelector(sel)?.textContent ?? "").length > 0, `${lastAnswer} .content`);
-    const early = await answerText(page);
-    await page.waitForFunction(([sel, n]) => (document.querySelector(sel as string)?.textContent ?? "").length > (n as number), [`${lastAnswer} .content`, early.length] as const);
-    const before = await answerText(page);
-    assert.ok(before.startsWith(early), "the streamed text was rewritten instead of growing");
-    await page.screenshot({ path: join(shots, "1-streaming.png") });
+      // Send, and watch the answer grow in the DOM.
+      await page.locator("#input").fill("I keep putting off my work and I feel guilty about it");
+      await page.locator("#input").press("Enter");
+      await page.locator(`${lastAnswer}[data-status="streaming"]`).waitFor();
+      await page.waitForFunction((sel) => (document.querySelector(sel)?.textContent ?? "").length > 0, `${lastAnswer} .content`);
+      const early = await answerText(page);
+      await page.waitForFunction(([sel, n]) => (document.querySelector(sel as string)?.textContent ?? "").length > (n as number), [`${lastAnswer} .content`, early.length] as const);
+      const before = await answerText(page);
+      assert.ok(before.startsWith(early), "the streamed text was rewritten instead of growing");
+      await page.screenshot({ path: shot("1-streaming.png") });
 
-    // Reload mid-answer: the page follows the same answer from the start.
-    await page.reload();
-    await page.locator("#app").waitFor();
-    await page.locator(`${lastAnswer}[data-status="streaming"]`).waitFor({ timeout: 5_000 }).catch(() => {
-      assert.fail("the answer had ended before the reload; the test proves nothing (slow OFFLINE_WORD_DELAY down)");
-    });
-    await page.waitForFunction((sel) => (document.querySelector(sel)?.textContent ?? "").length > 0, `${lastAnswer} .content`);
-    await page.screenshot({ path: join(shots, "2-resumed.png") });
-    await page.locator(`${lastAnswer}[data-status="completed"]`).waitFor({ timeout: 20_000 });
-    const after = await answerText(page);
-    assert.ok(after.startsWith(before), `after the reload the answer does not go on from "${before}": "${after}"`);
-    assert.ok(after.length > before.length);
+      // Reload mid-answer: the page follows the same answer from the start.
+      await page.reload();
+      await page.locator("#app").waitFor();
+      await page.locator(`${lastAnswer}[data-status="streaming"]`).waitFor({ timeout: 5_000 }).catch(() => {
+        assert.fail("the answer had ended before the reload; the test proves nothing (slow OFFLINE_WORD_DELAY down)");
+      });
+      await page.waitForFunction((sel) => (document.querySelector(sel)?.textContent ?? "").length > 0, `${lastAnswer} .content`);
+      await page.screenshot({ path: shot("2-resumed.png") });
+      await page.locator(`${lastAnswer}[data-status="completed"]`).waitFor({ timeout: 20_000 });
+      const after = await answerText(page);
+      assert.ok(after.startsWith(before), `after the reload the answer does not go on from "${before}": "${after}"`);
+      assert.ok(after.length > before.length);
 
-    // What the page shows is what was saved.
-    const conversationId = new URL(page.url()).hash.slice(3);
-    const parley = createParley({ baseUrl: api.url, getToken: devTokenSource(api.url) });
-    const { messages } = await parley.chat.listMessages({ conversationId });
-    assert.equal(messages.at(-1)?.content, after);
-    assert.equal(messages.at(-1)?.status, MessageStatus.COMPLETED);
+      // What the page shows is what was saved.
+      const conversationId = new URL(page.url()).hash.slice(3);
+      const parley = createParley({ baseUrl: api.url, getToken: devTokenSource(api.url) });
+      const { messages } = await parley.chat.listMessages({ conversationId });
+      assert.equal(messages.at(-1)?.content, after);
+      assert.equal(messages.at(-1)?.status, MessageStatus.COMPLETED);
 
-    // An answer that writes a document: open it and its versions.
-    await page.locator("#input").fill("Write a packing list for Lisbon");
-    await page.locator("#input").press("Enter");
-    const chip = page.locator(`${lastAnswer} .chip[data-artifact-id]`);
-    await chip.waitFor({ timeout: 20_000 });
-    await page.locator(`${lastAnswer}[data-status="completed"]`).waitFor({ timeout: 20_000 });
-    await chip.click();
-    await page.locator("#panel pre.document[data-version='1']").filter({ hasText: "Packing list for Lisbon" }).waitFor();
-    assert.equal(await page.locator("#panel .versions .chip").count(), 1);
-    await page.screenshot({ path: join(shots, "3-artifact.png") });
-    assert.deepEqual(problems, []);
-  } finally {
-    await page.screenshot({ path: join(shots, "last-main.png") }).catch(() => {});
-    await page.close();
-  }
-});
+      // An answer that writes a document: open it and its versions.
+      await page.locator("#input").fill("Write a packing list for Lisbon");
+      await page.locator("#input").press("Enter");
+      const chip = page.locator(`${lastAnswer} .chip[data-artifact-id]`);
+      await chip.waitFor({ timeout: 20_000 });
+      await page.locator(`${lastAnswer}[data-status="completed"]`).waitFor({ timeout: 20_000 });
+      await chip.click();
+      await page.locator("#panel pre.document[data-version='1']").filter({ hasText: "Packing list for Lisbon" }).waitFor();
+      assert.equal(await page.locator("#panel .versions .chip").count(), 1);
+      await page.screenshot({ path: shot("3-artifact.png") });
+      assert.deepEqual(problems, []);
+      // The page spoke the protocol asked for.
+      const wire = protocol === "grpc-web" ? "application/grpc-web+proto" : "application/connect+json";
+      assert.ok(contentTypes.has(wire), `no ${wire} request; saw ${[...contentTypes].join(", ")}`);
+    } finally {
+      await page.screenshot({ path: shot("last.png") }).catch(() => {});
+      await page.close();
+    }
+  });
+}
 
 test("stop, edit and switch branches, and an agent run watched to its end", async () => {
   const { page, problems } = await open(pageOrigin);
