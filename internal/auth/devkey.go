@@ -182,6 +182,19 @@ func (k *DevKey) SignAnonymous(issuer string, sub uuid.UUID, ttl time.Duration) 
 	return k.sign(issuer, sub, "", true, time.Now(), ttl)
 }
 
+// SignClaims signs arbitrary claims with the dev key (ES256, its kid), for
+// tokens Supabase issues that are not user sessions, such as the anon and
+// service_role API keys, which tests present to prove they are refused.
+func (k *DevKey) SignClaims(claims map[string]any) (string, error) {
+	token := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims(claims))
+	token.Header["kid"] = k.kid
+	signed, err := token.SignedString(k.private)
+	if err != nil {
+		return "", fmt.Errorf("auth: sign dev token: %w", err)
+	}
+	return signed, nil
+}
+
 func (k *DevKey) sign(issuer string, sub uuid.UUID, email string, anonymous bool, now time.Time, ttl time.Duration) (string, error) {
 	if ttl <= 0 {
 		return "", errors.New("auth: token ttl must be positive")
