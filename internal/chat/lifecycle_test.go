@@ -676,11 +676,21 @@ func TestMaxDeltas(t *testing.T) {
 func TestStartsDuringShutdown(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, chat.GeneratorConfig{MaxConcurrent: 1000})
-	go func() { // answer whatever is asked, at once
+	// Answer whatever is asked, at once, until the test ends (goleak holds
+	// every package to leaving no goroutine behind).
+	done, answered := make(chan struct{}), make(chan struct{})
+	t.Cleanup(func() { close(done); <-answered })
+	go func() {
+		defer close(answered)
 		for {
-			turn := r.model.Next(wait)
-			if turn == nil {
+			select {
+			case <-done:
 				return
+			default:
+			}
+			turn := r.model.Next(20 * time.Millisecond)
+			if turn == nil {
+				continue
 			}
 			turn.Say("ok")
 			turn.End(chat.Usage{}, "stop")

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/parleyhq/parley/internal/leaktest"
 	"io"
 	"io/fs"
 	"os"
@@ -41,7 +42,7 @@ func init() {
 func TestMain(m *testing.M) {
 	switch os.Getenv(roleEnv) {
 	case "":
-		os.Exit(m.Run())
+		os.Exit(leaktest.Check(m.Run()))
 	case "parent":
 		if err := playParent(os.Getenv(signalEnv)); err != nil {
 			fmt.Fprintln(os.Stderr, "parent:", err)

@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/parleyhq/parley/internal/leaktest"
 	"net/url"
 	"os"
 	"sync/atomic"
@@ -48,7 +49,7 @@ var extraDatabases atomic.Int64
 // it afterwards, then exits with the tests' status. It exits with status 1
 // when no database can be set up, or when cleaning up fails.
 func Main(m *testing.M) {
-	os.Exit(Run(m))
+	os.Exit(leaktest.Check(Run(m)))
 }
 
 // Run is Main without the exit, for a TestMain that also sets up other

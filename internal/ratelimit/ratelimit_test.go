@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/parleyhq/parley/internal/leaktest"
 	"log/slog"
 	"net"
 	"os"
@@ -23,7 +24,7 @@ func TestMain(m *testing.M) {
 	teardown := redistest.Setup()
 	code := m.Run()
 	teardown()
-	os.Exit(code)
+	os.Exit(leaktest.Check(code))
 }
 
 // discardLog swallows the limiter's warnings.

@@ -25,6 +25,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"github.com/parleyhq/parley/internal/leaktest"
 	"os"
 	"strings"
 	"sync"
@@ -59,7 +60,7 @@ func Main(m *testing.M) {
 	teardown := Setup()
 	code := m.Run()
 	teardown()
-	os.Exit(code)
+	os.Exit(leaktest.Check(code))
 }
 
 // Setup is Main's first half for a TestMain that also runs other helpers:

@@ -2,9 +2,7 @@ package riverq_test
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -12,7 +10,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"go.uber.org/goleak"
 
 	"github.com/parleyhq/parley/db"
 	"github.com/parleyhq/parley/internal/agent"
@@ -24,16 +21,7 @@ import (
 // that no goroutine outlived them: every Queue is stopped and every pool
 // closed.
 func TestMain(m *testing.M) {
-	code := pgtest.Run(m)
-	if code == 0 {
-		// localproc's spawner (pgtest's own server, when DATABASE_URL is
-		// unset) lives as long as the process, on purpose.
-		if err := goleak.Find(goleak.IgnoreTopFunction("github.com/parleyhq/parley/internal/localproc.Start.func1.1")); err != nil {
-			fmt.Fprintf(os.Stderr, "riverq: leaked goroutines: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	pgtest.Main(m) // checks for leaked goroutines too (internal/leaktest)
 }
 
 // waitBound bounds every wait for a delivery; reaching it fails the test

@@ -1,6 +1,7 @@
 package rpc_test
 
 import (
+	"github.com/parleyhq/parley/internal/leaktest"
 	"os"
 	"testing"
 
@@ -12,5 +13,5 @@ func TestMain(m *testing.M) {
 	teardown := redistest.Setup()
 	code := pgtest.Run(m)
 	teardown()
-	os.Exit(code)
+	os.Exit(leaktest.Check(code))
 }
