@@ -127,6 +127,13 @@ func (s *Service) Search(ctx context.Context, userID uuid.UUID, r Request) ([]Re
 	if n := utf8.RuneCountInString(r.Query); n > MaxQueryRunes {
 		return nil, "", apperr.InvalidField("query", "must be at most %d characters, got %d", MaxQueryRunes, n)
 	}
+	// PostgreSQL text holds neither (FuzzSearchQuery found both reaching it).
+	if !utf8.ValidString(r.Query) {
+		return nil, "", apperr.InvalidField("query", "must be valid UTF-8")
+	}
+	if strings.ContainsRune(r.Query, 0) {
+		return nil, "", apperr.InvalidField("query", "must not contain NUL characters (U+0000)")
+	}
 	q := Query{Text: r.Query, Config: s.config, ConversationID: r.ConversationID}
 	for _, k := range r.Kinds {
 		switch k {
