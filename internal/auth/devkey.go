@@ -215,11 +215,5 @@ func (k *DevKey) sign(issuer string, sub uuid.UUID, email string, anonymous bool
 	if email != "" {
 		claims["email"] = email
 	}
-	token := jwt.NewWithClaims(jwt.SigningMethodES256, claims)
-	token.Header["kid"] = k.kid
-	signed, err := token.SignedString(k.private)
-	if err != nil {
-		return "", fmt.Errorf("auth: sign dev token: %w", err)
-	}
-	return signed, nil
+	return k.SignClaims(claims)
 }

@@ -39,7 +39,7 @@ const (
 
 // userBudget is what the instance knows of one user's quota period.
 type userBudget struct {
-	month      time.Time // the period read
+	period     time.Time // the quota period read, named by its end (nextMonth)
 	committed  int64     // used + reserved, as read
 	local      int64     // reserved by this instance since the read
 	readAt     time.Time // zero until the first read returns
@@ -65,13 +65,13 @@ func (g *Generator) mayAskAhead(userID uuid.UUID, quota, reserve int64, now time
 	if g.cfg.Usage == nil {
 		return false
 	}
-	month := monthStart(now)
+	period := nextMonth(now)
 	g.budgets.mu.Lock()
 	defer g.budgets.mu.Unlock()
 	b := g.budgets.m[userID]
-	fresh := b != nil && !b.readAt.IsZero() && b.month.Equal(month) && now.Sub(b.readAt) < budgetFresh
+	fresh := b != nil && !b.readAt.IsZero() && b.period.Equal(period) && now.Sub(b.readAt) < budgetFresh
 	if !fresh {
-		g.refreshBudgetLocked(userID, month, b)
+		g.refreshBudgetLocked(userID, now, b)
 		return false
 	}
 	return b.committed+b.local+budgetMargin*reserve <= quota
@@ -80,22 +80,22 @@ func (g *Generator) mayAskAhead(userID uuid.UUID, quota, reserve int64, now time
 // reserved records a reservation this instance made, and refreshes a
 // budget that is getting old, off the path.
 func (g *Generator) reserved(userID uuid.UUID, reserve int64, now time.Time) {
-	month := monthStart(now)
 	g.budgets.mu.Lock()
 	defer g.budgets.mu.Unlock()
 	b := g.budgets.m[userID]
-	if b == nil || !b.month.Equal(month) {
+	if b == nil || !b.period.Equal(nextMonth(now)) {
 		return
 	}
 	b.local += reserve
 	if now.Sub(b.readAt) > budgetFresh/2 {
-		g.refreshBudgetLocked(userID, month, b)
+		g.refreshBudgetLocked(userID, now, b)
 	}
 }
 
-// refreshBudgetLocked reads a user's usage in the background; g.budgets.mu
-// is held.
-func (g *Generator) refreshBudgetLocked(userID uuid.UUID, month time.Time, b *userBudget) {
+// refreshBudgetLocked reads a user's usage for the quota period holding at
+// in the background; g.budgets.mu is held.
+func (g *Generator) refreshBudgetLocked(userID uuid.UUID, at time.Time, b *userBudget) {
+	period := nextMonth(at)
 	if g.cfg.Usage == nil || (b != nil && b.refreshing) {
 		return
 	}
@@ -106,7 +106,7 @@ func (g *Generator) refreshBudgetLocked(userID uuid.UUID, month time.Time, b *us
 		if len(g.budgets.m) >= maxBudgets {
 			g.forgetOldestBudgetsLocked()
 		}
-		b = &userBudget{month: month}
+		b = &userBudget{period: period}
 		g.budgets.m[userID] = b
 	}
 	b.refreshing = true
@@ -115,7 +115,7 @@ func (g *Generator) refreshBudgetLocked(userID uuid.UUID, month time.Time, b *us
 		ctx, cancel := context.WithTimeout(g.base, budgetRefreshTimeout)
 		defer cancel()
 		started := g.clock.Now()
-		u, err := g.cfg.Usage(ctx, userID, month)
+		u, err := g.cfg.Usage(ctx, userID, at)
 		g.budgets.mu.Lock()
 		defer g.budgets.mu.Unlock()
 		b.refreshing = false
@@ -124,7 +124,7 @@ func (g *Generator) refreshBudgetLocked(userID uuid.UUID, month time.Time, b *us
 		}
 		// Reservations made while the read ran may or may not be in it:
 		// keeping them counted errs on the safe side.
-		b.month, b.committed, b.readAt = month, u.Used+u.Reserved, started
+		b.period, b.committed, b.readAt = period, u.Used+u.Reserved, started
 		b.local = 0
 	}()
 }
@@ -144,11 +144,6 @@ func (g *Generator) forgetOldestBudgetsLocked() {
 	for _, e := range all[:len(all)/2] {
 		delete(g.budgets.m, e.id)
 	}
-}
-
-func monthStart(t time.Time) time.Time {
-	t = t.UTC()
-	return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
 }
 
 // askedAhead is an upstream request sent before its exchange was saved.

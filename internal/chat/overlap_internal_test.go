@@ -26,12 +26,12 @@ func TestMayAskAhead(t *testing.T) {
 	fail := atomic.Bool{}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
-	g := &Generator{base: ctx, clock: fake, cfg: GeneratorConfig{Usage: func(_ context.Context, _ uuid.UUID, at time.Time) (TokenUsage, error) {
+	g := &Generator{base: ctx, clock: fake, cfg: GeneratorConfig{Usage: func(context.Context, uuid.UUID, time.Time) (TokenUsage, error) {
 		reads.Add(1)
 		if fail.Load() {
 			return TokenUsage{}, errors.New("database down")
 		}
-		return TokenUsage{Month: monthStart(at), Used: used.Load(), Reserved: 100}, nil
+		return TokenUsage{Used: used.Load(), Reserved: 100}, nil
 	}}}
 	user := uuid.New()
 	waitRead := func(n int32) {

@@ -265,7 +265,6 @@ type openAIStream struct {
 	recvMu sync.Mutex
 	closed atomic.Bool
 	sse    ssestream.Decoder
-	ended  bool // the last event ([DONE], an error event) was read
 
 	pending      []chat.Delta // deltas of the last chunk not handed out yet
 	usage        chat.Usage
@@ -299,11 +298,11 @@ func (s *openAIStream) Recv() (chat.Delta, error) {
 	s.idle.Reset(s.idleTimeout)
 	defer s.idle.Stop()
 	var err error
-	for !s.ended && s.sse.Next() {
+	for s.sse.Next() {
 		s.idle.Reset(s.idleTimeout)
 		f, done, derr := decodeEvent(s.sse.Event())
 		if done || derr != nil {
-			s.ended, err = true, derr
+			err = derr
 			break
 		}
 		if f.usage != nil {
