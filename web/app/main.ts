@@ -69,6 +69,7 @@ let parley: Parley | undefined;
 let conversationId: string | null = null;
 let messages: Message[] = [];
 let live: AnswerStream | undefined;
+const busyText = "Wait for the answer to finish, or stop it.";
 // Bumped by every navigation, so a slow load for a page the user has left
 // does not overwrite the one they went to.
 let navSeq = 0;
@@ -349,7 +350,7 @@ function branchSwitch(m: Message): HTMLElement {
   const span = document.createElement("span");
   span.className = "branches";
   const go = (d: number) => async () => {
-    if (live) return toast("Wait for the answer to finish, or stop it.");
+    if (live) return toast(busyText);
     const target = m.siblingIds[m.siblingIndex + d];
     if (!target) return;
     try {
@@ -389,7 +390,7 @@ function artifactChips(saved: SavedArtifact[]): HTMLElement {
 }
 
 function startEdit(li: HTMLLIElement, m: Message, index: number) {
-  if (live) return toast("Wait for the answer to finish, or stop it.");
+  if (live) return toast(busyText);
   const content = li.querySelector(".content")!;
   const box = document.createElement("textarea");
   box.className = "edit-box";
@@ -399,7 +400,7 @@ function startEdit(li: HTMLLIElement, m: Message, index: number) {
   save.textContent = "Save and answer";
   const cancel = actionButton("Cancel", () => render());
   save.onclick = () => {
-    if (live) return toast("Wait for the answer to finish, or stop it.");
+    if (live) return toast(busyText);
     const text = box.value.trim();
     if (!text) return toast("A message cannot be empty.");
     messages = messages.slice(0, index);
@@ -413,7 +414,7 @@ function startEdit(li: HTMLLIElement, m: Message, index: number) {
 }
 
 function regenerate(m: Message, index: number) {
-  if (live) return toast("Wait for the answer to finish, or stop it.");
+  if (live) return toast(busyText);
   messages = messages.slice(0, index);
   follow((o) => regenerateMessage(parley!.chat, { messageId: m.id }, o), index, false);
 }
@@ -504,7 +505,7 @@ $("composer").onsubmit = async (e) => {
   const input = $<HTMLTextAreaElement>("input");
   const content = input.value.trim();
   if (!content || !parley || sending) return;
-  if (live) return toast("Wait for the answer to finish, or stop it.");
+  if (live) return toast(busyText);
   sending = true;
   input.value = "";
   try {

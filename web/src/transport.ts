@@ -109,25 +109,27 @@ function bearerInterceptor(getToken: TokenSource): Interceptor {
     const authorize = (t: string | null | undefined) => {
       if (t) req.header.set("Authorization", `Bearer ${t}`);
     };
-    // A fresh token, or nothing when the source has none better (or fails:
-    // the caller then sees the server's unauthenticated, not the source's error).
-    const refresh = async () => {
+    // After err: whether a fresh token is now on the request, so the call
+    // may be sent again. Only for unauthenticated, and only when the source
+    // has a better token (a failing source leaves the server's answer).
+    const reauthorize = async (err: unknown) => {
+      if (!isUnauthenticated(err) || req.signal.aborted) return false;
+      let fresh: string | null | undefined;
       try {
-        const fresh = await refreshOnce();
-        return fresh && fresh !== token ? fresh : undefined;
+        fresh = await refreshOnce();
       } catch {
-        return undefined;
+        return false;
       }
+      if (!fresh || fresh === token) return false;
+      authorize(fresh);
+      return true;
     };
     authorize(token);
     if (!req.stream) {
       try {
         return await next(req);
       } catch (err) {
-        if (!isUnauthenticated(err) || req.signal.aborted) throw err;
-        const fresh = await refresh();
-        if (!fresh) throw err;
-        authorize(fresh);
+        if (!(await reauthorize(err))) throw err;
         return await next(req);
       }
     }
@@ -140,10 +142,7 @@ function bearerInterceptor(getToken: TokenSource): Interceptor {
     try {
       res = await call();
     } catch (err) {
-      if (!isUnauthenticated(err) || req.signal.aborted) throw err;
-      const fresh = await refresh();
-      if (!fresh) throw err;
-      authorize(fresh);
+      if (!(await reauthorize(err))) throw err;
       return await call();
     }
     if (!res.stream) return res;
@@ -160,10 +159,7 @@ function bearerInterceptor(getToken: TokenSource): Interceptor {
           yield m;
         }
       } catch (err) {
-        if (received || !isUnauthenticated(err) || req.signal.aborted) throw err;
-        const fresh = await refresh();
-        if (!fresh) throw err;
-        authorize(fresh);
+        if (received || !(await reauthorize(err))) throw err;
         const again = await call();
         if (!again.stream) throw err;
         try {
