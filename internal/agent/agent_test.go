@@ -462,3 +462,62 @@ func TestQuotaRefusesStart(t *testing.T) {
 		t.Fatalf("CreateRun over the quota: %v, want ErrQuotaExceeded", err)
 	}
 }
+
+// flakyEnd is the real store whose EndStep fails the first fails times
+// without reaching the database, as a restarting database fails it, and
+// counts the attempts.
+type flakyEnd struct {
+	*store.Agents
+	mu             sync.Mutex
+	fails, attempt int
+}
+
+func (f *flakyEnd) EndStep(ctx context.Context, e agent.StepEnd) error {
+	f.mu.Lock()
+	f.attempt++
+	fail := f.attempt <= f.fails
+	f.mu.Unlock()
+	if fail {
+		return apperr.Wrap(errors.New("dial tcp 127.0.0.1:5432: connect: connection refused"), apperr.Unavailable, "the database is unavailable")
+	}
+	return f.Agents.EndStep(ctx, e)
+}
+
+// A step whose model calls are done is saved once the database answers
+// again: the outcome's write is retried, not the step, so the model is
+// asked once and the next step queued once.
+func TestStepEndSavedAfterDatabaseBlip(t *testing.T) {
+	r := newRig(t)
+	user := uuid.New()
+	run := r.start(t, user)
+	task := r.queue.last()
+	flaky := &flakyEnd{Agents: r.store, fails: 2}
+	runner := agent.NewRunner(flaky, r.models, nil, nil, agent.RunnerConfig{FlushInterval: 10 * time.Millisecond})
+	done := make(chan error, 1)
+	go func() { done <- runner.Handle(context.Background(), task) }()
+	turn := r.model.Next(5 * time.Second)
+	if turn == nil {
+		t.Fatal("the delivery did not ask the model")
+	}
+	turn.Say("1. Pack.")
+	turn.End(chat.Usage{PromptTokens: 10, CompletionTokens: 3}, "stop")
+	if err := <-done; err != nil {
+		t.Fatalf("delivery: %v, want nil (saved on the third attempt)", err)
+	}
+	if flaky.attempt != 3 {
+		t.Errorf("EndStep attempted %d times, want 3", flaky.attempt)
+	}
+	if n := len(r.model.Requests()); n != 1 {
+		t.Errorf("the model was asked %d times, want once", n)
+	}
+	got, err := r.store.GetRun(t.Context(), user, run.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := got.Steps[0]; s.Status != agent.StepSucceeded || s.Attempt != 1 || s.Output != "1. Pack." {
+		t.Errorf("plan step: %+v, want succeeded on attempt 1", s)
+	}
+	if n := r.queue.count(); n != 2 {
+		t.Errorf("%d tasks queued, want 2 (the start and the next step once)", n)
+	}
+}

@@ -188,7 +188,7 @@ func (r *Runner) Handle(ctx context.Context, t Task) error {
 	saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), saveTimeout)
 	defer cancel()
 	if handBack != nil {
-		if err := r.store.ReleaseStep(saveCtx, t, owner); err != nil {
+		if err := r.retrySave(saveCtx, t, func(ctx context.Context) error { return r.store.ReleaseStep(ctx, t, owner) }); err != nil {
 			r.cfg.Log.Warn("agent: cannot release a step", "task", t.DedupKey(), "err", err)
 		}
 		return handBack
@@ -197,7 +197,7 @@ func (r *Runner) Handle(ctx context.Context, t Task) error {
 		// The lease was lost: the delivery that holds it now decides.
 		return nil
 	}
-	if err := r.store.EndStep(saveCtx, *end); err != nil {
+	if err := r.retrySave(saveCtx, t, func(ctx context.Context) error { return r.store.EndStep(ctx, *end) }); err != nil {
 		if errors.Is(err, ErrLeaseLost) {
 			return nil
 		}
@@ -218,6 +218,42 @@ func (r *Runner) Handle(ctx context.Context, t Task) error {
 // saveTimeout bounds the writes after a step's model calls (its outcome,
 // or the release of its lease), which go on after the delivery ended.
 const saveTimeout = 10 * time.Second
+
+// Backoff between attempts at a step's last write: from saveRetryFirst,
+// doubling, at most saveRetryMax apart, within saveTimeout.
+const (
+	saveRetryFirst = 100 * time.Millisecond
+	saveRetryMax   = time.Second
+)
+
+// retrySave runs save, a step's last write, again with backoff while ctx
+// allows when it fails for any reason but a lost lease: a database that
+// restarts while a step finishes must not throw away model calls that are
+// done (running the step again would call the model twice). Each write is
+// one transaction that checks the lease, so an attempt that committed
+// before its answer was lost makes the next one answer ErrLeaseLost, never
+// a second save. Waits are in real time: ctx's deadline is.
+func (r *Runner) retrySave(ctx context.Context, t Task, save func(context.Context) error) error {
+	backoff := saveRetryFirst
+	for attempt := 1; ; attempt++ {
+		err := save(ctx)
+		if err == nil || errors.Is(err, ErrLeaseLost) {
+			return err
+		}
+		if deadline, ok := ctx.Deadline(); ok && time.Now().Add(backoff).After(deadline) {
+			return err
+		}
+		r.cfg.Log.Warn("agent: cannot save a step's end; retrying", "task", t.DedupKey(), "attempt", attempt, "retry_in", backoff.String(), "err", err)
+		timer := time.NewTimer(backoff)
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			return err
+		}
+		backoff = min(2*backoff, saveRetryMax)
+	}
+}
 
 // monthOf is the quota period holding t (the first of its month, UTC).
 func monthOf(t time.Time) time.Time {
