@@ -19,6 +19,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/parleyhq/parley/internal/agent"
 	"github.com/parleyhq/parley/internal/app"
@@ -127,6 +128,10 @@ type Options struct {
 	// (the subscriptions table, cached per instance) instead of giving
 	// every test user an unlimited plan.
 	PlansFromDatabase bool
+	// TracerProvider traces the server on it (app.Options.TracerProvider):
+	// an SDK provider over tracetest's in-memory exporter lets a test
+	// read the spans production would export. The test shuts it down.
+	TracerProvider trace.TracerProvider
 	// StripeURL, when set, turns billing on against that Stripe API (a
 	// stripe-mock from stripetest), with StripeWebhookSecret,
 	// StripePricePro and the Checkout URLs below.
@@ -182,6 +187,7 @@ func New(tb testing.TB, opts Options) *Env {
 		Agent:              opts.Agent,
 		RiverRescueAfter:   opts.RiverRescueAfter,
 		AgentSweep:         opts.AgentSweep,
+		TracerProvider:     opts.TracerProvider,
 	}
 	if opts.Generator.Clock != nil {
 		appOpts.Clock = opts.Generator.Clock

@@ -16,6 +16,7 @@ import (
 	"github.com/parleyhq/parley/internal/riverq"
 	"github.com/parleyhq/parley/internal/search"
 	"github.com/parleyhq/parley/internal/store"
+	"github.com/parleyhq/parley/internal/telemetry"
 )
 
 // agentParts are the agent domain and the queue that delivers its steps:
@@ -45,7 +46,11 @@ func (a *App) buildAgents(opts Options, plans plan.Resolver, searcher *search.Se
 	}
 	// The queue calls the runner, and the runner's store queues through
 	// the queue: handle closes the loop once both exist.
-	handle := func(ctx context.Context, t agent.Task) error { return p.runner.Handle(ctx, t) }
+	var handle agent.Handler = func(ctx context.Context, t agent.Task) error { return p.runner.Handle(ctx, t) }
+	var tools agent.Tools = agent.NewToolbox(searcher, artifacts, a.log)
+	if a.tracer != nil {
+		handle, tools = telemetry.AgentStep(handle, a.tracer), telemetry.AgentTools(tools, a.tracer)
+	}
 	var sink store.TaskSink
 	if cfg.QStash() {
 		pub := qstash.NewPublisher(cfg.QStashURL, cfg.QStashToken)
@@ -71,7 +76,7 @@ func (a *App) buildAgents(opts Options, plans plan.Resolver, searcher *search.Se
 		p.river, sink = q, q
 	}
 	agents := a.store.Agents(sink)
-	p.runner = agent.NewRunner(agents, a.models, agent.NewToolbox(searcher, artifacts, a.log), p.hub.Notify, rc)
+	p.runner = agent.NewRunner(agents, a.models, tools, p.hub.Notify, rc)
 	p.service = agent.NewService(agents, a.models, p.hub, p.runner, agent.ServiceConfig{
 		Plans: plans, MaxActive: cfg.AgentMaxActiveRuns, MaxWatchersPerUser: cfg.MaxFollowersPerUser, Clock: opts.Clock,
 	})

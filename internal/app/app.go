@@ -18,7 +18,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/parleyhq/parley/internal/agent"
 	"github.com/parleyhq/parley/internal/artifact"
@@ -38,6 +41,7 @@ import (
 	"github.com/parleyhq/parley/internal/server"
 	"github.com/parleyhq/parley/internal/store"
 	"github.com/parleyhq/parley/internal/stripeapi"
+	"github.com/parleyhq/parley/internal/telemetry"
 	"github.com/parleyhq/parley/internal/user"
 )
 
@@ -95,6 +99,12 @@ type Options struct {
 	RiverRescueAfter time.Duration
 	// AgentSweep tunes the sweep for stranded runs (zero: defaults).
 	AgentSweep agent.SweepConfig
+
+	// TracerProvider, when set, traces the service on it whatever the
+	// configuration says (tests pass an SDK provider over an in-memory
+	// exporter); the caller shuts it down. Nil: the service traces to
+	// cfg.Tracing's endpoint when one is set, else not at all.
+	TracerProvider trace.TracerProvider
 }
 
 // App is a built service, ready to Run.
@@ -110,6 +120,9 @@ type App struct {
 	agents    *agentParts
 	planCache *plan.Cache // nil when Options.Plans replaced the catalog
 	billing   *billing.Service
+	// tracer is the tracing of everything New builds; nil when tracing
+	// is off, which installs no tracing code at all.
+	tracer    trace.TracerProvider
 	closers   []func()
 	closeOnce sync.Once
 }
@@ -137,6 +150,10 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 	}
 	a.closers = append(a.closers, func() { a.ln.Close() })
 
+	if err = a.startTracing(ctx, opts.TracerProvider); err != nil {
+		return nil, err
+	}
+
 	if a.verifier = opts.Verifier; a.verifier == nil {
 		if a.verifier, err = auth.NewVerifier(ctx, auth.Config{
 			Issuer: cfg.IssuerURL(), JWKSURL: cfg.JWKSURL(), HS256Secret: []byte(cfg.SupabaseJWTSecret), Logger: a.log,
@@ -148,6 +165,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 
 	if a.store, err = store.Open(ctx, cfg.DatabaseURL, store.Options{
 		QueryExecMode: cfg.QueryExecMode, MaxConns: int32(cfg.DatabaseMaxConns), StatementTimeout: cfg.DatabaseStatementTimeout,
+		Tracer: a.queryTracer(),
 	}); err != nil {
 		return nil, err
 	}
@@ -162,7 +180,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 		return nil, err
 	}
 
-	a.models, err = catalog(cfg, opts)
+	a.models, err = catalog(cfg, opts, a.tracer)
 	if err != nil {
 		return nil, err
 	}
@@ -186,8 +204,14 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 	// The artifacts the assistant writes through tool calls are the same
 	// documents the ArtifactService serves.
 	artifacts := artifact.NewService(a.store)
+	var tools chat.Toolbox = artifact.NewTools(artifacts, a.log)
+	var carry func(request, run context.Context) context.Context
+	if a.tracer != nil {
+		tools, carry = telemetry.Toolbox(tools, a.tracer), telemetry.Carry
+	}
 	a.generator = chat.NewGenerator(genStore, a.models, events, a.log, chat.GeneratorConfig{
-		Tools:               artifact.NewTools(artifacts, a.log),
+		Tools:               tools,
+		Carry:               carry,
 		CheckpointInterval:  opts.CheckpointInterval,
 		StopWait:            opts.StopWait,
 		OutputReserve:       opts.OutputReserve,
@@ -242,8 +266,57 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 		RateLimits:       limits,
 		Plans:            plans,
 		TrustedProxyHops: cfg.TrustedProxyHops,
+		Tracing:          a.tracer,
 	}), a.log)
 	return a, nil
+}
+
+// startTracing sets a.tracer: tp when given, else a provider exporting to
+// the configured OTLP endpoint, else nothing (tracing off). Close shuts
+// down the provider it built, flushing the spans still buffered.
+func (a *App) startTracing(ctx context.Context, tp trace.TracerProvider) error {
+	if tp == nil && !a.cfg.Tracing.Enabled() {
+		return nil
+	}
+	if tp == nil {
+		sdk, err := telemetry.New(ctx, a.cfg.Tracing, server.Version())
+		if err != nil {
+			return err
+		}
+		a.closers = append(a.closers, func() {
+			// Close runs after Run's shutdown, in the second Run leaves
+			// of the grace period for the pool and the logs.
+			flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			defer cancel()
+			if err := sdk.Shutdown(flushCtx); err != nil {
+				a.log.Warn("traces not all exported before the deadline", "err", err)
+			}
+		})
+		tp = sdk
+	}
+	a.tracer = tp
+	// Clients and libraries that read the global propagator (rather than
+	// the one passed to otelconnect) then speak W3C traceparent too.
+	otel.SetTextMapPropagator(telemetry.Propagator())
+	return nil
+}
+
+// queryTracer is the pool's tracer when tracing is on (see
+// telemetry.QueryTracer), else none.
+func (a *App) queryTracer() pgx.QueryTracer {
+	if a.tracer == nil {
+		return nil
+	}
+	return telemetry.QueryTracer(a.tracer)
+}
+
+// redisOptions trace the Redis clients' commands when tracing is on,
+// beneath the span of the work that sent them.
+func (a *App) redisOptions() []redisconn.Option {
+	if a.tracer == nil {
+		return nil
+	}
+	return []redisconn.Option{redisconn.WithTracing(telemetry.ChildrenOnly(a.tracer))}
 }
 
 // buildBilling builds the billing service on Stripe when STRIPE_SECRET_KEY
@@ -287,7 +360,7 @@ func (a *App) shared(prefix string, forced bool, clk clock.Clock) (chat.EventLog
 		}
 		return broker.NewChatLog(broker.NewMemory(cfg.EventLogRetention, opts...)), limiter, nil
 	}
-	client, err := redisconn.NewClient(cfg.RedisURL)
+	client, err := redisconn.NewClient(cfg.RedisURL, a.redisOptions()...)
 	if err != nil {
 		return nil, nil, errors.New("REDIS_URL: cannot use it as a Redis URL")
 	}
@@ -296,7 +369,7 @@ func (a *App) shared(prefix string, forced bool, clk clock.Clock) (chat.EventLog
 	if limited {
 		// Its own client, so a slow Redis fails a check in 50ms, not 5s.
 		var fast *redis.Client
-		if fast, err = redisconn.NewFastClient(cfg.RedisURL, 50*time.Millisecond); err != nil {
+		if fast, err = redisconn.NewFastClient(cfg.RedisURL, 50*time.Millisecond, a.redisOptions()...); err != nil {
 			return nil, nil, errors.New("REDIS_URL: cannot use it as a Redis URL")
 		}
 		a.closers = append(a.closers, func() { fast.Close() })
@@ -309,16 +382,23 @@ func (a *App) shared(prefix string, forced bool, clk clock.Clock) (chat.EventLog
 
 // catalog builds the model catalog: opts.Provider when given, else the
 // configured OpenAI-compatible API, else the offline responder (dev only:
-// config refuses `serve` without a provider).
-func catalog(cfg config.Config, opts Options) (*chat.Models, error) {
+// config refuses `serve` without a provider). With tp, each model call is
+// a span.
+func catalog(cfg config.Config, opts Options, tp trace.TracerProvider) (*chat.Models, error) {
+	traced := func(p chat.Provider) chat.Provider {
+		if tp == nil {
+			return p
+		}
+		return telemetry.Provider(p, tp)
+	}
 	switch {
 	case opts.Provider != nil:
-		return chat.NewModels().Add(opts.Provider, cfg.Models...), nil
+		return chat.NewModels().Add(traced(opts.Provider), cfg.Models...), nil
 	case cfg.Offline():
-		return chat.NewModels().Add(llm.NewOffline(cfg.OfflineWordDelay), llm.OfflineModel), nil
+		return chat.NewModels().Add(traced(llm.NewOffline(cfg.OfflineWordDelay)), llm.OfflineModel), nil
 	}
 	provider := llm.NewOpenAI(llm.OpenAIConfig{BaseURL: cfg.OpenAIBaseURL, APIKey: cfg.OpenAIAPIKey, IdleTimeout: cfg.LLMIdleTimeout})
-	return chat.NewModels().Add(provider, cfg.Models...), nil
+	return chat.NewModels().Add(traced(provider), cfg.Models...), nil
 }
 
 // defaultTitler titles new conversations with the conversation's model,

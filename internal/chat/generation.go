@@ -81,8 +81,12 @@ type runContext struct {
 	deadline time.Time
 }
 
-func (g *Generator) newRunContext() runContext {
-	ctx, cancelTimeout := context.WithTimeoutCause(g.base, g.cfg.MaxDuration, errTooLong)
+func (g *Generator) newRunContext(request context.Context) runContext {
+	base := g.base
+	if g.cfg.Carry != nil {
+		base = g.cfg.Carry(request, base)
+	}
+	ctx, cancelTimeout := context.WithTimeoutCause(base, g.cfg.MaxDuration, errTooLong)
 	ctx, cancel := context.WithCancelCause(ctx)
 	return runContext{ctx: ctx, cancel: func(cause error) { cancel(cause); cancelTimeout() }, deadline: time.Now().Add(g.cfg.MaxDuration)}
 }

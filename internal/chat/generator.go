@@ -24,6 +24,12 @@ type GeneratorConfig struct {
 	ContextTokens int
 	// MaxOutputTokens caps an answer; 0 leaves it to the provider.
 	MaxOutputTokens int
+	// Carry copies what belongs to the request that starts an answer onto
+	// the answer's own context, which outlives the request and is not
+	// derived from it: internal/app passes the request's trace span, so an
+	// answer's model calls and saves are traced beneath its RPC. It must
+	// keep run's cancellation and deadline; nil carries nothing.
+	Carry func(request, run context.Context) context.Context
 	// Titler writes titles for new conversations; nil disables titles.
 	Titler Titler
 	// Tools are the tools answers may call; nil offers none.

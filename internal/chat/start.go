@@ -46,7 +46,7 @@ func (g *Generator) start(ctx context.Context, userID uuid.UUID, p prepared) (St
 	if err := g.admit(); err != nil {
 		return nil, err
 	}
-	rc := g.newRunContext()
+	rc := g.newRunContext(ctx)
 	var ahead *askedAhead
 	// A send retried after its first attempt was saved carries a key the
 	// loaded branch already holds: its insert will be refused and attach

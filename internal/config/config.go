@@ -55,6 +55,10 @@ type Config struct {
 	// GoogleCloudProject names the project in trace log fields (GOOGLE_CLOUD_PROJECT, optional).
 	GoogleCloudProject string
 
+	// Tracing says where and how much to export OpenTelemetry traces; see
+	// TracingConfig. Tracing is off, at no cost, unless an endpoint is set.
+	Tracing TracingConfig
+
 	// ShutdownTimeout bounds graceful shutdown (SHUTDOWN_TIMEOUT, default 8s; Cloud Run kills at 10s).
 	ShutdownTimeout time.Duration
 
@@ -176,6 +180,33 @@ type Config struct {
 	StripeAPIBase                                        string
 }
 
+// TracingConfig is the OpenTelemetry part of the configuration, read from
+// the standard OTEL_* variables so collectors and platforms that set them
+// work unchanged.
+type TracingConfig struct {
+	// Endpoint is the OTLP/HTTP URL spans are posted to: the
+	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as given, else
+	// OTEL_EXPORTER_OTLP_ENDPOINT with /v1/traces appended (as the
+	// OpenTelemetry specification says). Empty: tracing is off.
+	Endpoint string
+	// Headers are sent with every export (OTEL_EXPORTER_OTLP_TRACES_HEADERS,
+	// else OTEL_EXPORTER_OTLP_HEADERS: comma-separated key=value pairs,
+	// values URL-encoded), for backends that authenticate by header.
+	Headers map[string]string
+	// ServiceName names this service on its spans (OTEL_SERVICE_NAME,
+	// default "parley").
+	ServiceName string
+	// SampleRatio is the share of new traces recorded
+	// (OTEL_TRACES_SAMPLER_ARG, from 0 to 1, default 1). The sampler is
+	// always parent-based: a request whose traceparent says sampled (or
+	// not) is recorded (or not) whatever the ratio, so one trace is never
+	// half kept.
+	SampleRatio float64
+}
+
+// Enabled reports whether traces are exported.
+func (t TracingConfig) Enabled() bool { return t.Endpoint != "" }
+
 // Billing reports whether Stripe is configured.
 func (c Config) Billing() bool { return c.StripeSecretKey != "" }
 
@@ -228,6 +259,7 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 		LogLevel:                    p.level("LOG_LEVEL"),
 		GoogleCloudProject:          p.str("GOOGLE_CLOUD_PROJECT", ""),
 		ShutdownTimeout:             p.duration("SHUTDOWN_TIMEOUT", 8*time.Second),
+		Tracing:                     p.tracing(),
 		QueryExecMode:               p.execMode("DATABASE_QUERY_EXEC_MODE"),
 		RedisURL:                    p.str("REDIS_URL", ""),
 		DatabaseMaxConns:            p.int("DATABASE_MAX_CONNS", 10, 1, 1000),
@@ -390,6 +422,52 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 		}
 	}
 	return cfg, p.err()
+}
+
+// tracing reads the OpenTelemetry variables Parley honours. The OTLP
+// exporter and the SDK would read some of them again themselves; New in
+// internal/telemetry passes each one explicitly, so what is used is what
+// was checked here.
+func (p *parser) tracing() TracingConfig {
+	t := TracingConfig{
+		ServiceName: p.str("OTEL_SERVICE_NAME", "parley"),
+		SampleRatio: p.float("OTEL_TRACES_SAMPLER_ARG", 1, 0, 1),
+	}
+	name, endpoint := "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", p.str("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
+	if endpoint == "" {
+		if base := p.str("OTEL_EXPORTER_OTLP_ENDPOINT", ""); base != "" {
+			name, endpoint = "OTEL_EXPORTER_OTLP_ENDPOINT", strings.TrimRight(base, "/")+"/v1/traces"
+		}
+	}
+	if endpoint != "" {
+		if u, err := url.Parse(endpoint); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			p.fail(name, "must be an http(s) URL such as http://localhost:4318 (OTLP over HTTP), got %q", endpoint)
+		} else {
+			t.Endpoint = endpoint
+		}
+	}
+	headersName, headers := "OTEL_EXPORTER_OTLP_TRACES_HEADERS", p.str("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "")
+	if headers == "" {
+		headersName, headers = "OTEL_EXPORTER_OTLP_HEADERS", p.str("OTEL_EXPORTER_OTLP_HEADERS", "")
+	}
+	for _, pair := range strings.Split(headers, ",") {
+		if strings.TrimSpace(pair) == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(pair, "=")
+		k = strings.TrimSpace(k)
+		value, err := url.PathUnescape(strings.TrimSpace(v))
+		if !ok || k == "" || err != nil {
+			// The value may be a credential: name the key only.
+			p.fail(headersName, "must be comma-separated key=value pairs; the entry for %q is not", k)
+			continue
+		}
+		if t.Headers == nil {
+			t.Headers = map[string]string{}
+		}
+		t.Headers[k] = value
+	}
+	return t
 }
 
 // isLoopback reports whether host names this machine: "localhost" or a

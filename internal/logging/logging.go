@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/lmittmann/tint"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Options configure New.
@@ -110,14 +111,21 @@ func isHex(s string) bool {
 }
 
 // traceHandler adds the context's trace to each record under Cloud
-// Logging's special keys.
+// Logging's special keys: the active OpenTelemetry span's, when tracing is
+// on and one is recording the work being logged (so the line sits under
+// that span in Cloud Trace), else the trace the request's headers named
+// (WithTrace).
 type traceHandler struct {
 	slog.Handler
 	project string
 }
 
 func (h *traceHandler) Handle(ctx context.Context, r slog.Record) error {
-	if t, ok := ctx.Value(traceKey{}).(Trace); ok {
+	t, ok := ctx.Value(traceKey{}).(Trace)
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		t, ok = Trace{TraceID: sc.TraceID().String(), SpanID: sc.SpanID().String(), Sampled: sc.IsSampled()}, true
+	}
+	if ok {
 		trace := t.TraceID
 		if h.project != "" {
 			trace = "projects/" + h.project + "/traces/" + t.TraceID

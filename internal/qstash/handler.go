@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Headers QStash sends with a delivery, and the one it reads from the answer.
@@ -136,6 +139,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	log := h.cfg.Log.With("message_id", messageID, "retried", r.Header.Get(HeaderRetried))
 	ctx := r.Context()
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		// The delivery's span (when tracing is on) names the message, as
+		// QStash's console does.
+		span.SetAttributes(attribute.String("qstash.message.id", messageID), attribute.String("qstash.retried", r.Header.Get(HeaderRetried)))
+	}
 	replayed, err := h.cfg.Replays.Seen(ctx, tokenKey(c.ID))
 	if err == nil && !replayed {
 		var ran bool

@@ -10,9 +10,41 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
+	"go.opentelemetry.io/otel/trace"
 )
+
+// Option adjusts a client.
+type Option func(*options)
+
+type options struct{ tracer trace.TracerProvider }
+
+// WithTracing traces the client's commands with OpenTelemetry's
+// redisotel on tp: a span per command or pipeline, named by the command,
+// without its arguments (they carry answers' events). Without it a
+// client has no tracing hook at all.
+func WithTracing(tp trace.TracerProvider) Option {
+	return func(o *options) { o.tracer = tp }
+}
+
+// build returns a client for opt with the hooks opts ask for.
+func build(opt *redis.Options, opts []Option) (*redis.Client, error) {
+	var o options
+	for _, apply := range opts {
+		apply(&o)
+	}
+	c := redis.NewClient(opt)
+	if o.tracer != nil {
+		if err := redisotel.InstrumentTracing(c, redisotel.WithTracerProvider(o.tracer),
+			redisotel.WithDBStatement(false), redisotel.WithCallerEnabled(false)); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("trace Redis client: %w", err)
+		}
+	}
+	return c, nil
+}
 
 // defaultPoolSize replaces go-redis's default of 10 per CPU. Followers hold
 // no connection while they wait (see broker.Redis.Follow), but each live
@@ -36,7 +68,7 @@ const (
 // NewClient returns a client for a redis:// or rediss:// (TLS, as Upstash
 // and Memorystore require) URL. A pool_size in the URL wins over the
 // default pool size. It does not connect.
-func NewClient(redisURL string) (*redis.Client, error) {
+func NewClient(redisURL string, opts ...Option) (*redis.Client, error) {
 	opt, err := redis.ParseURL(redisURL)
 	if err != nil {
 		// url.Error repeats the URL, password included; keep only the cause.
@@ -53,14 +85,14 @@ func NewClient(redisURL string) (*redis.Client, error) {
 	// Maintenance notifications are a Redis Cloud feature that Upstash and
 	// Memorystore do not speak; probing for them logs non-JSON lines.
 	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-	return redis.NewClient(opt), nil
+	return build(opt, opts)
 }
 
 // NewFastClient is NewClient for calls that must fail fast when Redis is
 // slow, such as rate-limit checks: it honours context deadlines on every
 // socket read and write (go-redis does not by default) and bounds dials
 // and pool waits.
-func NewFastClient(redisURL string, timeout time.Duration) (*redis.Client, error) {
+func NewFastClient(redisURL string, timeout time.Duration, opts ...Option) (*redis.Client, error) {
 	c, err := NewClient(redisURL)
 	if err != nil {
 		return nil, err
@@ -70,5 +102,5 @@ func NewFastClient(redisURL string, timeout time.Duration) (*redis.Client, error
 	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = timeout, timeout, timeout, timeout
 	opt.MaxRetries = -1 // a check is not retried: the fallback is the answer
 	c.Close()
-	return redis.NewClient(opt), nil
+	return build(opt, opts)
 }

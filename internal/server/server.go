@@ -18,7 +18,10 @@ import (
 	connectcors "connectrpc.com/cors"
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
+	"connectrpc.com/otelconnect"
 	"github.com/rs/cors"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/gen/parley/v1/parleyv1connect"
@@ -26,6 +29,7 @@ import (
 	"github.com/parleyhq/parley/internal/plan"
 	"github.com/parleyhq/parley/internal/ratelimit"
 	"github.com/parleyhq/parley/internal/rpc"
+	"github.com/parleyhq/parley/internal/telemetry"
 )
 
 // Deps is everything the HTTP surface needs, built once in internal/app.
@@ -69,6 +73,14 @@ type Deps struct {
 	// BodyTimeout bounds the time from a one-message call's headers to the
 	// end of its body (DefaultBodyTimeout when zero); see limitBodies.
 	BodyTimeout time.Duration
+
+	// Tracing, when set, gives every RPC a server span (otelconnect) and
+	// every delivery to Tasks and Webhooks one of its own, each a child of
+	// the trace an incoming traceparent names (read by Propagator,
+	// telemetry.Propagator when nil). Nil Tracing:
+	// nothing is traced and no tracing code runs.
+	Tracing    trace.TracerProvider
+	Propagator propagation.TextMapPropagator
 }
 
 // Version returns the module version or VCS revision the binary was built from.
@@ -104,6 +116,9 @@ func New(d Deps) http.Handler {
 	if d.Version == "" {
 		d.Version = Version()
 	}
+	if d.Tracing != nil && d.Propagator == nil {
+		d.Propagator = telemetry.Propagator()
+	}
 	// The bad-token flood limit and authentication need only headers, so
 	// they run as a request gate, before connect reads the message (see
 	// headerGate): a caller without a valid token never gets a request
@@ -118,6 +133,11 @@ func New(d Deps) http.Handler {
 	// errors are mapped before it sees them, and the checks of the request
 	// itself run last before the handler.
 	interceptors := []connect.Interceptor{access, rpc.NewErrorInterceptor(d.Log), userCapture{}}
+	if d.Tracing != nil {
+		// Outermost, so the access log line and the mapped error are
+		// written inside the span (and the line carries its ids).
+		interceptors = append([]connect.Interceptor{newTracing(d.Tracing, d.Propagator)}, interceptors...)
+	}
 	if d.Limiter != nil {
 		interceptors = append(interceptors, &rateLimiter{log: d.Log, limiter: d.Limiter, limits: d.RateLimits, plans: d.Plans, hops: d.TrustedProxyHops})
 	}
@@ -161,11 +181,14 @@ func New(d Deps) http.Handler {
 		mux.Handle(parleyv1connect.NewBillingServiceHandler(d.Billing, options...))
 		services = append(services, parleyv1connect.BillingServiceName)
 	}
-	for path, h := range d.Tasks {
-		mux.Handle("POST "+path, h)
-	}
-	for path, h := range d.Webhooks {
-		mux.Handle("POST "+path, h)
+	for _, routes := range []map[string]http.Handler{d.Tasks, d.Webhooks} {
+		for path, h := range routes {
+			pattern := "POST " + path
+			if d.Tracing != nil {
+				h = telemetry.Handler(pattern, h, d.Tracing, d.Propagator)
+			}
+			mux.Handle(pattern, h)
+		}
 	}
 	for pattern, h := range d.Routes {
 		mux.Handle(pattern, h)
@@ -189,6 +212,21 @@ func New(d Deps) http.Handler {
 		bodyTimeout = DefaultBodyTimeout
 	}
 	return limitBodies(withTrace(withCORS(mux, d.AllowedOrigins)), guards.oneMessage, bodyTimeout)
+}
+
+// newTracing is otelconnect's interceptor on tp: a server span per RPC,
+// unary or streaming, named by its procedure. The incoming traceparent is
+// trusted as the span's parent (by default otelconnect would only link
+// it): behind Cloud Run it is the front end's, and the request's log lines
+// already name that trace. Metrics are left off, as Parley exports none.
+func newTracing(tp trace.TracerProvider, prop propagation.TextMapPropagator) connect.Interceptor {
+	i, err := otelconnect.NewInterceptor(otelconnect.WithTracerProvider(tp), otelconnect.WithPropagator(prop),
+		otelconnect.WithTrustRemote(), otelconnect.WithoutMetrics())
+	if err != nil {
+		// Only metric instruments can fail, and metrics are off.
+		panic(fmt.Sprintf("server: otelconnect: %v", err))
+	}
+	return i
 }
 
 func withCORS(h http.Handler, origins []string) http.Handler {

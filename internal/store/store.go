@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/multitracer"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -40,6 +41,11 @@ type Options struct {
 	// overriding the URL's, the role's and the database's setting; zero
 	// sends none and keeps those.
 	StatementTimeout time.Duration
+	// Tracer traces the pool's queries, batches and connections
+	// (OpenTelemetry's otelpgx when tracing is on); nil traces nothing.
+	// pgx takes one tracer per connection config: one the URL's config
+	// already has is kept, beside this one.
+	Tracer pgx.QueryTracer
 }
 
 // Open creates a pool for databaseURL. It does not connect: the first query
@@ -59,6 +65,13 @@ func Open(ctx context.Context, databaseURL string, opts Options) (*Store, error)
 		// Milliseconds, the parameter's unit; never 0, which would disable it.
 		ms := max(opts.StatementTimeout.Milliseconds(), 1)
 		cfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(ms, 10)
+	}
+	if opts.Tracer != nil {
+		if cfg.ConnConfig.Tracer != nil {
+			cfg.ConnConfig.Tracer = multitracer.New(cfg.ConnConfig.Tracer, opts.Tracer)
+		} else {
+			cfg.ConnConfig.Tracer = opts.Tracer
+		}
 	}
 	// One connection is opened in the background at once, so the first
 	// request after a cold start does not pay for a new backend.

@@ -11,6 +11,8 @@ import (
 
 	"github.com/stripe/stripe-go/v84"
 	"github.com/stripe/stripe-go/v84/webhook"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/parleyhq/parley/internal/billing"
 )
@@ -86,6 +88,10 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		w.log.ErrorContext(ctx, "stripe event not decoded", "event_id", ev.ID, "type", string(ev.Type), "err", err)
 		http.Error(rw, "invalid event", http.StatusBadRequest)
 		return
+	}
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		// The delivery's span (when tracing is on) says which event it was.
+		span.SetAttributes(attribute.String("stripe.event.id", e.ID), attribute.String("stripe.event.type", e.Type))
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handleTimeout)
 	defer cancel()
