@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"unicode/utf8"
@@ -56,12 +57,28 @@ type validatingConn struct{ connect.StreamingHandlerConn }
 
 func (c validatingConn) Receive(msg any) error {
 	if err := c.StreamingHandlerConn.Receive(msg); err != nil {
-		return err
+		return receiveError(err)
 	}
 	if m, ok := msg.(proto.Message); ok {
 		return CheckStrings(m)
 	}
 	return nil
+}
+
+// receiveError is err, from reading a request message, with connect-go's
+// internal answers to a request it cannot frame (an envelope prefix or
+// message cut short, flags a request may not carry, an end-of-stream frame
+// that is not JSON, the compressed flag without a compression) made
+// invalid_argument: the client's bytes are at fault, and a client's
+// mistake must not count as the server's. Reading the request involves
+// nothing else that could fail inside the server; the body's limits and
+// deadline already answer with their own codes.
+func receiveError(err error) error {
+	var ce *connect.Error
+	if errors.As(err, &ce) && ce.Code() == connect.CodeInternal {
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("malformed request stream: %s", ce.Message()))
+	}
+	return err
 }
 
 // CheckStrings returns apperr Invalid, naming the field, for the first
