@@ -3,8 +3,9 @@ package qstash_test
 import (
 	"testing"
 
-	"github.com/parleyhq/parley/internal/leaktest"
+	"github.com/parleyhq/parley/internal/pgtest"
 )
 
-// TestMain fails the package's tests if they leave goroutines running.
-func TestMain(m *testing.M) { leaktest.Main(m) }
+// TestMain gives the package's tests a database (the deliveries to a
+// running service) and fails them if they leave goroutines running.
+func TestMain(m *testing.M) { pgtest.Main(m) }
