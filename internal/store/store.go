@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -126,6 +127,11 @@ func interpretError(err error, what string) error {
 			return apperr.Wrap(err, apperr.Invalid, "invalid %s", what)
 		case "57014": // query_canceled (statement timeout)
 			return apperr.Wrap(err, apperr.DeadlineExceeded, "the database did not answer in time")
+		case "57P01", "57P02", "57P03", "53300": // admin/crash shutdown, cannot connect now, too many connections
+			return apperr.Wrap(err, apperr.Unavailable, "the database is unavailable; try again")
+		}
+		if strings.HasPrefix(pgErr.Code, "08") { // connection exception
+			return apperr.Wrap(err, apperr.Unavailable, "the database is unavailable; try again")
 		}
 		return fmt.Errorf("store: %s: %w", what, err)
 	}
