@@ -143,5 +143,8 @@ func testContext(tb testing.TB, d time.Duration) context.Context {
 	return ctx
 }
 
+// newUser is a new user id.
+func newUser() uuid.UUID { return uuid.New() }
+
 // codeOf is err's Connect code, for messages.
 func codeOf(err error) connect.Code { return connect.CodeOf(err) }
