@@ -143,12 +143,23 @@ WHERE a.role = 'assistant';
 -- name: CheckpointMessages :many
 -- Saves what every streaming answer of an instance has so far, in one
 -- statement a second however many answers run, and returns the ids still
--- streaming: an answer missing from the result was ended elsewhere. Ids
--- come from the server's own runs, never from a client, hence no user id.
-UPDATE parley.messages m SET content = c.content, update_time = now()
-FROM (SELECT unnest(@ids::uuid[]) AS id, unnest(@contents::text[]) AS content) c
-WHERE m.id = c.id AND m.status = 'streaming'
-RETURNING m.id;
+-- streaming: an answer missing from the result was ended elsewhere. An
+-- answer whose text has not changed (changed false: the model is silent,
+-- or a tool runs) is not written, only looked up, so a stop that reached
+-- only the database ends it too. Ids come from the server's own runs,
+-- never from a client, hence no user id.
+WITH c AS (
+    SELECT unnest(@ids::uuid[]) AS id, unnest(@contents::text[]) AS content, unnest(@changed::bool[]) AS changed
+), saved AS (
+    UPDATE parley.messages m SET content = c.content, update_time = now()
+    FROM c
+    WHERE m.id = c.id AND c.changed AND m.status = 'streaming'
+    RETURNING m.id
+)
+SELECT saved.id FROM saved
+UNION ALL
+SELECT m.id FROM parley.messages m JOIN c ON m.id = c.id
+WHERE NOT c.changed AND m.status = 'streaming';
 
 -- name: FinishMessage :one
 -- Ends an answer once (a message that is no longer streaming stays as it

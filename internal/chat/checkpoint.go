@@ -35,16 +35,19 @@ func (g *Generator) startCheckpoints() {
 }
 
 // checkpointRunning saves the text of every running answer that changed
-// since its last checkpoint.
+// since its last checkpoint, and asks of the others (a silent model, a
+// tool running) only whether they still stream, in the same statement.
 func (g *Generator) checkpointRunning() {
 	var batch []Checkpoint
-	var changed []*generation
+	var gens []*generation
 	for _, gen := range g.snapshot() {
 		gen.mu.Lock()
 		if gen.text.Len() != gen.saved {
 			batch = append(batch, Checkpoint{MessageID: gen.messageID, Content: gen.text.String()})
-			changed = append(changed, gen)
+		} else {
+			batch = append(batch, Checkpoint{MessageID: gen.messageID, Unchanged: true})
 		}
+		gens = append(gens, gen)
 		gen.mu.Unlock()
 	}
 	if len(batch) == 0 {
@@ -59,13 +62,13 @@ func (g *Generator) checkpointRunning() {
 	for _, id := range streaming {
 		still[id] = true
 	}
-	for i, gen := range changed {
+	for i, gen := range gens {
 		switch {
 		case unsaved[gen.messageID]:
 			// Not written: tried again at the next tick.
 		case !still[gen.messageID]:
 			gen.cancel(errEndedElsewhere)
-		default:
+		case !batch[i].Unchanged:
 			gen.mu.Lock()
 			gen.saved = len(batch[i].Content)
 			gen.mu.Unlock()

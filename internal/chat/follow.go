@@ -74,6 +74,11 @@ func (g *Generator) follow(ctx context.Context, userID uuid.UUID, answer Message
 	}
 	if !errors.Is(err, ErrLogNotFound) {
 		g.log.WarnContext(ctx, "event log unavailable; replaying from the database", "generation_id", answer.GenerationID, "err", err)
+		if !answer.Ended() {
+			// It runs on another instance, but the shared log cannot be
+			// read now (Redis is down): a resume later can follow it.
+			return nil, apperr.New(apperr.Unavailable, "the answer is running on another server and cannot be followed right now; resume again shortly")
+		}
 	}
 	if !answer.Ended() {
 		// Streaming, but no instance holds a log: its instance died and

@@ -165,7 +165,7 @@ func TestAnswerCompletes(t *testing.T) {
 
 // TestCheckpointCadence: the running answers' text is saved once per
 // interval, in one write for all of them, and only the answers whose text
-// changed since are written.
+// changed since are written; the others are only asked after.
 func TestCheckpointCadence(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, chat.GeneratorConfig{CheckpointInterval: time.Second})
@@ -198,10 +198,41 @@ func TestCheckpointCadence(t *testing.T) {
 	if !r.store.WaitFor(wait, func(st *chattest.Store) bool { return len(st.Checkpoints()) == 2 }) {
 		t.Fatalf("checkpoints = %d, want 2", len(r.store.Checkpoints()))
 	}
-	batch := r.store.Checkpoints()[1]
-	if len(batch) != 1 || batch[0].Content != "ac" {
-		t.Errorf("second checkpoint = %+v, want only the changed answer with %q", batch, "ac")
+	var written, asked []chat.Checkpoint
+	for _, cp := range r.store.Checkpoints()[1] {
+		if cp.Unchanged {
+			asked = append(asked, cp)
+		} else {
+			written = append(written, cp)
+		}
 	}
+	if len(written) != 1 || written[0].Content != "ac" || len(asked) != 1 || asked[0].Content != "" {
+		t.Errorf("second checkpoint writes %+v and asks after %+v, want the changed answer written with %q and the other only asked after", written, asked, "ac")
+	}
+}
+
+// TestEndedElsewhereWhileSilent: an answer whose model has said nothing
+// since the last checkpoint (a slow model, a tool running) still learns at
+// the next one that it was stopped through the database elsewhere.
+func TestEndedElsewhereWhileSilent(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, chat.GeneratorConfig{CheckpointInterval: time.Second})
+	s, turn := r.send(t, "hello")
+	turn.Say("partial")
+	next(t, s)
+	next(t, s)
+	r.clock.Advance(time.Second) // "partial" is saved
+	if !r.store.WaitFor(wait, func(st *chattest.Store) bool { return len(st.Checkpoints()) == 1 }) {
+		t.Fatal("no first checkpoint")
+	}
+	r.store.Delete(r.conv)
+	r.clock.Advance(time.Second) // nothing new to write: only asked after
+	select {
+	case <-turn.Closed():
+	case <-time.After(wait):
+		t.Fatal("the silent answer's model request was not closed")
+	}
+	rest(t, s)
 }
 
 // TestEndedElsewhere: an answer the database no longer streams (stopped

@@ -121,6 +121,9 @@ var (
 type Checkpoint struct {
 	MessageID uuid.UUID
 	Content   string
+	// Unchanged asks only whether the answer still streams: its text is
+	// what the last checkpoint saved, and Content is not written.
+	Unchanged bool
 }
 
 // Outcome is how an answer ended: what FinishMessage saves.

@@ -189,9 +189,16 @@ func (s *Store) GetMessageByGeneration(ctx context.Context, userID, generationID
 
 // CheckpointMessages implements chat.GenerationStore in one round trip.
 func (s *Store) CheckpointMessages(ctx context.Context, checkpoints []chat.Checkpoint) ([]uuid.UUID, error) {
-	arg := sqlcgen.CheckpointMessagesParams{Ids: make([]uuid.UUID, len(checkpoints)), Contents: make([]string, len(checkpoints))}
+	arg := sqlcgen.CheckpointMessagesParams{
+		Ids:      make([]uuid.UUID, len(checkpoints)),
+		Contents: make([]string, len(checkpoints)),
+		Changed:  make([]bool, len(checkpoints)),
+	}
 	for i, c := range checkpoints {
-		arg.Ids[i], arg.Contents[i] = c.MessageID, c.Content
+		arg.Ids[i], arg.Changed[i] = c.MessageID, !c.Unchanged
+		if !c.Unchanged {
+			arg.Contents[i] = c.Content
+		}
 	}
 	ids, err := s.q.CheckpointMessages(ctx, arg)
 	return ids, interpretError(err, "messages")

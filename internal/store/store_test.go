@@ -63,6 +63,26 @@ func TestErrors(t *testing.T) {
 			t.Errorf("err = %v, want unavailable", err)
 		}
 	})
+	t.Run("ErrUnavailableWhenTerminated", func(t *testing.T) {
+		// A server shutting down (or a failover) ends the backends with
+		// SQLSTATE 57P01; the next query on such a connection fails so.
+		one, err := store.Open(ctx, pgtest.URL(t)+"&pool_max_conns=1&pool_min_conns=0", store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer one.Close()
+		var pid int
+		if err := one.Pool().QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pgtest.Pool(t).Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
+			t.Fatal(err)
+		}
+		_, err = one.GetConversation(ctx, owner, conv.ID)
+		if apperr.CodeOf(err) != apperr.Unavailable {
+			t.Errorf("err = %v, want unavailable", err)
+		}
+	})
 }
 
 // TestInterruptStale: answers whose instance died are marked interrupted
@@ -87,6 +107,15 @@ func TestInterruptStale(t *testing.T) {
 	}
 	if streaming, err := st.CheckpointMessages(ctx, []chat.Checkpoint{{MessageID: answer.ID, Content: strings.Repeat("x", 40)}}); err != nil || len(streaming) != 1 {
 		t.Fatalf("checkpoint: %v %v", streaming, err)
+	}
+	// An unchanged answer is only asked after: still streaming, its text
+	// kept; an unknown one is not streaming.
+	gone := uuid.New()
+	if streaming, err := st.CheckpointMessages(ctx, []chat.Checkpoint{{MessageID: answer.ID, Unchanged: true}, {MessageID: gone, Unchanged: true}}); err != nil || len(streaming) != 1 || streaming[0] != answer.ID {
+		t.Fatalf("unchanged checkpoint: %v %v, want only %s", streaming, err, answer.ID)
+	}
+	if m, err := st.GetMessage(ctx, user, answer.ID); err != nil || m.Content != strings.Repeat("x", 40) {
+		t.Fatalf("after an unchanged checkpoint the text is %q (%v)", m.Content, err)
 	}
 	if u, _ := st.TokenUsage(ctx, user, now); u.Reserved != 500 || u.Active != 1 {
 		t.Fatalf("before the sweep: %+v", u)

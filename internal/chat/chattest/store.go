@@ -368,7 +368,9 @@ func (s *Store) CheckpointMessages(_ context.Context, cps []chat.Checkpoint) ([]
 	var streaming []uuid.UUID
 	for _, cp := range cps {
 		if m, ok := s.messages[cp.MessageID]; ok && m.Status == chat.StatusStreaming {
-			m.Content = cp.Content
+			if !cp.Unchanged {
+				m.Content = cp.Content
+			}
 			streaming = append(streaming, m.ID)
 		}
 	}

@@ -13,23 +13,35 @@ import (
 )
 
 const checkpointMessages = `-- name: CheckpointMessages :many
-UPDATE parley.messages m SET content = c.content, update_time = now()
-FROM (SELECT unnest($1::uuid[]) AS id, unnest($2::text[]) AS content) c
-WHERE m.id = c.id AND m.status = 'streaming'
-RETURNING m.id
+WITH c AS (
+    SELECT unnest($1::uuid[]) AS id, unnest($2::text[]) AS content, unnest($3::bool[]) AS changed
+), saved AS (
+    UPDATE parley.messages m SET content = c.content, update_time = now()
+    FROM c
+    WHERE m.id = c.id AND c.changed AND m.status = 'streaming'
+    RETURNING m.id
+)
+SELECT saved.id FROM saved
+UNION ALL
+SELECT m.id FROM parley.messages m JOIN c ON m.id = c.id
+WHERE NOT c.changed AND m.status = 'streaming'
 `
 
 type CheckpointMessagesParams struct {
 	Ids      []uuid.UUID
 	Contents []string
+	Changed  []bool
 }
 
 // Saves what every streaming answer of an instance has so far, in one
 // statement a second however many answers run, and returns the ids still
-// streaming: an answer missing from the result was ended elsewhere. Ids
-// come from the server's own runs, never from a client, hence no user id.
+// streaming: an answer missing from the result was ended elsewhere. An
+// answer whose text has not changed (changed false: the model is silent,
+// or a tool runs) is not written, only looked up, so a stop that reached
+// only the database ends it too. Ids come from the server's own runs,
+// never from a client, hence no user id.
 func (q *Queries) CheckpointMessages(ctx context.Context, arg CheckpointMessagesParams) ([]uuid.UUID, error) {
-	rows, err := q.db.Query(ctx, checkpointMessages, arg.Ids, arg.Contents)
+	rows, err := q.db.Query(ctx, checkpointMessages, arg.Ids, arg.Contents, arg.Changed)
 	if err != nil {
 		return nil, err
 	}
