@@ -240,6 +240,22 @@ func (s *Server) Release(n int) {
 	}
 }
 
+// Unhold undoes Hold for the requests that arrive from now on, and drops
+// the chunks released but not used, so that a later Hold starts from none.
+// Call it once no held stream is waiting for Release.
+func (s *Server) Unhold() {
+	s.mu.Lock()
+	s.cfg.hold = false
+	s.mu.Unlock()
+	for {
+		select {
+		case <-s.gate:
+		default:
+			return
+		}
+	}
+}
+
 // Requests returns the requests received so far, oldest first.
 func (s *Server) Requests() []RecordedRequest {
 	s.mu.Lock()
