@@ -19,6 +19,7 @@ import (
 type answer struct {
 	stream       *connect.ServerStreamForClient[parleyv1.SendMessageResponse]
 	AnswerID     string
+	UserMsgID    string
 	GenerationID string
 	text         strings.Builder
 	lastSeq      int64
@@ -56,6 +57,7 @@ func (a *answer) next(tb testing.TB) bool {
 	switch e := ev.Event.(type) {
 	case *parleyv1.SendMessageResponse_Started:
 		a.AnswerID, a.GenerationID = e.Started.AssistantMessageId, e.Started.GenerationId
+		a.UserMsgID = e.Started.UserMessage.GetId()
 	case *parleyv1.SendMessageResponse_Delta:
 		a.text.WriteString(e.Delta.Text)
 	case *parleyv1.SendMessageResponse_Completed:
@@ -97,6 +99,18 @@ func send(tb testing.TB, ctx context.Context, c parleyv1connect.ChatServiceClien
 	s, err := c.SendMessage(ctx, connect.NewRequest(&parleyv1.SendMessageRequest{ConversationId: conv, Content: content}))
 	if err != nil {
 		tb.Fatalf("SendMessage: %v", err)
+	}
+	a := &answer{stream: s}
+	a.started(tb)
+	return a
+}
+
+// started wraps an answer stream that has just opened (an edit, a
+// regeneration) and receives its started event.
+func opened(tb testing.TB, s *connect.ServerStreamForClient[parleyv1.SendMessageResponse], err error) *answer {
+	tb.Helper()
+	if err != nil {
+		tb.Fatalf("open answer stream: %v", err)
 	}
 	a := &answer{stream: s}
 	a.started(tb)
