@@ -4,7 +4,7 @@ SHELL := /bin/bash
 GO ?= go
 GENERATED := internal/gen internal/store/sqlcgen
 
-.PHONY: fuzz dev web test web-test web-deps node-deps generate check-generated lint vet fmt build bench docker clean-dev help
+.PHONY: soak fuzz dev web test web-test web-deps node-deps generate check-generated lint vet fmt build bench docker clean-dev help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -42,6 +42,12 @@ $(QSTASH_NODE)/node_modules/.package-lock.json: $(QSTASH_NODE)/package-lock.json
 
 bench: ## measure against same-run baselines; rewrites BENCHMARKS.md and bench/ttft.svg (~5 min)
 	$(GO) test -tags bench -run TestReport -count=1 -timeout 15m -v ./internal/bench/
+
+SOAK_COUNT ?= 3
+
+soak: ## the reliability suite, SOAK_COUNT times at a larger size; rewrites RELIABILITY.md (~10 min)
+	PARLEY_SOAK=1 SOAK_COUNT=$(SOAK_COUNT) PARLEY_RELIABILITY_REPORT=$(CURDIR)/RELIABILITY.md \
+	  $(GO) test -race -count=$(SOAK_COUNT) -timeout 90m -v ./internal/reliability/ 2>&1 | grep -E '^(=== RUN|--- |\s+--- |PASS|FAIL|ok)|_test.go:' 
 
 FUZZTIME ?= 2m
 

@@ -70,6 +70,7 @@ func startRun(tb testing.TB, ctx context.Context, c parleyv1connect.AgentService
 	if err != nil {
 		tb.Fatalf("StartRun: %v", err)
 	}
+	tally.runs.Add(1)
 	return res.Msg.Run.Id
 }
 
@@ -185,6 +186,7 @@ func TestAgentUpstreamFaults(t *testing.T) {
 	token := c.Supabase.Token(t, newUser())
 
 	c.Model.Configure(llmtest.Fail500(), llmtest.Times(1))
+	fault("model 500 in a step")
 	runID := startRun(t, ctx, c.Agent(0, token), "fails-once")
 	run := watchRun(t, ctx, c.Agent(1, token), runID)
 	if run.Status != parleyv1.RunStatus_RUN_STATUS_SUCCEEDED || run.Steps[0].Attempts != 2 {
@@ -192,6 +194,7 @@ func TestAgentUpstreamFaults(t *testing.T) {
 	}
 
 	c.Model.Configure(llmtest.Fail500())
+	fault("model 500 in a step")
 	runID = startRun(t, ctx, c.Agent(1, token), "fails-always")
 	run = watchRun(t, ctx, c.Agent(0, token), runID)
 	if run.Status != parleyv1.RunStatus_RUN_STATUS_FAILED || run.Steps[0].Attempts != 2 || run.Error == "" {

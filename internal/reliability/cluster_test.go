@@ -62,7 +62,15 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "reliability: go build -race ./cmd/parley: %v\n%s", err, out)
 		return 1
 	}
-	return m.Run()
+	begin := time.Now()
+	code := m.Run()
+	if path := os.Getenv("PARLEY_RELIABILITY_REPORT"); path != "" {
+		if err := writeReport(path, time.Since(begin), code); err != nil {
+			fmt.Fprintln(os.Stderr, "reliability: write the report:", err)
+			return 1
+		}
+	}
+	return code
 }
 
 // soak reports whether `make soak` runs the suite: longer and heavier.
@@ -143,6 +151,7 @@ func (p *postgres) Start() {
 // every connection is closed), as a database restart or failover does.
 func (p *postgres) Stop() {
 	p.tb.Helper()
+	fault("PostgreSQL stopped")
 	if err := p.srv.Stop(); err != nil {
 		p.tb.Fatalf("stop postgres: %v", err)
 	}
@@ -201,6 +210,9 @@ func (s *supabase) serve(w http.ResponseWriter, r *http.Request) {
 
 // SetDown makes the JWKS endpoint answer 503 (down) or serve again.
 func (s *supabase) SetDown(down bool) {
+	if down {
+		fault("JWKS down")
+	}
 	s.mu.Lock()
 	s.down = down
 	s.mu.Unlock()
@@ -215,6 +227,9 @@ func (s *supabase) Rotate(tb testing.TB) {
 		tb.Fatal(err)
 	}
 	s.mu.Lock()
+	if len(s.keys) > 0 {
+		fault("signing key rotated")
+	}
 	s.keys = append(s.keys, key)
 	s.mu.Unlock()
 }
@@ -293,6 +308,13 @@ func (p *instance) running() bool {
 // Terminate sends SIGTERM, as Cloud Run does before it stops an instance,
 // and waits for the exit; it returns how the process ended.
 func (p *instance) Terminate(tb testing.TB) error {
+	tb.Helper()
+	fault("SIGTERM")
+	return p.terminate(tb)
+}
+
+// terminate is Terminate without counting a fault: the end of a test.
+func (p *instance) terminate(tb testing.TB) error {
 	tb.Helper()
 	if !p.running() {
 		return p.waitErr
@@ -385,6 +407,7 @@ type options struct {
 
 func newCluster(t *testing.T, o options) *cluster {
 	t.Helper()
+	track(t)
 	if o.Instances == 0 {
 		o.Instances = 3
 	}
@@ -435,7 +458,7 @@ func newCluster(t *testing.T, o options) *cluster {
 		c.Inst = append(c.Inst, p)
 		t.Cleanup(func() {
 			if p.running() {
-				_ = p.Terminate(t)
+				_ = p.terminate(t)
 			}
 			p.check(t)
 			if t.Failed() {
@@ -465,7 +488,7 @@ func (c *cluster) Any() int { return int(c.next.Add(1)-1) % len(c.Inst) }
 func protocol(i int) string { return apitest.Protocols[i%len(apitest.Protocols)] }
 
 func (c *cluster) opts(i int, token string) []connect.ClientOption {
-	return append(apitest.ClientOptions(protocol(i)), connect.WithInterceptors(apitest.Bearer(token)))
+	return append(apitest.ClientOptions(protocol(i)), connect.WithInterceptors(counting{}, apitest.Bearer(token)))
 }
 
 // Chat is a chat client of instance i for token's user.

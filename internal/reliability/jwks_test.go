@@ -16,6 +16,7 @@ import (
 // accepts them once the endpoint is back, without a restart; a rotated
 // signing key (a new kid) is picked up by both without a restart.
 func TestJWKSFaults(t *testing.T) {
+	t.Parallel() // mostly waiting for the verifier's refresh limiter
 	c := newCluster(t, options{Instances: 2, Deferred: []int{1}})
 	ctx := testContext(t, 2*time.Minute)
 	list := func(i int, token string) error {

@@ -208,8 +208,8 @@ func TestLoadNothingLost(t *testing.T) {
 	for i, p := range c.Inst {
 		t.Logf("%s resident memory: %d MiB after warm-up, %d after the first phase, %d after the second", p.name, f.rssBefore[i]>>20, f.rssMid[i]>>20, f.rssAfter[i]>>20)
 	}
-	writeFigures(t, "load", fmt.Sprintf("users=%d rounds=%d answers=%d stops=%d follows=%d edits=%d regenerations=%d runs=%d model_requests=%d took=%s rss_mib_warm=%v rss_mib_phase1=%v rss_mib_phase2=%v",
-		2*f.users, f.rounds, f.answers.Load(), f.stops.Load(), f.resumes.Load(), f.edits.Load(), f.regens.Load(), f.runs.Load(), f.requests, f.took.Round(time.Millisecond),
+	recordLoad(t, fmt.Sprintf("%d users × %d rounds in %s: %d answers (%d stopped from another instance, %d followed on another, %d edits, %d regenerations), %d agent runs, %d model requests; resident MiB per instance after warm-up %v, after phase 1 %v, after phase 2 %v",
+		2*f.users, f.rounds, f.took.Round(time.Millisecond), f.answers.Load(), f.stops.Load(), f.resumes.Load(), f.edits.Load(), f.regens.Load(), f.runs.Load(), f.requests,
 		mib(f.rssBefore[:]), mib(f.rssMid[:]), mib(f.rssAfter[:])))
 }
 
@@ -246,22 +246,13 @@ func rss(tb testing.TB, p *instance) int64 {
 	return 0
 }
 
-// writeFigures appends a scenario's figures to $PARLEY_SOAK_FIGURES, which
-// `make soak` turns into RELIABILITY.md; without it, it does nothing.
-func writeFigures(tb testing.TB, scenario, figures string) {
-	tb.Helper()
-	path := os.Getenv("PARLEY_SOAK_FIGURES")
-	if path == "" {
-		return
-	}
-	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer f.Close()
+// recordLoad keeps a load's figures for RELIABILITY.md.
+func recordLoad(tb testing.TB, figures string) {
 	status := "passed"
 	if tb.Failed() {
 		status = "FAILED"
 	}
-	fmt.Fprintf(f, "%s\t%s\t%s\t%s\n", tb.Name(), scenario, status, figures)
+	tally.mu.Lock()
+	tally.load = append(tally.load, status+": "+figures)
+	tally.mu.Unlock()
 }

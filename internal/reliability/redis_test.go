@@ -54,6 +54,7 @@ func TestRedisRestart(t *testing.T) {
 	conv := conversation(t, ctx, a)
 
 	c.Redis.Stop()
+	fault("Redis stopped")
 	phase("redis stopped")
 	// Calls go on, limited per instance.
 	for i := range c.Inst {

@@ -43,6 +43,7 @@ func TestUpstreamFaults(t *testing.T) {
 			chat0 := c.Chat(at, token)
 			conv := conversation(t, ctx, chat0)
 			c.Model.Configure(tc.fault...)
+			fault("model " + tc.name)
 			if tc.name == "Silent" {
 				c.Model.Release(2)
 			}
