@@ -55,8 +55,13 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	parleyBin = filepath.Join(dir, "parley")
 	// -race: a data race in an instance fails the test that ran it (see
-	// instance.check), as in the test binary itself.
-	cmd := exec.Command("go", "build", "-race", "-o", parleyBin, "./cmd/parley")
+	// instance.check), as in the test binary itself. PARLEY_RACE=0 builds
+	// without it, to read memory figures without the detector's overhead.
+	args := []string{"build", "-race", "-o", parleyBin, "./cmd/parley"}
+	if os.Getenv("PARLEY_RACE") == "0" {
+		args = slices.Delete(args, 1, 2)
+	}
+	cmd := exec.Command("go", args...)
 	cmd.Dir = "../.."
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "reliability: go build -race ./cmd/parley: %v\n%s", err, out)
@@ -389,6 +394,10 @@ type cluster struct {
 	Store *store.Store
 	Pool  *pgxpool.Pool
 	next  atomic.Uint64
+	// http holds one client per protocol, shared by every call as a real
+	// client's connections are: a client per call would leave the
+	// instances a thousand idle connections to keep.
+	http map[string]*http.Client
 }
 
 // options shape a cluster.
@@ -421,6 +430,12 @@ func newCluster(t *testing.T, o options) *cluster {
 	}
 	t.Cleanup(pool.Close)
 	c.Pool, c.Store = pool, store.New(pool)
+	c.http = map[string]*http.Client{}
+	for _, p := range apitest.Protocols {
+		client := apitest.HTTPClientFor(p)
+		c.http[p] = client
+		t.Cleanup(client.CloseIdleConnections)
+	}
 	env := map[string]string{
 		"HOST":               "127.0.0.1",
 		"DATABASE_URL":       c.PG.URL,
@@ -437,6 +452,7 @@ func newCluster(t *testing.T, o options) *cluster {
 		"RATE_LIMIT_GENERAL": "100000",
 		"RATE_LIMIT_AGENT":   "100000",
 		"GORACE":             "halt_on_error=0 exitcode=66",
+		"GODEBUG":            os.Getenv("PARLEY_INSTANCE_GODEBUG"),
 	}
 	if c.Redis != nil {
 		env["REDIS_URL"] = c.Redis.URL
@@ -461,6 +477,10 @@ func newCluster(t *testing.T, o options) *cluster {
 				_ = p.terminate(t)
 			}
 			p.check(t)
+			if dir := os.Getenv("PARLEY_INSTANCE_LOGS"); dir != "" {
+				// For a developer reading what an instance did.
+				_ = os.WriteFile(filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+"-"+p.name+".log"), []byte(p.log.String()), 0o644)
+			}
 			if t.Failed() {
 				t.Logf("%s log:\n%s", p.name, p.log.tail())
 			}
@@ -493,15 +513,15 @@ func (c *cluster) opts(i int, token string) []connect.ClientOption {
 
 // Chat is a chat client of instance i for token's user.
 func (c *cluster) Chat(i int, token string) parleyv1connect.ChatServiceClient {
-	return parleyv1connect.NewChatServiceClient(apitest.HTTPClientFor(protocol(i)), c.Inst[i].URL, c.opts(i, token)...)
+	return parleyv1connect.NewChatServiceClient(c.http[protocol(i)], c.Inst[i].URL, c.opts(i, token)...)
 }
 
 // Agent is an agent client of instance i for token's user.
 func (c *cluster) Agent(i int, token string) parleyv1connect.AgentServiceClient {
-	return parleyv1connect.NewAgentServiceClient(apitest.HTTPClientFor(protocol(i)), c.Inst[i].URL, c.opts(i, token)...)
+	return parleyv1connect.NewAgentServiceClient(c.http[protocol(i)], c.Inst[i].URL, c.opts(i, token)...)
 }
 
 // User is a user client of instance i for token's user.
 func (c *cluster) User(i int, token string) parleyv1connect.UserServiceClient {
-	return parleyv1connect.NewUserServiceClient(apitest.HTTPClientFor(protocol(i)), c.Inst[i].URL, c.opts(i, token)...)
+	return parleyv1connect.NewUserServiceClient(c.http[protocol(i)], c.Inst[i].URL, c.opts(i, token)...)
 }

@@ -28,12 +28,13 @@ import (
 
 // TestThreeInstances: three parley serve processes share one PostgreSQL
 // and one Redis behind a client that spreads its calls over them. Limits
-// are shared, a stop and a resume reach an answer running on another
+// and quotas are shared, a stop and a resume reach an answer running on another
 // instance, agent steps run exactly once, and a plan change made on one
 // instance applies on every other at once.
 func TestThreeInstances(t *testing.T) {
 	c := newCluster(t, options{Instances: 3, Env: []string{
 		"MAX_CONCURRENT_GENERATIONS", "2",
+		"PLAN_FREE_MONTHLY_TOKENS", "5000",
 		"STRIPE_SECRET_KEY", "sk_test_parley",
 		"STRIPE_API_BASE", stripetest.Start(t).URL,
 		"STRIPE_WEBHOOK_SECRET", apitest.StripeWebhookSecret,
@@ -60,14 +61,39 @@ func TestThreeInstances(t *testing.T) {
 			}
 			err = s.Err()
 		}
-		if connect.CodeOf(err) != connect.CodeResourceExhausted {
-			t.Errorf("a third answer on parley-2 while parley-0 and parley-1 run two: %v, want resource_exhausted", err)
+		if connect.CodeOf(err) != connect.CodeResourceExhausted || strings.Contains(err.Error(), "quota") {
+			t.Errorf("a third answer on parley-2 while parley-0 and parley-1 run two: %v, want resource_exhausted for the concurrency cap", err)
 		}
 		c.Model.Release(1 << 10)
 		for _, a := range running {
 			a.drain(t)
 			if a.Completed == nil {
 				t.Errorf("a held answer ended with %v", a.Err)
+			}
+		}
+	})
+
+	t.Run("QuotaShared", func(t *testing.T) {
+		// Each answer costs 4,000 of the free plan's 5,000 tokens a month.
+		c.Model.Configure(llmtest.Usage(2000, 2000))
+		defer c.Model.Configure(llmtest.Usage(0, 0))
+		token := c.Supabase.Token(t, newUser())
+		first := c.Chat(0, token)
+		a := send(t, ctx, first, conversation(t, ctx, first), "Spend.")
+		a.drain(t)
+		if a.Completed == nil {
+			t.Fatalf("the first answer: %v", a.Err)
+		}
+		for _, i := range []int{1, 2} {
+			other := c.Chat(i, token)
+			s, err := other.SendMessage(ctx, connect.NewRequest(&parleyv1.SendMessageRequest{ConversationId: conversation(t, ctx, other), Content: "More."}))
+			if err == nil {
+				for s.Receive() {
+				}
+				err = s.Err()
+			}
+			if connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), "quota") {
+				t.Errorf("an answer on %s after parley-0 spent the quota: %v, want resource_exhausted for the quota", c.Inst[i].name, err)
 			}
 		}
 	})
@@ -111,7 +137,7 @@ func TestThreeInstances(t *testing.T) {
 		for n := range runs {
 			wg.Go(func() {
 				token := c.Supabase.Token(t, newUser())
-				goal := fmt.Sprintf("exactly-once-%d", n)
+				goal := fmt.Sprintf("exactly-once-%d;", n)
 				id := startRun(t, ctx, c.Agent(n%3, token), goal)
 				run := watchRun(t, ctx, c.Agent((n+1)%3, token), id)
 				wantRanOnce(t, run, stepRequests(c.Model, goal), nil)
@@ -128,7 +154,7 @@ func TestThreeInstances(t *testing.T) {
 				t.Fatalf("a new user's plan on %s: %q, want free", c.Inst[i].name, got)
 			}
 		}
-		billingClient := parleyv1connect.NewBillingServiceClient(apitest.HTTPClientFor(protocol(0)), c.Inst[0].URL, c.opts(0, token)...)
+		billingClient := parleyv1connect.NewBillingServiceClient(c.http[protocol(0)], c.Inst[0].URL, c.opts(0, token)...)
 		if _, err := billingClient.CreateCheckoutSession(ctx, connect.NewRequest(&parleyv1.CreateCheckoutSessionRequest{Plan: plan.Pro})); err != nil {
 			t.Fatalf("checkout on parley-0: %v", err)
 		}
@@ -156,9 +182,8 @@ func TestThreeInstances(t *testing.T) {
 	})
 
 	// Every instance still answers whole.
-	token := c.Supabase.Token(t, newUser())
 	for i := range c.Inst {
-		chat := c.Chat(i, token)
+		chat := c.Chat(i, c.Supabase.Token(t, newUser()))
 		a := send(t, ctx, chat, conversation(t, ctx, chat), "Hello?")
 		a.drain(t)
 		if a.Completed == nil || a.Text() != whole {
