@@ -360,6 +360,7 @@ func (a *App) shared(prefix string, forced bool, clk clock.Clock) (chat.EventLog
 		}
 		return broker.NewChatLog(broker.NewMemory(cfg.EventLogRetention, opts...)), limiter, nil
 	}
+	redisconn.SetLogger(a.log)
 	client, err := redisconn.NewClient(cfg.RedisURL, a.redisOptions()...)
 	if err != nil {
 		return nil, nil, errors.New("REDIS_URL: cannot use it as a Redis URL")

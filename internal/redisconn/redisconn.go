@@ -5,9 +5,12 @@
 package redisconn
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/extra/redisotel/v9"
@@ -15,6 +18,20 @@ import (
 	"github.com/redis/go-redis/v9/maintnotifications"
 	"go.opentelemetry.io/otel/trace"
 )
+
+// SetLogger sends go-redis's own messages (a failed dial, a reconnect) to
+// log at warn level, instead of the library's default: plain text on
+// stderr, which breaks the one-JSON-object-per-line logs Cloud Logging
+// reads. go-redis has one logger per process, so the last call wins.
+func SetLogger(log *slog.Logger) {
+	redis.SetLogger(logger{log})
+}
+
+type logger struct{ log *slog.Logger }
+
+func (l logger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, "redis client", "detail", strings.TrimSpace(fmt.Sprintf(format, v...)))
+}
 
 // Option adjusts a client.
 type Option func(*options)

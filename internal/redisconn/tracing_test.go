@@ -1,8 +1,13 @@
 package redisconn_test
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -59,4 +64,24 @@ func names(spans tracetest.SpanStubs) []string {
 		out = append(out, s.Name)
 	}
 	return out
+}
+
+// TestSetLogger: go-redis's own messages become JSON log records.
+func TestSetLogger(t *testing.T) {
+	var buf bytes.Buffer
+	redisconn.SetLogger(slog.New(slog.NewJSONHandler(&buf, nil)))
+	t.Cleanup(func() { redisconn.SetLogger(slog.New(slog.DiscardHandler)) })
+	client, err := redisconn.NewClient("redis://127.0.0.1:1/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_ = client.Ping(ctx).Err() // nothing listens: go-redis logs the failed dials
+	line, _, _ := strings.Cut(buf.String(), "\n")
+	var rec map[string]any
+	if err := json.Unmarshal([]byte(line), &rec); err != nil || rec["msg"] != "redis client" || rec["level"] != "WARN" {
+		t.Fatalf("go-redis logged %q, want a JSON warn record", buf.String())
+	}
 }

@@ -347,6 +347,17 @@ func (p *instance) check(tb testing.TB) {
 			return
 		}
 	}
+	// Cloud Logging reads one JSON object per line: a library that prints
+	// plain text (go-redis did, on a failed dial) breaks that.
+	for _, line := range strings.Split(out, "\n") {
+		if line = strings.TrimSpace(line); line == "" || strings.HasPrefix(line, "gc ") && os.Getenv("PARLEY_INSTANCE_GODEBUG") != "" {
+			continue
+		}
+		if !json.Valid([]byte(line)) {
+			tb.Errorf("%s logged a line that is not JSON: %q", p.name, line)
+			return
+		}
+	}
 }
 
 // logBuffer keeps what a child writes, up to a bound, for the two writers.
