@@ -177,26 +177,45 @@ func TestSIGTERMMidAgentStep(t *testing.T) {
 	wantRanOnce(t, run, stepRequests(c.Model, "sigterm-mid-step"), map[string]int{"plan": 1})
 }
 
-// TestAgentUpstreamFaults: a model failing during a step makes the step
-// retry with backoff and the run go on; a model that keeps failing fails
+// TestAgentUpstreamFaults: a model failing during a step (500, 429, a cut
+// stream, a malformed chunk) makes the step retry with backoff and the run
+// go on; a model that keeps failing fails
 // the run honestly after the configured attempts, with nothing stranded.
 func TestAgentUpstreamFaults(t *testing.T) {
 	c := newCluster(t, options{Instances: 2, Env: []string{"AGENT_MAX_ATTEMPTS", "2"}, Model: []llmtest.Option{llmtest.Respond(stepScript)}})
 	ctx := testContext(t, 2*time.Minute)
 	token := c.Supabase.Token(t, newUser())
 
-	c.Model.Configure(llmtest.Fail500(), llmtest.Times(1))
-	fault("model 500 in a step")
-	runID := startRun(t, ctx, c.Agent(0, token), "fails-once")
-	run := watchRun(t, ctx, c.Agent(1, token), runID)
-	if run.Status != parleyv1.RunStatus_RUN_STATUS_SUCCEEDED || run.Steps[0].Attempts != 2 {
-		t.Errorf("run after one 500: %s, plan attempts %d; want succeeded on the second attempt", run.Status, run.Steps[0].Attempts)
+	// Each fault hits the plan step's first request only.
+	for i, tc := range []struct {
+		name         string
+		fault, reset []llmtest.Option
+	}{
+		{"500", []llmtest.Option{llmtest.Fail500(), llmtest.Times(1)}, nil},
+		{"429", []llmtest.Option{llmtest.Fail429("1"), llmtest.Times(1)}, nil},
+		{"cut", []llmtest.Option{llmtest.CutAfter(1)}, []llmtest.Option{llmtest.CutAfter(-1)}},
+		{"malformed", []llmtest.Option{llmtest.MalformedAfter(1)}, []llmtest.Option{llmtest.MalformedAfter(-1)}},
+	} {
+		before := len(c.Model.Requests())
+		c.Model.Configure(tc.fault...)
+		fault("model " + tc.name + " in a step")
+		goal := "fails-once-" + tc.name + ";"
+		runID := startRun(t, ctx, c.Agent(i%2, token), goal)
+		waitRequests(t, c.Model, before+1)
+		c.Model.Configure(tc.reset...) // the retry comes 2 s later
+		run := watchRun(t, ctx, c.Agent((i+1)%2, token), runID)
+		if run.Status != parleyv1.RunStatus_RUN_STATUS_SUCCEEDED || run.Steps[0].Attempts != 2 {
+			t.Errorf("run after one %s: %s, plan attempts %d (%q); want succeeded on the second attempt", tc.name, run.Status, run.Steps[0].Attempts, run.Error)
+		}
+		if n := stepRequests(c.Model, goal); n["plan"] != 2 || n["research"] != 1 {
+			t.Errorf("run after one %s asked the model %v, want plan twice and every other step once", tc.name, n)
+		}
 	}
 
 	c.Model.Configure(llmtest.Fail500())
 	fault("model 500 in a step")
-	runID = startRun(t, ctx, c.Agent(1, token), "fails-always")
-	run = watchRun(t, ctx, c.Agent(0, token), runID)
+	runID := startRun(t, ctx, c.Agent(1, token), "fails-always")
+	run := watchRun(t, ctx, c.Agent(0, token), runID)
 	if run.Status != parleyv1.RunStatus_RUN_STATUS_FAILED || run.Steps[0].Attempts != 2 || run.Error == "" {
 		t.Errorf("run on a failing model: %s after %d attempts (%q); want failed after 2 with a reason", run.Status, run.Steps[0].Attempts, run.Error)
 	}
