@@ -1,11 +1,14 @@
 package rpc
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"unicode/utf8"
 
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -177,4 +180,73 @@ func mapKey(b []byte, entry protoreflect.MessageDescriptor) (string, error) {
 		return "", err
 	}
 	return m.Get(keyField).MapKey().String(), nil
+}
+
+// JSONCodec is connect-go's protobuf JSON codec with errors a client
+// developer can act on and that show nothing of the server: connect's says
+// "unmarshal into *parleyv1.CreateConversationRequest: proto: ...", naming
+// a Go type; this one says "invalid JSON: (line 1:10): invalid value for
+// string field title: 42". Like connect's, it ignores unknown fields, so an
+// older server accepts a newer client's requests. Install it with
+// connect.WithCodec for both of the names connect registers for JSON
+// (NewJSONCodecs).
+type JSONCodec struct{ name string }
+
+// NewJSONCodecs returns the codec under "json" and "json; charset=utf-8",
+// the two names connect-go serves JSON under.
+func NewJSONCodecs() []JSONCodec {
+	return []JSONCodec{{name: "json"}, {name: "json; charset=utf-8"}}
+}
+
+// Name implements connect.Codec.
+func (c JSONCodec) Name() string { return c.name }
+
+// Marshal implements connect.Codec.
+func (JSONCodec) Marshal(v any) ([]byte, error) {
+	m, ok := v.(proto.Message)
+	if !ok {
+		return nil, errNotProto(v)
+	}
+	return protojson.MarshalOptions{}.Marshal(m)
+}
+
+// MarshalAppend appends v's encoding to dst.
+func (JSONCodec) MarshalAppend(dst []byte, v any) ([]byte, error) {
+	m, ok := v.(proto.Message)
+	if !ok {
+		return nil, errNotProto(v)
+	}
+	return protojson.MarshalOptions{}.MarshalAppend(dst, m)
+}
+
+// MarshalStable is compact JSON, the same for the same message, which
+// connect needs for requests sent as HTTP GET.
+func (c JSONCodec) MarshalStable(v any) ([]byte, error) {
+	out, err := c.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, out); err != nil {
+		return nil, err
+	}
+	return compact.Bytes(), nil
+}
+
+// IsBinary tells connect the encoding is text.
+func (JSONCodec) IsBinary() bool { return false }
+
+// Unmarshal implements connect.Codec.
+func (JSONCodec) Unmarshal(data []byte, v any) error {
+	m, ok := v.(proto.Message)
+	if !ok {
+		return errNotProto(v)
+	}
+	if len(data) == 0 {
+		return errors.New("the request body is empty; send a JSON object ({} for no fields)")
+	}
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(data, m); err != nil {
+		return errors.New("invalid JSON: " + strings.TrimPrefix(err.Error(), "proto: "))
+	}
+	return nil
 }

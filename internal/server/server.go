@@ -156,6 +156,9 @@ func New(d Deps) http.Handler {
 		connect.WithCodec(rpc.BinaryCodec{}),
 		connect.WithCompressMinBytes(1024),
 	}
+	for _, c := range rpc.NewJSONCodecs() {
+		options = append(options, connect.WithCodec(c))
+	}
 
 	mux := http.NewServeMux()
 	mux.Handle(parleyv1connect.NewChatServiceHandler(d.Chat, options...))
