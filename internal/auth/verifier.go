@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/MicahParks/keyfunc/v3"
@@ -39,6 +40,12 @@ const (
 	jwksHTTPTimeout        = 10 * time.Second
 	unknownKIDRefreshEvery = 15 * time.Second
 	unknownKIDWait         = 5 * time.Second
+	// unknownKIDRetryUnverified is the unknown-kid refresh rate until a
+	// first token has verified: an instance that started while the JWKS
+	// was down accepts tokens within about a second of its return instead
+	// of up to unknownKIDRefreshEvery later (Cloud Run starts instances on
+	// demand, often in exactly such a moment).
+	unknownKIDRetryUnverified = time.Second
 
 	// minHS256SecretLen refuses secrets short enough to brute-force; Supabase's
 	// own JWT secrets are at least this long.
@@ -140,6 +147,12 @@ type Verifier struct {
 
 	// verified remembers tokens already checked (see cache.go).
 	verified *tokenCache
+
+	// unknownKID limits the JWKS fetches tokens with an unknown kid cause:
+	// once a second until a token has verified (verifiedOnce), then once
+	// every unknownKIDRefreshEvery. Nil for a static verifier.
+	unknownKID   *rate.Limiter
+	verifiedOnce atomic.Bool
 }
 
 // NewVerifier returns a Verifier that fetches signing keys from cfg.JWKSURL.
@@ -161,6 +174,7 @@ func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
 		return nil, err
 	}
 	ctx, v.cancel = context.WithCancel(ctx)
+	v.unknownKID = rate.NewLimiter(rate.Every(unknownKIDRetryUnverified), 1)
 
 	refreshInterval := cfg.RefreshInterval
 	if refreshInterval <= 0 {
@@ -173,7 +187,7 @@ func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
 		NoErrorReturnFirstHTTPReq: &noErrorOnFirstFetch,
 		RateLimitWaitMax:          unknownKIDWait,
 		RefreshInterval:           refreshInterval,
-		RefreshUnknownKID:         rate.NewLimiter(rate.Every(unknownKIDRefreshEvery), 1),
+		RefreshUnknownKID:         v.unknownKID,
 		RefreshErrorHandlerFunc: func(jwksURL string) func(context.Context, error) {
 			return func(ctx context.Context, err error) {
 				if errors.Is(err, context.Canceled) {
@@ -292,6 +306,11 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 	claims, err := v.verify(ctx, token)
 	if err != nil {
 		return Claims{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+	}
+	if v.unknownKID != nil && !v.verifiedOnce.Load() && v.verifiedOnce.CompareAndSwap(false, true) {
+		// The keys are here: from now on a made-up kid costs at most one
+		// fetch per unknownKIDRefreshEvery.
+		v.unknownKID.SetLimit(rate.Every(unknownKIDRefreshEvery))
 	}
 	v.verified.put(key, claims, now)
 	return claims, nil

@@ -271,6 +271,34 @@ func TestNewVerifierJWKSDownAtStart(t *testing.T) {
 	}
 }
 
+// TestVerifyJWKSBackAfterRefusal: an instance that started while the JWKS
+// was down and has already refused a token for it verifies the next one
+// within about a second of the JWKS's return, not after the unknown-kid
+// limit of 15 s; once a token has verified, made-up kids are limited to
+// one fetch per 15 s again.
+func TestVerifyJWKSBackAfterRefusal(t *testing.T) {
+	t.Parallel()
+	key := newECKey(t, "k1")
+	srv := newJWKSServer(t, key)
+	srv.failFirst = 2 // the fetch at start, and the refresh for the first token
+	v := newTestVerifier(t, srv.config())
+	token := key.sign(t, supabaseClaims(srv.issuer(), uuid.New(), nil))
+	if _, err := verifyWithin(t, v, token, 10*time.Second); err == nil {
+		t.Fatal("a token verified while the JWKS was down")
+	}
+	if _, err := verifyWithin(t, v, token, 3*time.Second); err != nil {
+		t.Fatalf("the JWKS is back, but Verify still fails: %v", err)
+	}
+	fetches := srv.fetches.Load()
+	other := newECKey(t, "unknown")
+	for range 3 {
+		_, _ = verifyWithin(t, v, other.sign(t, supabaseClaims(srv.issuer(), uuid.New(), nil)), 100*time.Millisecond)
+	}
+	if n := srv.fetches.Load() - fetches; n > 1 {
+		t.Errorf("three made-up kids after a verified token caused %d fetches, want at most 1", n)
+	}
+}
+
 func TestVerifyJWKSStaysDown(t *testing.T) {
 	t.Parallel()
 	key := newECKey(t, "k1")
