@@ -113,7 +113,9 @@ DELETE FROM parley.profiles WHERE user_id = @user_id;
 -- snapshot): the profile, each conversation with every message of every
 -- branch and a Markdown rendering, each artifact with every version, each
 -- agent run with its steps and events, the monthly usage, and the billing
--- subscription. Rows are in
+-- subscription. A message's attachments come with their content (base64)
+-- when it is stored here, or with their object key when it is in object
+-- storage (GetAttachment signs a URL for it). Rows are in
 -- a fixed order, so the same data exports to the same bytes and an export
 -- can be resumed at an offset. Internal rows are left out: search vectors
 -- (derived from messages), leases, and queued tasks.
@@ -132,6 +134,12 @@ SELECT json_build_object(
                     'id', m.id, 'parent_id', m.parent_id, 'role', m.role, 'content', m.content, 'status', m.status,
                     'model', m.model, 'prompt_tokens', m.prompt_tokens, 'completion_tokens', m.completion_tokens,
                     'finish_reason', m.finish_reason, 'tool_rounds', m.tool_rounds,
+                    'attachments', COALESCE((SELECT json_agg(json_build_object(
+                            'id', at.id, 'name', at.name, 'content_type', at.content_type, 'kind', at.kind,
+                            'size_bytes', at.size_bytes, 'width', at.width, 'height', at.height, 'sha256', at.sha256,
+                            'content_base64', translate(encode(at.content, 'base64'), E'\n', ''),
+                            'object_key', at.object_key, 'create_time', at.create_time) ORDER BY at.position)
+                        FROM parley.attachments at WHERE at.message_id = m.id AND at.user_id = @user_id), '[]'::json),
                     'create_time', m.create_time, 'update_time', m.update_time) ORDER BY m.create_time, m.id)
                 FROM parley.messages m WHERE m.conversation_id = c.id AND m.user_id = @user_id), '[]'::json),
             'markdown', '# ' || CASE WHEN c.title = '' THEN 'Untitled conversation' ELSE c.title END || E'\n'

@@ -25,6 +25,7 @@ import (
 
 	"github.com/parleyhq/parley/internal/agent"
 	"github.com/parleyhq/parley/internal/artifact"
+	"github.com/parleyhq/parley/internal/attachment"
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/billing"
 	"github.com/parleyhq/parley/internal/broker"
@@ -33,6 +34,7 @@ import (
 	"github.com/parleyhq/parley/internal/config"
 	"github.com/parleyhq/parley/internal/gen/parley/v1/parleyv1connect"
 	"github.com/parleyhq/parley/internal/llm"
+	"github.com/parleyhq/parley/internal/objstore"
 	"github.com/parleyhq/parley/internal/plan"
 	"github.com/parleyhq/parley/internal/ratelimit"
 	"github.com/parleyhq/parley/internal/redisconn"
@@ -209,7 +211,10 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 	if a.tracer != nil {
 		tools, carry = telemetry.Toolbox(tools, a.tracer), telemetry.Carry
 	}
+	attachments := a.attachments(cfg, opts)
 	a.generator = chat.NewGenerator(genStore, a.models, events, a.log, chat.GeneratorConfig{
+		Attachments:         attachments,
+		VisionModels:        cfg.VisionModels,
 		Tools:               tools,
 		Carry:               carry,
 		CheckpointInterval:  opts.CheckpointInterval,
@@ -228,7 +233,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 		Clock:               opts.Clock,
 	})
 
-	var chatHandler parleyv1connect.ChatServiceHandler = rpc.NewChatHandler(chat.NewService(a.store, a.models.Has, a.generator), a.generator)
+	var chatHandler parleyv1connect.ChatServiceHandler = rpc.NewChatHandler(chat.NewService(a.store, a.models.Has, a.generator).WithAttachments(attachments), a.generator)
 	if opts.WrapChat != nil {
 		chatHandler = opts.WrapChat(chatHandler)
 	}
@@ -253,9 +258,10 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 		Verifier:         a.verifier,
 		Chat:             chatHandler,
 		Artifact:         rpc.NewArtifactHandler(artifacts),
+		Attachment:       rpc.NewAttachmentHandler(attachments),
 		Search:           rpc.NewSearchHandler(searcher),
 		Agent:            rpc.NewAgentHandler(a.agents.service),
-		User:             rpc.NewUserHandler(user.NewService(a.store, plans, a.models.Has, opts.Clock, a.generator).WithBilling(a.billing)),
+		User:             rpc.NewUserHandler(user.NewService(a.store, plans, a.models.Has, opts.Clock, a.generator).WithBilling(a.billing).WithAttachments(attachments)),
 		Billing:          rpc.NewBillingHandler(a.billing),
 		Tasks:            a.agents.tasks,
 		Webhooks:         webhooks,
@@ -522,4 +528,17 @@ func (a *App) Close() {
 			a.closers[i]()
 		}
 	})
+}
+
+// attachments builds the attachment service: content in PostgreSQL, or in
+// the S3-compatible bucket configuration names.
+func (a *App) attachments(cfg config.Config, opts Options) *attachment.Service {
+	c := attachment.Config{Limits: cfg.AttachmentLimits, Clock: opts.Clock, Log: a.log, URLTTL: cfg.AttachmentStorage.URLTTL}
+	if s := cfg.AttachmentStorage; s.Bucket != "" {
+		c.Blobs = objstore.New(objstore.Config{
+			Bucket: s.Bucket, Endpoint: s.Endpoint, Region: s.Region,
+			AccessKeyID: s.AccessKeyID, SecretAccessKey: s.SecretAccessKey,
+		})
+	}
+	return attachment.NewService(a.store, c)
 }

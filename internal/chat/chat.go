@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/internal/attachment"
 )
 
 // Limits on what a client may send.
@@ -111,6 +113,8 @@ type Message struct {
 	// ToolRounds are the turns of an answer in which the model called
 	// tools, in order; Content holds all the text, theirs included.
 	ToolRounds []ToolRound
+	// Attachments are a user message's files, without their content.
+	Attachments []attachment.Attachment
 }
 
 // ToolRound is one turn of an answer in which the model called tools: the

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/parleyhq/parley/internal/apperr"
+	"github.com/parleyhq/parley/internal/attachment"
 	"github.com/parleyhq/parley/internal/clock"
 	"github.com/parleyhq/parley/internal/plan"
 )
@@ -77,6 +78,12 @@ type GeneratorConfig struct {
 	// Clock tells the time of checkpoints, sweeps and quota periods; nil
 	// is the system clock.
 	Clock clock.Clock
+	// Attachments checks and keeps the files sent with messages; nil
+	// refuses messages that carry any.
+	Attachments *attachment.Service
+	// VisionModels are the models that read images; the others refuse
+	// messages with images (and answer regenerations of them without).
+	VisionModels []string
 }
 
 func (c *GeneratorConfig) defaults() {

@@ -84,6 +84,15 @@ type PromptMessage struct {
 	ToolCalls []ToolCall
 	// ToolCallID names the call a RoleTool message answers.
 	ToolCallID string
+	// Images are the images attached to a user turn, for vision models;
+	// Content already holds the turn's text files.
+	Images []PromptImage
+}
+
+// PromptImage is an image a user turn shows the model.
+type PromptImage struct {
+	ContentType string // image/png, image/jpeg, image/webp or image/gif
+	Data        []byte
 }
 
 // Models is the catalog of models the server offers and the provider that

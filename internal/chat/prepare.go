@@ -7,6 +7,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/parleyhq/parley/internal/apperr"
+	"github.com/parleyhq/parley/internal/attachment"
 )
 
 // Stage 1 of an answer: Send, Edit and Regenerate each check their input,
@@ -20,6 +21,8 @@ type SendInput struct {
 	Model           string
 	ClientMessageID string
 	ParentID        uuid.UUID // uuid.Nil continues the active branch
+	// Attachments are files sent with the message (checked by prepare).
+	Attachments []attachment.Upload
 }
 
 // errBusy refuses a second answer in a conversation while one streams.
@@ -53,6 +56,7 @@ func (g *Generator) Send(ctx context.Context, userID uuid.UUID, in SendInput) (S
 	p, err := g.prepare(ctx, userID, turn{
 		conversationID: in.ConversationID, leafID: in.ParentID,
 		content: in.Content, clientMessageID: in.ClientMessageID, model: in.Model,
+		uploads: in.Attachments,
 	})
 	if err != nil {
 		return nil, err
@@ -88,6 +92,9 @@ type EditInput struct {
 	Content         string
 	Model           string
 	ClientMessageID string // a retry with the same key attaches to the first attempt
+	// Attachments are the edited message's files; the original's are not
+	// carried over.
+	Attachments []attachment.Upload
 }
 
 func checkClientMessageID(id string) error {
@@ -186,6 +193,7 @@ func (g *Generator) Edit(ctx context.Context, userID uuid.UUID, in EditInput) (S
 	p, err := g.prepare(ctx, userID, turn{
 		conversationID: old.ConversationID, leafID: old.ParentID, startsConversation: old.ParentID == uuid.Nil,
 		content: in.Content, model: in.Model, clientMessageID: in.ClientMessageID,
+		uploads: in.Attachments,
 	})
 	if err != nil {
 		return nil, err
@@ -207,6 +215,8 @@ type turn struct {
 	content         string
 	clientMessageID string
 	model           string
+	// uploads are the new user message's files.
+	uploads []attachment.Upload
 }
 
 // prepared is an exchange ready to be saved, with what its generation
@@ -220,7 +230,8 @@ type prepared struct {
 
 // prepare loads the branch to answer (one round trip), resolves the model
 // and builds the exchange and the prompt. It returns apperr NotFound for a
-// conversation that is not the user's, Invalid for an unknown model.
+// conversation that is not the user's, Invalid for an unknown model, for
+// attachments refused, or for images sent to a model that cannot read them.
 func (g *Generator) prepare(ctx context.Context, userID uuid.UUID, t turn) (prepared, error) {
 	xc, err := g.store.LoadContext(ctx, userID, t.conversationID, t.leafID, g.loadBytes())
 	if err != nil {
@@ -243,12 +254,35 @@ func (g *Generator) prepare(ctx context.Context, userID uuid.UUID, t turn) (prep
 	if n := len(xc.Branch); n > 0 {
 		x.ParentID = xc.Branch[n-1].ID
 	}
+	atts, err := g.turnAttachments(ctx, userID, t, xc.Branch, model)
+	if err != nil {
+		return prepared{}, err
+	}
 	history := xc.Branch
 	if t.content != "" {
 		x.UserMessageID, x.Content = uuid.New(), t.content
 		history = append(history[:len(history):len(history)], Message{Role: RoleUser, Content: t.content})
+		for i := range atts {
+			atts[i].MessageID, atts[i].ConversationID = x.UserMessageID, t.conversationID
+		}
+		x.Attachments = atts
 	}
-	return prepared{exchange: x, xc: xc, prompt: g.buildPrompt(xc, history), provider: provider}, nil
+	var images []PromptImage
+	if len(atts) > 0 {
+		// The turn answered (new, or regenerated) shows the model its
+		// files; earlier turns show their text only.
+		last := history[len(history)-1]
+		last.Content, images = turnContent(last.Content, atts)
+		if err := g.checkTurnBudget(last.Content, images); err != nil {
+			return prepared{}, err
+		}
+		history = append(history[:len(history)-1:len(history)-1], last)
+	}
+	prompt := g.buildPrompt(xc, history)
+	if len(images) > 0 {
+		prompt[len(prompt)-1].Images = images
+	}
+	return prepared{exchange: x, xc: xc, prompt: prompt, provider: provider}, nil
 }
 
 // loadBytes is how much branch text (in characters) to load for a prompt:

@@ -7,6 +7,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/parleyhq/parley/internal/apperr"
+	"github.com/parleyhq/parley/internal/attachment"
 )
 
 // Service applies the conversation rules on top of a Store.
@@ -16,6 +17,8 @@ type Service struct {
 	validModel func(string) bool
 	// answers ends the answers of deleted conversations; may be nil.
 	answers AnswerEnder
+	// attachments deletes the stored objects of deleted conversations; may be nil.
+	attachments *attachment.Service
 }
 
 // AnswerEnder ends answers wherever they run; the Generator is one.
@@ -29,6 +32,13 @@ type AnswerEnder interface {
 // stop the answers of a deleted conversation.
 func NewService(store Store, validModel func(string) bool, answers AnswerEnder) *Service {
 	return &Service{store: store, validModel: validModel, answers: answers}
+}
+
+// WithAttachments makes DeleteConversation delete the objects of the
+// conversation's attachments too; it returns s.
+func (s *Service) WithAttachments(a *attachment.Service) *Service {
+	s.attachments = a
+	return s
 }
 
 func (s *Service) checkSettings(title, systemPrompt, model *string) error {
@@ -104,6 +114,11 @@ func (s *Service) DeleteConversation(ctx context.Context, userID, conversationID
 	}
 	if len(streaming) > 0 && s.answers != nil {
 		s.answers.EndDeleted(ctx, streaming)
+	}
+	if s.attachments != nil {
+		// The rows are gone with the conversation; their objects are
+		// deleted even if the client leaves now.
+		return s.attachments.ConversationDeleted(context.WithoutCancel(ctx), userID, conversationID)
 	}
 	return nil
 }

@@ -54,9 +54,20 @@ func (g *Generator) start(ctx context.Context, userID uuid.UUID, p prepared) (St
 	if !retriedInBranch(p.xc.Branch, x.ClientMessageID) && g.mayAskAhead(userID, quota, x.ReserveTokens, x.CreateTime) {
 		ahead = askAhead(rc.ctx, p.provider, g.firstRequest(x.Model, p.prompt))
 	}
+	if err := g.stash(ctx, userID, x); err != nil {
+		g.release()
+		rc.cancel(errNotSaved)
+		if ahead != nil {
+			ahead.abandon()
+		}
+		return nil, err
+	}
 	user, answer, err := g.store.InsertExchange(ctx, userID, x)
 	if err != nil {
 		g.release()
+		if g.cfg.Attachments != nil {
+			g.cfg.Attachments.Discard(ctx, userID, x.ConversationID, x.Attachments)
+		}
 		// Refused or failed: the request asked ahead is canceled before
 		// its answer is read.
 		rc.cancel(errNotSaved)
@@ -114,11 +125,21 @@ func nextMonth(t time.Time) time.Time {
 	return time.Date(t.Year(), t.Month()+1, 1, 0, 0, 0, 0, time.UTC)
 }
 
-// promptTokens is the prompt's size by EstimateTokens.
+// promptTokens is the prompt's size by EstimateTokens, ImageTokens an
+// image.
 func promptTokens(prompt []PromptMessage) int64 {
 	var n int64
 	for _, m := range prompt {
-		n += int64(EstimateTokens(m.Content))
+		n += int64(EstimateTokens(m.Content) + ImageTokens*len(m.Images))
 	}
 	return n
+}
+
+// stash puts the new message's attachments into object storage, when the
+// deployment keeps them there, before the message is saved.
+func (g *Generator) stash(ctx context.Context, userID uuid.UUID, x NewExchange) error {
+	if len(x.Attachments) == 0 || g.cfg.Attachments == nil {
+		return nil
+	}
+	return g.cfg.Attachments.Stash(ctx, userID, x.ConversationID, x.Attachments)
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/internal/attachment"
 )
 
 // Store persists conversations and messages. Every method takes the owner's
@@ -29,7 +31,8 @@ type Store interface {
 	// ListMessages returns up to limit messages of the branch ending at
 	// leafID (the active branch when uuid.Nil) after the cursor, root
 	// first, with their SiblingIDs; apperr NotFound when the conversation
-	// (or the leaf) is absent.
+	// (or the leaf) is absent. User messages come with their Attachments
+	// (without content).
 	ListMessages(ctx context.Context, userID, conversationID, leafID uuid.UUID, after *Cursor, limit int) ([]Message, error)
 	// SelectBranch makes the newest leaf below messageID the active one;
 	// apperr NotFound when the message is not in the user's conversation.
@@ -44,8 +47,9 @@ type GenerationStore interface {
 	// branch stops after about maxBytes characters (the leaf always comes).
 	// The branch is empty when leafID is not in the conversation.
 	LoadContext(ctx context.Context, userID, conversationID, leafID uuid.UUID, maxBytes int) (ExchangeContext, error)
-	// InsertExchange saves the user message (unless x.UserMessageID is Nil),
-	// the streaming assistant message and the new active leaf, atomically,
+	// InsertExchange saves the user message (unless x.UserMessageID is Nil)
+	// with its attachments, the streaming assistant message and the new
+	// active leaf, atomically,
 	// and returns both messages (the user message is nil when none was
 	// saved). It returns apperr Conflict when x.ClientMessageID was used
 	// before, and ErrQuotaExceeded, ErrTooManyGenerations or
@@ -107,6 +111,10 @@ type NewExchange struct {
 	// the provider's count replaces it, so that an answer that never
 	// finishes (deleted, or its instance died) is charged for its prompt.
 	PromptTokens int64
+	// Attachments are the user message's files, saved with it: with their
+	// content, or their ObjectKey when the content was put in object
+	// storage.
+	Attachments []attachment.Attachment
 }
 
 // Errors InsertExchange returns when a limit, not the input, refuses the

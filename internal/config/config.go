@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/parleyhq/parley/internal/attachment"
 )
 
 // Environments Parley knows. Production refuses dev conveniences.
@@ -141,6 +143,17 @@ type Config struct {
 	// and stop words). The database keeps vectors for both, so it can be
 	// changed at any restart.
 	SearchTextConfig string
+
+	// Attachments. VisionModels are the models that read images
+	// (PARLEY_VISION_MODELS, default gpt-4o-mini,gpt-4o); the others refuse
+	// messages with images. The caps: ATTACHMENT_MAX_COUNT (4),
+	// ATTACHMENT_MAX_IMAGE_BYTES (5 MiB), ATTACHMENT_MAX_TEXT_BYTES
+	// (256 KiB), ATTACHMENT_MAX_TOTAL_BYTES (7 MiB, also the most allowed),
+	// ATTACHMENT_MAX_IMAGE_SIDE (8192) and ATTACHMENT_MAX_IMAGE_PIXELS
+	// (16 million).
+	VisionModels      []string
+	AttachmentLimits  attachment.Limits
+	AttachmentStorage AttachmentStorage
 
 	// Agent runs. AgentStepTimeout bounds one attempt of a step
 	// (AGENT_STEP_TIMEOUT, default 4m: well inside Cloud Run's request
@@ -294,6 +307,24 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 		// The list is search.Configs (config imports no domain package).
 		SearchTextConfig: p.oneOf("SEARCH_TEXT_CONFIG", "simple", "simple", "english"),
 
+		VisionModels: p.list("PARLEY_VISION_MODELS", "gpt-4o-mini,gpt-4o"),
+		AttachmentLimits: attachment.Limits{
+			MaxCount:       p.int("ATTACHMENT_MAX_COUNT", 4, 0, attachment.MaxCountCeiling),
+			MaxImageBytes:  p.int("ATTACHMENT_MAX_IMAGE_BYTES", 5<<20, 1, attachment.MaxRequestBytes),
+			MaxTextBytes:   p.int("ATTACHMENT_MAX_TEXT_BYTES", 256<<10, 1, attachment.MaxRequestBytes),
+			MaxTotalBytes:  p.int("ATTACHMENT_MAX_TOTAL_BYTES", attachment.MaxRequestBytes, 1, attachment.MaxRequestBytes),
+			MaxImageSide:   p.int("ATTACHMENT_MAX_IMAGE_SIDE", 8192, 1, 1<<16),
+			MaxImagePixels: p.int("ATTACHMENT_MAX_IMAGE_PIXELS", 16_000_000, 1, 1<<30),
+		},
+		AttachmentStorage: AttachmentStorage{
+			Bucket:          p.str("ATTACHMENT_S3_BUCKET", ""),
+			Endpoint:        strings.TrimRight(p.str("ATTACHMENT_S3_ENDPOINT", ""), "/"),
+			Region:          p.str("ATTACHMENT_S3_REGION", "us-east-1"),
+			AccessKeyID:     p.str("ATTACHMENT_S3_ACCESS_KEY_ID", ""),
+			SecretAccessKey: p.str("ATTACHMENT_S3_SECRET_ACCESS_KEY", ""),
+			URLTTL:          p.duration("ATTACHMENT_URL_TTL", 5*time.Minute),
+		},
+
 		AgentStepTimeout:        p.duration("AGENT_STEP_TIMEOUT", 4*time.Minute),
 		AgentMaxAttempts:        p.int("AGENT_MAX_ATTEMPTS", 3, 1, 20),
 		AgentMaxActiveRuns:      p.int("AGENT_MAX_ACTIVE_RUNS", 3, 1, 1000),
@@ -356,6 +387,16 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 	if cfg.OpenAIBaseURL != "" {
 		if u, err := url.Parse(cfg.OpenAIBaseURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			p.fail("OPENAI_BASE_URL", "must be an http(s) URL such as https://api.openai.com/v1")
+		}
+	}
+	if s := cfg.AttachmentStorage; s.Bucket != "" {
+		p.required("ATTACHMENT_S3_ACCESS_KEY_ID", s.AccessKeyID)
+		p.required("ATTACHMENT_S3_SECRET_ACCESS_KEY", s.SecretAccessKey)
+		if u, err := url.Parse(s.Endpoint); s.Endpoint != "" && (err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "") {
+			p.fail("ATTACHMENT_S3_ENDPOINT", "must be an http(s) URL such as https://<ref>.supabase.co/storage/v1/s3")
+		}
+		if s.URLTTL < time.Second || s.URLTTL > 7*24*time.Hour {
+			p.fail("ATTACHMENT_URL_TTL", "must be from 1s to 168h (S3's longest presigned URL), got %s", s.URLTTL)
 		}
 	}
 	if cfg.ShutdownTimeout < 2*time.Second {
@@ -428,6 +469,18 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 // exporter and the SDK would read some of them again themselves; New in
 // internal/telemetry passes each one explicitly, so what is used is what
 // was checked here.
+// AttachmentStorage is S3-compatible object storage for attachments'
+// content (Supabase Storage's S3 endpoint, Cloud Storage's XML API, S3);
+// with no Bucket the content stays in PostgreSQL. ATTACHMENT_S3_BUCKET,
+// ATTACHMENT_S3_ENDPOINT (empty: AWS's), ATTACHMENT_S3_REGION (us-east-1),
+// ATTACHMENT_S3_ACCESS_KEY_ID, ATTACHMENT_S3_SECRET_ACCESS_KEY;
+// ATTACHMENT_URL_TTL (5m) is how long GetAttachment's signed URLs work.
+type AttachmentStorage struct {
+	Bucket, Endpoint, Region     string
+	AccessKeyID, SecretAccessKey string
+	URLTTL                       time.Duration
+}
+
 func (p *parser) tracing() TracingConfig {
 	t := TracingConfig{
 		ServiceName: p.str("OTEL_SERVICE_NAME", "parley"),

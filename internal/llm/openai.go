@@ -2,6 +2,7 @@ package llm
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -194,7 +195,11 @@ func chatParams(req chat.ModelRequest) (openai.ChatCompletionNewParams, error) {
 		case chat.RoleSystem:
 			msgs = append(msgs, openai.SystemMessage(m.Content))
 		case chat.RoleUser:
-			msgs = append(msgs, openai.UserMessage(m.Content))
+			if len(m.Images) == 0 {
+				msgs = append(msgs, openai.UserMessage(m.Content))
+				continue
+			}
+			msgs = append(msgs, openai.UserMessage(userParts(m)))
 		case chat.RoleAssistant:
 			if len(m.ToolCalls) == 0 {
 				msgs = append(msgs, openai.AssistantMessage(m.Content))
@@ -240,6 +245,21 @@ func chatParams(req chat.ModelRequest) (openai.ChatCompletionNewParams, error) {
 		params.MaxCompletionTokens = openai.Int(int64(req.MaxTokens))
 	}
 	return params, nil
+}
+
+// userParts is a user turn with images as content parts: the text, then
+// each image as an image_url part holding a data: URL, since the image
+// lives in Parley's storage and the provider must not fetch it.
+func userParts(m chat.PromptMessage) []openai.ChatCompletionContentPartUnionParam {
+	parts := make([]openai.ChatCompletionContentPartUnionParam, 0, len(m.Images)+1)
+	if m.Content != "" {
+		parts = append(parts, openai.TextContentPart(m.Content))
+	}
+	for _, img := range m.Images {
+		url := "data:" + img.ContentType + ";base64," + base64.StdEncoding.EncodeToString(img.Data)
+		parts = append(parts, openai.ImageContentPart(openai.ChatCompletionContentPartImageImageURLParam{URL: url}))
+	}
+	return parts
 }
 
 // promptEstimate is the prompt's size by EstimateTokens, the fallback for

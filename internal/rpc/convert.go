@@ -93,6 +93,9 @@ func toProtoMessage(m chat.Message) *parleyv1.Message {
 			})
 		}
 	}
+	for _, a := range m.Attachments {
+		pm.Attachments = append(pm.Attachments, toProtoAttachment(a))
+	}
 	return pm
 }
 

@@ -34,6 +34,7 @@ func (h *ChatHandler) SendMessage(ctx context.Context, req *connect.Request[parl
 		Model:           req.Msg.GetModel(),
 		ClientMessageID: req.Msg.GetClientMessageId(),
 		ParentID:        parent,
+		Attachments:     toUploads(req.Msg.GetAttachments()),
 	})
 	if err != nil {
 		return err
@@ -89,6 +90,7 @@ func (h *ChatHandler) EditMessage(ctx context.Context, req *connect.Request[parl
 	}
 	stream, err := h.gen.Edit(ctx, uid, chat.EditInput{
 		MessageID: msgID, Content: req.Msg.GetContent(), Model: req.Msg.GetModel(), ClientMessageID: req.Msg.GetClientMessageId(),
+		Attachments: toUploads(req.Msg.GetAttachments()),
 	})
 	if err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/parleyhq/parley/internal/artifact"
+	"github.com/parleyhq/parley/internal/attachment"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/gen/parley/v1/parleyv1connect"
 )
@@ -57,6 +58,14 @@ const (
 	// content, title, language and request id (about 6 MiB).
 	artifactRequestBytes = jsonExpansion*(artifact.MaxContentBytes+utf8.UTFMax*artifact.MaxTitleRunes+artifact.MaxLanguageBytes+artifact.MaxRequestIDBytes) + framingBytes
 
+	// attachmentRequestBytes bounds a chat message with its attachments
+	// (about 10 MiB): the message's own limit plus the most attachment
+	// content a message may carry (attachment.MaxRequestBytes, which
+	// configuration can lower but not raise) as base64, the costlier
+	// encoding of bytes (JSON's), with room for each file's name.
+	attachmentRequestBytes = contentRequestBytes + (attachment.MaxRequestBytes+2)/3*4 +
+		attachment.MaxCountCeiling*(jsonExpansion*attachment.MaxNameBytes+framingBytes)
+
 	// envelopeBytes is the prefix gRPC, gRPC-Web and Connect streams put
 	// before each message: a flag byte and a four-byte length.
 	envelopeBytes = 5
@@ -73,8 +82,8 @@ const DefaultBodyTimeout = 30 * time.Second
 var requestLimits = map[string]int{
 	parleyv1connect.ChatServiceCreateConversationProcedure: promptRequestBytes,
 	parleyv1connect.ChatServiceUpdateConversationProcedure: promptRequestBytes,
-	parleyv1connect.ChatServiceSendMessageProcedure:        contentRequestBytes,
-	parleyv1connect.ChatServiceEditMessageProcedure:        contentRequestBytes,
+	parleyv1connect.ChatServiceSendMessageProcedure:        attachmentRequestBytes,
+	parleyv1connect.ChatServiceEditMessageProcedure:        attachmentRequestBytes,
 	parleyv1connect.ArtifactServiceCreateArtifactProcedure: artifactRequestBytes,
 	parleyv1connect.ArtifactServiceUpdateArtifactProcedure: artifactRequestBytes,
 	// Preferences: a system prompt of 8000 characters (at most 32 KiB, as

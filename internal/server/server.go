@@ -39,11 +39,12 @@ type Deps struct {
 	Chat     parleyv1connect.ChatServiceHandler
 	// Artifact and Search serve their services; nil leaves the service
 	// unmounted (tests of the HTTP surface alone).
-	Artifact parleyv1connect.ArtifactServiceHandler
-	Search   parleyv1connect.SearchServiceHandler
-	Agent    parleyv1connect.AgentServiceHandler
-	User     parleyv1connect.UserServiceHandler
-	Billing  parleyv1connect.BillingServiceHandler
+	Artifact   parleyv1connect.ArtifactServiceHandler
+	Attachment parleyv1connect.AttachmentServiceHandler
+	Search     parleyv1connect.SearchServiceHandler
+	Agent      parleyv1connect.AgentServiceHandler
+	User       parleyv1connect.UserServiceHandler
+	Billing    parleyv1connect.BillingServiceHandler
 	// Tasks receives pushed task deliveries (QStash's) outside the Connect
 	// API, at the path of each entry; they authenticate by signature, not
 	// by access token.
@@ -163,6 +164,10 @@ func New(d Deps) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(parleyv1connect.NewChatServiceHandler(d.Chat, options...))
 	services := []string{parleyv1connect.ChatServiceName}
+	if d.Attachment != nil {
+		mux.Handle(parleyv1connect.NewAttachmentServiceHandler(d.Attachment, options...))
+		services = append(services, parleyv1connect.AttachmentServiceName)
+	}
 	if d.Artifact != nil {
 		mux.Handle(parleyv1connect.NewArtifactServiceHandler(d.Artifact, options...))
 		services = append(services, parleyv1connect.ArtifactServiceName)

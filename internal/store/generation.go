@@ -58,7 +58,36 @@ func (s *Store) LoadContext(ctx context.Context, userID, conversationID, leafID 
 // InsertExchange implements chat.GenerationStore in one round trip.
 func (s *Store) InsertExchange(ctx context.Context, userID uuid.UUID, x chat.NewExchange) (*chat.Message, chat.Message, error) {
 	month := monthOf(x.CreateTime)
-	rows, err := s.q.InsertMessages(ctx, sqlcgen.InsertMessagesParams{
+	q := s.q
+	if len(x.Attachments) > 0 && x.UserMessageID != uuid.Nil {
+		// The attachments are saved with their message, in one transaction.
+		tx, err := s.pool.Begin(ctx)
+		if err != nil {
+			return nil, chat.Message{}, interpretError(err, "message")
+		}
+		defer tx.Rollback(context.WithoutCancel(ctx))
+		q = s.q.WithTx(tx)
+		user, answer, err := s.insertExchange(ctx, q, userID, month, x)
+		if err != nil {
+			return nil, chat.Message{}, err
+		}
+		if err := insertAttachments(ctx, q, userID, x.Attachments); err != nil {
+			return nil, chat.Message{}, interpretError(err, "attachment")
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return nil, chat.Message{}, interpretError(err, "message")
+		}
+		if user != nil {
+			user.Attachments = metadataOnly(x.Attachments)
+		}
+		return user, answer, nil
+	}
+	return s.insertExchange(ctx, q, userID, month, x)
+}
+
+// insertExchange is InsertExchange's statement, on q.
+func (s *Store) insertExchange(ctx context.Context, q *sqlcgen.Queries, userID uuid.UUID, month time.Time, x chat.NewExchange) (*chat.Message, chat.Message, error) {
+	rows, err := q.InsertMessages(ctx, sqlcgen.InsertMessagesParams{
 		Month:              month,
 		ReserveTokens:      x.ReserveTokens,
 		QuotaTokens:        x.QuotaTokens,

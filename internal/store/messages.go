@@ -93,6 +93,9 @@ func (s *Store) ListMessages(ctx context.Context, userID, conversationID, leafID
 		out[i] = toMessage(r.ParleyMessage)
 		out[i].SiblingIDs = r.SiblingIds
 	}
+	if err := s.withAttachments(ctx, userID, out); err != nil {
+		return nil, err
+	}
 	return out, nil
 }
 

@@ -331,6 +331,7 @@ func TestServiceRole(t *testing.T) {
 			"parley.agent_steps":       {"SELECT", "INSERT", "UPDATE"},
 			"parley.artifact_versions": {"SELECT", "INSERT"},
 			"parley.artifacts":         {"SELECT", "INSERT", "UPDATE", "DELETE"},
+			"parley.attachments":       {"SELECT", "INSERT"},
 			"parley.conversations":     {"SELECT", "INSERT", "UPDATE", "DELETE"},
 			"parley.message_search":    {"SELECT"},
 			"parley.messages":          {"SELECT", "INSERT", "UPDATE"},

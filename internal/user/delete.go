@@ -68,5 +68,11 @@ func (s *Service) Delete(ctx context.Context, userID uuid.UUID) error {
 		// The delete is done even if the client leaves now.
 		s.answers.EndDeleted(context.WithoutCancel(ctx), d.GenerationIDs)
 	}
+	if s.attachments != nil {
+		// The rows went with the conversations; the objects are deleted
+		// after the commit, by key prefix, so none uploaded meanwhile
+		// survives a retried delete.
+		return s.attachments.UserDeleted(context.WithoutCancel(ctx), userID)
+	}
 	return nil
 }

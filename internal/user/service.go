@@ -6,6 +6,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/google/uuid"
+
 	"github.com/parleyhq/parley/internal/apperr"
 	"github.com/parleyhq/parley/internal/clock"
 	"github.com/parleyhq/parley/internal/plan"
@@ -20,6 +22,22 @@ type Service struct {
 	clock   clock.Clock
 	answers AnswerStopper
 	billing Billing // nil: no billing
+	// attachments deletes the stored objects of a deleted user; may be nil.
+	attachments AttachmentDeleter
+}
+
+// AttachmentDeleter deletes a deleted user's attachment objects;
+// attachment.Service is one.
+type AttachmentDeleter interface {
+	// UserDeleted deletes every stored object of the user's attachments.
+	UserDeleted(ctx context.Context, userID uuid.UUID) error
+}
+
+// WithAttachments makes Delete remove the user's attachment objects from
+// object storage too; it returns s.
+func (s *Service) WithAttachments(a AttachmentDeleter) *Service {
+	s.attachments = a
+	return s
 }
 
 // NewService returns a Service. plans tells each user's plan; offered

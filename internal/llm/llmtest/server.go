@@ -16,6 +16,7 @@ package llmtest
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"mime"
@@ -69,6 +70,16 @@ type RecordedMessage struct {
 	// tool message answers.
 	ToolCalls  []Call
 	ToolCallID string
+	// Images are the image_url parts of a user message, in order.
+	Images []Image
+}
+
+// Image is an image_url content part as the model received it. A data:
+// URL is decoded into MediaType and Data; any other URL is left in URL.
+type Image struct {
+	URL       string
+	MediaType string
+	Data      []byte
 }
 
 // Call is a tool call: scripted for the server to make (see Turns), or
@@ -334,7 +345,8 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var body requestBody
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&body); err != nil {
+	// Images arrive inline as data: URLs, hence room for several.
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 32<<20)).Decode(&body); err != nil {
 		writeError(w, http.StatusBadRequest, "invalid_request", "We could not parse the JSON body of your request.", "")
 		return
 	}
@@ -347,7 +359,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		Authorization:       r.Header.Get("Authorization"),
 	}
 	for _, m := range body.Messages {
-		msg := RecordedMessage{Role: m.Role, Content: contentText(m.Content), ToolCallID: m.ToolCallID}
+		msg := RecordedMessage{Role: m.Role, Content: contentText(m.Content), Images: contentImages(m.Content), ToolCallID: m.ToolCallID}
 		for _, c := range m.ToolCalls {
 			msg.ToolCalls = append(msg.ToolCalls, Call{ID: c.ID, Name: c.Function.Name, Arguments: c.Function.Arguments})
 		}
@@ -581,6 +593,35 @@ func contentText(raw json.RawMessage) string {
 		b.WriteString(p.Text)
 	}
 	return b.String()
+}
+
+// contentImages returns the image_url parts of a message's content.
+func contentImages(raw json.RawMessage) []Image {
+	var parts []struct {
+		Type     string `json:"type"`
+		ImageURL struct {
+			URL string `json:"url"`
+		} `json:"image_url"`
+	}
+	if err := json.Unmarshal(raw, &parts); err != nil {
+		return nil
+	}
+	var out []Image
+	for _, p := range parts {
+		if p.Type != "image_url" {
+			continue
+		}
+		img := Image{URL: p.ImageURL.URL}
+		if rest, ok := strings.CutPrefix(img.URL, "data:"); ok {
+			if mediaType, data, ok := strings.Cut(rest, ";base64,"); ok {
+				if b, err := base64.StdEncoding.DecodeString(data); err == nil {
+					img = Image{MediaType: mediaType, Data: b}
+				}
+			}
+		}
+		out = append(out, img)
+	}
+	return out
 }
 
 // The wire types of a streamed chunk.

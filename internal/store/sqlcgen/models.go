@@ -100,6 +100,24 @@ type ParleyArtifactVersion struct {
 	CreateTime     time.Time
 }
 
+type ParleyAttachment struct {
+	ID             uuid.UUID
+	MessageID      uuid.UUID
+	ConversationID uuid.UUID
+	UserID         uuid.UUID
+	Position       int32
+	Name           string
+	ContentType    string
+	Kind           string
+	SizeBytes      int64
+	Width          int32
+	Height         int32
+	Sha256         string
+	Content        []byte
+	ObjectKey      *string
+	CreateTime     time.Time
+}
+
 type ParleyConversation struct {
 	ID           uuid.UUID
 	UserID       uuid.UUID

@@ -328,7 +328,10 @@ type Message struct {
 	SiblingIds []string `protobuf:"bytes,15,rep,name=sibling_ids,json=siblingIds,proto3" json:"sibling_ids,omitempty"`
 	// The tool calls an answer made (such as writing artifacts), in order,
 	// with what each returned; empty for other messages.
-	ToolUses      []*ToolUse `protobuf:"bytes,16,rep,name=tool_uses,json=toolUses,proto3" json:"tool_uses,omitempty"`
+	ToolUses []*ToolUse `protobuf:"bytes,16,rep,name=tool_uses,json=toolUses,proto3" json:"tool_uses,omitempty"`
+	// The files attached to a user message, in the order they were sent,
+	// without their content (read it with AttachmentService.GetAttachment).
+	Attachments   []*Attachment `protobuf:"bytes,19,rep,name=attachments,proto3" json:"attachments,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -471,6 +474,13 @@ func (x *Message) GetSiblingIds() []string {
 func (x *Message) GetToolUses() []*ToolUse {
 	if x != nil {
 		return x.ToolUses
+	}
+	return nil
+}
+
+func (x *Message) GetAttachments() []*Attachment {
+	if x != nil {
+		return x.Attachments
 	}
 	return nil
 }
@@ -1421,8 +1431,11 @@ type SendMessageRequest struct {
 	// Optional assistant message to continue from (to branch); empty
 	// continues the active branch.
 	ParentMessageId string `protobuf:"bytes,5,opt,name=parent_message_id,json=parentMessageId,proto3" json:"parent_message_id,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Optional files for the model to read: images (for vision models only)
+	// and text files, within the server's count and size limits.
+	Attachments   []*AttachmentUpload `protobuf:"bytes,20,rep,name=attachments,proto3" json:"attachments,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SendMessageRequest) Reset() {
@@ -1488,6 +1501,13 @@ func (x *SendMessageRequest) GetParentMessageId() string {
 		return x.ParentMessageId
 	}
 	return ""
+}
+
+func (x *SendMessageRequest) GetAttachments() []*AttachmentUpload {
+	if x != nil {
+		return x.Attachments
+	}
+	return nil
 }
 
 // SendMessageResponse is one event of a generation stream. Events carry a
@@ -2315,8 +2335,11 @@ type EditMessageRequest struct {
 	// a retry with the same key attaches to the first attempt's answer
 	// instead of adding a second branch.
 	ClientMessageId string `protobuf:"bytes,4,opt,name=client_message_id,json=clientMessageId,proto3" json:"client_message_id,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Optional files for the edited message, as in SendMessageRequest; the
+	// original's attachments are not carried over.
+	Attachments   []*AttachmentUpload `protobuf:"bytes,20,rep,name=attachments,proto3" json:"attachments,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EditMessageRequest) Reset() {
@@ -2377,11 +2400,18 @@ func (x *EditMessageRequest) GetClientMessageId() string {
 	return ""
 }
 
+func (x *EditMessageRequest) GetAttachments() []*AttachmentUpload {
+	if x != nil {
+		return x.Attachments
+	}
+	return nil
+}
+
 var File_parley_v1_chat_proto protoreflect.FileDescriptor
 
 const file_parley_v1_chat_proto_rawDesc = "" +
 	"\n" +
-	"\x14parley/v1/chat.proto\x12\tparley.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\x01\n" +
+	"\x14parley/v1/chat.proto\x12\tparley.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aparley/v1/attachment.proto\"\xe9\x01\n" +
 	"\fConversation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05title\x18\x02 \x01(\tR\x05title\x12#\n" +
@@ -2393,7 +2423,7 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"updateTime\"Y\n" +
 	"\x05Usage\x12#\n" +
 	"\rprompt_tokens\x18\x01 \x01(\x03R\fpromptTokens\x12+\n" +
-	"\x11completion_tokens\x18\x02 \x01(\x03R\x10completionTokens\"\xee\x04\n" +
+	"\x11completion_tokens\x18\x02 \x01(\x03R\x10completionTokens\"\xa7\x05\n" +
 	"\aMessage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +
 	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x1b\n" +
@@ -2414,7 +2444,8 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"\rsibling_index\x18\x0e \x01(\x05R\fsiblingIndex\x12\x1f\n" +
 	"\vsibling_ids\x18\x0f \x03(\tR\n" +
 	"siblingIds\x12/\n" +
-	"\ttool_uses\x18\x10 \x03(\v2\x12.parley.v1.ToolUseR\btoolUses\"\xd3\x01\n" +
+	"\ttool_uses\x18\x10 \x03(\v2\x12.parley.v1.ToolUseR\btoolUses\x127\n" +
+	"\vattachments\x18\x13 \x03(\v2\x15.parley.v1.AttachmentR\vattachments\"\xd3\x01\n" +
 	"\aToolUse\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
@@ -2475,13 +2506,14 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"\n" +
 	"message_id\x18\x02 \x01(\tR\tmessageId\"F\n" +
 	"\x14SelectBranchResponse\x12.\n" +
-	"\bmessages\x18\x01 \x03(\v2\x12.parley.v1.MessageR\bmessages\"\xc5\x01\n" +
+	"\bmessages\x18\x01 \x03(\v2\x12.parley.v1.MessageR\bmessages\"\x84\x02\n" +
 	"\x12SendMessageRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x18\n" +
 	"\acontent\x18\x02 \x01(\tR\acontent\x12\x14\n" +
 	"\x05model\x18\x03 \x01(\tR\x05model\x12*\n" +
 	"\x11client_message_id\x18\x04 \x01(\tR\x0fclientMessageId\x12*\n" +
-	"\x11parent_message_id\x18\x05 \x01(\tR\x0fparentMessageId\"\xf3\x03\n" +
+	"\x11parent_message_id\x18\x05 \x01(\tR\x0fparentMessageId\x12=\n" +
+	"\vattachments\x18\x14 \x03(\v2\x1b.parley.v1.AttachmentUploadR\vattachments\"\xf3\x03\n" +
 	"\x13SendMessageResponse\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x03R\x03seq\x128\n" +
 	"\astarted\x18\x02 \x01(\v2\x1c.parley.v1.GenerationStartedH\x00R\astarted\x12,\n" +
@@ -2527,13 +2559,14 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12*\n" +
-	"\x11client_message_id\x18\x03 \x01(\tR\x0fclientMessageId\"\x8f\x01\n" +
+	"\x11client_message_id\x18\x03 \x01(\tR\x0fclientMessageId\"\xce\x01\n" +
 	"\x12EditMessageRequest\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x18\n" +
 	"\acontent\x18\x02 \x01(\tR\acontent\x12\x14\n" +
 	"\x05model\x18\x03 \x01(\tR\x05model\x12*\n" +
-	"\x11client_message_id\x18\x04 \x01(\tR\x0fclientMessageId*P\n" +
+	"\x11client_message_id\x18\x04 \x01(\tR\x0fclientMessageId\x12=\n" +
+	"\vattachments\x18\x14 \x03(\v2\x1b.parley.v1.AttachmentUploadR\vattachments*P\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tROLE_USER\x10\x01\x12\x12\n" +
@@ -2611,6 +2644,8 @@ var file_parley_v1_chat_proto_goTypes = []any{
 	(*RegenerateMessageRequest)(nil),   // 33: parley.v1.RegenerateMessageRequest
 	(*EditMessageRequest)(nil),         // 34: parley.v1.EditMessageRequest
 	(*timestamppb.Timestamp)(nil),      // 35: google.protobuf.Timestamp
+	(*Attachment)(nil),                 // 36: parley.v1.Attachment
+	(*AttachmentUpload)(nil),           // 37: parley.v1.AttachmentUpload
 }
 var file_parley_v1_chat_proto_depIdxs = []int32{
 	35, // 0: parley.v1.Conversation.create_time:type_name -> google.protobuf.Timestamp
@@ -2621,54 +2656,57 @@ var file_parley_v1_chat_proto_depIdxs = []int32{
 	35, // 5: parley.v1.Message.create_time:type_name -> google.protobuf.Timestamp
 	35, // 6: parley.v1.Message.update_time:type_name -> google.protobuf.Timestamp
 	5,  // 7: parley.v1.Message.tool_uses:type_name -> parley.v1.ToolUse
-	6,  // 8: parley.v1.ToolUse.artifact:type_name -> parley.v1.SavedArtifact
-	2,  // 9: parley.v1.CreateConversationResponse.conversation:type_name -> parley.v1.Conversation
-	2,  // 10: parley.v1.ListConversationsResponse.conversations:type_name -> parley.v1.Conversation
-	2,  // 11: parley.v1.GetConversationResponse.conversation:type_name -> parley.v1.Conversation
-	2,  // 12: parley.v1.UpdateConversationResponse.conversation:type_name -> parley.v1.Conversation
-	4,  // 13: parley.v1.ListMessagesResponse.messages:type_name -> parley.v1.Message
-	4,  // 14: parley.v1.SelectBranchResponse.messages:type_name -> parley.v1.Message
-	26, // 15: parley.v1.SendMessageResponse.started:type_name -> parley.v1.GenerationStarted
-	27, // 16: parley.v1.SendMessageResponse.delta:type_name -> parley.v1.TextDelta
-	3,  // 17: parley.v1.SendMessageResponse.usage:type_name -> parley.v1.Usage
-	28, // 18: parley.v1.SendMessageResponse.title:type_name -> parley.v1.TitleGenerated
-	29, // 19: parley.v1.SendMessageResponse.completed:type_name -> parley.v1.GenerationCompleted
-	23, // 20: parley.v1.SendMessageResponse.tool_call:type_name -> parley.v1.ToolCallStarted
-	24, // 21: parley.v1.SendMessageResponse.artifact_delta:type_name -> parley.v1.ArtifactDelta
-	25, // 22: parley.v1.SendMessageResponse.tool_result:type_name -> parley.v1.ToolCallFinished
-	6,  // 23: parley.v1.ToolCallFinished.artifact:type_name -> parley.v1.SavedArtifact
-	4,  // 24: parley.v1.GenerationStarted.user_message:type_name -> parley.v1.Message
-	4,  // 25: parley.v1.GenerationCompleted.message:type_name -> parley.v1.Message
-	4,  // 26: parley.v1.StopGenerationResponse.message:type_name -> parley.v1.Message
-	7,  // 27: parley.v1.ChatService.CreateConversation:input_type -> parley.v1.CreateConversationRequest
-	9,  // 28: parley.v1.ChatService.ListConversations:input_type -> parley.v1.ListConversationsRequest
-	11, // 29: parley.v1.ChatService.GetConversation:input_type -> parley.v1.GetConversationRequest
-	13, // 30: parley.v1.ChatService.UpdateConversation:input_type -> parley.v1.UpdateConversationRequest
-	15, // 31: parley.v1.ChatService.DeleteConversation:input_type -> parley.v1.DeleteConversationRequest
-	17, // 32: parley.v1.ChatService.ListMessages:input_type -> parley.v1.ListMessagesRequest
-	19, // 33: parley.v1.ChatService.SelectBranch:input_type -> parley.v1.SelectBranchRequest
-	21, // 34: parley.v1.ChatService.SendMessage:input_type -> parley.v1.SendMessageRequest
-	30, // 35: parley.v1.ChatService.StopGeneration:input_type -> parley.v1.StopGenerationRequest
-	32, // 36: parley.v1.ChatService.ResumeGeneration:input_type -> parley.v1.ResumeGenerationRequest
-	33, // 37: parley.v1.ChatService.RegenerateMessage:input_type -> parley.v1.RegenerateMessageRequest
-	34, // 38: parley.v1.ChatService.EditMessage:input_type -> parley.v1.EditMessageRequest
-	8,  // 39: parley.v1.ChatService.CreateConversation:output_type -> parley.v1.CreateConversationResponse
-	10, // 40: parley.v1.ChatService.ListConversations:output_type -> parley.v1.ListConversationsResponse
-	12, // 41: parley.v1.ChatService.GetConversation:output_type -> parley.v1.GetConversationResponse
-	14, // 42: parley.v1.ChatService.UpdateConversation:output_type -> parley.v1.UpdateConversationResponse
-	16, // 43: parley.v1.ChatService.DeleteConversation:output_type -> parley.v1.DeleteConversationResponse
-	18, // 44: parley.v1.ChatService.ListMessages:output_type -> parley.v1.ListMessagesResponse
-	20, // 45: parley.v1.ChatService.SelectBranch:output_type -> parley.v1.SelectBranchResponse
-	22, // 46: parley.v1.ChatService.SendMessage:output_type -> parley.v1.SendMessageResponse
-	31, // 47: parley.v1.ChatService.StopGeneration:output_type -> parley.v1.StopGenerationResponse
-	22, // 48: parley.v1.ChatService.ResumeGeneration:output_type -> parley.v1.SendMessageResponse
-	22, // 49: parley.v1.ChatService.RegenerateMessage:output_type -> parley.v1.SendMessageResponse
-	22, // 50: parley.v1.ChatService.EditMessage:output_type -> parley.v1.SendMessageResponse
-	39, // [39:51] is the sub-list for method output_type
-	27, // [27:39] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	36, // 8: parley.v1.Message.attachments:type_name -> parley.v1.Attachment
+	6,  // 9: parley.v1.ToolUse.artifact:type_name -> parley.v1.SavedArtifact
+	2,  // 10: parley.v1.CreateConversationResponse.conversation:type_name -> parley.v1.Conversation
+	2,  // 11: parley.v1.ListConversationsResponse.conversations:type_name -> parley.v1.Conversation
+	2,  // 12: parley.v1.GetConversationResponse.conversation:type_name -> parley.v1.Conversation
+	2,  // 13: parley.v1.UpdateConversationResponse.conversation:type_name -> parley.v1.Conversation
+	4,  // 14: parley.v1.ListMessagesResponse.messages:type_name -> parley.v1.Message
+	4,  // 15: parley.v1.SelectBranchResponse.messages:type_name -> parley.v1.Message
+	37, // 16: parley.v1.SendMessageRequest.attachments:type_name -> parley.v1.AttachmentUpload
+	26, // 17: parley.v1.SendMessageResponse.started:type_name -> parley.v1.GenerationStarted
+	27, // 18: parley.v1.SendMessageResponse.delta:type_name -> parley.v1.TextDelta
+	3,  // 19: parley.v1.SendMessageResponse.usage:type_name -> parley.v1.Usage
+	28, // 20: parley.v1.SendMessageResponse.title:type_name -> parley.v1.TitleGenerated
+	29, // 21: parley.v1.SendMessageResponse.completed:type_name -> parley.v1.GenerationCompleted
+	23, // 22: parley.v1.SendMessageResponse.tool_call:type_name -> parley.v1.ToolCallStarted
+	24, // 23: parley.v1.SendMessageResponse.artifact_delta:type_name -> parley.v1.ArtifactDelta
+	25, // 24: parley.v1.SendMessageResponse.tool_result:type_name -> parley.v1.ToolCallFinished
+	6,  // 25: parley.v1.ToolCallFinished.artifact:type_name -> parley.v1.SavedArtifact
+	4,  // 26: parley.v1.GenerationStarted.user_message:type_name -> parley.v1.Message
+	4,  // 27: parley.v1.GenerationCompleted.message:type_name -> parley.v1.Message
+	4,  // 28: parley.v1.StopGenerationResponse.message:type_name -> parley.v1.Message
+	37, // 29: parley.v1.EditMessageRequest.attachments:type_name -> parley.v1.AttachmentUpload
+	7,  // 30: parley.v1.ChatService.CreateConversation:input_type -> parley.v1.CreateConversationRequest
+	9,  // 31: parley.v1.ChatService.ListConversations:input_type -> parley.v1.ListConversationsRequest
+	11, // 32: parley.v1.ChatService.GetConversation:input_type -> parley.v1.GetConversationRequest
+	13, // 33: parley.v1.ChatService.UpdateConversation:input_type -> parley.v1.UpdateConversationRequest
+	15, // 34: parley.v1.ChatService.DeleteConversation:input_type -> parley.v1.DeleteConversationRequest
+	17, // 35: parley.v1.ChatService.ListMessages:input_type -> parley.v1.ListMessagesRequest
+	19, // 36: parley.v1.ChatService.SelectBranch:input_type -> parley.v1.SelectBranchRequest
+	21, // 37: parley.v1.ChatService.SendMessage:input_type -> parley.v1.SendMessageRequest
+	30, // 38: parley.v1.ChatService.StopGeneration:input_type -> parley.v1.StopGenerationRequest
+	32, // 39: parley.v1.ChatService.ResumeGeneration:input_type -> parley.v1.ResumeGenerationRequest
+	33, // 40: parley.v1.ChatService.RegenerateMessage:input_type -> parley.v1.RegenerateMessageRequest
+	34, // 41: parley.v1.ChatService.EditMessage:input_type -> parley.v1.EditMessageRequest
+	8,  // 42: parley.v1.ChatService.CreateConversation:output_type -> parley.v1.CreateConversationResponse
+	10, // 43: parley.v1.ChatService.ListConversations:output_type -> parley.v1.ListConversationsResponse
+	12, // 44: parley.v1.ChatService.GetConversation:output_type -> parley.v1.GetConversationResponse
+	14, // 45: parley.v1.ChatService.UpdateConversation:output_type -> parley.v1.UpdateConversationResponse
+	16, // 46: parley.v1.ChatService.DeleteConversation:output_type -> parley.v1.DeleteConversationResponse
+	18, // 47: parley.v1.ChatService.ListMessages:output_type -> parley.v1.ListMessagesResponse
+	20, // 48: parley.v1.ChatService.SelectBranch:output_type -> parley.v1.SelectBranchResponse
+	22, // 49: parley.v1.ChatService.SendMessage:output_type -> parley.v1.SendMessageResponse
+	31, // 50: parley.v1.ChatService.StopGeneration:output_type -> parley.v1.StopGenerationResponse
+	22, // 51: parley.v1.ChatService.ResumeGeneration:output_type -> parley.v1.SendMessageResponse
+	22, // 52: parley.v1.ChatService.RegenerateMessage:output_type -> parley.v1.SendMessageResponse
+	22, // 53: parley.v1.ChatService.EditMessage:output_type -> parley.v1.SendMessageResponse
+	42, // [42:54] is the sub-list for method output_type
+	30, // [30:42] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_chat_proto_init() }
@@ -2676,6 +2714,7 @@ func file_parley_v1_chat_proto_init() {
 	if File_parley_v1_chat_proto != nil {
 		return
 	}
+	file_parley_v1_attachment_proto_init()
 	file_parley_v1_chat_proto_msgTypes[11].OneofWrappers = []any{}
 	file_parley_v1_chat_proto_msgTypes[20].OneofWrappers = []any{
 		(*SendMessageResponse_Started)(nil),
