@@ -23,6 +23,7 @@ import (
 
 	"github.com/parleyhq/parley/internal/agent"
 	"github.com/parleyhq/parley/internal/app"
+	"github.com/parleyhq/parley/internal/attachment"
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/clock"
@@ -136,6 +137,13 @@ type Options struct {
 	// stripe-mock from stripetest), with StripeWebhookSecret,
 	// StripePricePro and the Checkout URLs below.
 	StripeURL string
+	// VisionModels is PARLEY_VISION_MODELS (none when nil); AttachmentLimits
+	// the ATTACHMENT_MAX_* caps (the defaults when nil); AttachmentStorage
+	// the ATTACHMENT_S3_* bucket (content in PostgreSQL when its Bucket is
+	// empty).
+	VisionModels      []string
+	AttachmentLimits  *attachment.Limits
+	AttachmentStorage config.AttachmentStorage
 }
 
 // The billing settings of a server with Options.StripeURL.
@@ -294,6 +302,13 @@ func Config(tb testing.TB, opts Options) config.Config {
 	if cfg.Models == nil {
 		cfg.Models = []string{llm.OfflineModel}
 	}
+	cfg.VisionModels = opts.VisionModels
+	if opts.AttachmentLimits != nil {
+		cfg.AttachmentLimits = *opts.AttachmentLimits
+	}
+	if opts.AttachmentStorage.Bucket != "" {
+		cfg.AttachmentStorage = opts.AttachmentStorage
+	}
 	cfg.AllowedOrigins = opts.AllowedOrigins
 	cfg.TrustedProxyHops = opts.TrustedProxyHops
 	cfg.RateLimitEnabled = false // on only with opts.RateLimits
@@ -406,6 +421,13 @@ func (e *Env) ChatClient(tb testing.TB, protocol string, userID uuid.UUID) parle
 func (e *Env) ArtifactClient(tb testing.TB, protocol string, userID uuid.UUID) parleyv1connect.ArtifactServiceClient {
 	tb.Helper()
 	return parleyv1connect.NewArtifactServiceClient(HTTPClientFor(protocol), e.URL, e.clientOptions(tb, protocol, userID)...)
+}
+
+// AttachmentClient returns an AttachmentService client over protocol that
+// authenticates as userID (uuid.Nil: sends no token).
+func (e *Env) AttachmentClient(tb testing.TB, protocol string, userID uuid.UUID) parleyv1connect.AttachmentServiceClient {
+	tb.Helper()
+	return parleyv1connect.NewAttachmentServiceClient(HTTPClientFor(protocol), e.URL, e.clientOptions(tb, protocol, userID)...)
 }
 
 // SearchClient returns a SearchService client over protocol that

@@ -29,8 +29,14 @@ const fakeModel = "fake-model"
 // spoken to by the real openai-go client.
 func fakeEnv(t *testing.T, fake *llmtest.Server, opts apitest.Options) *apitest.Env {
 	t.Helper()
+	return fakeEnvModels(t, fake, opts, fakeModel)
+}
+
+// fakeEnvModels is fakeEnv offering models, all served by the fake.
+func fakeEnvModels(t *testing.T, fake *llmtest.Server, opts apitest.Options, models ...string) *apitest.Env {
+	t.Helper()
 	opts.Provider = llm.NewOpenAI(llm.OpenAIConfig{BaseURL: fake.URL, APIKey: "sk-test", IdleTimeout: 5 * time.Second})
-	opts.Models = []string{fakeModel}
+	opts.Models = models
 	return apitest.New(t, opts)
 }
 
