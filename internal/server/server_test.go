@@ -197,7 +197,7 @@ func TestMessageSizeLimit(t *testing.T) {
 					return err
 				}},
 				{"ErrContentOverLimit", func() error {
-					stream, err := c.SendMessage(ctx, connect.NewRequest(&parleyv1.SendMessageRequest{ConversationId: uuid.NewString(), Content: strings.Repeat("x", 1<<20)}))
+					stream, err := c.SendMessage(ctx, connect.NewRequest(&parleyv1.SendMessageRequest{ConversationId: uuid.NewString(), Content: strings.Repeat("x", 11<<20)}))
 					if err != nil {
 						return err
 					}
@@ -208,6 +208,21 @@ func TestMessageSizeLimit(t *testing.T) {
 				{"ErrIDsOverLimit", func() error {
 					_, err := c.GetConversation(ctx, connect.NewRequest(&parleyv1.GetConversationRequest{ConversationId: strings.Repeat("x", 20<<10)}))
 					return err
+				}},
+				{"ErrAttachmentsOverLimit", func() error {
+					// SendMessage's limit is raised for attachments (about
+					// 10 MiB), and no further.
+					stream, err := c.SendMessage(ctx, connect.NewRequest(&parleyv1.SendMessageRequest{
+						ConversationId: uuid.NewString(), Content: "x",
+						Attachments: []*parleyv1.AttachmentUpload{{Name: "big.txt", Content: make([]byte, 11<<20)}},
+					}))
+					if err != nil {
+						return err
+					}
+					defer stream.Close()
+					for stream.Receive() {
+					}
+					return stream.Err()
 				}},
 				{"ErrOldLimit", func() error {
 					_, err := c.CreateConversation(ctx, connect.NewRequest(&parleyv1.CreateConversationRequest{SystemPrompt: strings.Repeat("x", 11<<20)}))

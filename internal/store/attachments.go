@@ -106,4 +106,3 @@ func metadataOnly(atts []attachment.Attachment) []attachment.Attachment {
 	}
 	return out
 }
-

@@ -15,6 +15,7 @@ import (
 	"github.com/parleyhq/parley/db"
 	"github.com/parleyhq/parley/internal/agent"
 	"github.com/parleyhq/parley/internal/artifact"
+	"github.com/parleyhq/parley/internal/attachment"
 	"github.com/parleyhq/parley/internal/billing"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/pgtest"
@@ -92,9 +93,15 @@ func seed(tb testing.TB, st *store.Store) uuid.UUID {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	// The user message carries an attachment (parley.attachments).
+	userMessageID := uuid.New()
 	_, answer, err := st.InsertExchange(ctx, userID, chat.NewExchange{
-		ConversationID: conv.ID, UserMessageID: uuid.New(), Content: "my secret", AssistantMessageID: uuid.New(),
+		ConversationID: conv.ID, UserMessageID: userMessageID, Content: "my secret", AssistantMessageID: uuid.New(),
 		GenerationID: uuid.New(), Model: "m", CreateTime: time.Now(), ReserveTokens: 10, QuotaTokens: 1000, MaxActive: 3,
+		Attachments: []attachment.Attachment{{
+			ID: uuid.New(), MessageID: userMessageID, ConversationID: conv.ID, Name: "secret.txt", ContentType: "text/plain; charset=utf-8",
+			Kind: attachment.KindText, SizeBytes: 6, SHA256: "00", CreateTime: time.Now(), Content: []byte("secret"),
+		}},
 	})
 	if err != nil {
 		tb.Fatal(err)

@@ -142,6 +142,17 @@ var exportCounts = map[string]func(doc exportDoc) int{
 	"parley.messages": func(d exportDoc) int {
 		return sumOf(d.Conversations, func(c exportConv) int { return len(c.Messages) })
 	},
+	"parley.attachments": func(d exportDoc) int {
+		return sumOf(d.Conversations, func(c exportConv) int {
+			return sumOf(c.Messages, func(m json.RawMessage) int {
+				var msg struct {
+					Attachments []json.RawMessage `json:"attachments"`
+				}
+				_ = json.Unmarshal(m, &msg)
+				return len(msg.Attachments)
+			})
+		})
+	},
 	"parley.artifacts": func(d exportDoc) int { return len(d.Artifacts) },
 	"parley.artifact_versions": func(d exportDoc) int {
 		return sumOf(d.Artifacts, func(a exportArtifact) int { return len(a.Versions) })
