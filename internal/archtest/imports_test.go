@@ -14,6 +14,7 @@ var domainPackages = []string{
 	"github.com/parleyhq/parley/internal/chat",
 	"github.com/parleyhq/parley/internal/agent",
 	"github.com/parleyhq/parley/internal/artifact",
+	"github.com/parleyhq/parley/internal/attachment",
 	"github.com/parleyhq/parley/internal/search",
 	"github.com/parleyhq/parley/internal/billing",
 	"github.com/parleyhq/parley/internal/pagetoken",
