@@ -139,6 +139,9 @@ func New(d Deps) http.Handler {
 		// written inside the span (and the line carries its ids).
 		interceptors = append([]connect.Interceptor{newTracing(d.Tracing, d.Propagator)}, interceptors...)
 	}
+	// Outside even the span: the 304 it answers for a matching
+	// If-None-Match travels as an error, and is a success to log and trace.
+	interceptors = append([]connect.Interceptor{httpCache{}}, interceptors...)
 	if d.Limiter != nil {
 		interceptors = append(interceptors, &rateLimiter{log: d.Log, limiter: d.Limiter, limits: d.RateLimits, plans: d.Plans, hops: d.TrustedProxyHops})
 	}
@@ -244,8 +247,8 @@ func withCORS(h http.Handler, origins []string) http.Handler {
 	return cors.New(cors.Options{
 		AllowedOrigins: origins,
 		AllowedMethods: connectcors.AllowedMethods(),
-		AllowedHeaders: append(connectcors.AllowedHeaders(), "Authorization"),
-		ExposedHeaders: append(connectcors.ExposedHeaders(),
+		AllowedHeaders: append(connectcors.AllowedHeaders(), "Authorization", "If-None-Match"),
+		ExposedHeaders: append(connectcors.ExposedHeaders(), "Etag",
 			"Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset",
 			"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"),
 		// Browsers cache the preflight for two hours (Chromium's maximum).
