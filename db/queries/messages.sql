@@ -169,7 +169,8 @@ WITH fin AS (
     UPDATE parley.messages m
     SET content = @content, status = @status, model = @model,
         prompt_tokens = @prompt_tokens, completion_tokens = @completion_tokens,
-        finish_reason = @finish_reason, tool_rounds = sqlc.narg('tool_rounds')::jsonb, reserved_tokens = 0, update_time = now()
+        finish_reason = @finish_reason, tool_rounds = sqlc.narg('tool_rounds')::jsonb, cached = @cached,
+        reserved_tokens = 0, update_time = now()
     FROM (SELECT o.id, o.reserved_tokens FROM parley.messages o WHERE o.id = @id) old
     WHERE m.id = old.id AND m.status = 'streaming'
     RETURNING m.*, old.reserved_tokens AS released_tokens
@@ -183,7 +184,7 @@ WITH fin AS (
 )
 SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens,
        completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens,
-       tool_rounds
+       tool_rounds, cached
 FROM fin;
 
 -- name: InterruptStaleMessages :execrows

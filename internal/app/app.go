@@ -38,6 +38,7 @@ import (
 	"github.com/parleyhq/parley/internal/plan"
 	"github.com/parleyhq/parley/internal/ratelimit"
 	"github.com/parleyhq/parley/internal/redisconn"
+	"github.com/parleyhq/parley/internal/respcache"
 	"github.com/parleyhq/parley/internal/rpc"
 	"github.com/parleyhq/parley/internal/search"
 	"github.com/parleyhq/parley/internal/server"
@@ -124,8 +125,11 @@ type App struct {
 	billing   *billing.Service
 	// tracer is the tracing of everything New builds; nil when tracing
 	// is off, which installs no tracing code at all.
-	tracer    trace.TracerProvider
-	closers   []func()
+	tracer  trace.TracerProvider
+	closers []func()
+	// redis is the event log's client, nil without REDIS_URL; the
+	// response cache shares it.
+	redis     *redis.Client
 	closeOnce sync.Once
 }
 
@@ -231,6 +235,9 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 		MaxFollowers:        cfg.InstanceMaxFollowers,
 		MaxFollowersPerUser: cfg.MaxFollowersPerUser,
 		Clock:               opts.Clock,
+		Temperature:         cfg.ModelTemperature,
+		Cache:               a.responseCache(prefix),
+		CacheShared:         cfg.ResponseCacheShared,
 	})
 
 	var chatHandler parleyv1connect.ChatServiceHandler = rpc.NewChatHandler(chat.NewService(a.store, a.models.Has, a.generator).WithAttachments(attachments), a.generator)
@@ -372,6 +379,7 @@ func (a *App) shared(prefix string, forced bool, clk clock.Clock) (chat.EventLog
 		return nil, nil, errors.New("REDIS_URL: cannot use it as a Redis URL")
 	}
 	a.closers = append(a.closers, func() { client.Close() })
+	a.redis = client
 	var limiter *ratelimit.Resilient
 	if limited {
 		// Its own client, so a slow Redis fails a check in 50ms, not 5s.
@@ -385,6 +393,20 @@ func (a *App) shared(prefix string, forced bool, clk clock.Clock) (chat.EventLog
 	events := broker.NewRedis(client, prefix, cfg.EventLogRetention, opts...)
 	a.closers = append(a.closers, func() { events.Close() })
 	return broker.NewChatLog(events), limiter, nil
+}
+
+// responseCache is the response cache on the event log's Redis client
+// when RESPONSE_CACHE_TTL is set (config requires REDIS_URL for it in
+// serve); nil, caching nothing, otherwise.
+func (a *App) responseCache(prefix string) chat.ResponseCache {
+	if a.cfg.ResponseCacheTTL <= 0 {
+		return nil
+	}
+	if a.redis == nil {
+		a.log.Warn("RESPONSE_CACHE_TTL is set but REDIS_URL is not: answers are not cached")
+		return nil
+	}
+	return respcache.New(a.redis, prefix, a.cfg.ResponseCacheTTL)
 }
 
 // catalog builds the model catalog: opts.Provider when given, else the

@@ -45,6 +45,7 @@ var forbidden = []string{
 	"github.com/riverqueue",
 	"github.com/parleyhq/parley/internal/redisconn",
 	"github.com/parleyhq/parley/internal/ratelimit",
+	"github.com/parleyhq/parley/internal/respcache",
 	"github.com/parleyhq/parley/internal/rpc",
 	"github.com/parleyhq/parley/internal/server",
 	"github.com/parleyhq/parley/internal/app",

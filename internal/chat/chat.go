@@ -115,6 +115,9 @@ type Message struct {
 	ToolRounds []ToolRound
 	// Attachments are a user message's files, without their content.
 	Attachments []attachment.Attachment
+	// Cached is true for an answer relayed from the response cache
+	// instead of written by the model.
+	Cached bool
 }
 
 // ToolRound is one turn of an answer in which the model called tools: the

@@ -76,7 +76,8 @@ func (gen *generation) finish(usage Usage, finishReason string, err error, title
 	if end.finishReason != "" {
 		finishReason = end.finishReason
 	}
-	outcome := Outcome{Content: gen.content(), Status: end.status, Model: gen.answer.Model, Usage: usage, FinishReason: finishReason, ToolRounds: gen.toolRounds()}
+	outcome := Outcome{Content: gen.content(), Status: end.status, Model: gen.answer.Model, Usage: usage, FinishReason: finishReason, ToolRounds: gen.toolRounds(),
+		Cached: gen.cached != nil}
 	failure := end.failure
 
 	saved, interrupted, saveErr := gen.save(outcome)

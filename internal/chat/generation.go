@@ -42,6 +42,11 @@ type generation struct {
 	// ahead is the first turn's request, sent while the exchange was
 	// saved; nil when it was not (see overlap.go). The first turn takes it.
 	ahead *askedAhead
+	// cacheKey names the answer in the response cache ("" when answers
+	// are not cached); cached is the answer found there, relayed instead
+	// of asking the model (see cache.go).
+	cacheKey string
+	cached   *CachedAnswer
 
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
@@ -131,6 +136,7 @@ func (gen *generation) run() {
 	// The title belongs to the answer's life: Shutdown waits for it too.
 	defer func() { <-titled }()
 	usage, finishReason, err := gen.streamModel()
+	gen.keepAnswer(finishReason, err)
 	gen.finish(usage, finishReason, err, titled)
 }
 

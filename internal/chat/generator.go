@@ -84,6 +84,15 @@ type GeneratorConfig struct {
 	// VisionModels are the models that read images; the others refuse
 	// messages with images (and answer regenerations of them without).
 	VisionModels []string
+	// Temperature is the sampling temperature answers are asked with; nil
+	// leaves it to the provider.
+	Temperature *float64
+	// Cache keeps answers to deterministic requests (Temperature 0) for
+	// reuse; nil caches nothing. See cache.go.
+	Cache ResponseCache
+	// CacheShared lets one user's cached answer serve every user who sends
+	// the same request; by default the cache is per user.
+	CacheShared bool
 }
 
 func (c *GeneratorConfig) defaults() {

@@ -74,6 +74,10 @@ type ModelRequest struct {
 	MaxTokens int
 	// Tools the model may call in this turn; none when empty.
 	Tools []ToolSpec
+	// Temperature is the sampling temperature; nil leaves it to the
+	// provider (1 for OpenAI). 0 asks for the most likely answer, which
+	// the response cache relies on.
+	Temperature *float64
 }
 
 // PromptMessage is one turn of a conversation as the model sees it.

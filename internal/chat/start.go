@@ -51,7 +51,18 @@ func (g *Generator) start(ctx context.Context, userID uuid.UUID, p prepared) (St
 	// A send retried after its first attempt was saved carries a key the
 	// loaded branch already holds: its insert will be refused and attach
 	// to that attempt, so the model is not asked for it.
-	if !retriedInBranch(p.xc.Branch, x.ClientMessageID) && g.mayAskAhead(userID, quota, x.ReserveTokens, x.CreateTime) {
+	retried := retriedInBranch(p.xc.Branch, x.ClientMessageID)
+	var cacheKey string
+	var hit *CachedAnswer
+	if !retried {
+		cacheKey, hit = g.lookupCache(ctx, userID, x.Model, p.prompt)
+		if x.UserMessageID == uuid.Nil {
+			// Regenerating asks for another answer: the model is asked,
+			// and what it writes replaces the cached one.
+			hit = nil
+		}
+	}
+	if !retried && hit == nil && g.mayAskAhead(userID, quota, x.ReserveTokens, x.CreateTime) {
 		ahead = askAhead(rc.ctx, p.provider, g.firstRequest(x.Model, p.prompt))
 	}
 	if err := g.stash(ctx, userID, x); err != nil {
@@ -100,6 +111,7 @@ func (g *Generator) start(ctx context.Context, userID uuid.UUID, p prepared) (St
 		user = &parent
 	}
 	gen := g.newGeneration(userID, *user, answer, p, rc, ahead)
+	gen.cacheKey, gen.cached = cacheKey, hit
 	g.register(gen)
 	gen.launch()
 	return gen.subscribe(0), nil

@@ -142,4 +142,6 @@ type Outcome struct {
 	Usage        Usage
 	FinishReason string
 	ToolRounds   []ToolRound
+	// Cached: the answer came from the response cache.
+	Cached bool
 }

@@ -25,6 +25,9 @@ import (
 // the usage of all of them and the last finish reason, or the error that
 // cut the answer.
 func (gen *generation) streamModel() (Usage, string, error) {
+	if gen.cached != nil {
+		return gen.streamCached(*gen.cached)
+	}
 	var total Usage
 	prompt := slices.Clone(gen.prompt)
 	specs := gen.g.toolSpecs() // asked once per answer
@@ -74,7 +77,7 @@ func (g *Generator) toolSpecs() []ToolSpec {
 
 // modelRequest is one turn's request.
 func (g *Generator) modelRequest(model string, prompt []PromptMessage, tools []ToolSpec) ModelRequest {
-	return ModelRequest{Model: model, Messages: prompt, MaxTokens: g.cfg.MaxOutputTokens, Tools: tools}
+	return ModelRequest{Model: model, Messages: prompt, MaxTokens: g.cfg.MaxOutputTokens, Tools: tools, Temperature: g.cfg.Temperature}
 }
 
 // firstRequest is the request of an answer's first turn: what streamModel

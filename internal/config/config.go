@@ -99,6 +99,18 @@ type Config struct {
 	ContextTokens int
 	// MaxOutputTokens caps an answer (MAX_OUTPUT_TOKENS, 0: the provider's default).
 	MaxOutputTokens int
+	// ModelTemperature is the sampling temperature of chat answers
+	// (MODEL_TEMPERATURE, 0 to 2); nil leaves it to the provider (1 for
+	// OpenAI), and it is 0 when the response cache is on and it is unset.
+	ModelTemperature *float64
+	// ResponseCacheTTL turns the response cache on: answers to
+	// deterministic requests (temperature 0) are kept in Redis that long
+	// and served again to the same request (RESPONSE_CACHE_TTL; unset: off).
+	ResponseCacheTTL time.Duration
+	// ResponseCacheShared lets a cached answer serve every user who sends
+	// the same request, not only its own user (RESPONSE_CACHE_SHARED,
+	// default false).
+	ResponseCacheShared bool
 
 	// RateLimitEnabled switches rate limiting (RATE_LIMIT_ENABLED, default true).
 	RateLimitEnabled bool
@@ -286,6 +298,9 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 		OfflineWordDelay:            p.duration("OFFLINE_WORD_DELAY", 15*time.Millisecond),
 		ContextTokens:               p.int("CONTEXT_TOKENS", 16000, 256, 10_000_000),
 		MaxOutputTokens:             p.int("MAX_OUTPUT_TOKENS", 0, 0, 1_000_000),
+		ModelTemperature:            p.optionalFloat("MODEL_TEMPERATURE", 0, 2),
+		ResponseCacheTTL:            p.duration("RESPONSE_CACHE_TTL", 0),
+		ResponseCacheShared:         p.bool("RESPONSE_CACHE_SHARED", false),
 		RateLimitEnabled:            p.bool("RATE_LIMIT_ENABLED", true),
 		RateLimitChat:               p.int("RATE_LIMIT_CHAT", 20, 1, 1_000_000),
 		RateLimitAgent:              p.int("RATE_LIMIT_AGENT", 5, 1, 1_000_000),
@@ -443,6 +458,18 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 			case cfg.Production() && parsed.Scheme == "http" && !isLoopback(parsed.Hostname()):
 				p.fail(u.name, "must be https:// in production")
 			}
+		}
+	}
+	if cfg.ResponseCacheTTL > 0 {
+		switch {
+		case cfg.ModelTemperature == nil:
+			zero := 0.0
+			cfg.ModelTemperature = &zero // only deterministic answers are cached
+		case *cfg.ModelTemperature != 0:
+			p.fail("MODEL_TEMPERATURE", "must be 0 (or unset) while RESPONSE_CACHE_TTL is set: only deterministic answers are cached")
+		}
+		if cfg.RedisURL == "" && mode == ModeServe {
+			p.fail("RESPONSE_CACHE_TTL", "needs REDIS_URL: the response cache is kept in Redis")
 		}
 	}
 	if cfg.ContextTokens <= cfg.MaxOutputTokens {
@@ -656,6 +683,15 @@ func (p *parser) bool(name string, def bool) bool {
 		return def
 	}
 	return v
+}
+
+// optionalFloat is a number from lo to hi, or nil when unset.
+func (p *parser) optionalFloat(name string, lo, hi float64) *float64 {
+	if p.str(name, "") == "" {
+		return nil
+	}
+	v := p.float(name, lo, lo, hi)
+	return &v
 }
 
 func (p *parser) float(name string, def, lo, hi float64) float64 {

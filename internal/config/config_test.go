@@ -286,3 +286,62 @@ func TestStripe(t *testing.T) {
 		t.Errorf("Stripe settings %q %q %q", cfg.StripeAPIBase, cfg.StripePricePro, cfg.StripeWebhookSecret)
 	}
 }
+
+// TestResponseCache: off by default; on, it needs Redis (in serve) and a
+// temperature of 0, which it sets when none is given.
+func TestResponseCache(t *testing.T) {
+	t.Parallel()
+	serve := map[string]string{"DATABASE_URL": "postgres://u@db:5432/app", "SUPABASE_URL": "https://abcd.supabase.co", "OPENAI_API_KEY": "sk-test"}
+	with := func(extra map[string]string) map[string]string {
+		m := map[string]string{}
+		for k, v := range serve {
+			m[k] = v
+		}
+		for k, v := range extra {
+			m[k] = v
+		}
+		return m
+	}
+	t.Run("OffByDefault", func(t *testing.T) {
+		t.Parallel()
+		cfg, err := Load(env(serve), ModeServe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.ResponseCacheTTL != 0 || cfg.ResponseCacheShared || cfg.ModelTemperature != nil {
+			t.Errorf("defaults: ttl %v, shared %v, temperature %v", cfg.ResponseCacheTTL, cfg.ResponseCacheShared, cfg.ModelTemperature)
+		}
+	})
+	t.Run("OK", func(t *testing.T) {
+		t.Parallel()
+		cfg, err := Load(env(with(map[string]string{"RESPONSE_CACHE_TTL": "1h", "RESPONSE_CACHE_SHARED": "true", "REDIS_URL": "redis://r:6379"})), ModeServe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.ResponseCacheTTL != time.Hour || !cfg.ResponseCacheShared || cfg.ModelTemperature == nil || *cfg.ModelTemperature != 0 {
+			t.Errorf("ttl %v, shared %v, temperature %v", cfg.ResponseCacheTTL, cfg.ResponseCacheShared, cfg.ModelTemperature)
+		}
+	})
+	t.Run("Temperature", func(t *testing.T) {
+		t.Parallel()
+		cfg, err := Load(env(with(map[string]string{"MODEL_TEMPERATURE": "0.7"})), ModeServe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.ModelTemperature == nil || *cfg.ModelTemperature != 0.7 {
+			t.Errorf("temperature %v, want 0.7", cfg.ModelTemperature)
+		}
+	})
+	t.Run("Err", func(t *testing.T) {
+		t.Parallel()
+		_, err := Load(env(with(map[string]string{"RESPONSE_CACHE_TTL": "1h", "MODEL_TEMPERATURE": "0.7"})), ModeServe)
+		for _, want := range []string{"MODEL_TEMPERATURE must be 0", "RESPONSE_CACHE_TTL needs REDIS_URL"} {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("err = %v, want it to say %q", err, want)
+			}
+		}
+		if _, err := Load(env(with(map[string]string{"MODEL_TEMPERATURE": "3"})), ModeServe); err == nil || !strings.Contains(err.Error(), "MODEL_TEMPERATURE") {
+			t.Errorf("temperature 3: err = %v", err)
+		}
+	})
+}

@@ -244,6 +244,9 @@ func chatParams(req chat.ModelRequest) (openai.ChatCompletionNewParams, error) {
 		// that predate the new name ignore it and merely answer at length.
 		params.MaxCompletionTokens = openai.Int(int64(req.MaxTokens))
 	}
+	if req.Temperature != nil {
+		params.Temperature = openai.Float(*req.Temperature)
+	}
 	return params, nil
 }
 

@@ -505,3 +505,30 @@ func TestOpenAIStreamCancel(t *testing.T) {
 		}
 	})
 }
+
+func TestOpenAITemperature(t *testing.T) {
+	t.Parallel()
+	zero := 0.0
+	for name, tc := range map[string]struct {
+		temperature *float64
+	}{"Unset": {nil}, "Zero": {&zero}} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			srv := llmtest.NewServer(t, llmtest.Chunks([]string{"ok"}))
+			req := testRequest
+			req.Temperature = tc.temperature
+			stream, err := newOpenAI(t, srv, llm.OpenAIConfig{}).Stream(t.Context(), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stream.Close()
+			if _, err := collect(t, stream); err != nil {
+				t.Fatal(err)
+			}
+			got := srv.Requests()
+			if len(got) != 1 || !cmp.Equal(got[0].Temperature, tc.temperature) {
+				t.Fatalf("temperature sent: %v, want %v", got, tc.temperature)
+			}
+		})
+	}
+}

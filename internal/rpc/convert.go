@@ -74,6 +74,7 @@ func toProtoMessage(m chat.Message) *parleyv1.Message {
 		CreateTime:     timestamppb.New(m.CreateTime),
 		UpdateTime:     timestamppb.New(m.UpdateTime),
 		GenerationId:   idString(m.GenerationID),
+		Cached:         m.Cached,
 	}
 	if n := len(m.SiblingIDs); n > 0 {
 		pm.SiblingCount = int32(n)

@@ -248,6 +248,7 @@ func (s *Store) FinishMessage(ctx context.Context, messageID uuid.UUID, o chat.O
 		PromptTokens:     o.Usage.PromptTokens,
 		CompletionTokens: o.Usage.CompletionTokens,
 		FinishReason:     o.FinishReason,
+		Cached:           o.Cached,
 	})
 	if err != nil {
 		return chat.Message{}, interpretError(err, "message")

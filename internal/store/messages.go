@@ -41,6 +41,7 @@ func toMessage(r sqlcgen.ParleyMessage) chat.Message {
 		CreateTime:     r.CreateTime,
 		UpdateTime:     r.UpdateTime,
 		ToolRounds:     toToolRounds(r.ToolRounds),
+		Cached:         r.Cached,
 	}
 }
 

@@ -393,7 +393,7 @@ func (s *Store) FinishMessage(_ context.Context, messageID uuid.UUID, o chat.Out
 	if !ok || m.Status != chat.StatusStreaming {
 		return chat.Message{}, apperr.New(apperr.NotFound, "message not found")
 	}
-	m.Content, m.Status, m.Model, m.Usage, m.FinishReason, m.ToolRounds = o.Content, o.Status, o.Model, o.Usage, o.FinishReason, o.ToolRounds
+	m.Content, m.Status, m.Model, m.Usage, m.FinishReason, m.ToolRounds, m.Cached = o.Content, o.Status, o.Model, o.Usage, o.FinishReason, o.ToolRounds, o.Cached
 	c := s.conversations[m.ConversationID]
 	acct := s.account(c.UserID)
 	acct.Active--

@@ -57,8 +57,10 @@ type RecordedRequest struct {
 	IncludeUsage        bool // stream_options.include_usage
 	MaxTokens           int  // max_tokens, 0 when absent
 	MaxCompletionTokens int  // max_completion_tokens, 0 when absent
-	Authorization       string
-	Tools               []string // the names of the tools offered
+	// Temperature is the request's temperature, nil when absent.
+	Temperature   *float64
+	Authorization string
+	Tools         []string // the names of the tools offered
 }
 
 // RecordedMessage is one message of a RecordedRequest. Content given as an
@@ -331,8 +333,9 @@ type requestBody struct {
 	StreamOptions *struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`
-	MaxTokens           int `json:"max_tokens"`
-	MaxCompletionTokens int `json:"max_completion_tokens"`
+	MaxTokens           int      `json:"max_tokens"`
+	MaxCompletionTokens int      `json:"max_completion_tokens"`
+	Temperature         *float64 `json:"temperature"`
 }
 
 func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
@@ -356,6 +359,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		IncludeUsage:        body.StreamOptions != nil && body.StreamOptions.IncludeUsage,
 		MaxTokens:           body.MaxTokens,
 		MaxCompletionTokens: body.MaxCompletionTokens,
+		Temperature:         body.Temperature,
 		Authorization:       r.Header.Get("Authorization"),
 	}
 	for _, m := range body.Messages {

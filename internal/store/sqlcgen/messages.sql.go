@@ -82,10 +82,11 @@ WITH fin AS (
     UPDATE parley.messages m
     SET content = $1, status = $2, model = $3,
         prompt_tokens = $4, completion_tokens = $5,
-        finish_reason = $6, tool_rounds = $7::jsonb, reserved_tokens = 0, update_time = now()
-    FROM (SELECT o.id, o.reserved_tokens FROM parley.messages o WHERE o.id = $8) old
+        finish_reason = $6, tool_rounds = $7::jsonb, cached = $8,
+        reserved_tokens = 0, update_time = now()
+    FROM (SELECT o.id, o.reserved_tokens FROM parley.messages o WHERE o.id = $9) old
     WHERE m.id = old.id AND m.status = 'streaming'
-    RETURNING m.id, m.conversation_id, m.user_id, m.parent_id, m.role, m.content, m.status, m.model, m.prompt_tokens, m.completion_tokens, m.finish_reason, m.client_message_id, m.generation_id, m.create_time, m.update_time, m.reserved_tokens, m.tool_rounds, old.reserved_tokens AS released_tokens
+    RETURNING m.id, m.conversation_id, m.user_id, m.parent_id, m.role, m.content, m.status, m.model, m.prompt_tokens, m.completion_tokens, m.finish_reason, m.client_message_id, m.generation_id, m.create_time, m.update_time, m.reserved_tokens, m.tool_rounds, m.cached, old.reserved_tokens AS released_tokens
 ), settle AS (
     UPDATE parley.token_usage u
     SET used_tokens = u.used_tokens + fin.prompt_tokens + fin.completion_tokens,
@@ -96,7 +97,7 @@ WITH fin AS (
 )
 SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens,
        completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens,
-       tool_rounds
+       tool_rounds, cached
 FROM fin
 `
 
@@ -108,6 +109,7 @@ type FinishMessageParams struct {
 	CompletionTokens int64
 	FinishReason     string
 	ToolRounds       []byte
+	Cached           bool
 	ID               uuid.UUID
 }
 
@@ -129,6 +131,7 @@ type FinishMessageRow struct {
 	UpdateTime       time.Time
 	ReservedTokens   int64
 	ToolRounds       []byte
+	Cached           bool
 }
 
 // Ends an answer once (a message that is no longer streaming stays as it
@@ -143,6 +146,7 @@ func (q *Queries) FinishMessage(ctx context.Context, arg FinishMessageParams) (F
 		arg.CompletionTokens,
 		arg.FinishReason,
 		arg.ToolRounds,
+		arg.Cached,
 		arg.ID,
 	)
 	var i FinishMessageRow
@@ -164,23 +168,24 @@ func (q *Queries) FinishMessage(ctx context.Context, arg FinishMessageParams) (F
 		&i.UpdateTime,
 		&i.ReservedTokens,
 		&i.ToolRounds,
+		&i.Cached,
 	)
 	return i, err
 }
 
 const getExchangeByClientMessageID = `-- name: GetExchangeByClientMessageID :many
 WITH tagged AS (
-    SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens, tool_rounds FROM parley.messages t
+    SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens, tool_rounds, cached FROM parley.messages t
     WHERE t.conversation_id = $1 AND t.user_id = $2
       AND t.client_message_id = $3
 )
-SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens, tool_rounds FROM tagged
+SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens, tool_rounds, cached FROM tagged
 UNION ALL
-(SELECT a.id, a.conversation_id, a.user_id, a.parent_id, a.role, a.content, a.status, a.model, a.prompt_tokens, a.completion_tokens, a.finish_reason, a.client_message_id, a.generation_id, a.create_time, a.update_time, a.reserved_tokens, a.tool_rounds FROM parley.messages a JOIN tagged u ON a.parent_id = u.id
+(SELECT a.id, a.conversation_id, a.user_id, a.parent_id, a.role, a.content, a.status, a.model, a.prompt_tokens, a.completion_tokens, a.finish_reason, a.client_message_id, a.generation_id, a.create_time, a.update_time, a.reserved_tokens, a.tool_rounds, a.cached FROM parley.messages a JOIN tagged u ON a.parent_id = u.id
  WHERE u.role = 'user' AND a.role = 'assistant'
  ORDER BY a.create_time, a.id LIMIT 1)
 UNION ALL
-SELECT p.id, p.conversation_id, p.user_id, p.parent_id, p.role, p.content, p.status, p.model, p.prompt_tokens, p.completion_tokens, p.finish_reason, p.client_message_id, p.generation_id, p.create_time, p.update_time, p.reserved_tokens, p.tool_rounds FROM parley.messages p JOIN tagged a ON p.id = a.parent_id
+SELECT p.id, p.conversation_id, p.user_id, p.parent_id, p.role, p.content, p.status, p.model, p.prompt_tokens, p.completion_tokens, p.finish_reason, p.client_message_id, p.generation_id, p.create_time, p.update_time, p.reserved_tokens, p.tool_rounds, p.cached FROM parley.messages p JOIN tagged a ON p.id = a.parent_id
 WHERE a.role = 'assistant'
 `
 
@@ -208,6 +213,7 @@ type GetExchangeByClientMessageIDRow struct {
 	UpdateTime       time.Time
 	ReservedTokens   int64
 	ToolRounds       []byte
+	Cached           bool
 }
 
 // A retried send or edit: the user message saved under client_message_id
@@ -240,6 +246,7 @@ func (q *Queries) GetExchangeByClientMessageID(ctx context.Context, arg GetExcha
 			&i.UpdateTime,
 			&i.ReservedTokens,
 			&i.ToolRounds,
+			&i.Cached,
 		); err != nil {
 			return nil, err
 		}
@@ -252,7 +259,7 @@ func (q *Queries) GetExchangeByClientMessageID(ctx context.Context, arg GetExcha
 }
 
 const getMessage = `-- name: GetMessage :one
-SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens, tool_rounds FROM parley.messages
+SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens, tool_rounds, cached FROM parley.messages
 WHERE id = $1 AND user_id = $2
 `
 
@@ -282,12 +289,13 @@ func (q *Queries) GetMessage(ctx context.Context, arg GetMessageParams) (ParleyM
 		&i.UpdateTime,
 		&i.ReservedTokens,
 		&i.ToolRounds,
+		&i.Cached,
 	)
 	return i, err
 }
 
 const getMessageByGeneration = `-- name: GetMessageByGeneration :one
-SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens, tool_rounds FROM parley.messages
+SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens, tool_rounds, cached FROM parley.messages
 WHERE generation_id = $1 AND user_id = $2
 `
 
@@ -317,6 +325,7 @@ func (q *Queries) GetMessageByGeneration(ctx context.Context, arg GetMessageByGe
 		&i.UpdateTime,
 		&i.ReservedTokens,
 		&i.ToolRounds,
+		&i.Cached,
 	)
 	return i, err
 }
@@ -349,7 +358,7 @@ INSERT INTO parley.messages (id, conversation_id, user_id, parent_id, role, cont
 SELECT $1, c.id, $2, $3::uuid, $4, $5,
        $6, $7, clock_timestamp(), clock_timestamp()
 FROM parley.conversations c WHERE c.id = $8 AND c.user_id = $2
-RETURNING id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens, tool_rounds
+RETURNING id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens, tool_rounds, cached
 `
 
 type InsertMessageParams struct {
@@ -394,6 +403,7 @@ func (q *Queries) InsertMessage(ctx context.Context, arg InsertMessageParams) (P
 		&i.UpdateTime,
 		&i.ReservedTokens,
 		&i.ToolRounds,
+		&i.Cached,
 	)
 	return i, err
 }
@@ -422,7 +432,7 @@ WITH conv AS (
     SELECT $8, conv.id, $2, $3::uuid, 'user', $9, 'completed',
            $10, $11, $11
     FROM conv WHERE $12::bool AND EXISTS (SELECT 1 FROM reserve)
-    RETURNING id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens, tool_rounds
+    RETURNING id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens, tool_rounds, cached
 ), assistant_msg AS (
     -- A regenerated answer (no user message) carries the client's
     -- idempotency key itself. Its prompt_tokens hold the prompt's estimate
@@ -438,14 +448,14 @@ WITH conv AS (
            $11::timestamptz + interval '1 microsecond', $11::timestamptz + interval '1 microsecond'
     FROM conv
     WHERE EXISTS (SELECT 1 FROM reserve) AND (NOT $12::bool OR EXISTS (SELECT 1 FROM user_msg))
-    RETURNING id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens, tool_rounds
+    RETURNING id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens, tool_rounds, cached
 ), touched AS (
     UPDATE parley.conversations c SET active_leaf_id = a.id, update_time = now()
     FROM assistant_msg a WHERE c.id = a.conversation_id
 )
-SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens, tool_rounds FROM user_msg
+SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens, tool_rounds, cached FROM user_msg
 UNION ALL
-SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens, tool_rounds FROM assistant_msg
+SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens, tool_rounds, cached FROM assistant_msg
 `
 
 type InsertMessagesParams struct {
@@ -485,6 +495,7 @@ type InsertMessagesRow struct {
 	UpdateTime       time.Time
 	ReservedTokens   int64
 	ToolRounds       []byte
+	Cached           bool
 }
 
 // Saves an exchange in one statement (one round trip): it reserves the
@@ -537,6 +548,7 @@ func (q *Queries) InsertMessages(ctx context.Context, arg InsertMessagesParams) 
 			&i.UpdateTime,
 			&i.ReservedTokens,
 			&i.ToolRounds,
+			&i.Cached,
 		); err != nil {
 			return nil, err
 		}
@@ -596,7 +608,7 @@ WITH RECURSIVE conv AS (
     FROM parley.messages p JOIN branch b ON p.id = b.parent_id
     WHERE b.depth < 100000
 )
-SELECT m.id, m.conversation_id, m.user_id, m.parent_id, m.role, m.content, m.status, m.model, m.prompt_tokens, m.completion_tokens, m.finish_reason, m.client_message_id, m.generation_id, m.create_time, m.update_time, m.reserved_tokens, m.tool_rounds, s.sibling_ids::uuid[] AS sibling_ids
+SELECT m.id, m.conversation_id, m.user_id, m.parent_id, m.role, m.content, m.status, m.model, m.prompt_tokens, m.completion_tokens, m.finish_reason, m.client_message_id, m.generation_id, m.create_time, m.update_time, m.reserved_tokens, m.tool_rounds, m.cached, s.sibling_ids::uuid[] AS sibling_ids
 FROM branch b
 JOIN parley.messages m ON m.id = b.id
 CROSS JOIN LATERAL (
@@ -663,6 +675,7 @@ func (q *Queries) ListBranch(ctx context.Context, arg ListBranchParams) ([]ListB
 			&i.ParleyMessage.UpdateTime,
 			&i.ParleyMessage.ReservedTokens,
 			&i.ParleyMessage.ToolRounds,
+			&i.ParleyMessage.Cached,
 			&i.SiblingIds,
 		); err != nil {
 			return nil, err

@@ -148,6 +148,7 @@ type ParleyMessage struct {
 	UpdateTime       time.Time
 	ReservedTokens   int64
 	ToolRounds       []byte
+	Cached           bool
 }
 
 type ParleyMessageSearch struct {

@@ -331,7 +331,11 @@ type Message struct {
 	ToolUses []*ToolUse `protobuf:"bytes,16,rep,name=tool_uses,json=toolUses,proto3" json:"tool_uses,omitempty"`
 	// The files attached to a user message, in the order they were sent,
 	// without their content (read it with AttachmentService.GetAttachment).
-	Attachments   []*Attachment `protobuf:"bytes,19,rep,name=attachments,proto3" json:"attachments,omitempty"`
+	Attachments []*Attachment `protobuf:"bytes,19,rep,name=attachments,proto3" json:"attachments,omitempty"`
+	// True when the answer came from the response cache (an earlier answer to
+	// the same deterministic request) instead of the model; such an answer is
+	// charged no completion tokens.
+	Cached        bool `protobuf:"varint,18,opt,name=cached,proto3" json:"cached,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -483,6 +487,13 @@ func (x *Message) GetAttachments() []*Attachment {
 		return x.Attachments
 	}
 	return nil
+}
+
+func (x *Message) GetCached() bool {
+	if x != nil {
+		return x.Cached
+	}
+	return false
 }
 
 // ToolUse is one tool call of an answer and its outcome.
@@ -2423,7 +2434,7 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"updateTime\"Y\n" +
 	"\x05Usage\x12#\n" +
 	"\rprompt_tokens\x18\x01 \x01(\x03R\fpromptTokens\x12+\n" +
-	"\x11completion_tokens\x18\x02 \x01(\x03R\x10completionTokens\"\xa7\x05\n" +
+	"\x11completion_tokens\x18\x02 \x01(\x03R\x10completionTokens\"\xbf\x05\n" +
 	"\aMessage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +
 	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x1b\n" +
@@ -2445,7 +2456,8 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"\vsibling_ids\x18\x0f \x03(\tR\n" +
 	"siblingIds\x12/\n" +
 	"\ttool_uses\x18\x10 \x03(\v2\x12.parley.v1.ToolUseR\btoolUses\x127\n" +
-	"\vattachments\x18\x13 \x03(\v2\x15.parley.v1.AttachmentR\vattachments\"\xd3\x01\n" +
+	"\vattachments\x18\x13 \x03(\v2\x15.parley.v1.AttachmentR\vattachments\x12\x16\n" +
+	"\x06cached\x18\x12 \x01(\bR\x06cached\"\xd3\x01\n" +
 	"\aToolUse\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
