@@ -133,6 +133,10 @@ type Options struct {
 	// an SDK provider over tracetest's in-memory exporter lets a test
 	// read the spans production would export. The test shuts it down.
 	TracerProvider trace.TracerProvider
+	// ResponseCacheTTL turns the response cache on (RESPONSE_CACHE_TTL;
+	// it needs RedisURL), and ResponseCacheShared shares it across users.
+	ResponseCacheTTL    time.Duration
+	ResponseCacheShared bool
 	// StripeURL, when set, turns billing on against that Stripe API (a
 	// stripe-mock from stripetest), with StripeWebhookSecret,
 	// StripePricePro and the Checkout URLs below.
@@ -329,6 +333,10 @@ func Config(tb testing.TB, opts Options) config.Config {
 		cfg.StripeSecretKey, cfg.StripeAPIBase = "sk_test_parley", opts.StripeURL
 		cfg.StripeWebhookSecret, cfg.StripePricePro = StripeWebhookSecret, StripePricePro
 		cfg.CheckoutSuccessURL, cfg.CheckoutCancelURL = CheckoutSuccessURL, CheckoutCancelURL
+	}
+	if opts.ResponseCacheTTL > 0 {
+		zero := 0.0
+		cfg.ResponseCacheTTL, cfg.ResponseCacheShared, cfg.ModelTemperature = opts.ResponseCacheTTL, opts.ResponseCacheShared, &zero
 	}
 	g := opts.Generator
 	if g.MaxDuration > 0 {

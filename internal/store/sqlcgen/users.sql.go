@@ -116,7 +116,7 @@ SELECT json_build_object(
             'messages', COALESCE((SELECT json_agg(json_build_object(
                     'id', m.id, 'parent_id', m.parent_id, 'role', m.role, 'content', m.content, 'status', m.status,
                     'model', m.model, 'prompt_tokens', m.prompt_tokens, 'completion_tokens', m.completion_tokens,
-                    'finish_reason', m.finish_reason, 'tool_rounds', m.tool_rounds,
+                    'finish_reason', m.finish_reason, 'tool_rounds', m.tool_rounds, 'cached', m.cached,
                     'attachments', COALESCE((SELECT json_agg(json_build_object(
                             'id', at.id, 'name', at.name, 'content_type', at.content_type, 'kind', at.kind,
                             'size_bytes', at.size_bytes, 'width', at.width, 'height', at.height, 'sha256', at.sha256,
