@@ -213,4 +213,3 @@ func TestResponseCacheTTL(t *testing.T) {
 		t.Fatalf("after expiry: cached %v, model asked %d times", m.Cached, model.times(content))
 	}
 }
-
