@@ -90,7 +90,9 @@ func TestErrors(t *testing.T) {
 // finish of the dead run does not settle twice.
 func TestInterruptStale(t *testing.T) {
 	t.Parallel()
-	st := store.New(pgtestPool(t))
+	// A database of its own: the sweep below interrupts every answer
+	// streaming in it, other tests' included.
+	st := store.New(openPool(t, pgtest.NewDatabase(t), db.ServiceRole))
 	ctx := context.Background()
 	user := uuid.New()
 	conv, err := st.CreateConversation(ctx, user, chat.NewConversation{})
