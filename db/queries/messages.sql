@@ -1,7 +1,7 @@
 -- name: ListBranch :many
 -- One page of the branch from the root down to a leaf (the conversation's
 -- active leaf when leaf_id is NULL), root first, with each message's
--- siblings. A branch's messages are created in order, so (create_time, id)
+-- siblings and the user's rating of it. A branch's messages are created in order, so (create_time, id)
 -- is both the branch order and the keyset cursor.
 WITH RECURSIVE conv AS (
     SELECT c.id, c.active_leaf_id FROM parley.conversations c
@@ -15,9 +15,11 @@ WITH RECURSIVE conv AS (
     FROM parley.messages p JOIN branch b ON p.id = b.parent_id
     WHERE b.depth < 100000
 )
-SELECT sqlc.embed(m), s.sibling_ids::uuid[] AS sibling_ids
+SELECT sqlc.embed(m), s.sibling_ids::uuid[] AS sibling_ids,
+       r.rating AS rating, r.comment AS rating_comment, r.tags AS rating_tags, r.update_time AS rating_time
 FROM branch b
 JOIN parley.messages m ON m.id = b.id
+LEFT JOIN parley.message_ratings r ON r.message_id = m.id AND r.user_id = @user_id
 CROSS JOIN LATERAL (
     SELECT array_agg(x.id ORDER BY x.create_time, x.id) AS sibling_ids
     FROM parley.messages x

@@ -115,7 +115,9 @@ DELETE FROM parley.profiles WHERE user_id = @user_id;
 -- agent run with its steps and events, the monthly usage, and the billing
 -- subscription. A message's attachments come with their content (base64)
 -- when it is stored here, or with their object key when it is in object
--- storage (GetAttachment signs a URL for it). Rows are in
+-- storage (GetAttachment signs a URL for it); each message carries the
+-- user's rating of it (null when unrated), each conversation its live
+-- shares with their snapshots. Rows are in
 -- a fixed order, so the same data exports to the same bytes and an export
 -- can be resumed at an offset. Internal rows are left out: search vectors
 -- (derived from messages), leases, and queued tasks.
@@ -140,8 +142,17 @@ SELECT json_build_object(
                             'content_base64', translate(encode(at.content, 'base64'), E'\n', ''),
                             'object_key', at.object_key, 'create_time', at.create_time) ORDER BY at.position)
                         FROM parley.attachments at WHERE at.message_id = m.id AND at.user_id = @user_id), '[]'::json),
-                    'create_time', m.create_time, 'update_time', m.update_time) ORDER BY m.create_time, m.id)
+                    'create_time', m.create_time, 'update_time', m.update_time,
+                    'rating', (SELECT json_build_object('rating', r.rating, 'text', r.comment, 'tags', r.tags,
+                            'create_time', r.create_time, 'update_time', r.update_time)
+                        FROM parley.message_ratings r WHERE r.message_id = m.id AND r.user_id = @user_id))
+                    ORDER BY m.create_time, m.id)
                 FROM parley.messages m WHERE m.conversation_id = c.id AND m.user_id = @user_id), '[]'::json),
+            'shares', COALESCE((SELECT json_agg(json_build_object(
+                    'id', sh.id, 'title', sh.title, 'include_system_prompt', sh.include_system_prompt,
+                    'message_count', sh.message_count, 'create_time', sh.create_time, 'snapshot', sh.snapshot)
+                    ORDER BY sh.create_time, sh.id)
+                FROM parley.shares sh WHERE sh.conversation_id = c.id AND sh.user_id = @user_id), '[]'::json),
             'markdown', '# ' || CASE WHEN c.title = '' THEN 'Untitled conversation' ELSE c.title END || E'\n'
                 || COALESCE((SELECT string_agg(
                     E'\n## ' || initcap(m.role) || CASE WHEN m.model <> '' THEN ' (' || m.model || ')' ELSE '' END

@@ -514,3 +514,10 @@ func (b bearer) WrapStreamingClient(next connect.StreamingClientFunc) connect.St
 func (b bearer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return next
 }
+
+// ShareClient returns a ShareService client over protocol that
+// authenticates as userID (uuid.Nil: sends no token).
+func (e *Env) ShareClient(tb testing.TB, protocol string, userID uuid.UUID) parleyv1connect.ShareServiceClient {
+	tb.Helper()
+	return parleyv1connect.NewShareServiceClient(HTTPClientFor(protocol), e.URL, e.clientOptions(tb, protocol, userID)...)
+}

@@ -42,6 +42,7 @@ import (
 	"github.com/parleyhq/parley/internal/rpc"
 	"github.com/parleyhq/parley/internal/search"
 	"github.com/parleyhq/parley/internal/server"
+	"github.com/parleyhq/parley/internal/share"
 	"github.com/parleyhq/parley/internal/store"
 	"github.com/parleyhq/parley/internal/stripeapi"
 	"github.com/parleyhq/parley/internal/telemetry"
@@ -240,7 +241,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 		CacheShared:         cfg.ResponseCacheShared,
 	})
 
-	var chatHandler parleyv1connect.ChatServiceHandler = rpc.NewChatHandler(chat.NewService(a.store, a.models.Has, a.generator).WithAttachments(attachments), a.generator)
+	var chatHandler parleyv1connect.ChatServiceHandler = rpc.NewChatHandler(chat.NewService(a.store, a.models.Has, a.generator).WithAttachments(attachments), a.generator, chat.NewFeedback(a.store))
 	if opts.WrapChat != nil {
 		chatHandler = opts.WrapChat(chatHandler)
 	}
@@ -270,6 +271,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 		Agent:            rpc.NewAgentHandler(a.agents.service),
 		User:             rpc.NewUserHandler(user.NewService(a.store, plans, a.models.Has, opts.Clock, a.generator).WithBilling(a.billing).WithAttachments(attachments)),
 		Billing:          rpc.NewBillingHandler(a.billing),
+		Share:            rpc.NewShareHandler(share.NewService(a.store), cfg.PublicURL),
 		Tasks:            a.agents.tasks,
 		Webhooks:         webhooks,
 		Routes:           opts.Routes,
@@ -462,6 +464,7 @@ func rateLimits(cfg config.Config) server.RateLimits {
 		Agent:        ratelimit.PerMinute(cfg.RateLimitAgent),
 		General:      ratelimit.PerMinute(cfg.RateLimitGeneral),
 		AuthFailures: ratelimit.PerMinute(cfg.RateLimitAuthFailures),
+		SharedReads:  ratelimit.PerMinute(cfg.RateLimitSharedReads),
 	}
 }
 

@@ -118,6 +118,9 @@ type Message struct {
 	// Cached is true for an answer relayed from the response cache
 	// instead of written by the model.
 	Cached bool
+	// Rating is the owner's rating of an answer, nil when unrated; filled
+	// when listing a branch.
+	Rating *Rating
 }
 
 // ToolRound is one turn of an answer in which the model called tools: the

@@ -122,6 +122,10 @@ type Config struct {
 	// client IP may make per minute on one instance before it is refused
 	// without a token check (RATE_LIMIT_AUTH_FAILURES, default 60).
 	RateLimitAuthFailures int
+	// RateLimitSharedReads is how many GetSharedConversation calls a
+	// client address may make per minute, token or not
+	// (RATE_LIMIT_SHARED_READS, default 60).
+	RateLimitSharedReads int
 	// TrustedProxyHops is how many proxies in front of the service append
 	// to X-Forwarded-For (TRUSTED_PROXY_HOPS, default 1: Cloud Run's front
 	// end). 0 uses the connection's address.
@@ -306,6 +310,7 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 		RateLimitAgent:              p.int("RATE_LIMIT_AGENT", 5, 1, 1_000_000),
 		RateLimitGeneral:            p.int("RATE_LIMIT_GENERAL", 100, 1, 1_000_000),
 		RateLimitAuthFailures:       p.int("RATE_LIMIT_AUTH_FAILURES", 60, 1, 1_000_000),
+		RateLimitSharedReads:        p.int("RATE_LIMIT_SHARED_READS", 60, 1, 1_000_000),
 		TrustedProxyHops:            p.int("TRUSTED_PROXY_HOPS", 1, 0, 10),
 		MaxConcurrentGenerations:    p.int("MAX_CONCURRENT_GENERATIONS", 3, 1, 1000),
 		InstanceMaxGenerations:      p.int("INSTANCE_MAX_GENERATIONS", 1000, 1, 100_000),

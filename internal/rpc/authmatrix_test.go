@@ -17,6 +17,7 @@ import (
 	"github.com/parleyhq/parley/internal/apitest"
 	"github.com/parleyhq/parley/internal/auth"
 	_ "github.com/parleyhq/parley/internal/gen/parley/v1" // registers every parley.v1 file
+	"github.com/parleyhq/parley/internal/gen/parley/v1/parleyv1connect"
 	"github.com/parleyhq/parley/internal/pgtest"
 )
 
@@ -28,7 +29,13 @@ import (
 // the project's anon and service_role API keys (ES256, signed by the
 // project's own key, and the legacy HS256 form), and a token without a
 // subject. Every call must answer unauthenticated, and none may leave a
-// row behind.
+// row behind, except the public RPCs (publicRPCs), which read by a secret
+// id and answer the empty request's missing id as invalid_argument.
+// publicRPCs need no token; server's isPublic lists the same.
+var publicRPCs = map[string]bool{
+	parleyv1connect.ShareServiceGetSharedConversationProcedure: true,
+}
+
 func TestAuthorizationMatrix(t *testing.T) {
 	t.Parallel()
 	env := apitest.New(t, apitest.Options{})
@@ -113,6 +120,12 @@ func TestAuthorizationMatrix(t *testing.T) {
 						}
 					} else {
 						_, err = c.CallUnary(ctx, connect.NewRequest(&emptypb.Empty{}))
+					}
+					if publicRPCs[procedure] {
+						if connect.CodeOf(err) != connect.CodeInvalidArgument {
+							t.Errorf("%s (public) with %s: %v; want invalid_argument", procedure, cred.name, err)
+						}
+						continue
 					}
 					if connect.CodeOf(err) != connect.CodeUnauthenticated {
 						t.Errorf("%s with %s: %v; want unauthenticated", procedure, cred.name, err)

@@ -15,15 +15,16 @@ import (
 
 // ChatHandler serves parley.v1.ChatService on top of chat.Service.
 type ChatHandler struct {
-	chat *chat.Service
-	gen  *chat.Generator
+	chat     *chat.Service
+	gen      *chat.Generator
+	feedback *chat.Feedback
 }
 
 var _ parleyv1connect.ChatServiceHandler = (*ChatHandler)(nil)
 
-// NewChatHandler returns a handler for svc and gen.
-func NewChatHandler(svc *chat.Service, gen *chat.Generator) *ChatHandler {
-	return &ChatHandler{chat: svc, gen: gen}
+// NewChatHandler returns a handler for svc, gen and feedback.
+func NewChatHandler(svc *chat.Service, gen *chat.Generator, feedback *chat.Feedback) *ChatHandler {
+	return &ChatHandler{chat: svc, gen: gen, feedback: feedback}
 }
 
 // userID returns the authenticated caller. The auth interceptor guarantees
@@ -175,4 +176,33 @@ func (h *ChatHandler) SelectBranch(ctx context.Context, req *connect.Request[par
 		res.Messages[i] = toProtoMessage(m)
 	}
 	return connect.NewResponse(res), nil
+}
+
+// ratingValues maps the wire's ratings to the domain's; unspecified and
+// unknown numbers are absent (and refused by chat.Feedback).
+var ratingValues = map[parleyv1.Rating]chat.RatingValue{
+	parleyv1.Rating_RATING_UP:   chat.RatingUp,
+	parleyv1.Rating_RATING_DOWN: chat.RatingDown,
+	parleyv1.Rating_RATING_NONE: chat.RatingNone,
+}
+
+// RateMessage implements parleyv1connect.ChatServiceHandler.
+func (h *ChatHandler) RateMessage(ctx context.Context, req *connect.Request[parleyv1.RateMessageRequest]) (*connect.Response[parleyv1.RateMessageResponse], error) {
+	uid, err := userID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id, err := parseID("message_id", req.Msg.GetMessageId())
+	if err != nil {
+		return nil, err
+	}
+	value, ok := ratingValues[req.Msg.GetRating()]
+	if !ok && req.Msg.GetRating() != parleyv1.Rating_RATING_UNSPECIFIED {
+		return nil, apperr.InvalidField("rating", "%d is not a rating: use RATING_UP, RATING_DOWN or RATING_NONE", int32(req.Msg.GetRating()))
+	}
+	r, err := h.feedback.RateMessage(ctx, uid, id, chat.Rating{Value: value, Text: req.Msg.GetText(), Tags: req.Msg.GetTags()})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&parleyv1.RateMessageResponse{Rating: toProtoRating(r)}), nil
 }

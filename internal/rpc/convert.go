@@ -75,6 +75,7 @@ func toProtoMessage(m chat.Message) *parleyv1.Message {
 		UpdateTime:     timestamppb.New(m.UpdateTime),
 		GenerationId:   idString(m.GenerationID),
 		Cached:         m.Cached,
+		Rating:         toProtoRating(m.Rating),
 	}
 	if n := len(m.SiblingIDs); n > 0 {
 		pm.SiblingCount = int32(n)
@@ -106,4 +107,17 @@ func toProtoSavedArtifact(a *chat.ArtifactRef) *parleyv1.SavedArtifact {
 		return nil
 	}
 	return &parleyv1.SavedArtifact{ArtifactId: a.ID.String(), Version: int32(a.Version), Title: a.Title, Kind: a.Kind}
+}
+
+var protoRatings = map[chat.RatingValue]parleyv1.Rating{
+	chat.RatingUp:   parleyv1.Rating_RATING_UP,
+	chat.RatingDown: parleyv1.Rating_RATING_DOWN,
+}
+
+// toProtoRating is nil for an unrated message.
+func toProtoRating(r *chat.Rating) *parleyv1.MessageRating {
+	if r == nil {
+		return nil
+	}
+	return &parleyv1.MessageRating{Rating: protoRatings[r.Value], Text: r.Text, Tags: r.Tags, UpdateTime: timestamppb.New(r.UpdateTime)}
 }

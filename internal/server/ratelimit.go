@@ -28,6 +28,10 @@ type RateLimits struct {
 	Chat    ratelimit.Limit // SendMessage, RegenerateMessage, EditMessage
 	Agent   ratelimit.Limit // starting agent runs
 	General ratelimit.Limit // everything else
+	// SharedReads bounds GetSharedConversation per client address, with a
+	// token or without: the call is public, so a token says nothing about
+	// who is scraping.
+	SharedReads ratelimit.Limit
 	// AuthFailures bounds the calls per client IP that fail authentication,
 	// per instance; past it a client IP is refused before any token check.
 	AuthFailures ratelimit.Limit
@@ -39,20 +43,27 @@ type class struct {
 	// failOpen classes are allowed while the shared limiter is down; the
 	// others fall back to per-instance limits.
 	failOpen bool
+	// perAddress classes count per client address even for authenticated
+	// calls.
+	perAddress bool
 }
 
 var (
 	classChat    = class{name: "chat"}
 	classAgent   = class{name: "agent"}
 	classGeneral = class{name: "general", failOpen: true}
+	// Shared reads fall back to per-instance limits while Redis is down: a
+	// public endpoint stays bounded.
+	classShared = class{name: "shared", perAddress: true}
 )
 
 // classes maps procedures to their class; unlisted ones are general.
 var classes = map[string]class{
-	parleyv1connect.ChatServiceSendMessageProcedure:       classChat,
-	parleyv1connect.ChatServiceRegenerateMessageProcedure: classChat,
-	parleyv1connect.ChatServiceEditMessageProcedure:       classChat,
-	parleyv1connect.AgentServiceStartRunProcedure:         classAgent,
+	parleyv1connect.ChatServiceSendMessageProcedure:            classChat,
+	parleyv1connect.ChatServiceRegenerateMessageProcedure:      classChat,
+	parleyv1connect.ChatServiceEditMessageProcedure:            classChat,
+	parleyv1connect.AgentServiceStartRunProcedure:              classAgent,
+	parleyv1connect.ShareServiceGetSharedConversationProcedure: classShared,
 }
 
 // rateLimiter is the interceptor that applies the limits: per user when
@@ -74,6 +85,8 @@ func (l *rateLimiter) limitFor(c class) ratelimit.Limit {
 		return l.limits.Chat
 	case classAgent:
 		return l.limits.Agent
+	case classShared:
+		return l.limits.SharedReads
 	}
 	return l.limits.General
 }
@@ -86,7 +99,7 @@ func (l *rateLimiter) check(ctx context.Context, procedure string, peer connect.
 	}
 	limit := l.limitFor(c)
 	var key string
-	if claims, ok := auth.ClaimsFrom(ctx); ok {
+	if claims, ok := auth.ClaimsFrom(ctx); ok && !c.perAddress {
 		key = c.name + ":user:" + claims.UserID.String()
 		if l.plans != nil {
 			p, err := l.plans.PlanOf(ctx, claims.UserID)

@@ -45,6 +45,7 @@ type Deps struct {
 	Agent      parleyv1connect.AgentServiceHandler
 	User       parleyv1connect.UserServiceHandler
 	Billing    parleyv1connect.BillingServiceHandler
+	Share      parleyv1connect.ShareServiceHandler
 	// Tasks receives pushed task deliveries (QStash's) outside the Connect
 	// API, at the path of each entry; they authenticate by signature, not
 	// by access token.
@@ -106,7 +107,9 @@ func isPublic(procedure string) bool {
 	switch procedure {
 	case "/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch",
 		"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-		"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo":
+		"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+		// Whoever has a share's id may read it; the id is the secret.
+		parleyv1connect.ShareServiceGetSharedConversationProcedure:
 		return true
 	}
 	return false
@@ -191,6 +194,10 @@ func New(d Deps) http.Handler {
 	if d.Billing != nil {
 		mux.Handle(parleyv1connect.NewBillingServiceHandler(d.Billing, options...))
 		services = append(services, parleyv1connect.BillingServiceName)
+	}
+	if d.Share != nil {
+		mux.Handle(parleyv1connect.NewShareServiceHandler(d.Share, options...))
+		services = append(services, parleyv1connect.ShareServiceName)
 	}
 	for _, routes := range []map[string]http.Handler{d.Tasks, d.Webhooks} {
 		for path, h := range routes {

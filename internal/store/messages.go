@@ -93,6 +93,7 @@ func (s *Store) ListMessages(ctx context.Context, userID, conversationID, leafID
 	for i, r := range rows {
 		out[i] = toMessage(r.ParleyMessage)
 		out[i].SiblingIDs = r.SiblingIds
+		out[i].Rating = toRating(r.Rating, r.RatingComment, r.RatingTags, r.RatingTime)
 	}
 	if err := s.withAttachments(ctx, userID, out); err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/pgtest"
 	"github.com/parleyhq/parley/internal/search"
+	"github.com/parleyhq/parley/internal/share"
 	"github.com/parleyhq/parley/internal/store"
 	"github.com/parleyhq/parley/internal/user"
 )
@@ -108,6 +110,14 @@ func seed(tb testing.TB, st *store.Store) uuid.UUID {
 	}
 	// The answer's end indexes the exchange for search (message_search).
 	if _, err := st.FinishMessage(ctx, answer.ID, chat.Outcome{Content: "kept secret", Status: chat.StatusCompleted, Model: "m"}); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := st.SaveRating(ctx, userID, answer.ID, chat.Rating{Value: chat.RatingDown, Text: "secret feedback", Tags: []string{"t"}}); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := st.InsertShare(ctx, userID, share.NewShare{
+		ID: strings.Repeat("s", 32) + userID.String()[:11], ConversationID: conv.ID, Snapshot: share.Snapshot{Title: "secret"},
+	}); err != nil {
 		tb.Fatal(err)
 	}
 	if _, _, err := st.CreateArtifact(ctx, userID, artifact.NewArtifact{
@@ -342,6 +352,8 @@ func TestServiceRole(t *testing.T) {
 			"parley.conversations":     {"SELECT", "INSERT", "UPDATE", "DELETE"},
 			"parley.message_search":    {"SELECT"},
 			"parley.messages":          {"SELECT", "INSERT", "UPDATE"},
+			"parley.message_ratings":   {"SELECT", "INSERT", "UPDATE", "DELETE"},
+			"parley.shares":            {"SELECT", "INSERT", "DELETE"},
 			"parley.profiles":          {"SELECT", "INSERT", "UPDATE", "DELETE"},
 			"parley.qstash_messages":   {"SELECT", "INSERT", "DELETE"},
 			"parley.river_job":         {"SELECT", "INSERT", "UPDATE", "DELETE"},
@@ -436,6 +448,22 @@ func assertServiceWorks(t *testing.T, st *store.Store) {
 	must("InsertExchange, second", err)
 	_, err = st.InterruptStale(ctx, time.Now().Add(time.Hour))
 	must("InterruptStale", err)
+	_, err = st.SaveRating(ctx, userID, answer.ID, chat.Rating{Value: chat.RatingUp, Tags: []string{"clear"}})
+	must("SaveRating", err)
+	_, err = st.SaveRating(ctx, userID, answer.ID, chat.Rating{Value: chat.RatingDown, Text: "changed"})
+	must("SaveRating, changed", err)
+	_, err = st.ListMessages(ctx, userID, conv.ID, uuid.Nil, nil, 10)
+	must("ListMessages with a rating", err)
+	shared, err := st.InsertShare(ctx, userID, share.NewShare{ID: strings.Repeat("a", share.IDLength), ConversationID: conv.ID, Snapshot: share.Snapshot{Title: "t"}})
+	must("InsertShare", err)
+	_, err = st.GetSnapshot(ctx, shared.ID)
+	must("GetSnapshot", err)
+	_, err = st.ListShares(ctx, userID, conv.ID, nil, 10)
+	must("ListShares", err)
+	must("DeleteShare", st.DeleteShare(ctx, userID, shared.ID))
+	_, err = st.InsertShare(ctx, userID, share.NewShare{ID: strings.Repeat("b", share.IDLength), ConversationID: conv.ID, Snapshot: share.Snapshot{Title: "t"}})
+	must("InsertShare, kept for the conversation's delete", err)
+	must("DeleteRating", st.DeleteRating(ctx, userID, asked.ID))
 
 	art, _, err := st.CreateArtifact(ctx, userID, artifact.NewArtifact{
 		Title: "notes", Kind: artifact.KindSheet, Content: "a,b\n1,2\n", ConversationID: conv.ID, MessageID: answer.ID,

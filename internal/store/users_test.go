@@ -161,7 +161,13 @@ var exportCounts = map[string]func(doc exportDoc) int{
 	"parley.agent_steps.run_id":  func(d exportDoc) int { return sumOf(d.AgentRuns, func(r exportRun) int { return len(r.Steps) }) },
 	"parley.agent_events.run_id": func(d exportDoc) int { return sumOf(d.AgentRuns, func(r exportRun) int { return len(r.Events) }) },
 	"parley.token_usage":         func(d exportDoc) int { return len(d.TokenUsage) },
-	"parley.subscriptions":       func(d exportDoc) int { return present(d.Subscription) },
+	"parley.message_ratings": func(d exportDoc) int {
+		return sumOf(d.Conversations, func(c exportConv) int {
+			return sumOf(c.Messages, func(m exportMessage) int { return present(m.Rating) })
+		})
+	},
+	"parley.shares":        func(d exportDoc) int { return sumOf(d.Conversations, func(c exportConv) int { return len(c.Shares) }) },
+	"parley.subscriptions": func(d exportDoc) int { return present(d.Subscription) },
 	// Derived from the messages (search vectors), and queued tasks.
 	"parley.message_search":      nil,
 	"parley.agent_outbox.run_id": nil,
@@ -176,7 +182,11 @@ type exportDoc struct {
 	Subscription  json.RawMessage   `json:"subscription"`
 }
 type exportConv struct {
-	Messages []json.RawMessage `json:"messages"`
+	Messages []exportMessage   `json:"messages"`
+	Shares   []json.RawMessage `json:"shares"`
+}
+type exportMessage struct {
+	Rating json.RawMessage `json:"rating"`
 }
 type exportArtifact struct {
 	Versions []json.RawMessage `json:"versions"`

@@ -598,7 +598,7 @@ func (q *Queries) InterruptStaleMessages(ctx context.Context, before time.Time) 
 const listBranch = `-- name: ListBranch :many
 WITH RECURSIVE conv AS (
     SELECT c.id, c.active_leaf_id FROM parley.conversations c
-    WHERE c.id = $4 AND c.user_id = $5
+    WHERE c.id = $5 AND c.user_id = $1
 ), branch AS (
     SELECT m.id, m.conversation_id, m.parent_id, m.create_time, 1 AS depth
     FROM parley.messages m JOIN conv ON m.conversation_id = conv.id
@@ -608,46 +608,52 @@ WITH RECURSIVE conv AS (
     FROM parley.messages p JOIN branch b ON p.id = b.parent_id
     WHERE b.depth < 100000
 )
-SELECT m.id, m.conversation_id, m.user_id, m.parent_id, m.role, m.content, m.status, m.model, m.prompt_tokens, m.completion_tokens, m.finish_reason, m.client_message_id, m.generation_id, m.create_time, m.update_time, m.reserved_tokens, m.tool_rounds, m.cached, s.sibling_ids::uuid[] AS sibling_ids
+SELECT m.id, m.conversation_id, m.user_id, m.parent_id, m.role, m.content, m.status, m.model, m.prompt_tokens, m.completion_tokens, m.finish_reason, m.client_message_id, m.generation_id, m.create_time, m.update_time, m.reserved_tokens, m.tool_rounds, m.cached, s.sibling_ids::uuid[] AS sibling_ids,
+       r.rating AS rating, r.comment AS rating_comment, r.tags AS rating_tags, r.update_time AS rating_time
 FROM branch b
 JOIN parley.messages m ON m.id = b.id
+LEFT JOIN parley.message_ratings r ON r.message_id = m.id AND r.user_id = $1
 CROSS JOIN LATERAL (
     SELECT array_agg(x.id ORDER BY x.create_time, x.id) AS sibling_ids
     FROM parley.messages x
     WHERE x.conversation_id = b.conversation_id
       AND (x.parent_id = b.parent_id OR (x.parent_id IS NULL AND b.parent_id IS NULL))
 ) s
-WHERE $1::timestamptz IS NULL
-   OR (m.create_time, m.id) > ($1::timestamptz, $2::uuid)
+WHERE $2::timestamptz IS NULL
+   OR (m.create_time, m.id) > ($2::timestamptz, $3::uuid)
 ORDER BY m.create_time, m.id
-LIMIT $3
+LIMIT $4
 `
 
 type ListBranchParams struct {
+	UserID         uuid.UUID
 	AfterTime      *time.Time
 	AfterID        *uuid.UUID
 	PageLimit      int32
 	ConversationID uuid.UUID
-	UserID         uuid.UUID
 	LeafID         *uuid.UUID
 }
 
 type ListBranchRow struct {
 	ParleyMessage ParleyMessage
 	SiblingIds    []uuid.UUID
+	Rating        *string
+	RatingComment *string
+	RatingTags    []string
+	RatingTime    *time.Time
 }
 
 // One page of the branch from the root down to a leaf (the conversation's
 // active leaf when leaf_id is NULL), root first, with each message's
-// siblings. A branch's messages are created in order, so (create_time, id)
+// siblings and the user's rating of it. A branch's messages are created in order, so (create_time, id)
 // is both the branch order and the keyset cursor.
 func (q *Queries) ListBranch(ctx context.Context, arg ListBranchParams) ([]ListBranchRow, error) {
 	rows, err := q.db.Query(ctx, listBranch,
+		arg.UserID,
 		arg.AfterTime,
 		arg.AfterID,
 		arg.PageLimit,
 		arg.ConversationID,
-		arg.UserID,
 		arg.LeafID,
 	)
 	if err != nil {
@@ -677,6 +683,10 @@ func (q *Queries) ListBranch(ctx context.Context, arg ListBranchParams) ([]ListB
 			&i.ParleyMessage.ToolRounds,
 			&i.ParleyMessage.Cached,
 			&i.SiblingIds,
+			&i.Rating,
+			&i.RatingComment,
+			&i.RatingTags,
+			&i.RatingTime,
 		); err != nil {
 			return nil, err
 		}

@@ -151,6 +151,23 @@ type ParleyMessage struct {
 	Cached           bool
 }
 
+type ParleyMessageRating struct {
+	MessageID  uuid.UUID
+	UserID     uuid.UUID
+	Rating     string
+	Comment    string
+	Tags       []string
+	CreateTime time.Time
+	UpdateTime time.Time
+}
+
+type ParleyMessageRatingCount struct {
+	Model string
+	Day   time.Time
+	Up    int64
+	Down  int64
+}
+
 type ParleyMessageSearch struct {
 	MessageID      uuid.UUID
 	UserID         uuid.UUID
@@ -174,6 +191,17 @@ type ParleyProfile struct {
 type ParleyQstashMessage struct {
 	MessageID  string
 	ExpireTime time.Time
+}
+
+type ParleyShare struct {
+	ID                  string
+	UserID              uuid.UUID
+	ConversationID      uuid.UUID
+	Title               string
+	IncludeSystemPrompt bool
+	MessageCount        int32
+	Snapshot            []byte
+	CreateTime          time.Time
 }
 
 type ParleyStripeEvent struct {

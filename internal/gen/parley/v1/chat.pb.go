@@ -144,6 +144,63 @@ func (MessageStatus) EnumDescriptor() ([]byte, []int) {
 	return file_parley_v1_chat_proto_rawDescGZIP(), []int{1}
 }
 
+// Rating is a thumbs up or down on an answer.
+type Rating int32
+
+const (
+	// Never set by the server; refused in a request.
+	Rating_RATING_UNSPECIFIED Rating = 0
+	// The answer was good.
+	Rating_RATING_UP Rating = 1
+	// The answer was bad.
+	Rating_RATING_DOWN Rating = 2
+	// No rating: in RateMessageRequest, removes the caller's rating.
+	Rating_RATING_NONE Rating = 3
+)
+
+// Enum value maps for Rating.
+var (
+	Rating_name = map[int32]string{
+		0: "RATING_UNSPECIFIED",
+		1: "RATING_UP",
+		2: "RATING_DOWN",
+		3: "RATING_NONE",
+	}
+	Rating_value = map[string]int32{
+		"RATING_UNSPECIFIED": 0,
+		"RATING_UP":          1,
+		"RATING_DOWN":        2,
+		"RATING_NONE":        3,
+	}
+)
+
+func (x Rating) Enum() *Rating {
+	p := new(Rating)
+	*p = x
+	return p
+}
+
+func (x Rating) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Rating) Descriptor() protoreflect.EnumDescriptor {
+	return file_parley_v1_chat_proto_enumTypes[2].Descriptor()
+}
+
+func (Rating) Type() protoreflect.EnumType {
+	return &file_parley_v1_chat_proto_enumTypes[2]
+}
+
+func (x Rating) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Rating.Descriptor instead.
+func (Rating) EnumDescriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{2}
+}
+
 // Conversation is one chat thread owned by a single user.
 type Conversation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -335,7 +392,10 @@ type Message struct {
 	// True when the answer came from the response cache (an earlier answer to
 	// the same deterministic request) instead of the model; such an answer is
 	// charged no completion tokens.
-	Cached        bool `protobuf:"varint,18,opt,name=cached,proto3" json:"cached,omitempty"`
+	Cached bool `protobuf:"varint,18,opt,name=cached,proto3" json:"cached,omitempty"`
+	// The caller's rating of an assistant message; absent when unrated.
+	// Filled by ListMessages and SelectBranch.
+	Rating        *MessageRating `protobuf:"bytes,17,opt,name=rating,proto3" json:"rating,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -496,6 +556,86 @@ func (x *Message) GetCached() bool {
 	return false
 }
 
+func (x *Message) GetRating() *MessageRating {
+	if x != nil {
+		return x.Rating
+	}
+	return nil
+}
+
+// MessageRating is a user's rating of one assistant message.
+type MessageRating struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// RATING_UP or RATING_DOWN.
+	Rating Rating `protobuf:"varint,1,opt,name=rating,proto3,enum=parley.v1.Rating" json:"rating,omitempty"`
+	// What the user wrote about the answer; may be empty.
+	Text string `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
+	// Short labels the user picked (such as "inaccurate" or "too_long").
+	Tags []string `protobuf:"bytes,3,rep,name=tags,proto3" json:"tags,omitempty"`
+	// When the rating was last set.
+	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MessageRating) Reset() {
+	*x = MessageRating{}
+	mi := &file_parley_v1_chat_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MessageRating) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MessageRating) ProtoMessage() {}
+
+func (x *MessageRating) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MessageRating.ProtoReflect.Descriptor instead.
+func (*MessageRating) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *MessageRating) GetRating() Rating {
+	if x != nil {
+		return x.Rating
+	}
+	return Rating_RATING_UNSPECIFIED
+}
+
+func (x *MessageRating) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *MessageRating) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *MessageRating) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
 // ToolUse is one tool call of an answer and its outcome.
 type ToolUse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -520,7 +660,7 @@ type ToolUse struct {
 
 func (x *ToolUse) Reset() {
 	*x = ToolUse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[3]
+	mi := &file_parley_v1_chat_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +672,7 @@ func (x *ToolUse) String() string {
 func (*ToolUse) ProtoMessage() {}
 
 func (x *ToolUse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[3]
+	mi := &file_parley_v1_chat_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +685,7 @@ func (x *ToolUse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolUse.ProtoReflect.Descriptor instead.
 func (*ToolUse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{3}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ToolUse) GetCallId() string {
@@ -615,7 +755,7 @@ type SavedArtifact struct {
 
 func (x *SavedArtifact) Reset() {
 	*x = SavedArtifact{}
-	mi := &file_parley_v1_chat_proto_msgTypes[4]
+	mi := &file_parley_v1_chat_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -627,7 +767,7 @@ func (x *SavedArtifact) String() string {
 func (*SavedArtifact) ProtoMessage() {}
 
 func (x *SavedArtifact) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[4]
+	mi := &file_parley_v1_chat_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -640,7 +780,7 @@ func (x *SavedArtifact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SavedArtifact.ProtoReflect.Descriptor instead.
 func (*SavedArtifact) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{4}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SavedArtifact) GetArtifactId() string {
@@ -689,7 +829,7 @@ type CreateConversationRequest struct {
 
 func (x *CreateConversationRequest) Reset() {
 	*x = CreateConversationRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[5]
+	mi := &file_parley_v1_chat_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -701,7 +841,7 @@ func (x *CreateConversationRequest) String() string {
 func (*CreateConversationRequest) ProtoMessage() {}
 
 func (x *CreateConversationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[5]
+	mi := &file_parley_v1_chat_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -714,7 +854,7 @@ func (x *CreateConversationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConversationRequest.ProtoReflect.Descriptor instead.
 func (*CreateConversationRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{5}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateConversationRequest) GetTitle() string {
@@ -756,7 +896,7 @@ type CreateConversationResponse struct {
 
 func (x *CreateConversationResponse) Reset() {
 	*x = CreateConversationResponse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[6]
+	mi := &file_parley_v1_chat_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -768,7 +908,7 @@ func (x *CreateConversationResponse) String() string {
 func (*CreateConversationResponse) ProtoMessage() {}
 
 func (x *CreateConversationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[6]
+	mi := &file_parley_v1_chat_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -781,7 +921,7 @@ func (x *CreateConversationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConversationResponse.ProtoReflect.Descriptor instead.
 func (*CreateConversationResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{6}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateConversationResponse) GetConversation() *Conversation {
@@ -804,7 +944,7 @@ type ListConversationsRequest struct {
 
 func (x *ListConversationsRequest) Reset() {
 	*x = ListConversationsRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[7]
+	mi := &file_parley_v1_chat_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -816,7 +956,7 @@ func (x *ListConversationsRequest) String() string {
 func (*ListConversationsRequest) ProtoMessage() {}
 
 func (x *ListConversationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[7]
+	mi := &file_parley_v1_chat_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -829,7 +969,7 @@ func (x *ListConversationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConversationsRequest.ProtoReflect.Descriptor instead.
 func (*ListConversationsRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{7}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListConversationsRequest) GetPageSize() int32 {
@@ -859,7 +999,7 @@ type ListConversationsResponse struct {
 
 func (x *ListConversationsResponse) Reset() {
 	*x = ListConversationsResponse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[8]
+	mi := &file_parley_v1_chat_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +1011,7 @@ func (x *ListConversationsResponse) String() string {
 func (*ListConversationsResponse) ProtoMessage() {}
 
 func (x *ListConversationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[8]
+	mi := &file_parley_v1_chat_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +1024,7 @@ func (x *ListConversationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConversationsResponse.ProtoReflect.Descriptor instead.
 func (*ListConversationsResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{8}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListConversationsResponse) GetConversations() []*Conversation {
@@ -912,7 +1052,7 @@ type GetConversationRequest struct {
 
 func (x *GetConversationRequest) Reset() {
 	*x = GetConversationRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[9]
+	mi := &file_parley_v1_chat_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -924,7 +1064,7 @@ func (x *GetConversationRequest) String() string {
 func (*GetConversationRequest) ProtoMessage() {}
 
 func (x *GetConversationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[9]
+	mi := &file_parley_v1_chat_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -937,7 +1077,7 @@ func (x *GetConversationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConversationRequest.ProtoReflect.Descriptor instead.
 func (*GetConversationRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{9}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetConversationRequest) GetConversationId() string {
@@ -958,7 +1098,7 @@ type GetConversationResponse struct {
 
 func (x *GetConversationResponse) Reset() {
 	*x = GetConversationResponse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[10]
+	mi := &file_parley_v1_chat_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1110,7 @@ func (x *GetConversationResponse) String() string {
 func (*GetConversationResponse) ProtoMessage() {}
 
 func (x *GetConversationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[10]
+	mi := &file_parley_v1_chat_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1123,7 @@ func (x *GetConversationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConversationResponse.ProtoReflect.Descriptor instead.
 func (*GetConversationResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{10}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetConversationResponse) GetConversation() *Conversation {
@@ -1011,7 +1151,7 @@ type UpdateConversationRequest struct {
 
 func (x *UpdateConversationRequest) Reset() {
 	*x = UpdateConversationRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[11]
+	mi := &file_parley_v1_chat_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1023,7 +1163,7 @@ func (x *UpdateConversationRequest) String() string {
 func (*UpdateConversationRequest) ProtoMessage() {}
 
 func (x *UpdateConversationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[11]
+	mi := &file_parley_v1_chat_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1036,7 +1176,7 @@ func (x *UpdateConversationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateConversationRequest.ProtoReflect.Descriptor instead.
 func (*UpdateConversationRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{11}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UpdateConversationRequest) GetConversationId() string {
@@ -1078,7 +1218,7 @@ type UpdateConversationResponse struct {
 
 func (x *UpdateConversationResponse) Reset() {
 	*x = UpdateConversationResponse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[12]
+	mi := &file_parley_v1_chat_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1090,7 +1230,7 @@ func (x *UpdateConversationResponse) String() string {
 func (*UpdateConversationResponse) ProtoMessage() {}
 
 func (x *UpdateConversationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[12]
+	mi := &file_parley_v1_chat_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1103,7 +1243,7 @@ func (x *UpdateConversationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateConversationResponse.ProtoReflect.Descriptor instead.
 func (*UpdateConversationResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{12}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *UpdateConversationResponse) GetConversation() *Conversation {
@@ -1124,7 +1264,7 @@ type DeleteConversationRequest struct {
 
 func (x *DeleteConversationRequest) Reset() {
 	*x = DeleteConversationRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[13]
+	mi := &file_parley_v1_chat_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1136,7 +1276,7 @@ func (x *DeleteConversationRequest) String() string {
 func (*DeleteConversationRequest) ProtoMessage() {}
 
 func (x *DeleteConversationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[13]
+	mi := &file_parley_v1_chat_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1149,7 +1289,7 @@ func (x *DeleteConversationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConversationRequest.ProtoReflect.Descriptor instead.
 func (*DeleteConversationRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{13}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DeleteConversationRequest) GetConversationId() string {
@@ -1168,7 +1308,7 @@ type DeleteConversationResponse struct {
 
 func (x *DeleteConversationResponse) Reset() {
 	*x = DeleteConversationResponse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[14]
+	mi := &file_parley_v1_chat_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1180,7 +1320,7 @@ func (x *DeleteConversationResponse) String() string {
 func (*DeleteConversationResponse) ProtoMessage() {}
 
 func (x *DeleteConversationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[14]
+	mi := &file_parley_v1_chat_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1193,7 +1333,7 @@ func (x *DeleteConversationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConversationResponse.ProtoReflect.Descriptor instead.
 func (*DeleteConversationResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{14}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{15}
 }
 
 // ListMessagesRequest selects a page of a conversation's messages.
@@ -1214,7 +1354,7 @@ type ListMessagesRequest struct {
 
 func (x *ListMessagesRequest) Reset() {
 	*x = ListMessagesRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[15]
+	mi := &file_parley_v1_chat_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1226,7 +1366,7 @@ func (x *ListMessagesRequest) String() string {
 func (*ListMessagesRequest) ProtoMessage() {}
 
 func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[15]
+	mi := &file_parley_v1_chat_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1239,7 +1379,7 @@ func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesRequest.ProtoReflect.Descriptor instead.
 func (*ListMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{15}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListMessagesRequest) GetConversationId() string {
@@ -1283,7 +1423,7 @@ type ListMessagesResponse struct {
 
 func (x *ListMessagesResponse) Reset() {
 	*x = ListMessagesResponse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[16]
+	mi := &file_parley_v1_chat_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1295,7 +1435,7 @@ func (x *ListMessagesResponse) String() string {
 func (*ListMessagesResponse) ProtoMessage() {}
 
 func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[16]
+	mi := &file_parley_v1_chat_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1308,7 +1448,7 @@ func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesResponse.ProtoReflect.Descriptor instead.
 func (*ListMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{16}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListMessagesResponse) GetMessages() []*Message {
@@ -1338,7 +1478,7 @@ type SelectBranchRequest struct {
 
 func (x *SelectBranchRequest) Reset() {
 	*x = SelectBranchRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[17]
+	mi := &file_parley_v1_chat_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1490,7 @@ func (x *SelectBranchRequest) String() string {
 func (*SelectBranchRequest) ProtoMessage() {}
 
 func (x *SelectBranchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[17]
+	mi := &file_parley_v1_chat_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1503,7 @@ func (x *SelectBranchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SelectBranchRequest.ProtoReflect.Descriptor instead.
 func (*SelectBranchRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{17}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SelectBranchRequest) GetConversationId() string {
@@ -1391,7 +1531,7 @@ type SelectBranchResponse struct {
 
 func (x *SelectBranchResponse) Reset() {
 	*x = SelectBranchResponse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[18]
+	mi := &file_parley_v1_chat_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1403,7 +1543,7 @@ func (x *SelectBranchResponse) String() string {
 func (*SelectBranchResponse) ProtoMessage() {}
 
 func (x *SelectBranchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[18]
+	mi := &file_parley_v1_chat_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1416,7 +1556,7 @@ func (x *SelectBranchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SelectBranchResponse.ProtoReflect.Descriptor instead.
 func (*SelectBranchResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{18}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SelectBranchResponse) GetMessages() []*Message {
@@ -1451,7 +1591,7 @@ type SendMessageRequest struct {
 
 func (x *SendMessageRequest) Reset() {
 	*x = SendMessageRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[19]
+	mi := &file_parley_v1_chat_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1463,7 +1603,7 @@ func (x *SendMessageRequest) String() string {
 func (*SendMessageRequest) ProtoMessage() {}
 
 func (x *SendMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[19]
+	mi := &file_parley_v1_chat_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1476,7 +1616,7 @@ func (x *SendMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMessageRequest.ProtoReflect.Descriptor instead.
 func (*SendMessageRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{19}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SendMessageRequest) GetConversationId() string {
@@ -1547,7 +1687,7 @@ type SendMessageResponse struct {
 
 func (x *SendMessageResponse) Reset() {
 	*x = SendMessageResponse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[20]
+	mi := &file_parley_v1_chat_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1559,7 +1699,7 @@ func (x *SendMessageResponse) String() string {
 func (*SendMessageResponse) ProtoMessage() {}
 
 func (x *SendMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[20]
+	mi := &file_parley_v1_chat_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1572,7 +1712,7 @@ func (x *SendMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMessageResponse.ProtoReflect.Descriptor instead.
 func (*SendMessageResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{20}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SendMessageResponse) GetSeq() int64 {
@@ -1737,7 +1877,7 @@ type ToolCallStarted struct {
 
 func (x *ToolCallStarted) Reset() {
 	*x = ToolCallStarted{}
-	mi := &file_parley_v1_chat_proto_msgTypes[21]
+	mi := &file_parley_v1_chat_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1749,7 +1889,7 @@ func (x *ToolCallStarted) String() string {
 func (*ToolCallStarted) ProtoMessage() {}
 
 func (x *ToolCallStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[21]
+	mi := &file_parley_v1_chat_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1762,7 +1902,7 @@ func (x *ToolCallStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolCallStarted.ProtoReflect.Descriptor instead.
 func (*ToolCallStarted) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{21}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ToolCallStarted) GetCallId() string {
@@ -1792,7 +1932,7 @@ type ArtifactDelta struct {
 
 func (x *ArtifactDelta) Reset() {
 	*x = ArtifactDelta{}
-	mi := &file_parley_v1_chat_proto_msgTypes[22]
+	mi := &file_parley_v1_chat_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1804,7 +1944,7 @@ func (x *ArtifactDelta) String() string {
 func (*ArtifactDelta) ProtoMessage() {}
 
 func (x *ArtifactDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[22]
+	mi := &file_parley_v1_chat_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1817,7 +1957,7 @@ func (x *ArtifactDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArtifactDelta.ProtoReflect.Descriptor instead.
 func (*ArtifactDelta) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{22}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ArtifactDelta) GetCallId() string {
@@ -1851,7 +1991,7 @@ type ToolCallFinished struct {
 
 func (x *ToolCallFinished) Reset() {
 	*x = ToolCallFinished{}
-	mi := &file_parley_v1_chat_proto_msgTypes[23]
+	mi := &file_parley_v1_chat_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1863,7 +2003,7 @@ func (x *ToolCallFinished) String() string {
 func (*ToolCallFinished) ProtoMessage() {}
 
 func (x *ToolCallFinished) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[23]
+	mi := &file_parley_v1_chat_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1876,7 +2016,7 @@ func (x *ToolCallFinished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolCallFinished.ProtoReflect.Descriptor instead.
 func (*ToolCallFinished) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{23}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ToolCallFinished) GetCallId() string {
@@ -1924,7 +2064,7 @@ type GenerationStarted struct {
 
 func (x *GenerationStarted) Reset() {
 	*x = GenerationStarted{}
-	mi := &file_parley_v1_chat_proto_msgTypes[24]
+	mi := &file_parley_v1_chat_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1936,7 +2076,7 @@ func (x *GenerationStarted) String() string {
 func (*GenerationStarted) ProtoMessage() {}
 
 func (x *GenerationStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[24]
+	mi := &file_parley_v1_chat_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1949,7 +2089,7 @@ func (x *GenerationStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerationStarted.ProtoReflect.Descriptor instead.
 func (*GenerationStarted) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{24}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GenerationStarted) GetUserMessage() *Message {
@@ -1991,7 +2131,7 @@ type TextDelta struct {
 
 func (x *TextDelta) Reset() {
 	*x = TextDelta{}
-	mi := &file_parley_v1_chat_proto_msgTypes[25]
+	mi := &file_parley_v1_chat_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2003,7 +2143,7 @@ func (x *TextDelta) String() string {
 func (*TextDelta) ProtoMessage() {}
 
 func (x *TextDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[25]
+	mi := &file_parley_v1_chat_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2016,7 +2156,7 @@ func (x *TextDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TextDelta.ProtoReflect.Descriptor instead.
 func (*TextDelta) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{25}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TextDelta) GetText() string {
@@ -2037,7 +2177,7 @@ type TitleGenerated struct {
 
 func (x *TitleGenerated) Reset() {
 	*x = TitleGenerated{}
-	mi := &file_parley_v1_chat_proto_msgTypes[26]
+	mi := &file_parley_v1_chat_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2049,7 +2189,7 @@ func (x *TitleGenerated) String() string {
 func (*TitleGenerated) ProtoMessage() {}
 
 func (x *TitleGenerated) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[26]
+	mi := &file_parley_v1_chat_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2062,7 +2202,7 @@ func (x *TitleGenerated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TitleGenerated.ProtoReflect.Descriptor instead.
 func (*TitleGenerated) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{26}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TitleGenerated) GetTitle() string {
@@ -2083,7 +2223,7 @@ type GenerationCompleted struct {
 
 func (x *GenerationCompleted) Reset() {
 	*x = GenerationCompleted{}
-	mi := &file_parley_v1_chat_proto_msgTypes[27]
+	mi := &file_parley_v1_chat_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2095,7 +2235,7 @@ func (x *GenerationCompleted) String() string {
 func (*GenerationCompleted) ProtoMessage() {}
 
 func (x *GenerationCompleted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[27]
+	mi := &file_parley_v1_chat_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2108,7 +2248,7 @@ func (x *GenerationCompleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerationCompleted.ProtoReflect.Descriptor instead.
 func (*GenerationCompleted) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{27}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GenerationCompleted) GetMessage() *Message {
@@ -2129,7 +2269,7 @@ type StopGenerationRequest struct {
 
 func (x *StopGenerationRequest) Reset() {
 	*x = StopGenerationRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[28]
+	mi := &file_parley_v1_chat_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2141,7 +2281,7 @@ func (x *StopGenerationRequest) String() string {
 func (*StopGenerationRequest) ProtoMessage() {}
 
 func (x *StopGenerationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[28]
+	mi := &file_parley_v1_chat_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2154,7 +2294,7 @@ func (x *StopGenerationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopGenerationRequest.ProtoReflect.Descriptor instead.
 func (*StopGenerationRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{28}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *StopGenerationRequest) GetGenerationId() string {
@@ -2175,7 +2315,7 @@ type StopGenerationResponse struct {
 
 func (x *StopGenerationResponse) Reset() {
 	*x = StopGenerationResponse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[29]
+	mi := &file_parley_v1_chat_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2187,7 +2327,7 @@ func (x *StopGenerationResponse) String() string {
 func (*StopGenerationResponse) ProtoMessage() {}
 
 func (x *StopGenerationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[29]
+	mi := &file_parley_v1_chat_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2200,7 +2340,7 @@ func (x *StopGenerationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopGenerationResponse.ProtoReflect.Descriptor instead.
 func (*StopGenerationResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{29}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *StopGenerationResponse) GetMessage() *Message {
@@ -2223,7 +2363,7 @@ type ResumeGenerationRequest struct {
 
 func (x *ResumeGenerationRequest) Reset() {
 	*x = ResumeGenerationRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[30]
+	mi := &file_parley_v1_chat_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2235,7 +2375,7 @@ func (x *ResumeGenerationRequest) String() string {
 func (*ResumeGenerationRequest) ProtoMessage() {}
 
 func (x *ResumeGenerationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[30]
+	mi := &file_parley_v1_chat_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2248,7 +2388,7 @@ func (x *ResumeGenerationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeGenerationRequest.ProtoReflect.Descriptor instead.
 func (*ResumeGenerationRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{30}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ResumeGenerationRequest) GetGenerationId() string {
@@ -2283,7 +2423,7 @@ type RegenerateMessageRequest struct {
 
 func (x *RegenerateMessageRequest) Reset() {
 	*x = RegenerateMessageRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[31]
+	mi := &file_parley_v1_chat_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2295,7 +2435,7 @@ func (x *RegenerateMessageRequest) String() string {
 func (*RegenerateMessageRequest) ProtoMessage() {}
 
 func (x *RegenerateMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[31]
+	mi := &file_parley_v1_chat_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2308,7 +2448,7 @@ func (x *RegenerateMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegenerateMessageRequest.ProtoReflect.Descriptor instead.
 func (*RegenerateMessageRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{31}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RegenerateMessageRequest) GetMessageId() string {
@@ -2355,7 +2495,7 @@ type EditMessageRequest struct {
 
 func (x *EditMessageRequest) Reset() {
 	*x = EditMessageRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[32]
+	mi := &file_parley_v1_chat_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2367,7 +2507,7 @@ func (x *EditMessageRequest) String() string {
 func (*EditMessageRequest) ProtoMessage() {}
 
 func (x *EditMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[32]
+	mi := &file_parley_v1_chat_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2380,7 +2520,7 @@ func (x *EditMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EditMessageRequest.ProtoReflect.Descriptor instead.
 func (*EditMessageRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{32}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *EditMessageRequest) GetMessageId() string {
@@ -2418,6 +2558,126 @@ func (x *EditMessageRequest) GetAttachments() []*AttachmentUpload {
 	return nil
 }
 
+// RateMessageRequest rates an assistant message.
+type RateMessageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// UUID of an assistant message of the caller's.
+	MessageId string `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// RATING_UP, RATING_DOWN, or RATING_NONE to remove the rating.
+	Rating Rating `protobuf:"varint,2,opt,name=rating,proto3,enum=parley.v1.Rating" json:"rating,omitempty"`
+	// Optional comment, at most 2000 characters; ignored with RATING_NONE.
+	Text string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+	// Optional labels: at most 10, each 1 to 40 characters; repeats are
+	// kept once. Ignored with RATING_NONE.
+	Tags          []string `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RateMessageRequest) Reset() {
+	*x = RateMessageRequest{}
+	mi := &file_parley_v1_chat_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RateMessageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RateMessageRequest) ProtoMessage() {}
+
+func (x *RateMessageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RateMessageRequest.ProtoReflect.Descriptor instead.
+func (*RateMessageRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *RateMessageRequest) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *RateMessageRequest) GetRating() Rating {
+	if x != nil {
+		return x.Rating
+	}
+	return Rating_RATING_UNSPECIFIED
+}
+
+func (x *RateMessageRequest) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *RateMessageRequest) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+// RateMessageResponse carries the rating as saved.
+type RateMessageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rating now on the message; absent after RATING_NONE.
+	Rating        *MessageRating `protobuf:"bytes,1,opt,name=rating,proto3" json:"rating,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RateMessageResponse) Reset() {
+	*x = RateMessageResponse{}
+	mi := &file_parley_v1_chat_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RateMessageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RateMessageResponse) ProtoMessage() {}
+
+func (x *RateMessageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RateMessageResponse.ProtoReflect.Descriptor instead.
+func (*RateMessageResponse) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *RateMessageResponse) GetRating() *MessageRating {
+	if x != nil {
+		return x.Rating
+	}
+	return nil
+}
+
 var File_parley_v1_chat_proto protoreflect.FileDescriptor
 
 const file_parley_v1_chat_proto_rawDesc = "" +
@@ -2434,7 +2694,7 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"updateTime\"Y\n" +
 	"\x05Usage\x12#\n" +
 	"\rprompt_tokens\x18\x01 \x01(\x03R\fpromptTokens\x12+\n" +
-	"\x11completion_tokens\x18\x02 \x01(\x03R\x10completionTokens\"\xbf\x05\n" +
+	"\x11completion_tokens\x18\x02 \x01(\x03R\x10completionTokens\"\xf1\x05\n" +
 	"\aMessage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +
 	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x1b\n" +
@@ -2457,7 +2717,14 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"siblingIds\x12/\n" +
 	"\ttool_uses\x18\x10 \x03(\v2\x12.parley.v1.ToolUseR\btoolUses\x127\n" +
 	"\vattachments\x18\x13 \x03(\v2\x15.parley.v1.AttachmentR\vattachments\x12\x16\n" +
-	"\x06cached\x18\x12 \x01(\bR\x06cached\"\xd3\x01\n" +
+	"\x06cached\x18\x12 \x01(\bR\x06cached\x120\n" +
+	"\x06rating\x18\x11 \x01(\v2\x18.parley.v1.MessageRatingR\x06rating\"\x9f\x01\n" +
+	"\rMessageRating\x12)\n" +
+	"\x06rating\x18\x01 \x01(\x0e2\x11.parley.v1.RatingR\x06rating\x12\x12\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\x12\x12\n" +
+	"\x04tags\x18\x03 \x03(\tR\x04tags\x12;\n" +
+	"\vupdate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\"\xd3\x01\n" +
 	"\aToolUse\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
@@ -2578,7 +2845,15 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"\acontent\x18\x02 \x01(\tR\acontent\x12\x14\n" +
 	"\x05model\x18\x03 \x01(\tR\x05model\x12*\n" +
 	"\x11client_message_id\x18\x04 \x01(\tR\x0fclientMessageId\x12=\n" +
-	"\vattachments\x18\x14 \x03(\v2\x1b.parley.v1.AttachmentUploadR\vattachments*P\n" +
+	"\vattachments\x18\x14 \x03(\v2\x1b.parley.v1.AttachmentUploadR\vattachments\"\x86\x01\n" +
+	"\x12RateMessageRequest\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\x12)\n" +
+	"\x06rating\x18\x02 \x01(\x0e2\x11.parley.v1.RatingR\x06rating\x12\x12\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\x12\x12\n" +
+	"\x04tags\x18\x04 \x03(\tR\x04tags\"G\n" +
+	"\x13RateMessageResponse\x120\n" +
+	"\x06rating\x18\x01 \x01(\v2\x18.parley.v1.MessageRatingR\x06rating*P\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tROLE_USER\x10\x01\x12\x12\n" +
@@ -2590,7 +2865,12 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"\x18MESSAGE_STATUS_STREAMING\x10\x02\x12\x1a\n" +
 	"\x16MESSAGE_STATUS_STOPPED\x10\x03\x12\x19\n" +
 	"\x15MESSAGE_STATUS_FAILED\x10\x04\x12\x1e\n" +
-	"\x1aMESSAGE_STATUS_INTERRUPTED\x10\x052\xce\b\n" +
+	"\x1aMESSAGE_STATUS_INTERRUPTED\x10\x05*Q\n" +
+	"\x06Rating\x12\x16\n" +
+	"\x12RATING_UNSPECIFIED\x10\x00\x12\r\n" +
+	"\tRATING_UP\x10\x01\x12\x0f\n" +
+	"\vRATING_DOWN\x10\x02\x12\x0f\n" +
+	"\vRATING_NONE\x10\x032\x9c\t\n" +
 	"\vChatService\x12a\n" +
 	"\x12CreateConversation\x12$.parley.v1.CreateConversationRequest\x1a%.parley.v1.CreateConversationResponse\x12c\n" +
 	"\x11ListConversations\x12#.parley.v1.ListConversationsRequest\x1a$.parley.v1.ListConversationsResponse\"\x03\x90\x02\x01\x12]\n" +
@@ -2603,7 +2883,8 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"\x0eStopGeneration\x12 .parley.v1.StopGenerationRequest\x1a!.parley.v1.StopGenerationResponse\x12X\n" +
 	"\x10ResumeGeneration\x12\".parley.v1.ResumeGenerationRequest\x1a\x1e.parley.v1.SendMessageResponse0\x01\x12Z\n" +
 	"\x11RegenerateMessage\x12#.parley.v1.RegenerateMessageRequest\x1a\x1e.parley.v1.SendMessageResponse0\x01\x12N\n" +
-	"\vEditMessage\x12\x1d.parley.v1.EditMessageRequest\x1a\x1e.parley.v1.SendMessageResponse0\x01B<Z:github.com/parleyhq/parley/internal/gen/parley/v1;parleyv1b\x06proto3"
+	"\vEditMessage\x12\x1d.parley.v1.EditMessageRequest\x1a\x1e.parley.v1.SendMessageResponse0\x01\x12L\n" +
+	"\vRateMessage\x12\x1d.parley.v1.RateMessageRequest\x1a\x1e.parley.v1.RateMessageResponseB<Z:github.com/parleyhq/parley/internal/gen/parley/v1;parleyv1b\x06proto3"
 
 var (
 	file_parley_v1_chat_proto_rawDescOnce sync.Once
@@ -2617,108 +2898,119 @@ func file_parley_v1_chat_proto_rawDescGZIP() []byte {
 	return file_parley_v1_chat_proto_rawDescData
 }
 
-var file_parley_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_parley_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_parley_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_parley_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_parley_v1_chat_proto_goTypes = []any{
 	(Role)(0),                          // 0: parley.v1.Role
 	(MessageStatus)(0),                 // 1: parley.v1.MessageStatus
-	(*Conversation)(nil),               // 2: parley.v1.Conversation
-	(*Usage)(nil),                      // 3: parley.v1.Usage
-	(*Message)(nil),                    // 4: parley.v1.Message
-	(*ToolUse)(nil),                    // 5: parley.v1.ToolUse
-	(*SavedArtifact)(nil),              // 6: parley.v1.SavedArtifact
-	(*CreateConversationRequest)(nil),  // 7: parley.v1.CreateConversationRequest
-	(*CreateConversationResponse)(nil), // 8: parley.v1.CreateConversationResponse
-	(*ListConversationsRequest)(nil),   // 9: parley.v1.ListConversationsRequest
-	(*ListConversationsResponse)(nil),  // 10: parley.v1.ListConversationsResponse
-	(*GetConversationRequest)(nil),     // 11: parley.v1.GetConversationRequest
-	(*GetConversationResponse)(nil),    // 12: parley.v1.GetConversationResponse
-	(*UpdateConversationRequest)(nil),  // 13: parley.v1.UpdateConversationRequest
-	(*UpdateConversationResponse)(nil), // 14: parley.v1.UpdateConversationResponse
-	(*DeleteConversationRequest)(nil),  // 15: parley.v1.DeleteConversationRequest
-	(*DeleteConversationResponse)(nil), // 16: parley.v1.DeleteConversationResponse
-	(*ListMessagesRequest)(nil),        // 17: parley.v1.ListMessagesRequest
-	(*ListMessagesResponse)(nil),       // 18: parley.v1.ListMessagesResponse
-	(*SelectBranchRequest)(nil),        // 19: parley.v1.SelectBranchRequest
-	(*SelectBranchResponse)(nil),       // 20: parley.v1.SelectBranchResponse
-	(*SendMessageRequest)(nil),         // 21: parley.v1.SendMessageRequest
-	(*SendMessageResponse)(nil),        // 22: parley.v1.SendMessageResponse
-	(*ToolCallStarted)(nil),            // 23: parley.v1.ToolCallStarted
-	(*ArtifactDelta)(nil),              // 24: parley.v1.ArtifactDelta
-	(*ToolCallFinished)(nil),           // 25: parley.v1.ToolCallFinished
-	(*GenerationStarted)(nil),          // 26: parley.v1.GenerationStarted
-	(*TextDelta)(nil),                  // 27: parley.v1.TextDelta
-	(*TitleGenerated)(nil),             // 28: parley.v1.TitleGenerated
-	(*GenerationCompleted)(nil),        // 29: parley.v1.GenerationCompleted
-	(*StopGenerationRequest)(nil),      // 30: parley.v1.StopGenerationRequest
-	(*StopGenerationResponse)(nil),     // 31: parley.v1.StopGenerationResponse
-	(*ResumeGenerationRequest)(nil),    // 32: parley.v1.ResumeGenerationRequest
-	(*RegenerateMessageRequest)(nil),   // 33: parley.v1.RegenerateMessageRequest
-	(*EditMessageRequest)(nil),         // 34: parley.v1.EditMessageRequest
-	(*timestamppb.Timestamp)(nil),      // 35: google.protobuf.Timestamp
-	(*Attachment)(nil),                 // 36: parley.v1.Attachment
-	(*AttachmentUpload)(nil),           // 37: parley.v1.AttachmentUpload
+	(Rating)(0),                        // 2: parley.v1.Rating
+	(*Conversation)(nil),               // 3: parley.v1.Conversation
+	(*Usage)(nil),                      // 4: parley.v1.Usage
+	(*Message)(nil),                    // 5: parley.v1.Message
+	(*MessageRating)(nil),              // 6: parley.v1.MessageRating
+	(*ToolUse)(nil),                    // 7: parley.v1.ToolUse
+	(*SavedArtifact)(nil),              // 8: parley.v1.SavedArtifact
+	(*CreateConversationRequest)(nil),  // 9: parley.v1.CreateConversationRequest
+	(*CreateConversationResponse)(nil), // 10: parley.v1.CreateConversationResponse
+	(*ListConversationsRequest)(nil),   // 11: parley.v1.ListConversationsRequest
+	(*ListConversationsResponse)(nil),  // 12: parley.v1.ListConversationsResponse
+	(*GetConversationRequest)(nil),     // 13: parley.v1.GetConversationRequest
+	(*GetConversationResponse)(nil),    // 14: parley.v1.GetConversationResponse
+	(*UpdateConversationRequest)(nil),  // 15: parley.v1.UpdateConversationRequest
+	(*UpdateConversationResponse)(nil), // 16: parley.v1.UpdateConversationResponse
+	(*DeleteConversationRequest)(nil),  // 17: parley.v1.DeleteConversationRequest
+	(*DeleteConversationResponse)(nil), // 18: parley.v1.DeleteConversationResponse
+	(*ListMessagesRequest)(nil),        // 19: parley.v1.ListMessagesRequest
+	(*ListMessagesResponse)(nil),       // 20: parley.v1.ListMessagesResponse
+	(*SelectBranchRequest)(nil),        // 21: parley.v1.SelectBranchRequest
+	(*SelectBranchResponse)(nil),       // 22: parley.v1.SelectBranchResponse
+	(*SendMessageRequest)(nil),         // 23: parley.v1.SendMessageRequest
+	(*SendMessageResponse)(nil),        // 24: parley.v1.SendMessageResponse
+	(*ToolCallStarted)(nil),            // 25: parley.v1.ToolCallStarted
+	(*ArtifactDelta)(nil),              // 26: parley.v1.ArtifactDelta
+	(*ToolCallFinished)(nil),           // 27: parley.v1.ToolCallFinished
+	(*GenerationStarted)(nil),          // 28: parley.v1.GenerationStarted
+	(*TextDelta)(nil),                  // 29: parley.v1.TextDelta
+	(*TitleGenerated)(nil),             // 30: parley.v1.TitleGenerated
+	(*GenerationCompleted)(nil),        // 31: parley.v1.GenerationCompleted
+	(*StopGenerationRequest)(nil),      // 32: parley.v1.StopGenerationRequest
+	(*StopGenerationResponse)(nil),     // 33: parley.v1.StopGenerationResponse
+	(*ResumeGenerationRequest)(nil),    // 34: parley.v1.ResumeGenerationRequest
+	(*RegenerateMessageRequest)(nil),   // 35: parley.v1.RegenerateMessageRequest
+	(*EditMessageRequest)(nil),         // 36: parley.v1.EditMessageRequest
+	(*RateMessageRequest)(nil),         // 37: parley.v1.RateMessageRequest
+	(*RateMessageResponse)(nil),        // 38: parley.v1.RateMessageResponse
+	(*timestamppb.Timestamp)(nil),      // 39: google.protobuf.Timestamp
+	(*Attachment)(nil),                 // 40: parley.v1.Attachment
+	(*AttachmentUpload)(nil),           // 41: parley.v1.AttachmentUpload
 }
 var file_parley_v1_chat_proto_depIdxs = []int32{
-	35, // 0: parley.v1.Conversation.create_time:type_name -> google.protobuf.Timestamp
-	35, // 1: parley.v1.Conversation.update_time:type_name -> google.protobuf.Timestamp
+	39, // 0: parley.v1.Conversation.create_time:type_name -> google.protobuf.Timestamp
+	39, // 1: parley.v1.Conversation.update_time:type_name -> google.protobuf.Timestamp
 	0,  // 2: parley.v1.Message.role:type_name -> parley.v1.Role
 	1,  // 3: parley.v1.Message.status:type_name -> parley.v1.MessageStatus
-	3,  // 4: parley.v1.Message.usage:type_name -> parley.v1.Usage
-	35, // 5: parley.v1.Message.create_time:type_name -> google.protobuf.Timestamp
-	35, // 6: parley.v1.Message.update_time:type_name -> google.protobuf.Timestamp
-	5,  // 7: parley.v1.Message.tool_uses:type_name -> parley.v1.ToolUse
-	36, // 8: parley.v1.Message.attachments:type_name -> parley.v1.Attachment
-	6,  // 9: parley.v1.ToolUse.artifact:type_name -> parley.v1.SavedArtifact
-	2,  // 10: parley.v1.CreateConversationResponse.conversation:type_name -> parley.v1.Conversation
-	2,  // 11: parley.v1.ListConversationsResponse.conversations:type_name -> parley.v1.Conversation
-	2,  // 12: parley.v1.GetConversationResponse.conversation:type_name -> parley.v1.Conversation
-	2,  // 13: parley.v1.UpdateConversationResponse.conversation:type_name -> parley.v1.Conversation
-	4,  // 14: parley.v1.ListMessagesResponse.messages:type_name -> parley.v1.Message
-	4,  // 15: parley.v1.SelectBranchResponse.messages:type_name -> parley.v1.Message
-	37, // 16: parley.v1.SendMessageRequest.attachments:type_name -> parley.v1.AttachmentUpload
-	26, // 17: parley.v1.SendMessageResponse.started:type_name -> parley.v1.GenerationStarted
-	27, // 18: parley.v1.SendMessageResponse.delta:type_name -> parley.v1.TextDelta
-	3,  // 19: parley.v1.SendMessageResponse.usage:type_name -> parley.v1.Usage
-	28, // 20: parley.v1.SendMessageResponse.title:type_name -> parley.v1.TitleGenerated
-	29, // 21: parley.v1.SendMessageResponse.completed:type_name -> parley.v1.GenerationCompleted
-	23, // 22: parley.v1.SendMessageResponse.tool_call:type_name -> parley.v1.ToolCallStarted
-	24, // 23: parley.v1.SendMessageResponse.artifact_delta:type_name -> parley.v1.ArtifactDelta
-	25, // 24: parley.v1.SendMessageResponse.tool_result:type_name -> parley.v1.ToolCallFinished
-	6,  // 25: parley.v1.ToolCallFinished.artifact:type_name -> parley.v1.SavedArtifact
-	4,  // 26: parley.v1.GenerationStarted.user_message:type_name -> parley.v1.Message
-	4,  // 27: parley.v1.GenerationCompleted.message:type_name -> parley.v1.Message
-	4,  // 28: parley.v1.StopGenerationResponse.message:type_name -> parley.v1.Message
-	37, // 29: parley.v1.EditMessageRequest.attachments:type_name -> parley.v1.AttachmentUpload
-	7,  // 30: parley.v1.ChatService.CreateConversation:input_type -> parley.v1.CreateConversationRequest
-	9,  // 31: parley.v1.ChatService.ListConversations:input_type -> parley.v1.ListConversationsRequest
-	11, // 32: parley.v1.ChatService.GetConversation:input_type -> parley.v1.GetConversationRequest
-	13, // 33: parley.v1.ChatService.UpdateConversation:input_type -> parley.v1.UpdateConversationRequest
-	15, // 34: parley.v1.ChatService.DeleteConversation:input_type -> parley.v1.DeleteConversationRequest
-	17, // 35: parley.v1.ChatService.ListMessages:input_type -> parley.v1.ListMessagesRequest
-	19, // 36: parley.v1.ChatService.SelectBranch:input_type -> parley.v1.SelectBranchRequest
-	21, // 37: parley.v1.ChatService.SendMessage:input_type -> parley.v1.SendMessageRequest
-	30, // 38: parley.v1.ChatService.StopGeneration:input_type -> parley.v1.StopGenerationRequest
-	32, // 39: parley.v1.ChatService.ResumeGeneration:input_type -> parley.v1.ResumeGenerationRequest
-	33, // 40: parley.v1.ChatService.RegenerateMessage:input_type -> parley.v1.RegenerateMessageRequest
-	34, // 41: parley.v1.ChatService.EditMessage:input_type -> parley.v1.EditMessageRequest
-	8,  // 42: parley.v1.ChatService.CreateConversation:output_type -> parley.v1.CreateConversationResponse
-	10, // 43: parley.v1.ChatService.ListConversations:output_type -> parley.v1.ListConversationsResponse
-	12, // 44: parley.v1.ChatService.GetConversation:output_type -> parley.v1.GetConversationResponse
-	14, // 45: parley.v1.ChatService.UpdateConversation:output_type -> parley.v1.UpdateConversationResponse
-	16, // 46: parley.v1.ChatService.DeleteConversation:output_type -> parley.v1.DeleteConversationResponse
-	18, // 47: parley.v1.ChatService.ListMessages:output_type -> parley.v1.ListMessagesResponse
-	20, // 48: parley.v1.ChatService.SelectBranch:output_type -> parley.v1.SelectBranchResponse
-	22, // 49: parley.v1.ChatService.SendMessage:output_type -> parley.v1.SendMessageResponse
-	31, // 50: parley.v1.ChatService.StopGeneration:output_type -> parley.v1.StopGenerationResponse
-	22, // 51: parley.v1.ChatService.ResumeGeneration:output_type -> parley.v1.SendMessageResponse
-	22, // 52: parley.v1.ChatService.RegenerateMessage:output_type -> parley.v1.SendMessageResponse
-	22, // 53: parley.v1.ChatService.EditMessage:output_type -> parley.v1.SendMessageResponse
-	42, // [42:54] is the sub-list for method output_type
-	30, // [30:42] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	4,  // 4: parley.v1.Message.usage:type_name -> parley.v1.Usage
+	39, // 5: parley.v1.Message.create_time:type_name -> google.protobuf.Timestamp
+	39, // 6: parley.v1.Message.update_time:type_name -> google.protobuf.Timestamp
+	7,  // 7: parley.v1.Message.tool_uses:type_name -> parley.v1.ToolUse
+	40, // 8: parley.v1.Message.attachments:type_name -> parley.v1.Attachment
+	6,  // 9: parley.v1.Message.rating:type_name -> parley.v1.MessageRating
+	2,  // 10: parley.v1.MessageRating.rating:type_name -> parley.v1.Rating
+	39, // 11: parley.v1.MessageRating.update_time:type_name -> google.protobuf.Timestamp
+	8,  // 12: parley.v1.ToolUse.artifact:type_name -> parley.v1.SavedArtifact
+	3,  // 13: parley.v1.CreateConversationResponse.conversation:type_name -> parley.v1.Conversation
+	3,  // 14: parley.v1.ListConversationsResponse.conversations:type_name -> parley.v1.Conversation
+	3,  // 15: parley.v1.GetConversationResponse.conversation:type_name -> parley.v1.Conversation
+	3,  // 16: parley.v1.UpdateConversationResponse.conversation:type_name -> parley.v1.Conversation
+	5,  // 17: parley.v1.ListMessagesResponse.messages:type_name -> parley.v1.Message
+	5,  // 18: parley.v1.SelectBranchResponse.messages:type_name -> parley.v1.Message
+	41, // 19: parley.v1.SendMessageRequest.attachments:type_name -> parley.v1.AttachmentUpload
+	28, // 20: parley.v1.SendMessageResponse.started:type_name -> parley.v1.GenerationStarted
+	29, // 21: parley.v1.SendMessageResponse.delta:type_name -> parley.v1.TextDelta
+	4,  // 22: parley.v1.SendMessageResponse.usage:type_name -> parley.v1.Usage
+	30, // 23: parley.v1.SendMessageResponse.title:type_name -> parley.v1.TitleGenerated
+	31, // 24: parley.v1.SendMessageResponse.completed:type_name -> parley.v1.GenerationCompleted
+	25, // 25: parley.v1.SendMessageResponse.tool_call:type_name -> parley.v1.ToolCallStarted
+	26, // 26: parley.v1.SendMessageResponse.artifact_delta:type_name -> parley.v1.ArtifactDelta
+	27, // 27: parley.v1.SendMessageResponse.tool_result:type_name -> parley.v1.ToolCallFinished
+	8,  // 28: parley.v1.ToolCallFinished.artifact:type_name -> parley.v1.SavedArtifact
+	5,  // 29: parley.v1.GenerationStarted.user_message:type_name -> parley.v1.Message
+	5,  // 30: parley.v1.GenerationCompleted.message:type_name -> parley.v1.Message
+	5,  // 31: parley.v1.StopGenerationResponse.message:type_name -> parley.v1.Message
+	41, // 32: parley.v1.EditMessageRequest.attachments:type_name -> parley.v1.AttachmentUpload
+	2,  // 33: parley.v1.RateMessageRequest.rating:type_name -> parley.v1.Rating
+	6,  // 34: parley.v1.RateMessageResponse.rating:type_name -> parley.v1.MessageRating
+	9,  // 35: parley.v1.ChatService.CreateConversation:input_type -> parley.v1.CreateConversationRequest
+	11, // 36: parley.v1.ChatService.ListConversations:input_type -> parley.v1.ListConversationsRequest
+	13, // 37: parley.v1.ChatService.GetConversation:input_type -> parley.v1.GetConversationRequest
+	15, // 38: parley.v1.ChatService.UpdateConversation:input_type -> parley.v1.UpdateConversationRequest
+	17, // 39: parley.v1.ChatService.DeleteConversation:input_type -> parley.v1.DeleteConversationRequest
+	19, // 40: parley.v1.ChatService.ListMessages:input_type -> parley.v1.ListMessagesRequest
+	21, // 41: parley.v1.ChatService.SelectBranch:input_type -> parley.v1.SelectBranchRequest
+	23, // 42: parley.v1.ChatService.SendMessage:input_type -> parley.v1.SendMessageRequest
+	32, // 43: parley.v1.ChatService.StopGeneration:input_type -> parley.v1.StopGenerationRequest
+	34, // 44: parley.v1.ChatService.ResumeGeneration:input_type -> parley.v1.ResumeGenerationRequest
+	35, // 45: parley.v1.ChatService.RegenerateMessage:input_type -> parley.v1.RegenerateMessageRequest
+	36, // 46: parley.v1.ChatService.EditMessage:input_type -> parley.v1.EditMessageRequest
+	37, // 47: parley.v1.ChatService.RateMessage:input_type -> parley.v1.RateMessageRequest
+	10, // 48: parley.v1.ChatService.CreateConversation:output_type -> parley.v1.CreateConversationResponse
+	12, // 49: parley.v1.ChatService.ListConversations:output_type -> parley.v1.ListConversationsResponse
+	14, // 50: parley.v1.ChatService.GetConversation:output_type -> parley.v1.GetConversationResponse
+	16, // 51: parley.v1.ChatService.UpdateConversation:output_type -> parley.v1.UpdateConversationResponse
+	18, // 52: parley.v1.ChatService.DeleteConversation:output_type -> parley.v1.DeleteConversationResponse
+	20, // 53: parley.v1.ChatService.ListMessages:output_type -> parley.v1.ListMessagesResponse
+	22, // 54: parley.v1.ChatService.SelectBranch:output_type -> parley.v1.SelectBranchResponse
+	24, // 55: parley.v1.ChatService.SendMessage:output_type -> parley.v1.SendMessageResponse
+	33, // 56: parley.v1.ChatService.StopGeneration:output_type -> parley.v1.StopGenerationResponse
+	24, // 57: parley.v1.ChatService.ResumeGeneration:output_type -> parley.v1.SendMessageResponse
+	24, // 58: parley.v1.ChatService.RegenerateMessage:output_type -> parley.v1.SendMessageResponse
+	24, // 59: parley.v1.ChatService.EditMessage:output_type -> parley.v1.SendMessageResponse
+	38, // 60: parley.v1.ChatService.RateMessage:output_type -> parley.v1.RateMessageResponse
+	48, // [48:61] is the sub-list for method output_type
+	35, // [35:48] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_chat_proto_init() }
@@ -2727,8 +3019,8 @@ func file_parley_v1_chat_proto_init() {
 		return
 	}
 	file_parley_v1_attachment_proto_init()
-	file_parley_v1_chat_proto_msgTypes[11].OneofWrappers = []any{}
-	file_parley_v1_chat_proto_msgTypes[20].OneofWrappers = []any{
+	file_parley_v1_chat_proto_msgTypes[12].OneofWrappers = []any{}
+	file_parley_v1_chat_proto_msgTypes[21].OneofWrappers = []any{
 		(*SendMessageResponse_Started)(nil),
 		(*SendMessageResponse_Delta)(nil),
 		(*SendMessageResponse_Usage)(nil),
@@ -2743,8 +3035,8 @@ func file_parley_v1_chat_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_chat_proto_rawDesc), len(file_parley_v1_chat_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   33,
+			NumEnums:      3,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -67,6 +67,8 @@ const (
 	ChatServiceRegenerateMessageProcedure = "/parley.v1.ChatService/RegenerateMessage"
 	// ChatServiceEditMessageProcedure is the fully-qualified name of the ChatService's EditMessage RPC.
 	ChatServiceEditMessageProcedure = "/parley.v1.ChatService/EditMessage"
+	// ChatServiceRateMessageProcedure is the fully-qualified name of the ChatService's RateMessage RPC.
+	ChatServiceRateMessageProcedure = "/parley.v1.ChatService/RateMessage"
 )
 
 // ChatServiceClient is a client for the parley.v1.ChatService service.
@@ -116,6 +118,11 @@ type ChatServiceClient interface {
 	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
 	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
 	EditMessage(context.Context, *connect.Request[v1.EditMessageRequest]) (*connect.ServerStreamForClient[v1.SendMessageResponse], error)
+	// RateMessage sets, changes or (with RATING_NONE) removes the caller's
+	// rating of an assistant message: one rating per user and message. A user
+	// message answers INVALID_ARGUMENT, an answer still being written
+	// FAILED_PRECONDITION, another user's message NOT_FOUND.
+	RateMessage(context.Context, *connect.Request[v1.RateMessageRequest]) (*connect.Response[v1.RateMessageResponse], error)
 }
 
 // NewChatServiceClient constructs a client for the parley.v1.ChatService service. By default, it
@@ -204,6 +211,12 @@ func NewChatServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(chatServiceMethods.ByName("EditMessage")),
 			connect.WithClientOptions(opts...),
 		),
+		rateMessage: connect.NewClient[v1.RateMessageRequest, v1.RateMessageResponse](
+			httpClient,
+			baseURL+ChatServiceRateMessageProcedure,
+			connect.WithSchema(chatServiceMethods.ByName("RateMessage")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -221,6 +234,7 @@ type chatServiceClient struct {
 	resumeGeneration   *connect.Client[v1.ResumeGenerationRequest, v1.SendMessageResponse]
 	regenerateMessage  *connect.Client[v1.RegenerateMessageRequest, v1.SendMessageResponse]
 	editMessage        *connect.Client[v1.EditMessageRequest, v1.SendMessageResponse]
+	rateMessage        *connect.Client[v1.RateMessageRequest, v1.RateMessageResponse]
 }
 
 // CreateConversation calls parley.v1.ChatService.CreateConversation.
@@ -283,6 +297,11 @@ func (c *chatServiceClient) EditMessage(ctx context.Context, req *connect.Reques
 	return c.editMessage.CallServerStream(ctx, req)
 }
 
+// RateMessage calls parley.v1.ChatService.RateMessage.
+func (c *chatServiceClient) RateMessage(ctx context.Context, req *connect.Request[v1.RateMessageRequest]) (*connect.Response[v1.RateMessageResponse], error) {
+	return c.rateMessage.CallUnary(ctx, req)
+}
+
 // ChatServiceHandler is an implementation of the parley.v1.ChatService service.
 type ChatServiceHandler interface {
 	// CreateConversation starts an empty conversation. A retry that repeats the
@@ -330,6 +349,11 @@ type ChatServiceHandler interface {
 	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
 	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
 	EditMessage(context.Context, *connect.Request[v1.EditMessageRequest], *connect.ServerStream[v1.SendMessageResponse]) error
+	// RateMessage sets, changes or (with RATING_NONE) removes the caller's
+	// rating of an assistant message: one rating per user and message. A user
+	// message answers INVALID_ARGUMENT, an answer still being written
+	// FAILED_PRECONDITION, another user's message NOT_FOUND.
+	RateMessage(context.Context, *connect.Request[v1.RateMessageRequest]) (*connect.Response[v1.RateMessageResponse], error)
 }
 
 // NewChatServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -414,6 +438,12 @@ func NewChatServiceHandler(svc ChatServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(chatServiceMethods.ByName("EditMessage")),
 		connect.WithHandlerOptions(opts...),
 	)
+	chatServiceRateMessageHandler := connect.NewUnaryHandler(
+		ChatServiceRateMessageProcedure,
+		svc.RateMessage,
+		connect.WithSchema(chatServiceMethods.ByName("RateMessage")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/parley.v1.ChatService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ChatServiceCreateConversationProcedure:
@@ -440,6 +470,8 @@ func NewChatServiceHandler(svc ChatServiceHandler, opts ...connect.HandlerOption
 			chatServiceRegenerateMessageHandler.ServeHTTP(w, r)
 		case ChatServiceEditMessageProcedure:
 			chatServiceEditMessageHandler.ServeHTTP(w, r)
+		case ChatServiceRateMessageProcedure:
+			chatServiceRateMessageHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -495,4 +527,8 @@ func (UnimplementedChatServiceHandler) RegenerateMessage(context.Context, *conne
 
 func (UnimplementedChatServiceHandler) EditMessage(context.Context, *connect.Request[v1.EditMessageRequest], *connect.ServerStream[v1.SendMessageResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("parley.v1.ChatService.EditMessage is not implemented"))
+}
+
+func (UnimplementedChatServiceHandler) RateMessage(context.Context, *connect.Request[v1.RateMessageRequest]) (*connect.Response[v1.RateMessageResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("parley.v1.ChatService.RateMessage is not implemented"))
 }

@@ -14,7 +14,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file parley/v1/chat.proto.
  */
 export const file_parley_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChRwYXJsZXkvdjEvY2hhdC5wcm90bxIJcGFybGV5LnYxIrEBCgxDb252ZXJzYXRpb24SCgoCaWQYASABKAkSDQoFdGl0bGUYAiABKAkSFQoNc3lzdGVtX3Byb21wdBgDIAEoCRINCgVtb2RlbBgEIAEoCRIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjkKBVVzYWdlEhUKDXByb21wdF90b2tlbnMYASABKAMSGQoRY29tcGxldGlvbl90b2tlbnMYAiABKAMigQQKB01lc3NhZ2USCgoCaWQYASABKAkSFwoPY29udmVyc2F0aW9uX2lkGAIgASgJEhEKCXBhcmVudF9pZBgDIAEoCRIdCgRyb2xlGAQgASgOMg8ucGFybGV5LnYxLlJvbGUSDwoHY29udGVudBgFIAEoCRIoCgZzdGF0dXMYBiABKA4yGC5wYXJsZXkudjEuTWVzc2FnZVN0YXR1cxINCgVtb2RlbBgHIAEoCRIfCgV1c2FnZRgIIAEoCzIQLnBhcmxleS52MS5Vc2FnZRIVCg1maW5pc2hfcmVhc29uGAkgASgJEi8KC2NyZWF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNZ2VuZXJhdGlvbl9pZBgMIAEoCRIVCg1zaWJsaW5nX2NvdW50GA0gASgFEhUKDXNpYmxpbmdfaW5kZXgYDiABKAUSEwoLc2libGluZ19pZHMYDyADKAkSJQoJdG9vbF91c2VzGBAgAygLMhIucGFybGV5LnYxLlRvb2xVc2USKgoLYXR0YWNobWVudHMYEyADKAsyFS5wYXJsZXkudjEuQXR0YWNobWVudBIOCgZjYWNoZWQYEiABKAgimAEKB1Rvb2xVc2USDwoHY2FsbF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEhEKCWFyZ3VtZW50cxgDIAEoCRIOCgZyZXN1bHQYBCABKAkSEAoIaXNfZXJyb3IYBSABKAgSKgoIYXJ0aWZhY3QYBiABKAsyGC5wYXJsZXkudjEuU2F2ZWRBcnRpZmFjdBINCgVyb3VuZBgHIAEoBSJSCg1TYXZlZEFydGlmYWN0EhMKC2FydGlmYWN0X2lkGAEgASgJEg8KB3ZlcnNpb24YAiABKAUSDQoFdGl0bGUYAyABKAkSDAoEa2luZBgEIAEoCSJkChlDcmVhdGVDb252ZXJzYXRpb25SZXF1ZXN0Eg0KBXRpdGxlGAEgASgJEhUKDXN5c3RlbV9wcm9tcHQYAiABKAkSDQoFbW9kZWwYAyABKAkSEgoKcmVxdWVzdF9pZBgEIAEoCSJLChpDcmVhdGVDb252ZXJzYXRpb25SZXNwb25zZRItCgxjb252ZXJzYXRpb24YASABKAsyFy5wYXJsZXkudjEuQ29udmVyc2F0aW9uIkEKGExpc3RDb252ZXJzYXRpb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJkChlMaXN0Q29udmVyc2F0aW9uc1Jlc3BvbnNlEi4KDWNvbnZlcnNhdGlvbnMYASADKAsyFy5wYXJsZXkudjEuQ29udmVyc2F0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIxChZHZXRDb252ZXJzYXRpb25SZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCSJIChdHZXRDb252ZXJzYXRpb25SZXNwb25zZRItCgxjb252ZXJzYXRpb24YASABKAsyFy5wYXJsZXkudjEuQ29udmVyc2F0aW9uIp4BChlVcGRhdGVDb252ZXJzYXRpb25SZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRISCgV0aXRsZRgCIAEoCUgAiAEBEhoKDXN5c3RlbV9wcm9tcHQYAyABKAlIAYgBARISCgVtb2RlbBgEIAEoCUgCiAEBQggKBl90aXRsZUIQCg5fc3lzdGVtX3Byb21wdEIICgZfbW9kZWwiSwoaVXBkYXRlQ29udmVyc2F0aW9uUmVzcG9uc2USLQoMY29udmVyc2F0aW9uGAEgASgLMhcucGFybGV5LnYxLkNvbnZlcnNhdGlvbiI0ChlEZWxldGVDb252ZXJzYXRpb25SZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCSIcChpEZWxldGVDb252ZXJzYXRpb25SZXNwb25zZSJuChNMaXN0TWVzc2FnZXNSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCRIXCg9sZWFmX21lc3NhZ2VfaWQYBCABKAkiVQoUTGlzdE1lc3NhZ2VzUmVzcG9uc2USJAoIbWVzc2FnZXMYASADKAsyEi5wYXJsZXkudjEuTWVzc2FnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiQgoTU2VsZWN0QnJhbmNoUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCSI8ChRTZWxlY3RCcmFuY2hSZXNwb25zZRIkCghtZXNzYWdlcxgBIAMoCzISLnBhcmxleS52MS5NZXNzYWdlIrUBChJTZW5kTWVzc2FnZVJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEg8KB2NvbnRlbnQYAiABKAkSDQoFbW9kZWwYAyABKAkSGQoRY2xpZW50X21lc3NhZ2VfaWQYBCABKAkSGQoRcGFyZW50X21lc3NhZ2VfaWQYBSABKAkSMAoLYXR0YWNobWVudHMYFCADKAsyGy5wYXJsZXkudjEuQXR0YWNobWVudFVwbG9hZCKgAwoTU2VuZE1lc3NhZ2VSZXNwb25zZRILCgNzZXEYASABKAMSLwoHc3RhcnRlZBgCIAEoCzIcLnBhcmxleS52MS5HZW5lcmF0aW9uU3RhcnRlZEgAEiUKBWRlbHRhGAMgASgLMhQucGFybGV5LnYxLlRleHREZWx0YUgAEiEKBXVzYWdlGAQgASgLMhAucGFybGV5LnYxLlVzYWdlSAASKgoFdGl0bGUYBSABKAsyGS5wYXJsZXkudjEuVGl0bGVHZW5lcmF0ZWRIABIzCgljb21wbGV0ZWQYBiABKAsyHi5wYXJsZXkudjEuR2VuZXJhdGlvbkNvbXBsZXRlZEgAEi8KCXRvb2xfY2FsbBgHIAEoCzIaLnBhcmxleS52MS5Ub29sQ2FsbFN0YXJ0ZWRIABIyCg5hcnRpZmFjdF9kZWx0YRgIIAEoCzIYLnBhcmxleS52MS5BcnRpZmFjdERlbHRhSAASMgoLdG9vbF9yZXN1bHQYCSABKAsyGy5wYXJsZXkudjEuVG9vbENhbGxGaW5pc2hlZEgAQgcKBWV2ZW50IjAKD1Rvb2xDYWxsU3RhcnRlZBIPCgdjYWxsX2lkGAEgASgJEgwKBG5hbWUYAiABKAkiLgoNQXJ0aWZhY3REZWx0YRIPCgdjYWxsX2lkGAEgASgJEgwKBHRleHQYAiABKAkibAoQVG9vbENhbGxGaW5pc2hlZBIPCgdjYWxsX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSKgoIYXJ0aWZhY3QYAyABKAsyGC5wYXJsZXkudjEuU2F2ZWRBcnRpZmFjdBINCgVlcnJvchgEIAEoCSKBAQoRR2VuZXJhdGlvblN0YXJ0ZWQSKAoMdXNlcl9tZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2USHAoUYXNzaXN0YW50X21lc3NhZ2VfaWQYAiABKAkSFQoNZ2VuZXJhdGlvbl9pZBgDIAEoCRINCgVtb2RlbBgEIAEoCSIZCglUZXh0RGVsdGESDAoEdGV4dBgBIAEoCSIfCg5UaXRsZUdlbmVyYXRlZBINCgV0aXRsZRgBIAEoCSI6ChNHZW5lcmF0aW9uQ29tcGxldGVkEiMKB21lc3NhZ2UYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZSIuChVTdG9wR2VuZXJhdGlvblJlcXVlc3QSFQoNZ2VuZXJhdGlvbl9pZBgBIAEoCSI9ChZTdG9wR2VuZXJhdGlvblJlc3BvbnNlEiMKB21lc3NhZ2UYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZSJDChdSZXN1bWVHZW5lcmF0aW9uUmVxdWVzdBIVCg1nZW5lcmF0aW9uX2lkGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoAyJYChhSZWdlbmVyYXRlTWVzc2FnZVJlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCRINCgVtb2RlbBgCIAEoCRIZChFjbGllbnRfbWVzc2FnZV9pZBgDIAEoCSKVAQoSRWRpdE1lc3NhZ2VSZXF1ZXN0EhIKCm1lc3NhZ2VfaWQYASABKAkSDwoHY29udGVudBgCIAEoCRINCgVtb2RlbBgDIAEoCRIZChFjbGllbnRfbWVzc2FnZV9pZBgEIAEoCRIwCgthdHRhY2htZW50cxgUIAMoCzIbLnBhcmxleS52MS5BdHRhY2htZW50VXBsb2FkKlAKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEg0KCVJPTEVfVVNFUhABEhIKDlJPTEVfQVNTSVNUQU5UEAISDwoLUk9MRV9TWVNURU0QAyrCAQoNTWVzc2FnZVN0YXR1cxIeChpNRVNTQUdFX1NUQVRVU19VTlNQRUNJRklFRBAAEhwKGE1FU1NBR0VfU1RBVFVTX0NPTVBMRVRFRBABEhwKGE1FU1NBR0VfU1RBVFVTX1NUUkVBTUlORxACEhoKFk1FU1NBR0VfU1RBVFVTX1NUT1BQRUQQAxIZChVNRVNTQUdFX1NUQVRVU19GQUlMRUQQBBIeChpNRVNTQUdFX1NUQVRVU19JTlRFUlJVUFRFRBAFMs4ICgtDaGF0U2VydmljZRJhChJDcmVhdGVDb252ZXJzYXRpb24SJC5wYXJsZXkudjEuQ3JlYXRlQ29udmVyc2F0aW9uUmVxdWVzdBolLnBhcmxleS52MS5DcmVhdGVDb252ZXJzYXRpb25SZXNwb25zZRJjChFMaXN0Q29udmVyc2F0aW9ucxIjLnBhcmxleS52MS5MaXN0Q29udmVyc2F0aW9uc1JlcXVlc3QaJC5wYXJsZXkudjEuTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZSIDkAIBEl0KD0dldENvbnZlcnNhdGlvbhIhLnBhcmxleS52MS5HZXRDb252ZXJzYXRpb25SZXF1ZXN0GiIucGFybGV5LnYxLkdldENvbnZlcnNhdGlvblJlc3BvbnNlIgOQAgESYQoSVXBkYXRlQ29udmVyc2F0aW9uEiQucGFybGV5LnYxLlVwZGF0ZUNvbnZlcnNhdGlvblJlcXVlc3QaJS5wYXJsZXkudjEuVXBkYXRlQ29udmVyc2F0aW9uUmVzcG9uc2USYQoSRGVsZXRlQ29udmVyc2F0aW9uEiQucGFybGV5LnYxLkRlbGV0ZUNvbnZlcnNhdGlvblJlcXVlc3QaJS5wYXJsZXkudjEuRGVsZXRlQ29udmVyc2F0aW9uUmVzcG9uc2USVAoMTGlzdE1lc3NhZ2VzEh4ucGFybGV5LnYxLkxpc3RNZXNzYWdlc1JlcXVlc3QaHy5wYXJsZXkudjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2UiA5ACARJPCgxTZWxlY3RCcmFuY2gSHi5wYXJsZXkudjEuU2VsZWN0QnJhbmNoUmVxdWVzdBofLnBhcmxleS52MS5TZWxlY3RCcmFuY2hSZXNwb25zZRJOCgtTZW5kTWVzc2FnZRIdLnBhcmxleS52MS5TZW5kTWVzc2FnZVJlcXVlc3QaHi5wYXJsZXkudjEuU2VuZE1lc3NhZ2VSZXNwb25zZTABElUKDlN0b3BHZW5lcmF0aW9uEiAucGFybGV5LnYxLlN0b3BHZW5lcmF0aW9uUmVxdWVzdBohLnBhcmxleS52MS5TdG9wR2VuZXJhdGlvblJlc3BvbnNlElgKEFJlc3VtZUdlbmVyYXRpb24SIi5wYXJsZXkudjEuUmVzdW1lR2VuZXJhdGlvblJlcXVlc3QaHi5wYXJsZXkudjEuU2VuZE1lc3NhZ2VSZXNwb25zZTABEloKEVJlZ2VuZXJhdGVNZXNzYWdlEiMucGFybGV5LnYxLlJlZ2VuZXJhdGVNZXNzYWdlUmVxdWVzdBoeLnBhcmxleS52MS5TZW5kTWVzc2FnZVJlc3BvbnNlMAESTgoLRWRpdE1lc3NhZ2USHS5wYXJsZXkudjEuRWRpdE1lc3NhZ2VSZXF1ZXN0Gh4ucGFybGV5LnYxLlNlbmRNZXNzYWdlUmVzcG9uc2UwAUI8WjpnaXRodWIuY29tL3BhcmxleWhxL3BhcmxleS9pbnRlcm5hbC9nZW4vcGFybGV5L3YxO3BhcmxleXYxYgZwcm90bzM", [file_google_protobuf_timestamp, file_parley_v1_attachment]);
+  fileDesc("ChRwYXJsZXkvdjEvY2hhdC5wcm90bxIJcGFybGV5LnYxIrEBCgxDb252ZXJzYXRpb24SCgoCaWQYASABKAkSDQoFdGl0bGUYAiABKAkSFQoNc3lzdGVtX3Byb21wdBgDIAEoCRINCgVtb2RlbBgEIAEoCRIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjkKBVVzYWdlEhUKDXByb21wdF90b2tlbnMYASABKAMSGQoRY29tcGxldGlvbl90b2tlbnMYAiABKAMiqwQKB01lc3NhZ2USCgoCaWQYASABKAkSFwoPY29udmVyc2F0aW9uX2lkGAIgASgJEhEKCXBhcmVudF9pZBgDIAEoCRIdCgRyb2xlGAQgASgOMg8ucGFybGV5LnYxLlJvbGUSDwoHY29udGVudBgFIAEoCRIoCgZzdGF0dXMYBiABKA4yGC5wYXJsZXkudjEuTWVzc2FnZVN0YXR1cxINCgVtb2RlbBgHIAEoCRIfCgV1c2FnZRgIIAEoCzIQLnBhcmxleS52MS5Vc2FnZRIVCg1maW5pc2hfcmVhc29uGAkgASgJEi8KC2NyZWF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNZ2VuZXJhdGlvbl9pZBgMIAEoCRIVCg1zaWJsaW5nX2NvdW50GA0gASgFEhUKDXNpYmxpbmdfaW5kZXgYDiABKAUSEwoLc2libGluZ19pZHMYDyADKAkSJQoJdG9vbF91c2VzGBAgAygLMhIucGFybGV5LnYxLlRvb2xVc2USKgoLYXR0YWNobWVudHMYEyADKAsyFS5wYXJsZXkudjEuQXR0YWNobWVudBIOCgZjYWNoZWQYEiABKAgSKAoGcmF0aW5nGBEgASgLMhgucGFybGV5LnYxLk1lc3NhZ2VSYXRpbmcifwoNTWVzc2FnZVJhdGluZxIhCgZyYXRpbmcYASABKA4yES5wYXJsZXkudjEuUmF0aW5nEgwKBHRleHQYAiABKAkSDAoEdGFncxgDIAMoCRIvCgt1cGRhdGVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAimAEKB1Rvb2xVc2USDwoHY2FsbF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEhEKCWFyZ3VtZW50cxgDIAEoCRIOCgZyZXN1bHQYBCABKAkSEAoIaXNfZXJyb3IYBSABKAgSKgoIYXJ0aWZhY3QYBiABKAsyGC5wYXJsZXkudjEuU2F2ZWRBcnRpZmFjdBINCgVyb3VuZBgHIAEoBSJSCg1TYXZlZEFydGlmYWN0EhMKC2FydGlmYWN0X2lkGAEgASgJEg8KB3ZlcnNpb24YAiABKAUSDQoFdGl0bGUYAyABKAkSDAoEa2luZBgEIAEoCSJkChlDcmVhdGVDb252ZXJzYXRpb25SZXF1ZXN0Eg0KBXRpdGxlGAEgASgJEhUKDXN5c3RlbV9wcm9tcHQYAiABKAkSDQoFbW9kZWwYAyABKAkSEgoKcmVxdWVzdF9pZBgEIAEoCSJLChpDcmVhdGVDb252ZXJzYXRpb25SZXNwb25zZRItCgxjb252ZXJzYXRpb24YASABKAsyFy5wYXJsZXkudjEuQ29udmVyc2F0aW9uIkEKGExpc3RDb252ZXJzYXRpb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJkChlMaXN0Q29udmVyc2F0aW9uc1Jlc3BvbnNlEi4KDWNvbnZlcnNhdGlvbnMYASADKAsyFy5wYXJsZXkudjEuQ29udmVyc2F0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIxChZHZXRDb252ZXJzYXRpb25SZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCSJIChdHZXRDb252ZXJzYXRpb25SZXNwb25zZRItCgxjb252ZXJzYXRpb24YASABKAsyFy5wYXJsZXkudjEuQ29udmVyc2F0aW9uIp4BChlVcGRhdGVDb252ZXJzYXRpb25SZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRISCgV0aXRsZRgCIAEoCUgAiAEBEhoKDXN5c3RlbV9wcm9tcHQYAyABKAlIAYgBARISCgVtb2RlbBgEIAEoCUgCiAEBQggKBl90aXRsZUIQCg5fc3lzdGVtX3Byb21wdEIICgZfbW9kZWwiSwoaVXBkYXRlQ29udmVyc2F0aW9uUmVzcG9uc2USLQoMY29udmVyc2F0aW9uGAEgASgLMhcucGFybGV5LnYxLkNvbnZlcnNhdGlvbiI0ChlEZWxldGVDb252ZXJzYXRpb25SZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCSIcChpEZWxldGVDb252ZXJzYXRpb25SZXNwb25zZSJuChNMaXN0TWVzc2FnZXNSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCRIXCg9sZWFmX21lc3NhZ2VfaWQYBCABKAkiVQoUTGlzdE1lc3NhZ2VzUmVzcG9uc2USJAoIbWVzc2FnZXMYASADKAsyEi5wYXJsZXkudjEuTWVzc2FnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiQgoTU2VsZWN0QnJhbmNoUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCSI8ChRTZWxlY3RCcmFuY2hSZXNwb25zZRIkCghtZXNzYWdlcxgBIAMoCzISLnBhcmxleS52MS5NZXNzYWdlIrUBChJTZW5kTWVzc2FnZVJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEg8KB2NvbnRlbnQYAiABKAkSDQoFbW9kZWwYAyABKAkSGQoRY2xpZW50X21lc3NhZ2VfaWQYBCABKAkSGQoRcGFyZW50X21lc3NhZ2VfaWQYBSABKAkSMAoLYXR0YWNobWVudHMYFCADKAsyGy5wYXJsZXkudjEuQXR0YWNobWVudFVwbG9hZCKgAwoTU2VuZE1lc3NhZ2VSZXNwb25zZRILCgNzZXEYASABKAMSLwoHc3RhcnRlZBgCIAEoCzIcLnBhcmxleS52MS5HZW5lcmF0aW9uU3RhcnRlZEgAEiUKBWRlbHRhGAMgASgLMhQucGFybGV5LnYxLlRleHREZWx0YUgAEiEKBXVzYWdlGAQgASgLMhAucGFybGV5LnYxLlVzYWdlSAASKgoFdGl0bGUYBSABKAsyGS5wYXJsZXkudjEuVGl0bGVHZW5lcmF0ZWRIABIzCgljb21wbGV0ZWQYBiABKAsyHi5wYXJsZXkudjEuR2VuZXJhdGlvbkNvbXBsZXRlZEgAEi8KCXRvb2xfY2FsbBgHIAEoCzIaLnBhcmxleS52MS5Ub29sQ2FsbFN0YXJ0ZWRIABIyCg5hcnRpZmFjdF9kZWx0YRgIIAEoCzIYLnBhcmxleS52MS5BcnRpZmFjdERlbHRhSAASMgoLdG9vbF9yZXN1bHQYCSABKAsyGy5wYXJsZXkudjEuVG9vbENhbGxGaW5pc2hlZEgAQgcKBWV2ZW50IjAKD1Rvb2xDYWxsU3RhcnRlZBIPCgdjYWxsX2lkGAEgASgJEgwKBG5hbWUYAiABKAkiLgoNQXJ0aWZhY3REZWx0YRIPCgdjYWxsX2lkGAEgASgJEgwKBHRleHQYAiABKAkibAoQVG9vbENhbGxGaW5pc2hlZBIPCgdjYWxsX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSKgoIYXJ0aWZhY3QYAyABKAsyGC5wYXJsZXkudjEuU2F2ZWRBcnRpZmFjdBINCgVlcnJvchgEIAEoCSKBAQoRR2VuZXJhdGlvblN0YXJ0ZWQSKAoMdXNlcl9tZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2USHAoUYXNzaXN0YW50X21lc3NhZ2VfaWQYAiABKAkSFQoNZ2VuZXJhdGlvbl9pZBgDIAEoCRINCgVtb2RlbBgEIAEoCSIZCglUZXh0RGVsdGESDAoEdGV4dBgBIAEoCSIfCg5UaXRsZUdlbmVyYXRlZBINCgV0aXRsZRgBIAEoCSI6ChNHZW5lcmF0aW9uQ29tcGxldGVkEiMKB21lc3NhZ2UYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZSIuChVTdG9wR2VuZXJhdGlvblJlcXVlc3QSFQoNZ2VuZXJhdGlvbl9pZBgBIAEoCSI9ChZTdG9wR2VuZXJhdGlvblJlc3BvbnNlEiMKB21lc3NhZ2UYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZSJDChdSZXN1bWVHZW5lcmF0aW9uUmVxdWVzdBIVCg1nZW5lcmF0aW9uX2lkGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoAyJYChhSZWdlbmVyYXRlTWVzc2FnZVJlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCRINCgVtb2RlbBgCIAEoCRIZChFjbGllbnRfbWVzc2FnZV9pZBgDIAEoCSKVAQoSRWRpdE1lc3NhZ2VSZXF1ZXN0EhIKCm1lc3NhZ2VfaWQYASABKAkSDwoHY29udGVudBgCIAEoCRINCgVtb2RlbBgDIAEoCRIZChFjbGllbnRfbWVzc2FnZV9pZBgEIAEoCRIwCgthdHRhY2htZW50cxgUIAMoCzIbLnBhcmxleS52MS5BdHRhY2htZW50VXBsb2FkImcKElJhdGVNZXNzYWdlUmVxdWVzdBISCgptZXNzYWdlX2lkGAEgASgJEiEKBnJhdGluZxgCIAEoDjIRLnBhcmxleS52MS5SYXRpbmcSDAoEdGV4dBgDIAEoCRIMCgR0YWdzGAQgAygJIj8KE1JhdGVNZXNzYWdlUmVzcG9uc2USKAoGcmF0aW5nGAEgASgLMhgucGFybGV5LnYxLk1lc3NhZ2VSYXRpbmcqUAoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASDQoJUk9MRV9VU0VSEAESEgoOUk9MRV9BU1NJU1RBTlQQAhIPCgtST0xFX1NZU1RFTRADKsIBCg1NZXNzYWdlU3RhdHVzEh4KGk1FU1NBR0VfU1RBVFVTX1VOU1BFQ0lGSUVEEAASHAoYTUVTU0FHRV9TVEFUVVNfQ09NUExFVEVEEAESHAoYTUVTU0FHRV9TVEFUVVNfU1RSRUFNSU5HEAISGgoWTUVTU0FHRV9TVEFUVVNfU1RPUFBFRBADEhkKFU1FU1NBR0VfU1RBVFVTX0ZBSUxFRBAEEh4KGk1FU1NBR0VfU1RBVFVTX0lOVEVSUlVQVEVEEAUqUQoGUmF0aW5nEhYKElJBVElOR19VTlNQRUNJRklFRBAAEg0KCVJBVElOR19VUBABEg8KC1JBVElOR19ET1dOEAISDwoLUkFUSU5HX05PTkUQAzKcCQoLQ2hhdFNlcnZpY2USYQoSQ3JlYXRlQ29udmVyc2F0aW9uEiQucGFybGV5LnYxLkNyZWF0ZUNvbnZlcnNhdGlvblJlcXVlc3QaJS5wYXJsZXkudjEuQ3JlYXRlQ29udmVyc2F0aW9uUmVzcG9uc2USYwoRTGlzdENvbnZlcnNhdGlvbnMSIy5wYXJsZXkudjEuTGlzdENvbnZlcnNhdGlvbnNSZXF1ZXN0GiQucGFybGV5LnYxLkxpc3RDb252ZXJzYXRpb25zUmVzcG9uc2UiA5ACARJdCg9HZXRDb252ZXJzYXRpb24SIS5wYXJsZXkudjEuR2V0Q29udmVyc2F0aW9uUmVxdWVzdBoiLnBhcmxleS52MS5HZXRDb252ZXJzYXRpb25SZXNwb25zZSIDkAIBEmEKElVwZGF0ZUNvbnZlcnNhdGlvbhIkLnBhcmxleS52MS5VcGRhdGVDb252ZXJzYXRpb25SZXF1ZXN0GiUucGFybGV5LnYxLlVwZGF0ZUNvbnZlcnNhdGlvblJlc3BvbnNlEmEKEkRlbGV0ZUNvbnZlcnNhdGlvbhIkLnBhcmxleS52MS5EZWxldGVDb252ZXJzYXRpb25SZXF1ZXN0GiUucGFybGV5LnYxLkRlbGV0ZUNvbnZlcnNhdGlvblJlc3BvbnNlElQKDExpc3RNZXNzYWdlcxIeLnBhcmxleS52MS5MaXN0TWVzc2FnZXNSZXF1ZXN0Gh8ucGFybGV5LnYxLkxpc3RNZXNzYWdlc1Jlc3BvbnNlIgOQAgESTwoMU2VsZWN0QnJhbmNoEh4ucGFybGV5LnYxLlNlbGVjdEJyYW5jaFJlcXVlc3QaHy5wYXJsZXkudjEuU2VsZWN0QnJhbmNoUmVzcG9uc2USTgoLU2VuZE1lc3NhZ2USHS5wYXJsZXkudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0Gh4ucGFybGV5LnYxLlNlbmRNZXNzYWdlUmVzcG9uc2UwARJVCg5TdG9wR2VuZXJhdGlvbhIgLnBhcmxleS52MS5TdG9wR2VuZXJhdGlvblJlcXVlc3QaIS5wYXJsZXkudjEuU3RvcEdlbmVyYXRpb25SZXNwb25zZRJYChBSZXN1bWVHZW5lcmF0aW9uEiIucGFybGV5LnYxLlJlc3VtZUdlbmVyYXRpb25SZXF1ZXN0Gh4ucGFybGV5LnYxLlNlbmRNZXNzYWdlUmVzcG9uc2UwARJaChFSZWdlbmVyYXRlTWVzc2FnZRIjLnBhcmxleS52MS5SZWdlbmVyYXRlTWVzc2FnZVJlcXVlc3QaHi5wYXJsZXkudjEuU2VuZE1lc3NhZ2VSZXNwb25zZTABEk4KC0VkaXRNZXNzYWdlEh0ucGFybGV5LnYxLkVkaXRNZXNzYWdlUmVxdWVzdBoeLnBhcmxleS52MS5TZW5kTWVzc2FnZVJlc3BvbnNlMAESTAoLUmF0ZU1lc3NhZ2USHS5wYXJsZXkudjEuUmF0ZU1lc3NhZ2VSZXF1ZXN0Gh4ucGFybGV5LnYxLlJhdGVNZXNzYWdlUmVzcG9uc2VCPFo6Z2l0aHViLmNvbS9wYXJsZXlocS9wYXJsZXkvaW50ZXJuYWwvZ2VuL3BhcmxleS92MTtwYXJsZXl2MWIGcHJvdG8z", [file_google_protobuf_timestamp, file_parley_v1_attachment]);
 
 /**
  * Conversation is one chat thread owned by a single user.
@@ -238,6 +238,14 @@ export type Message = Message$1<"parley.v1.Message"> & {
    * @generated from field: bool cached = 18;
    */
   cached: boolean;
+
+  /**
+   * The caller's rating of an assistant message; absent when unrated.
+   * Filled by ListMessages and SelectBranch.
+   *
+   * @generated from field: parley.v1.MessageRating rating = 17;
+   */
+  rating?: MessageRating | undefined;
 };
 
 /**
@@ -246,6 +254,48 @@ export type Message = Message$1<"parley.v1.Message"> & {
  */
 export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
   messageDesc(file_parley_v1_chat, 2);
+
+/**
+ * MessageRating is a user's rating of one assistant message.
+ *
+ * @generated from message parley.v1.MessageRating
+ */
+export type MessageRating = Message$1<"parley.v1.MessageRating"> & {
+  /**
+   * RATING_UP or RATING_DOWN.
+   *
+   * @generated from field: parley.v1.Rating rating = 1;
+   */
+  rating: Rating;
+
+  /**
+   * What the user wrote about the answer; may be empty.
+   *
+   * @generated from field: string text = 2;
+   */
+  text: string;
+
+  /**
+   * Short labels the user picked (such as "inaccurate" or "too_long").
+   *
+   * @generated from field: repeated string tags = 3;
+   */
+  tags: string[];
+
+  /**
+   * When the rating was last set.
+   *
+   * @generated from field: google.protobuf.Timestamp update_time = 4;
+   */
+  updateTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message parley.v1.MessageRating.
+ * Use `create(MessageRatingSchema)` to create a new message.
+ */
+export const MessageRatingSchema: GenMessage<MessageRating> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat, 3);
 
 /**
  * ToolUse is one tool call of an answer and its outcome.
@@ -309,7 +359,7 @@ export type ToolUse = Message$1<"parley.v1.ToolUse"> & {
  * Use `create(ToolUseSchema)` to create a new message.
  */
 export const ToolUseSchema: GenMessage<ToolUse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 3);
+  messageDesc(file_parley_v1_chat, 4);
 
 /**
  * SavedArtifact names the artifact version a tool call wrote; read it with
@@ -352,7 +402,7 @@ export type SavedArtifact = Message$1<"parley.v1.SavedArtifact"> & {
  * Use `create(SavedArtifactSchema)` to create a new message.
  */
 export const SavedArtifactSchema: GenMessage<SavedArtifact> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 4);
+  messageDesc(file_parley_v1_chat, 5);
 
 /**
  * CreateConversationRequest holds the initial settings of a conversation.
@@ -395,7 +445,7 @@ export type CreateConversationRequest = Message$1<"parley.v1.CreateConversationR
  * Use `create(CreateConversationRequestSchema)` to create a new message.
  */
 export const CreateConversationRequestSchema: GenMessage<CreateConversationRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 5);
+  messageDesc(file_parley_v1_chat, 6);
 
 /**
  * CreateConversationResponse carries the new conversation.
@@ -416,7 +466,7 @@ export type CreateConversationResponse = Message$1<"parley.v1.CreateConversation
  * Use `create(CreateConversationResponseSchema)` to create a new message.
  */
 export const CreateConversationResponseSchema: GenMessage<CreateConversationResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 6);
+  messageDesc(file_parley_v1_chat, 7);
 
 /**
  * ListConversationsRequest selects a page of conversations.
@@ -444,7 +494,7 @@ export type ListConversationsRequest = Message$1<"parley.v1.ListConversationsReq
  * Use `create(ListConversationsRequestSchema)` to create a new message.
  */
 export const ListConversationsRequestSchema: GenMessage<ListConversationsRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 7);
+  messageDesc(file_parley_v1_chat, 8);
 
 /**
  * ListConversationsResponse is one page of conversations.
@@ -472,7 +522,7 @@ export type ListConversationsResponse = Message$1<"parley.v1.ListConversationsRe
  * Use `create(ListConversationsResponseSchema)` to create a new message.
  */
 export const ListConversationsResponseSchema: GenMessage<ListConversationsResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 8);
+  messageDesc(file_parley_v1_chat, 9);
 
 /**
  * GetConversationRequest names a conversation.
@@ -493,7 +543,7 @@ export type GetConversationRequest = Message$1<"parley.v1.GetConversationRequest
  * Use `create(GetConversationRequestSchema)` to create a new message.
  */
 export const GetConversationRequestSchema: GenMessage<GetConversationRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 9);
+  messageDesc(file_parley_v1_chat, 10);
 
 /**
  * GetConversationResponse carries the conversation.
@@ -514,7 +564,7 @@ export type GetConversationResponse = Message$1<"parley.v1.GetConversationRespon
  * Use `create(GetConversationResponseSchema)` to create a new message.
  */
 export const GetConversationResponseSchema: GenMessage<GetConversationResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 10);
+  messageDesc(file_parley_v1_chat, 11);
 
 /**
  * UpdateConversationRequest changes some fields of a conversation; fields
@@ -557,7 +607,7 @@ export type UpdateConversationRequest = Message$1<"parley.v1.UpdateConversationR
  * Use `create(UpdateConversationRequestSchema)` to create a new message.
  */
 export const UpdateConversationRequestSchema: GenMessage<UpdateConversationRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 11);
+  messageDesc(file_parley_v1_chat, 12);
 
 /**
  * UpdateConversationResponse carries the updated conversation.
@@ -578,7 +628,7 @@ export type UpdateConversationResponse = Message$1<"parley.v1.UpdateConversation
  * Use `create(UpdateConversationResponseSchema)` to create a new message.
  */
 export const UpdateConversationResponseSchema: GenMessage<UpdateConversationResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 12);
+  messageDesc(file_parley_v1_chat, 13);
 
 /**
  * DeleteConversationRequest names a conversation to delete.
@@ -599,7 +649,7 @@ export type DeleteConversationRequest = Message$1<"parley.v1.DeleteConversationR
  * Use `create(DeleteConversationRequestSchema)` to create a new message.
  */
 export const DeleteConversationRequestSchema: GenMessage<DeleteConversationRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 13);
+  messageDesc(file_parley_v1_chat, 14);
 
 /**
  * DeleteConversationResponse is empty: the conversation is gone.
@@ -614,7 +664,7 @@ export type DeleteConversationResponse = Message$1<"parley.v1.DeleteConversation
  * Use `create(DeleteConversationResponseSchema)` to create a new message.
  */
 export const DeleteConversationResponseSchema: GenMessage<DeleteConversationResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 14);
+  messageDesc(file_parley_v1_chat, 15);
 
 /**
  * ListMessagesRequest selects a page of a conversation's messages.
@@ -657,7 +707,7 @@ export type ListMessagesRequest = Message$1<"parley.v1.ListMessagesRequest"> & {
  * Use `create(ListMessagesRequestSchema)` to create a new message.
  */
 export const ListMessagesRequestSchema: GenMessage<ListMessagesRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 15);
+  messageDesc(file_parley_v1_chat, 16);
 
 /**
  * ListMessagesResponse is one page of messages.
@@ -685,7 +735,7 @@ export type ListMessagesResponse = Message$1<"parley.v1.ListMessagesResponse"> &
  * Use `create(ListMessagesResponseSchema)` to create a new message.
  */
 export const ListMessagesResponseSchema: GenMessage<ListMessagesResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 16);
+  messageDesc(file_parley_v1_chat, 17);
 
 /**
  * SelectBranchRequest names the message whose branch becomes active.
@@ -713,7 +763,7 @@ export type SelectBranchRequest = Message$1<"parley.v1.SelectBranchRequest"> & {
  * Use `create(SelectBranchRequestSchema)` to create a new message.
  */
 export const SelectBranchRequestSchema: GenMessage<SelectBranchRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 17);
+  messageDesc(file_parley_v1_chat, 18);
 
 /**
  * SelectBranchResponse carries the newly active branch.
@@ -734,7 +784,7 @@ export type SelectBranchResponse = Message$1<"parley.v1.SelectBranchResponse"> &
  * Use `create(SelectBranchResponseSchema)` to create a new message.
  */
 export const SelectBranchResponseSchema: GenMessage<SelectBranchResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 18);
+  messageDesc(file_parley_v1_chat, 19);
 
 /**
  * SendMessageRequest is a new user message to answer.
@@ -794,7 +844,7 @@ export type SendMessageRequest = Message$1<"parley.v1.SendMessageRequest"> & {
  * Use `create(SendMessageRequestSchema)` to create a new message.
  */
 export const SendMessageRequestSchema: GenMessage<SendMessageRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 19);
+  messageDesc(file_parley_v1_chat, 20);
 
 /**
  * SendMessageResponse is one event of a generation stream. Events carry a
@@ -890,7 +940,7 @@ export type SendMessageResponse = Message$1<"parley.v1.SendMessageResponse"> & {
  * Use `create(SendMessageResponseSchema)` to create a new message.
  */
 export const SendMessageResponseSchema: GenMessage<SendMessageResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 20);
+  messageDesc(file_parley_v1_chat, 21);
 
 /**
  * ToolCallStarted announces a tool call; its artifact_delta and
@@ -919,7 +969,7 @@ export type ToolCallStarted = Message$1<"parley.v1.ToolCallStarted"> & {
  * Use `create(ToolCallStartedSchema)` to create a new message.
  */
 export const ToolCallStartedSchema: GenMessage<ToolCallStarted> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 21);
+  messageDesc(file_parley_v1_chat, 22);
 
 /**
  * ArtifactDelta is the next piece of the content a tool call writes.
@@ -947,7 +997,7 @@ export type ArtifactDelta = Message$1<"parley.v1.ArtifactDelta"> & {
  * Use `create(ArtifactDeltaSchema)` to create a new message.
  */
 export const ArtifactDeltaSchema: GenMessage<ArtifactDelta> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 22);
+  messageDesc(file_parley_v1_chat, 23);
 
 /**
  * ToolCallFinished is the outcome of a tool call.
@@ -989,7 +1039,7 @@ export type ToolCallFinished = Message$1<"parley.v1.ToolCallFinished"> & {
  * Use `create(ToolCallFinishedSchema)` to create a new message.
  */
 export const ToolCallFinishedSchema: GenMessage<ToolCallFinished> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 23);
+  messageDesc(file_parley_v1_chat, 24);
 
 /**
  * GenerationStarted is the first event of every generation.
@@ -1031,7 +1081,7 @@ export type GenerationStarted = Message$1<"parley.v1.GenerationStarted"> & {
  * Use `create(GenerationStartedSchema)` to create a new message.
  */
 export const GenerationStartedSchema: GenMessage<GenerationStarted> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 24);
+  messageDesc(file_parley_v1_chat, 25);
 
 /**
  * TextDelta is the next piece of an answer.
@@ -1052,7 +1102,7 @@ export type TextDelta = Message$1<"parley.v1.TextDelta"> & {
  * Use `create(TextDeltaSchema)` to create a new message.
  */
 export const TextDeltaSchema: GenMessage<TextDelta> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 25);
+  messageDesc(file_parley_v1_chat, 26);
 
 /**
  * TitleGenerated carries a title the server wrote for a new conversation.
@@ -1073,7 +1123,7 @@ export type TitleGenerated = Message$1<"parley.v1.TitleGenerated"> & {
  * Use `create(TitleGeneratedSchema)` to create a new message.
  */
 export const TitleGeneratedSchema: GenMessage<TitleGenerated> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 26);
+  messageDesc(file_parley_v1_chat, 27);
 
 /**
  * GenerationCompleted ends a generation stream that was not cut by an error.
@@ -1094,7 +1144,7 @@ export type GenerationCompleted = Message$1<"parley.v1.GenerationCompleted"> & {
  * Use `create(GenerationCompletedSchema)` to create a new message.
  */
 export const GenerationCompletedSchema: GenMessage<GenerationCompleted> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 27);
+  messageDesc(file_parley_v1_chat, 28);
 
 /**
  * StopGenerationRequest names a generation to stop.
@@ -1115,7 +1165,7 @@ export type StopGenerationRequest = Message$1<"parley.v1.StopGenerationRequest">
  * Use `create(StopGenerationRequestSchema)` to create a new message.
  */
 export const StopGenerationRequestSchema: GenMessage<StopGenerationRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 28);
+  messageDesc(file_parley_v1_chat, 29);
 
 /**
  * StopGenerationResponse carries the stopped answer.
@@ -1136,7 +1186,7 @@ export type StopGenerationResponse = Message$1<"parley.v1.StopGenerationResponse
  * Use `create(StopGenerationResponseSchema)` to create a new message.
  */
 export const StopGenerationResponseSchema: GenMessage<StopGenerationResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 29);
+  messageDesc(file_parley_v1_chat, 30);
 
 /**
  * ResumeGenerationRequest names a generation to follow.
@@ -1164,7 +1214,7 @@ export type ResumeGenerationRequest = Message$1<"parley.v1.ResumeGenerationReque
  * Use `create(ResumeGenerationRequestSchema)` to create a new message.
  */
 export const ResumeGenerationRequestSchema: GenMessage<ResumeGenerationRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 30);
+  messageDesc(file_parley_v1_chat, 31);
 
 /**
  * RegenerateMessageRequest names an answer to write again.
@@ -1202,7 +1252,7 @@ export type RegenerateMessageRequest = Message$1<"parley.v1.RegenerateMessageReq
  * Use `create(RegenerateMessageRequestSchema)` to create a new message.
  */
 export const RegenerateMessageRequestSchema: GenMessage<RegenerateMessageRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 31);
+  messageDesc(file_parley_v1_chat, 32);
 
 /**
  * EditMessageRequest is a new version of a user message.
@@ -1255,7 +1305,71 @@ export type EditMessageRequest = Message$1<"parley.v1.EditMessageRequest"> & {
  * Use `create(EditMessageRequestSchema)` to create a new message.
  */
 export const EditMessageRequestSchema: GenMessage<EditMessageRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 32);
+  messageDesc(file_parley_v1_chat, 33);
+
+/**
+ * RateMessageRequest rates an assistant message.
+ *
+ * @generated from message parley.v1.RateMessageRequest
+ */
+export type RateMessageRequest = Message$1<"parley.v1.RateMessageRequest"> & {
+  /**
+   * UUID of an assistant message of the caller's.
+   *
+   * @generated from field: string message_id = 1;
+   */
+  messageId: string;
+
+  /**
+   * RATING_UP, RATING_DOWN, or RATING_NONE to remove the rating.
+   *
+   * @generated from field: parley.v1.Rating rating = 2;
+   */
+  rating: Rating;
+
+  /**
+   * Optional comment, at most 2000 characters; ignored with RATING_NONE.
+   *
+   * @generated from field: string text = 3;
+   */
+  text: string;
+
+  /**
+   * Optional labels: at most 10, each 1 to 40 characters; repeats are
+   * kept once. Ignored with RATING_NONE.
+   *
+   * @generated from field: repeated string tags = 4;
+   */
+  tags: string[];
+};
+
+/**
+ * Describes the message parley.v1.RateMessageRequest.
+ * Use `create(RateMessageRequestSchema)` to create a new message.
+ */
+export const RateMessageRequestSchema: GenMessage<RateMessageRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat, 34);
+
+/**
+ * RateMessageResponse carries the rating as saved.
+ *
+ * @generated from message parley.v1.RateMessageResponse
+ */
+export type RateMessageResponse = Message$1<"parley.v1.RateMessageResponse"> & {
+  /**
+   * The rating now on the message; absent after RATING_NONE.
+   *
+   * @generated from field: parley.v1.MessageRating rating = 1;
+   */
+  rating?: MessageRating | undefined;
+};
+
+/**
+ * Describes the message parley.v1.RateMessageResponse.
+ * Use `create(RateMessageResponseSchema)` to create a new message.
+ */
+export const RateMessageResponseSchema: GenMessage<RateMessageResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat, 35);
 
 /**
  * Role says who wrote a message.
@@ -1352,6 +1466,47 @@ export enum MessageStatus {
  */
 export const MessageStatusSchema: GenEnum<MessageStatus> = /*@__PURE__*/
   enumDesc(file_parley_v1_chat, 1);
+
+/**
+ * Rating is a thumbs up or down on an answer.
+ *
+ * @generated from enum parley.v1.Rating
+ */
+export enum Rating {
+  /**
+   * Never set by the server; refused in a request.
+   *
+   * @generated from enum value: RATING_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The answer was good.
+   *
+   * @generated from enum value: RATING_UP = 1;
+   */
+  UP = 1,
+
+  /**
+   * The answer was bad.
+   *
+   * @generated from enum value: RATING_DOWN = 2;
+   */
+  DOWN = 2,
+
+  /**
+   * No rating: in RateMessageRequest, removes the caller's rating.
+   *
+   * @generated from enum value: RATING_NONE = 3;
+   */
+  NONE = 3,
+}
+
+/**
+ * Describes the enum parley.v1.Rating.
+ */
+export const RatingSchema: GenEnum<Rating> = /*@__PURE__*/
+  enumDesc(file_parley_v1_chat, 2);
 
 /**
  * ChatService manages a user's conversations and the messages in them.
@@ -1502,6 +1657,19 @@ export const ChatService: GenService<{
     methodKind: "server_streaming";
     input: typeof EditMessageRequestSchema;
     output: typeof SendMessageResponseSchema;
+  },
+  /**
+   * RateMessage sets, changes or (with RATING_NONE) removes the caller's
+   * rating of an assistant message: one rating per user and message. A user
+   * message answers INVALID_ARGUMENT, an answer still being written
+   * FAILED_PRECONDITION, another user's message NOT_FOUND.
+   *
+   * @generated from rpc parley.v1.ChatService.RateMessage
+   */
+  rateMessage: {
+    methodKind: "unary";
+    input: typeof RateMessageRequestSchema;
+    output: typeof RateMessageResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_parley_v1_chat, 0);
