@@ -215,10 +215,12 @@ func New(tb testing.TB, opts Options) *Env {
 	if appOpts.Listener, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		tb.Fatal(err)
 	}
+	// The server's own address is its public URL, as behind Cloud Run:
+	// QStash calls it, and share links point at it.
+	cfg.PublicURL = "http://" + appOpts.Listener.Addr().String()
 	if q := opts.QStash; q != nil {
 		cfg.QStashURL, cfg.QStashToken = q.URL(), q.Token()
 		cfg.QStashCurrentSigningKey, cfg.QStashNextSigningKey = q.CurrentKey(), q.NextKey()
-		cfg.PublicURL = "http://" + appOpts.Listener.Addr().String()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a, err := app.New(ctx, cfg, appOpts)
