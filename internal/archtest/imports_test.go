@@ -16,6 +16,7 @@ var domainPackages = []string{
 	"github.com/parleyhq/parley/internal/artifact",
 	"github.com/parleyhq/parley/internal/attachment",
 	"github.com/parleyhq/parley/internal/search",
+	"github.com/parleyhq/parley/internal/share",
 	"github.com/parleyhq/parley/internal/billing",
 	"github.com/parleyhq/parley/internal/pagetoken",
 	"github.com/parleyhq/parley/internal/plan",
