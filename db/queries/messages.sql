@@ -121,8 +121,12 @@ SELECT * FROM parley.messages
 WHERE id = @id AND user_id = @user_id;
 
 -- name: GetMessageByGeneration :one
-SELECT * FROM parley.messages
-WHERE generation_id = @generation_id AND user_id = @user_id;
+-- The answer a generation writes, with the user's rating of it (what
+-- StopGeneration and ResumeGeneration answer for an ended answer).
+SELECT sqlc.embed(m), r.rating AS rating, r.comment AS rating_comment, r.tags AS rating_tags, r.update_time AS rating_time
+FROM parley.messages m
+LEFT JOIN parley.message_ratings r ON r.message_id = m.id AND r.user_id = m.user_id
+WHERE m.generation_id = @generation_id AND m.user_id = @user_id;
 
 -- name: GetExchangeByClientMessageID :many
 -- A retried send or edit: the user message saved under client_message_id

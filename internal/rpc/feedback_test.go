@@ -57,7 +57,7 @@ func listedRatings(t *testing.T, c parleyv1connect.ChatServiceClient, convID uui
 }
 
 // TestRateMessage: a rating is set, changed and removed, shows on the
-// answer in ListMessages and SelectBranch (and only for its owner), and
+// answer in ListMessages, SelectBranch and StopGeneration, and
 // goes with the conversation; user messages, answers still streaming,
 // another user's answers and bad input are refused.
 func TestRateMessage(t *testing.T) {
@@ -102,6 +102,11 @@ func TestRateMessage(t *testing.T) {
 				sel, err := c.SelectBranch(ctx, connect.NewRequest(&parleyv1.SelectBranchRequest{ConversationId: convID.String(), MessageId: answerID.String()}))
 				if err != nil || len(sel.Msg.Messages) != 2 || sel.Msg.Messages[1].GetRating().GetRating() != parleyv1.Rating_RATING_DOWN {
 					t.Errorf("SelectBranch = %v, %v; want the answer rated down", sel, err)
+				}
+				// StopGeneration answers an ended answer as saved, rating included.
+				stop, err := c.StopGeneration(ctx, connect.NewRequest(&parleyv1.StopGenerationRequest{GenerationId: sel.Msg.Messages[1].GenerationId}))
+				if err != nil || stop.Msg.Message.GetRating().GetRating() != parleyv1.Rating_RATING_DOWN {
+					t.Errorf("StopGeneration of the rated answer = %v, %v; want it rated down", stop, err)
 				}
 				// Removed.
 				if got, err := rate(answerID, parleyv1.Rating_RATING_NONE, "ignored"); err != nil || got != nil {

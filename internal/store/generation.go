@@ -213,7 +213,9 @@ func (s *Store) GetMessageByGeneration(ctx context.Context, userID, generationID
 	if err != nil {
 		return chat.Message{}, interpretError(err, "generation")
 	}
-	return toMessage(row), nil
+	m := toMessage(row.ParleyMessage)
+	m.Rating = toRating(row.Rating, row.RatingComment, row.RatingTags, row.RatingTime)
+	return m, nil
 }
 
 // CheckpointMessages implements chat.GenerationStore in one round trip.

@@ -295,8 +295,10 @@ func (q *Queries) GetMessage(ctx context.Context, arg GetMessageParams) (ParleyM
 }
 
 const getMessageByGeneration = `-- name: GetMessageByGeneration :one
-SELECT id, conversation_id, user_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, finish_reason, client_message_id, generation_id, create_time, update_time, reserved_tokens, tool_rounds, cached FROM parley.messages
-WHERE generation_id = $1 AND user_id = $2
+SELECT m.id, m.conversation_id, m.user_id, m.parent_id, m.role, m.content, m.status, m.model, m.prompt_tokens, m.completion_tokens, m.finish_reason, m.client_message_id, m.generation_id, m.create_time, m.update_time, m.reserved_tokens, m.tool_rounds, m.cached, r.rating AS rating, r.comment AS rating_comment, r.tags AS rating_tags, r.update_time AS rating_time
+FROM parley.messages m
+LEFT JOIN parley.message_ratings r ON r.message_id = m.id AND r.user_id = m.user_id
+WHERE m.generation_id = $1 AND m.user_id = $2
 `
 
 type GetMessageByGenerationParams struct {
@@ -304,28 +306,42 @@ type GetMessageByGenerationParams struct {
 	UserID       uuid.UUID
 }
 
-func (q *Queries) GetMessageByGeneration(ctx context.Context, arg GetMessageByGenerationParams) (ParleyMessage, error) {
+type GetMessageByGenerationRow struct {
+	ParleyMessage ParleyMessage
+	Rating        *string
+	RatingComment *string
+	RatingTags    []string
+	RatingTime    *time.Time
+}
+
+// The answer a generation writes, with the user's rating of it (what
+// StopGeneration and ResumeGeneration answer for an ended answer).
+func (q *Queries) GetMessageByGeneration(ctx context.Context, arg GetMessageByGenerationParams) (GetMessageByGenerationRow, error) {
 	row := q.db.QueryRow(ctx, getMessageByGeneration, arg.GenerationID, arg.UserID)
-	var i ParleyMessage
+	var i GetMessageByGenerationRow
 	err := row.Scan(
-		&i.ID,
-		&i.ConversationID,
-		&i.UserID,
-		&i.ParentID,
-		&i.Role,
-		&i.Content,
-		&i.Status,
-		&i.Model,
-		&i.PromptTokens,
-		&i.CompletionTokens,
-		&i.FinishReason,
-		&i.ClientMessageID,
-		&i.GenerationID,
-		&i.CreateTime,
-		&i.UpdateTime,
-		&i.ReservedTokens,
-		&i.ToolRounds,
-		&i.Cached,
+		&i.ParleyMessage.ID,
+		&i.ParleyMessage.ConversationID,
+		&i.ParleyMessage.UserID,
+		&i.ParleyMessage.ParentID,
+		&i.ParleyMessage.Role,
+		&i.ParleyMessage.Content,
+		&i.ParleyMessage.Status,
+		&i.ParleyMessage.Model,
+		&i.ParleyMessage.PromptTokens,
+		&i.ParleyMessage.CompletionTokens,
+		&i.ParleyMessage.FinishReason,
+		&i.ParleyMessage.ClientMessageID,
+		&i.ParleyMessage.GenerationID,
+		&i.ParleyMessage.CreateTime,
+		&i.ParleyMessage.UpdateTime,
+		&i.ParleyMessage.ReservedTokens,
+		&i.ParleyMessage.ToolRounds,
+		&i.ParleyMessage.Cached,
+		&i.Rating,
+		&i.RatingComment,
+		&i.RatingTags,
+		&i.RatingTime,
 	)
 	return i, err
 }
