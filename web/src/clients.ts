@@ -7,6 +7,7 @@ import { ArtifactService } from "./gen/parley/v1/artifact_pb.js";
 import { BillingService } from "./gen/parley/v1/billing_pb.js";
 import { ChatService } from "./gen/parley/v1/chat_pb.js";
 import { SearchService } from "./gen/parley/v1/search_pb.js";
+import { ShareService } from "./gen/parley/v1/share_pb.js";
 import { UserService } from "./gen/parley/v1/user_pb.js";
 import { createParleyTransport, type ParleyTransportOptions } from "./transport.js";
 
@@ -22,6 +23,8 @@ export type AgentClient = Client<typeof AgentService>;
 export type UserClient = Client<typeof UserService>;
 /** BillingClient calls parley.v1.BillingService. */
 export type BillingClient = Client<typeof BillingService>;
+/** ShareClient calls parley.v1.ShareService. */
+export type ShareClient = Client<typeof ShareService>;
 
 /** Parley holds a client for each service, sharing one transport. */
 export interface Parley {
@@ -32,6 +35,7 @@ export interface Parley {
   agents: AgentClient;
   users: UserClient;
   billing: BillingClient;
+  shares: ShareClient;
 }
 
 /**
@@ -53,5 +57,6 @@ export function createParley(transport: Transport | ParleyTransportOptions): Par
     agents: createClient(AgentService, t),
     users: createClient(UserService, t),
     billing: createClient(BillingService, t),
+    shares: createClient(ShareService, t),
   };
 }

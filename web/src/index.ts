@@ -15,6 +15,7 @@ export * from "./gen/parley/v1/artifact_pb.js";
 export * from "./gen/parley/v1/billing_pb.js";
 export * from "./gen/parley/v1/chat_pb.js";
 export * from "./gen/parley/v1/search_pb.js";
+export * from "./gen/parley/v1/share_pb.js";
 export * from "./gen/parley/v1/user_pb.js";
 
 export { Code, ConnectError } from "@connectrpc/connect";
