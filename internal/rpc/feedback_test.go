@@ -63,6 +63,7 @@ func listedRatings(t *testing.T, c parleyv1connect.ChatServiceClient, convID uui
 func TestRateMessage(t *testing.T) {
 	t.Parallel()
 	env := apitest.New(t, apitest.Options{})
+	t.Run("CountsView", func(t *testing.T) { testRatingCountsView(t, env) })
 	for _, protocol := range apitest.Protocols {
 		t.Run(protocol, func(t *testing.T) {
 			t.Parallel()
@@ -181,11 +182,10 @@ func TestRateMessage(t *testing.T) {
 	}
 }
 
-// TestRatingCountsView: the operators' view counts ratings per model and
+// testRatingCountsView: the operators' view counts ratings per model and
 // day, as the README's query reads it.
-func TestRatingCountsView(t *testing.T) {
+func testRatingCountsView(t *testing.T, env *apitest.Env) {
 	t.Parallel()
-	env := apitest.New(t, apitest.Options{})
 	ctx := testCtx(t)
 	model := "view-model-" + uuid.NewString()
 	for _, value := range []chat.RatingValue{chat.RatingUp, chat.RatingUp, chat.RatingDown} {

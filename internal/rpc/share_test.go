@@ -91,6 +91,7 @@ func shareConversation(t *testing.T, c parleyv1connect.ShareServiceClient, convI
 func TestShareLinks(t *testing.T) {
 	t.Parallel()
 	env := apitest.New(t, apitest.Options{})
+	t.Run("OverGET", func(t *testing.T) { testSharedReadOverGET(t, env) })
 	for _, protocol := range apitest.Protocols {
 		t.Run(protocol, func(t *testing.T) {
 			t.Parallel()
@@ -264,12 +265,11 @@ func TestShareLinks(t *testing.T) {
 	}
 }
 
-// TestSharedReadOverGET: a share's URL is a Connect GET that a browser or
+// testSharedReadOverGET: a share's URL is a Connect GET that a browser or
 // CDN fetches as it is, answered with SharedCacheControl; an error is not
 // cacheable.
-func TestSharedReadOverGET(t *testing.T) {
+func testSharedReadOverGET(t *testing.T, env *apitest.Env) {
 	t.Parallel()
-	env := apitest.New(t, apitest.Options{})
 	userID := uuid.New()
 	seed := seedShareable(t, env, userID)
 	s := shareConversation(t, env.ShareClient(t, "connect+json", userID), seed.convID, false)
