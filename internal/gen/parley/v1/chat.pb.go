@@ -394,7 +394,8 @@ type Message struct {
 	// charged no completion tokens.
 	Cached bool `protobuf:"varint,18,opt,name=cached,proto3" json:"cached,omitempty"`
 	// The caller's rating of an assistant message; absent when unrated.
-	// Filled by ListMessages and SelectBranch.
+	// Filled by ListMessages, SelectBranch, and StopGeneration and
+	// ResumeGeneration of an answer that has ended.
 	Rating        *MessageRating `protobuf:"bytes,17,opt,name=rating,proto3" json:"rating,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

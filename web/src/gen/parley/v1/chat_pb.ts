@@ -241,7 +241,8 @@ export type Message = Message$1<"parley.v1.Message"> & {
 
   /**
    * The caller's rating of an assistant message; absent when unrated.
-   * Filled by ListMessages and SelectBranch.
+   * Filled by ListMessages, SelectBranch, and StopGeneration and
+   * ResumeGeneration of an answer that has ended.
    *
    * @generated from field: parley.v1.MessageRating rating = 17;
    */
