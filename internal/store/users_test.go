@@ -144,13 +144,7 @@ var exportCounts = map[string]func(doc exportDoc) int{
 	},
 	"parley.attachments": func(d exportDoc) int {
 		return sumOf(d.Conversations, func(c exportConv) int {
-			return sumOf(c.Messages, func(m json.RawMessage) int {
-				var msg struct {
-					Attachments []json.RawMessage `json:"attachments"`
-				}
-				_ = json.Unmarshal(m, &msg)
-				return len(msg.Attachments)
-			})
+			return sumOf(c.Messages, func(m exportMessage) int { return len(m.Attachments) })
 		})
 	},
 	"parley.artifacts": func(d exportDoc) int { return len(d.Artifacts) },
@@ -186,7 +180,8 @@ type exportConv struct {
 	Shares   []json.RawMessage `json:"shares"`
 }
 type exportMessage struct {
-	Rating json.RawMessage `json:"rating"`
+	Rating      json.RawMessage   `json:"rating"`
+	Attachments []json.RawMessage `json:"attachments"`
 }
 type exportArtifact struct {
 	Versions []json.RawMessage `json:"versions"`
