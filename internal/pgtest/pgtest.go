@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/parleyhq/parley/db"
@@ -106,6 +107,7 @@ func setup(ctx context.Context) (teardown func() error, err error) {
 			return nil, err
 		}
 		sweepDatabases(ctx, admin)
+		warnFewConnections(ctx, admin)
 	}
 
 	name := packageDatabaseName(time.Now())
@@ -204,4 +206,28 @@ func withDatabase(serverURL, database string) (string, error) {
 	}
 	u.Path, u.RawPath = "/"+database, ""
 	return u.String(), nil
+}
+
+// minConnections is how many connections a server shared by a whole
+// `go test ./...` should allow: internal/rpc alone runs two tests at once,
+// each with several servers, each with its pool, River's listener and the
+// agent's LISTEN loop. pgtest's own servers allow 400.
+const minConnections = 200
+
+// warnFewConnections tells the developer, once per package, when the
+// server at DATABASE_URL allows fewer connections than the tests may open
+// at once: their failures then answer "unavailable: the database is
+// unavailable", which looks like a bug and is not.
+func warnFewConnections(ctx context.Context, adminURL string) {
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return // setup reports it
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT current_setting('max_connections')::int").Scan(&n); err == nil && n < minConnections {
+		fmt.Fprintf(os.Stderr, "pgtest: warning: the server at DATABASE_URL allows %d connections; the tests may open up to %d at once "+
+			"and then fail with \"the database is unavailable\". Raise it (ALTER SYSTEM SET max_connections = 400, then restart) "+
+			"or unset DATABASE_URL to let pgtest start its own server.\n", n, minConnections)
+	}
 }

@@ -246,7 +246,10 @@ func (JSONCodec) Unmarshal(data []byte, v any) error {
 		return errors.New("the request body is empty; send a JSON object ({} for no fields)")
 	}
 	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(data, m); err != nil {
-		return errors.New("invalid JSON: " + strings.TrimPrefix(err.Error(), "proto: "))
+		// protobuf writes "proto:" and then a space or, at random, a
+		// no-break space, so that nobody parses its messages.
+		msg := strings.TrimLeft(strings.TrimPrefix(err.Error(), "proto:"), " \u00a0")
+		return errors.New("invalid JSON: " + msg)
 	}
 	return nil
 }
