@@ -104,20 +104,25 @@ func TestREADMECurlExamples(t *testing.T) {
 	}
 	statuses := regexp.MustCompile(`HTTP (\d{3})`).FindAllStringSubmatch(stderr.String(), -1)
 	onPurpose := strings.Count(script, "fails on purpose")
-	var failed int
+	notModified := strings.Count(script, "answers 304 on purpose")
+	var failed, got304 int
 	for _, m := range statuses {
-		if m[1] != "200" {
+		switch m[1] {
+		case "200":
+		case "304":
+			got304++
+		default:
 			failed++
 		}
 	}
-	if len(statuses) != strings.Count(script, "curl -sS") || failed != onPurpose {
-		t.Fatalf("%d curl calls answered, %d of them not 200; want %d calls and exactly %d failures (marked \"fails on purpose\")\nstdout:\n%s\nstderr:\n%s",
-			len(statuses), failed, strings.Count(script, "curl -sS"), onPurpose, &stdout, &stderr)
+	if len(statuses) != strings.Count(script, "curl -sS") || failed != onPurpose || got304 != notModified {
+		t.Fatalf("%d curl calls answered, %d of them failed and %d not modified; want %d calls, exactly %d failures (marked \"fails on purpose\") and %d 304s (\"answers 304 on purpose\")\nstdout:\n%s\nstderr:\n%s",
+			len(statuses), failed, got304, strings.Count(script, "curl -sS"), onPurpose, notModified, &stdout, &stderr)
 	}
 	// Streams answer HTTP 200 and carry errors in their last frame: check
 	// that the streaming examples really streamed and completed.
 	out := stdout.String()
-	for _, want := range []string{`"delta":`, `"completed":`, `"role":"ROLE_ASSISTANT","status":"MESSAGE_STATUS_COMPLETED"`,
+	for _, want := range []string{"HTTP/1.1 304 Not Modified", `"delta":`, `"completed":`, `"role":"ROLE_ASSISTANT","status":"MESSAGE_STATUS_COMPLETED"`,
 		// The offline model writes an artifact through the tool path
 		// (protojson's spacing varies, so keys are matched alone).
 		`"toolCall":`, `"artifactDelta":`, `"toolResult":`, `"artifactId":`, `"toolUses":`} {
