@@ -140,6 +140,9 @@ func TestReport(t *testing.T) {
 	phase("6. Rate limiter on versus off", []int{6}, []string{"Rate limiter on versus off"}, func(t *testing.T) ([]summaryRow, string) {
 		return limiterSection(measureLimiter(t, r, cs, main, mock.URL))
 	})
+	phase(cachingPhaseTitle, []int{12, 13}, []string{"Conditional GET that hits (304) against a full read", "Time to first token on a response-cache hit"}, func(t *testing.T) ([]summaryRow, string) {
+		return cachingSection(measureConditionalGET(t, cs, main), measureCacheTTFT(t, r))
+	})
 	phase("4. Database writes per answer", []int{4}, []string{"Database writes per answer"}, func(t *testing.T) ([]summaryRow, string) {
 		return writesSection(measureWrites(t, r))
 	})
