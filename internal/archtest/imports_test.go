@@ -47,6 +47,8 @@ var forbidden = []string{
 	"github.com/parleyhq/parley/internal/redisconn",
 	"github.com/parleyhq/parley/internal/ratelimit",
 	"github.com/parleyhq/parley/internal/respcache",
+	"github.com/parleyhq/parley/internal/objstore",
+	"github.com/aws/aws-sdk-go-v2",
 	"github.com/parleyhq/parley/internal/rpc",
 	"github.com/parleyhq/parley/internal/server",
 	"github.com/parleyhq/parley/internal/app",

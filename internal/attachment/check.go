@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"image"
+	"image/color"
 	"image/gif"
 	"image/jpeg"
 	"image/png"
@@ -104,6 +105,24 @@ func checkName(name string) error {
 	return nil
 }
 
+// maxDecodeBytes bounds the pixels one image check may allocate, and
+// decodeSlots how many checks decode at once in the process: together at
+// most 128 MiB, however many messages with images arrive at once.
+const maxDecodeBytes = 64 << 20
+
+var decodeSlots = make(chan struct{}, 2)
+
+// bytesPerPixel is what a decoded pixel of m takes in memory.
+func bytesPerPixel(m color.Model) int {
+	switch m {
+	case color.RGBA64Model, color.NRGBA64Model:
+		return 8
+	case color.Gray16Model:
+		return 2
+	}
+	return 4
+}
+
 // checkOne sniffs and checks one upload's content.
 func checkOne(l Limits, u Upload) (Attachment, error) {
 	if len(u.Content) == 0 {
@@ -120,7 +139,11 @@ func checkOne(l Limits, u Upload) (Attachment, error) {
 	}
 	switch sniffed {
 	case "text/plain; charset=utf-8", "text/html; charset=utf-8", "text/xml; charset=utf-8":
-		return checkText(l, u, sniffed)
+		// Kept and served as plain text whatever it sniffs as: a page or
+		// an SVG served as text/html or text/xml would run its scripts on
+		// the origin that serves it (a signed URL's, or the app's when a
+		// client makes a blob of it).
+		return checkText(l, u, "text/plain; charset=utf-8")
 	}
 	return Attachment{}, fmt.Errorf("is %s, which is not accepted: send PNG, JPEG, WebP or GIF images, or UTF-8 text files", mediaType)
 }
@@ -139,7 +162,14 @@ func checkImage(l Limits, u Upload, mediaType string, codec imageCodec) (Attachm
 	if cfg.Width*cfg.Height > l.MaxImagePixels {
 		return Attachment{}, fmt.Errorf("is %dx%d pixels; an image may have at most %d", cfg.Width, cfg.Height, l.MaxImagePixels)
 	}
-	if err := codec.decode(u.Content); err != nil {
+	// What the decode will allocate: 16-bit colour takes 8 bytes a pixel.
+	if need := cfg.Width * cfg.Height * bytesPerPixel(cfg.ColorModel); need > maxDecodeBytes {
+		return Attachment{}, fmt.Errorf("is %dx%d pixels of %d-byte colour; an image may decode to at most %d MiB", cfg.Width, cfg.Height, bytesPerPixel(cfg.ColorModel), maxDecodeBytes>>20)
+	}
+	decodeSlots <- struct{}{}
+	err = codec.decode(u.Content)
+	<-decodeSlots
+	if err != nil {
 		return Attachment{}, fmt.Errorf("does not decode as %s: %v", mediaType, err)
 	}
 	return Attachment{Kind: KindImage, ContentType: mediaType, Width: cfg.Width, Height: cfg.Height}, nil

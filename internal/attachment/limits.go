@@ -1,7 +1,5 @@
 package attachment
 
-import "fmt"
-
 // Ceilings no configuration may raise: the request size limit of
 // SendMessage and EditMessage (internal/server) is computed from
 // MaxRequestBytes, and the database refuses content over 16 MiB.
@@ -43,22 +41,4 @@ func DefaultLimits() Limits {
 		MaxImageSide:   8192,
 		MaxImagePixels: 16_000_000,
 	}
-}
-
-// Validate reports a limit that is out of range, naming its variable as
-// configuration spells it (prefix + name).
-func (l Limits) Validate() []error {
-	var errs []error
-	check := func(name string, v, lo, hi int) {
-		if v < lo || v > hi {
-			errs = append(errs, fmt.Errorf("%s must be between %d and %d, got %d", name, lo, hi, v))
-		}
-	}
-	check("PARLEY_ATTACHMENT_MAX_COUNT", l.MaxCount, 0, MaxCountCeiling)
-	check("PARLEY_ATTACHMENT_MAX_IMAGE_BYTES", l.MaxImageBytes, 1, MaxRequestBytes)
-	check("PARLEY_ATTACHMENT_MAX_TEXT_BYTES", l.MaxTextBytes, 1, MaxRequestBytes)
-	check("PARLEY_ATTACHMENT_MAX_TOTAL_BYTES", l.MaxTotalBytes, 1, MaxRequestBytes)
-	check("PARLEY_ATTACHMENT_MAX_IMAGE_SIDE", l.MaxImageSide, 1, 1<<16)
-	check("PARLEY_ATTACHMENT_MAX_IMAGE_PIXELS", l.MaxImagePixels, 1, 1<<30)
-	return errs
 }

@@ -195,7 +195,23 @@ func (s *Service) ConversationDeleted(ctx context.Context, userID, conversationI
 	if s.cfg.Blobs == nil {
 		return nil
 	}
-	return s.cfg.Blobs.DeletePrefix(ctx, conversationPrefix(userID, conversationID))
+	return s.deleteObjects(ctx, conversationPrefix(userID, conversationID), "the conversation is deleted, but its files could not all be removed from storage yet; DeleteMe removes them")
+}
+
+// objectDeleteTimeout bounds the deletion of a prefix's objects, which
+// runs after the rows' commit and outlives the client's request.
+const objectDeleteTimeout = 30 * time.Second
+
+// deleteObjects deletes every object under prefix within
+// objectDeleteTimeout, even if ctx's caller has left. A failure is an
+// Unavailable error saying what, as the rows are already gone.
+func (s *Service) deleteObjects(ctx context.Context, prefix, failure string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), objectDeleteTimeout)
+	defer cancel()
+	if err := s.cfg.Blobs.DeletePrefix(ctx, prefix); err != nil {
+		return apperr.Wrap(err, apperr.Unavailable, "%s", failure)
+	}
+	return nil
 }
 
 // UserDeleted deletes the objects of every attachment of a deleted user.
@@ -203,5 +219,5 @@ func (s *Service) UserDeleted(ctx context.Context, userID uuid.UUID) error {
 	if s.cfg.Blobs == nil {
 		return nil
 	}
-	return s.cfg.Blobs.DeletePrefix(ctx, userPrefix(userID))
+	return s.deleteObjects(ctx, userPrefix(userID), "the account is deleted, but its files could not all be removed from storage yet; call DeleteMe again to remove them")
 }

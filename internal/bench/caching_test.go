@@ -161,6 +161,6 @@ func cachingSection(get comparison, c cacheTTFT) (rows []summaryRow, details str
 		ms(msOf(percentile(c.misses, 50))), ms(msOf(percentile(c.misses, 99))), ms(msOf(percentile(c.hits, 50))), ms(msOf(percentile(c.hits, 99))))
 	rows = append(rows, summaryRow{num: 13, figure: "Time to first token on a response-cache hit", baseline: "a miss on the same process", target: "— (reported)",
 		measured: fmt.Sprintf("p50 %s, p99 %s (miss: p50 %s, p99 %s)", ms(msOf(percentile(c.hits, 50))), ms(msOf(percentile(c.hits, 99))), ms(msOf(percentile(c.misses, 50))), ms(msOf(percentile(c.misses, 99)))),
-		verdict: verdictReported})
+		verdict:  verdictReported})
 	return rows, b.String()
 }

@@ -118,7 +118,7 @@ func (s *Service) DeleteConversation(ctx context.Context, userID, conversationID
 	if s.attachments != nil {
 		// The rows are gone with the conversation; their objects are
 		// deleted even if the client leaves now.
-		return s.attachments.ConversationDeleted(context.WithoutCancel(ctx), userID, conversationID)
+		return s.attachments.ConversationDeleted(ctx, userID, conversationID)
 	}
 	return nil
 }

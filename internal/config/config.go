@@ -415,8 +415,10 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 		if u, err := url.Parse(s.Endpoint); s.Endpoint != "" && (err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "") {
 			p.fail("ATTACHMENT_S3_ENDPOINT", "must be an http(s) URL such as https://<ref>.supabase.co/storage/v1/s3")
 		}
-		if s.URLTTL < time.Second || s.URLTTL > 7*24*time.Hour {
-			p.fail("ATTACHMENT_URL_TTL", "must be from 1s to 168h (S3's longest presigned URL), got %s", s.URLTTL)
+		if s.URLTTL < time.Second || s.URLTTL > time.Hour {
+			// Short-lived: whoever holds the URL reads the file without a
+			// token until it expires.
+			p.fail("ATTACHMENT_URL_TTL", "must be from 1s to 1h, got %s", s.URLTTL)
 		}
 	}
 	if cfg.ShutdownTimeout < 2*time.Second {

@@ -68,6 +68,8 @@ func (s *Store) Put(ctx context.Context, key, contentType string, content []byte
 	_, err := s.client.PutObject(ctx, &s3.PutObjectInput{
 		Bucket: &s.bucket, Key: &key, Body: bytes.NewReader(content),
 		ContentType: &contentType, ContentLength: aws.Int64(int64(len(content))),
+		// Downloaded, never rendered, by a browser that opens its URL.
+		ContentDisposition: aws.String("attachment"),
 	})
 	if err != nil {
 		return fmt.Errorf("put object: %w", err)
@@ -120,7 +122,8 @@ func (s *Store) DeletePrefix(ctx context.Context, prefix string) error {
 
 // SignGet implements attachment.Blobs with a SigV4 presigned GET.
 func (s *Store) SignGet(ctx context.Context, key string, ttl time.Duration) (string, error) {
-	req, err := s.presign.PresignGetObject(ctx, &s3.GetObjectInput{Bucket: &s.bucket, Key: &key}, s3.WithPresignExpires(ttl))
+	// The response is a download whatever the object's metadata says.
+	req, err := s.presign.PresignGetObject(ctx, &s3.GetObjectInput{Bucket: &s.bucket, Key: &key, ResponseContentDisposition: aws.String("attachment")}, s3.WithPresignExpires(ttl))
 	if err != nil {
 		return "", fmt.Errorf("presign: %w", err)
 	}

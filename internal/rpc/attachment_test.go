@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
+	"hash/crc32"
 	"image"
 	"image/color"
 	"image/gif"
@@ -58,6 +60,23 @@ func gifBomb(t testing.TB) []byte {
 	out := b.Bytes()
 	copy(out[6:10], []byte{0xff, 0xff, 0xff, 0xff})
 	return out
+}
+
+// deepPNG is the header of a PNG of w×h pixels of 16-bit RGBA colour (8
+// bytes a pixel decoded), with no pixels after it: enough for the checks
+// that read only the header to decide.
+func deepPNG(w, h uint32) []byte {
+	ihdr := make([]byte, 13)
+	binary.BigEndian.PutUint32(ihdr[0:], w)
+	binary.BigEndian.PutUint32(ihdr[4:], h)
+	ihdr[8], ihdr[9] = 16, 6 // bit depth, colour type RGBA
+	chunk := func(typ string, data []byte) []byte {
+		out := binary.BigEndian.AppendUint32(nil, uint32(len(data)))
+		out = append(append(out, typ...), data...)
+		return binary.BigEndian.AppendUint32(out, crc32.ChecksumIEEE(append([]byte(typ), data...)))
+	}
+	out := []byte("\x89PNG\r\n\x1a\n")
+	return append(append(out, chunk("IHDR", ihdr)...), chunk("IEND", nil)...)
 }
 
 func sendWith(ctx context.Context, c parleyv1connect.ChatServiceClient, convID, model string, files ...*parleyv1.AttachmentUpload) (events, error) {
@@ -183,6 +202,28 @@ func TestAttachments(t *testing.T) {
 				}
 			})
 
+			t.Run("MarkupKeptAsPlainText", func(t *testing.T) {
+				// A page or an SVG is text to the model, and plain text to
+				// whoever reads it back: never a type a browser renders.
+				conv := create(t, c, "markup")
+				page := []byte("<!DOCTYPE html><html><script>alert(1)</script></html>")
+				evs, err := sendWith(ctx, c, conv.Id, textModel, &parleyv1.AttachmentUpload{Name: "page.html", Content: page})
+				if err != nil {
+					t.Fatal(err)
+				}
+				a := started(t, evs).GetUserMessage().Attachments
+				if len(a) != 1 || a[0].ContentType != "text/plain; charset=utf-8" {
+					t.Fatalf("attachments = %v, want one text/plain", a)
+				}
+				res, err := env.AttachmentClient(t, protocol, owner).GetAttachment(ctx, connect.NewRequest(&parleyv1.GetAttachmentRequest{AttachmentId: a[0].Id}))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := res.Msg.GetAttachment().GetContentType(); got != "text/plain; charset=utf-8" {
+					t.Errorf("GetAttachment says %q, want text/plain", got)
+				}
+			})
+
 			t.Run("EditCarriesAttachments", func(t *testing.T) {
 				conv := create(t, c, "edit")
 				evs, err := sendWith(ctx, c, conv.Id, fakeModel)
@@ -218,6 +259,8 @@ func TestAttachments(t *testing.T) {
 				}{
 					{"PNGThatIsHTML", []*parleyv1.AttachmentUpload{{Name: "cat.png", Content: []byte("<!DOCTYPE html><html><body><script>alert(1)</script></body></html>")}}, `attachments[0]: ("cat.png") is named as an image but its content is text/html`},
 					{"GIFBomb", []*parleyv1.AttachmentUpload{{Name: "bomb.gif", Content: gifBomb(t)}}, `attachments[0]: ("bomb.gif") is 65535x65535 pixels`},
+					// Within the side and pixel caps, but 72 MiB decoded.
+					{"DeepPNG", []*parleyv1.AttachmentUpload{{Name: "deep.png", Content: deepPNG(3000, 3000)}}, `attachments[0]: ("deep.png") is 3000x3000 pixels of 8-byte colour; an image may decode to at most 64 MiB`},
 					{"HugeText", []*parleyv1.AttachmentUpload{small, {Name: "big.txt", Content: bytes.Repeat([]byte("x"), 1025)}}, `attachments[1]: ("big.txt") is 1025 bytes; a text file may be at most 1024`},
 					{"TooMany", []*parleyv1.AttachmentUpload{small, small, small}, "attachments: must hold at most 2 files, got 3"},
 					{"UnknownType", []*parleyv1.AttachmentUpload{{Name: "doc.pdf", Content: []byte("%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n")}}, `("doc.pdf") is application/pdf, which is not accepted`},

@@ -50,7 +50,9 @@ func (httpCache) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		}
 		h := res.Header()
 		if h.Get("Etag") == "" {
-			tag, err := etagOf(msg, req.Header().Get("Connect-Accept-Encoding"))
+			// A unary Connect GET negotiates its response's compression
+			// with Accept-Encoding (Connect-Accept-Encoding is streams').
+			tag, err := etagOf(msg, req.Header().Get("Accept-Encoding")+";"+req.Header().Get("Connect-Accept-Encoding"))
 			if err != nil {
 				return res, nil // answered without a validator
 			}

@@ -72,7 +72,7 @@ func (s *Service) Delete(ctx context.Context, userID uuid.UUID) error {
 		// The rows went with the conversations; the objects are deleted
 		// after the commit, by key prefix, so none uploaded meanwhile
 		// survives a retried delete.
-		return s.attachments.UserDeleted(context.WithoutCancel(ctx), userID)
+		return s.attachments.UserDeleted(ctx, userID)
 	}
 	return nil
 }
