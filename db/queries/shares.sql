@@ -35,3 +35,7 @@ LIMIT @page_limit;
 
 -- name: DeleteShare :execrows
 DELETE FROM parley.shares WHERE id = @id AND user_id = @user_id;
+
+-- name: CountShares :one
+-- How many live shares one of the user's conversations has.
+SELECT count(*) FROM parley.shares WHERE conversation_id = @conversation_id AND user_id = @user_id;

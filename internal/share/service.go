@@ -54,14 +54,25 @@ func CheckID(field, id string) error {
 	return nil
 }
 
+// MaxSharesPerConversation bounds a conversation's live shares.
+const MaxSharesPerConversation = 20
+
 // Create takes a snapshot of the conversation's active branch now and
 // saves it under a new id. It returns apperr NotFound unless the user owns
 // the conversation, and FailedPrecondition for a branch too large to share
-// (MaxMessages, MaxSnapshotBytes).
+// (MaxMessages, MaxSnapshotBytes) or a conversation with
+// MaxSharesPerConversation live shares.
 func (s *Service) Create(ctx context.Context, userID, conversationID uuid.UUID, includeSystemPrompt bool) (Share, error) {
 	conv, err := s.store.GetConversation(ctx, userID, conversationID)
 	if err != nil {
 		return Share{}, err
+	}
+	// Each share stores a whole snapshot: a bound keeps one conversation
+	// from filling the database (a race may pass it by a few).
+	if n, err := s.store.CountShares(ctx, userID, conversationID); err != nil {
+		return Share{}, err
+	} else if n >= MaxSharesPerConversation {
+		return Share{}, apperr.New(apperr.FailedPrecondition, "the conversation already has %d live shares, the most it may have; revoke one (ListShares, RevokeShare) to share it again", n)
 	}
 	branch, err := s.store.ListMessages(ctx, userID, conversationID, uuid.Nil, nil, MaxMessages+1)
 	if err != nil {

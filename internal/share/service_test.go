@@ -23,6 +23,11 @@ type fakeStore struct {
 	branch   []chat.Message
 	versions []share.Artifact
 	saved    share.NewShare
+	shares   int // how many InsertShare saved
+}
+
+func (f *fakeStore) CountShares(context.Context, uuid.UUID, uuid.UUID) (int, error) {
+	return f.shares, nil
 }
 
 func (f *fakeStore) GetConversation(_ context.Context, userID, id uuid.UUID) (chat.Conversation, error) {
@@ -50,6 +55,7 @@ func (f *fakeStore) ArtifactVersions(_ context.Context, _ uuid.UUID, keys []shar
 
 func (f *fakeStore) InsertShare(_ context.Context, _ uuid.UUID, s share.NewShare) (share.Share, error) {
 	f.saved = s
+	f.shares++
 	return share.Share{ID: s.ID, ConversationID: s.ConversationID, MessageCount: len(s.Snapshot.Messages)}, nil
 }
 
@@ -147,6 +153,7 @@ func TestIDs(t *testing.T) {
 	svc := share.NewService(f)
 	seen := map[string]bool{}
 	for range 100 {
+		f.shares = 0 // as if revoked: TestSharesPerConversationBounded tests the cap
 		s, err := svc.Create(t.Context(), f.owner, f.conv.ID, false)
 		if err != nil {
 			t.Fatal(err)
@@ -162,5 +169,21 @@ func TestIDs(t *testing.T) {
 		if !errors.As(err, &ae) || ae.Code != apperr.Invalid || ae.Field != "share_id" {
 			t.Errorf("CheckID(%q) = %v; want Invalid naming share_id", bad, err)
 		}
+	}
+}
+
+// TestSharesPerConversationBounded: every share stores a whole snapshot,
+// so a conversation may have at most MaxSharesPerConversation live ones.
+func TestSharesPerConversationBounded(t *testing.T) {
+	f := &fakeStore{owner: uuid.New(), conv: chat.Conversation{ID: uuid.New(), Title: "T"}}
+	svc := share.NewService(f)
+	for i := range share.MaxSharesPerConversation {
+		if _, err := svc.Create(t.Context(), f.owner, f.conv.ID, false); err != nil {
+			t.Fatalf("share %d: %v", i+1, err)
+		}
+	}
+	_, err := svc.Create(t.Context(), f.owner, f.conv.ID, false)
+	if apperr.CodeOf(err) != apperr.FailedPrecondition || !strings.Contains(err.Error(), "revoke one") {
+		t.Errorf("share %d: %v, want failed_precondition saying to revoke one", share.MaxSharesPerConversation+1, err)
 	}
 }

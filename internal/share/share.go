@@ -99,6 +99,9 @@ type Store interface {
 	// ArtifactVersions returns those of the versions that exist and are the
 	// user's, in any order.
 	ArtifactVersions(ctx context.Context, userID uuid.UUID, keys []VersionKey) ([]Artifact, error)
+	// CountShares is how many live shares one of the user's
+	// conversations has.
+	CountShares(ctx context.Context, userID, conversationID uuid.UUID) (int, error)
 	// InsertShare saves a share of one of the user's conversations.
 	InsertShare(ctx context.Context, userID uuid.UUID, s NewShare) (Share, error)
 	// GetSnapshot returns a share's snapshot, whoever asks.

@@ -54,6 +54,12 @@ func (s *Store) InsertShare(ctx context.Context, userID uuid.UUID, n share.NewSh
 	return toShare(sqlcgen.ListSharesRow(row)), nil
 }
 
+// CountShares implements share.Store.
+func (s *Store) CountShares(ctx context.Context, userID, conversationID uuid.UUID) (int, error) {
+	n, err := s.q.CountShares(ctx, sqlcgen.CountSharesParams{ConversationID: conversationID, UserID: userID})
+	return int(n), interpretError(err, "shares")
+}
+
 // GetSnapshot implements share.Store.
 func (s *Store) GetSnapshot(ctx context.Context, shareID string) (share.Snapshot, error) {
 	row, err := s.q.GetShare(ctx, shareID)

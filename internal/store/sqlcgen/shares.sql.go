@@ -12,6 +12,23 @@ import (
 	"github.com/google/uuid"
 )
 
+const countShares = `-- name: CountShares :one
+SELECT count(*) FROM parley.shares WHERE conversation_id = $1 AND user_id = $2
+`
+
+type CountSharesParams struct {
+	ConversationID uuid.UUID
+	UserID         uuid.UUID
+}
+
+// How many live shares one of the user's conversations has.
+func (q *Queries) CountShares(ctx context.Context, arg CountSharesParams) (int64, error) {
+	row := q.db.QueryRow(ctx, countShares, arg.ConversationID, arg.UserID)
+	var count int64
+	err := row.Scan(&count)
+	return count, err
+}
+
 const deleteShare = `-- name: DeleteShare :execrows
 DELETE FROM parley.shares WHERE id = $1 AND user_id = $2
 `
