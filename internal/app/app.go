@@ -114,6 +114,7 @@ type Options struct {
 // App is a built service, ready to Run.
 type App struct {
 	cfg       config.Config
+	respCache *respcache.Redis // the response cache, when on
 	log       *slog.Logger
 	ln        net.Listener
 	store     *store.Store
@@ -269,7 +270,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 		Attachment:       rpc.NewAttachmentHandler(attachments),
 		Search:           rpc.NewSearchHandler(searcher),
 		Agent:            rpc.NewAgentHandler(a.agents.service),
-		User:             rpc.NewUserHandler(user.NewService(a.store, plans, a.models.Has, opts.Clock, a.generator).WithBilling(a.billing).WithAttachments(attachments)),
+		User:             rpc.NewUserHandler(user.NewService(a.store, plans, a.models.Has, opts.Clock, a.generator).WithBilling(a.billing).WithAttachments(attachments).WithCache(a.cacheForgetter())),
 		Billing:          rpc.NewBillingHandler(a.billing),
 		Share:            rpc.NewShareHandler(share.NewService(a.store), cfg.PublicURL),
 		Tasks:            a.agents.tasks,
@@ -408,7 +409,8 @@ func (a *App) responseCache(prefix string) chat.ResponseCache {
 		a.log.Warn("RESPONSE_CACHE_TTL is set but REDIS_URL is not: answers are not cached")
 		return nil
 	}
-	return respcache.New(a.redis, prefix, a.cfg.ResponseCacheTTL)
+	a.respCache = respcache.New(a.redis, prefix, a.cfg.ResponseCacheTTL)
+	return a.respCache
 }
 
 // catalog builds the model catalog: opts.Provider when given, else the
@@ -566,4 +568,14 @@ func (a *App) attachments(cfg config.Config, opts Options) *attachment.Service {
 		})
 	}
 	return attachment.NewService(a.store, c)
+}
+
+// cacheForgetter is what deletes a deleted user's cached answers: the
+// response cache when it is on, else nothing (a nil interface, not a nil
+// *respcache.Redis).
+func (a *App) cacheForgetter() user.CacheForgetter {
+	if a.respCache == nil {
+		return nil
+	}
+	return a.respCache
 }

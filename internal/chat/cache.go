@@ -66,13 +66,18 @@ func (g *Generator) cacheKey(userID uuid.UUID, req ModelRequest) (string, bool) 
 	if err != nil {
 		return "", false
 	}
-	scope := "u:" + userID.String()
+	scope := UserCacheKeyPrefix(userID)
 	if g.cfg.CacheShared {
-		scope = "shared"
+		scope = "shared:"
 	}
 	sum := sha256.Sum256(b)
-	return scope + ":" + hex.EncodeToString(sum[:]), true
+	return scope + hex.EncodeToString(sum[:]), true
 }
+
+// UserCacheKeyPrefix starts the key of every answer cached for userID
+// alone (shared answers carry no user), so that deleting the user can
+// delete them.
+func UserCacheKeyPrefix(userID uuid.UUID) string { return "u:" + userID.String() + ":" }
 
 // lookupCache returns the cached answer to an answer's first request, if
 // any. A cache that fails or is slow counts as a miss.

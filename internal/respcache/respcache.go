@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/parleyhq/parley/internal/chat"
@@ -59,3 +60,36 @@ func (r *Redis) Put(ctx context.Context, key string, a chat.CachedAnswer) error 
 	}
 	return nil
 }
+
+// ForgetUser deletes every answer cached for userID alone (DeleteMe).
+// Answers cached for every user (RESPONSE_CACHE_SHARED) name no user and
+// expire with their TTL.
+func (r *Redis) ForgetUser(ctx context.Context, userID uuid.UUID) error {
+	iter := r.client.Scan(ctx, 0, r.prefix+chat.UserCacheKeyPrefix(userID)+"*", forgetBatch).Iterator()
+	batch := make([]string, 0, forgetBatch)
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := r.client.Unlink(ctx, batch...).Err()
+		batch = batch[:0]
+		return err
+	}
+	for iter.Next(ctx) {
+		if batch = append(batch, iter.Val()); len(batch) == forgetBatch {
+			if err := flush(); err != nil {
+				return fmt.Errorf("respcache: forget: %w", err)
+			}
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return fmt.Errorf("respcache: forget: %w", err)
+	}
+	if err := flush(); err != nil {
+		return fmt.Errorf("respcache: forget: %w", err)
+	}
+	return nil
+}
+
+// forgetBatch is how many keys ForgetUser asks SCAN for and unlinks at once.
+const forgetBatch = 500

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
@@ -211,5 +212,42 @@ func TestResponseCacheTTL(t *testing.T) {
 	}
 	if m, _, _ := answer(t, c, content); m.Cached || model.times(content) != 2 {
 		t.Fatalf("after expiry: cached %v, model asked %d times", m.Cached, model.times(content))
+	}
+}
+
+// TestResponseCacheForgottenWithAccount: DeleteMe deletes the user's
+// cached answers at once, not at their TTL, and no other user's.
+func TestResponseCacheForgottenWithAccount(t *testing.T) {
+	t.Parallel()
+	env, _, prefix := cacheEnv(t, time.Hour, false)
+	gone, kept := uuid.New(), uuid.New()
+	for _, u := range []uuid.UUID{gone, kept} {
+		answer(t, env.ChatClient(t, "connect+json", u), "remember me")
+	}
+	opt, err := redis.ParseURL(redistest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	ctx := testCtx(t)
+	keysOf := func(u uuid.UUID) []string {
+		ks, err := rdb.Keys(ctx, prefix+"rc:u:"+u.String()+":*").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ks
+	}
+	if len(keysOf(gone)) != 1 || len(keysOf(kept)) != 1 {
+		t.Fatalf("cached before: %v and %v, want one answer each", keysOf(gone), keysOf(kept))
+	}
+	if _, err := env.UserClient(t, "grpc", gone).DeleteMe(ctx, connect.NewRequest(&parleyv1.DeleteMeRequest{})); err != nil {
+		t.Fatal(err)
+	}
+	if ks := keysOf(gone); len(ks) != 0 {
+		t.Errorf("after DeleteMe the user's cached answers remain: %v", ks)
+	}
+	if len(keysOf(kept)) != 1 {
+		t.Errorf("DeleteMe of one user removed another's cached answer")
 	}
 }

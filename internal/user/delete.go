@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/internal/apperr"
 )
 
 // Deleted is what DeleteUser found still running when it deleted it.
@@ -68,6 +70,16 @@ func (s *Service) Delete(ctx context.Context, userID uuid.UUID) error {
 		// The delete is done even if the client leaves now.
 		s.answers.EndDeleted(context.WithoutCancel(ctx), d.GenerationIDs)
 	}
+	if s.cache != nil {
+		// Cached answers hold the user's prompts' answers: gone with the
+		// account, not at their TTL. A retried DeleteMe tries again.
+		forget, cancel := context.WithTimeout(context.WithoutCancel(ctx), cacheForgetTimeout)
+		err := s.cache.ForgetUser(forget, userID)
+		cancel()
+		if err != nil {
+			return apperr.Wrap(err, apperr.Unavailable, "the account is deleted, but its cached answers could not be removed yet; call DeleteMe again to remove them")
+		}
+	}
 	if s.attachments != nil {
 		// The rows went with the conversations; the objects are deleted
 		// after the commit, by key prefix, so none uploaded meanwhile
@@ -76,3 +88,6 @@ func (s *Service) Delete(ctx context.Context, userID uuid.UUID) error {
 	}
 	return nil
 }
+
+// cacheForgetTimeout bounds the deletion of a deleted user's cached answers.
+const cacheForgetTimeout = 10 * time.Second

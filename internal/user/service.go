@@ -24,6 +24,22 @@ type Service struct {
 	billing Billing // nil: no billing
 	// attachments deletes the stored objects of a deleted user; may be nil.
 	attachments AttachmentDeleter
+	// cache forgets a deleted user's cached answers; may be nil.
+	cache CacheForgetter
+}
+
+// CacheForgetter deletes a deleted user's answers from the response cache;
+// respcache.Redis is one.
+type CacheForgetter interface {
+	// ForgetUser deletes every answer cached for the user alone.
+	ForgetUser(ctx context.Context, userID uuid.UUID) error
+}
+
+// WithCache makes Delete remove the user's answers from the response
+// cache too; it returns s.
+func (s *Service) WithCache(c CacheForgetter) *Service {
+	s.cache = c
+	return s
 }
 
 // AttachmentDeleter deletes a deleted user's attachment objects;
