@@ -310,7 +310,7 @@ func Config(tb testing.TB, opts Options) config.Config {
 	}
 	cfg.VisionModels = opts.VisionModels
 	if opts.AttachmentLimits != nil {
-		cfg.AttachmentLimits = *opts.AttachmentLimits
+		cfg.AttachmentLimits = config.AttachmentLimits(*opts.AttachmentLimits)
 	}
 	if opts.AttachmentStorage.Bucket != "" {
 		cfg.AttachmentStorage = opts.AttachmentStorage

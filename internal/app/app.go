@@ -560,7 +560,7 @@ func (a *App) Close() {
 // attachments builds the attachment service: content in PostgreSQL, or in
 // the S3-compatible bucket configuration names.
 func (a *App) attachments(cfg config.Config, opts Options) *attachment.Service {
-	c := attachment.Config{Limits: cfg.AttachmentLimits, Clock: opts.Clock, Log: a.log, URLTTL: cfg.AttachmentStorage.URLTTL}
+	c := attachment.Config{Limits: attachment.Limits(cfg.AttachmentLimits), Clock: opts.Clock, Log: a.log, URLTTL: cfg.AttachmentStorage.URLTTL}
 	if s := cfg.AttachmentStorage; s.Bucket != "" {
 		c.Blobs = objstore.New(objstore.Config{
 			Bucket: s.Bucket, Endpoint: s.Endpoint, Region: s.Region,

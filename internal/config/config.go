@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/parleyhq/parley/internal/attachment"
 )
 
 // Environments Parley knows. Production refuses dev conveniences.
@@ -168,7 +166,7 @@ type Config struct {
 	// ATTACHMENT_MAX_IMAGE_SIDE (8192) and ATTACHMENT_MAX_IMAGE_PIXELS
 	// (16 million).
 	VisionModels      []string
-	AttachmentLimits  attachment.Limits
+	AttachmentLimits  AttachmentLimits
 	AttachmentStorage AttachmentStorage
 
 	// Agent runs. AgentStepTimeout bounds one attempt of a step
@@ -328,11 +326,11 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 		SearchTextConfig: p.oneOf("SEARCH_TEXT_CONFIG", "simple", "simple", "english"),
 
 		VisionModels: p.list("PARLEY_VISION_MODELS", "gpt-4o-mini,gpt-4o"),
-		AttachmentLimits: attachment.Limits{
-			MaxCount:       p.int("ATTACHMENT_MAX_COUNT", 4, 0, attachment.MaxCountCeiling),
-			MaxImageBytes:  p.int("ATTACHMENT_MAX_IMAGE_BYTES", 5<<20, 1, attachment.MaxRequestBytes),
-			MaxTextBytes:   p.int("ATTACHMENT_MAX_TEXT_BYTES", 256<<10, 1, attachment.MaxRequestBytes),
-			MaxTotalBytes:  p.int("ATTACHMENT_MAX_TOTAL_BYTES", attachment.MaxRequestBytes, 1, attachment.MaxRequestBytes),
+		AttachmentLimits: AttachmentLimits{
+			MaxCount:       p.int("ATTACHMENT_MAX_COUNT", 4, 0, AttachmentMaxCountCeiling),
+			MaxImageBytes:  p.int("ATTACHMENT_MAX_IMAGE_BYTES", 5<<20, 1, AttachmentMaxRequestBytes),
+			MaxTextBytes:   p.int("ATTACHMENT_MAX_TEXT_BYTES", 256<<10, 1, AttachmentMaxRequestBytes),
+			MaxTotalBytes:  p.int("ATTACHMENT_MAX_TOTAL_BYTES", AttachmentMaxRequestBytes, 1, AttachmentMaxRequestBytes),
 			MaxImageSide:   p.int("ATTACHMENT_MAX_IMAGE_SIDE", 8192, 1, 1<<16),
 			MaxImagePixels: p.int("ATTACHMENT_MAX_IMAGE_PIXELS", 16_000_000, 1, 1<<30),
 		},
@@ -499,10 +497,20 @@ func Load(getenv func(string) string, mode Mode) (Config, error) {
 	return cfg, p.err()
 }
 
-// tracing reads the OpenTelemetry variables Parley honours. The OTLP
-// exporter and the SDK would read some of them again themselves; New in
-// internal/telemetry passes each one explicitly, so what is used is what
-// was checked here.
+// AttachmentLimits are the attachment caps configuration sets; internal/app
+// hands them to attachment.Limits, which has the same fields (config
+// imports no domain package).
+type AttachmentLimits struct {
+	MaxCount, MaxImageBytes, MaxTextBytes, MaxTotalBytes, MaxImageSide, MaxImagePixels int
+}
+
+// The ceilings no configuration may raise: attachment.MaxCountCeiling and
+// attachment.MaxRequestBytes (internal/app's tests check they agree).
+const (
+	AttachmentMaxCountCeiling = 16
+	AttachmentMaxRequestBytes = 7 << 20
+)
+
 // AttachmentStorage is S3-compatible object storage for attachments'
 // content (Supabase Storage's S3 endpoint, Cloud Storage's XML API, S3);
 // with no Bucket the content stays in PostgreSQL. ATTACHMENT_S3_BUCKET,
@@ -515,6 +523,10 @@ type AttachmentStorage struct {
 	URLTTL                       time.Duration
 }
 
+// tracing reads the OpenTelemetry variables Parley honours. The OTLP
+// exporter and the SDK would read some of them again themselves; New in
+// internal/telemetry passes each one explicitly, so what is used is what
+// was checked here.
 func (p *parser) tracing() TracingConfig {
 	t := TracingConfig{
 		ServiceName: p.str("OTEL_SERVICE_NAME", "parley"),
