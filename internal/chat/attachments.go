@@ -12,6 +12,32 @@ import (
 	"github.com/parleyhq/parley/internal/attachment"
 )
 
+// Attachments checks and keeps the files sent with messages;
+// attachment.Service is one.
+type Attachments interface {
+	// Check sniffs, decodes and caps uploads; apperr Invalid names the
+	// attachment refused.
+	Check(uploads []attachment.Upload) ([]attachment.Attachment, error)
+	// Stash puts checked attachments' content where it is kept (object
+	// storage, when configured) before their message is saved.
+	Stash(ctx context.Context, userID, conversationID uuid.UUID, atts []attachment.Attachment) error
+	// Discard removes what Stash put, when the message was not saved.
+	Discard(ctx context.Context, userID, conversationID uuid.UUID, atts []attachment.Attachment)
+	// Contents returns a saved message's attachments with their content.
+	Contents(ctx context.Context, userID, messageID uuid.UUID) ([]attachment.Attachment, error)
+}
+
+// AttachmentDeleter deletes the stored objects of a deleted conversation's
+// attachments; attachment.Service is one.
+type AttachmentDeleter interface {
+	ConversationDeleted(ctx context.Context, userID, conversationID uuid.UUID) error
+}
+
+var (
+	_ Attachments       = (*attachment.Service)(nil)
+	_ AttachmentDeleter = (*attachment.Service)(nil)
+)
+
 // ImageTokens is what one image is counted for in budgets and quota
 // reservations: about what OpenAI bills for a detailed image of a
 // photo's proportions (765 to 1105 tokens).

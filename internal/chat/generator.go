@@ -10,7 +10,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/parleyhq/parley/internal/apperr"
-	"github.com/parleyhq/parley/internal/attachment"
 	"github.com/parleyhq/parley/internal/clock"
 	"github.com/parleyhq/parley/internal/plan"
 )
@@ -80,7 +79,7 @@ type GeneratorConfig struct {
 	Clock clock.Clock
 	// Attachments checks and keeps the files sent with messages; nil
 	// refuses messages that carry any.
-	Attachments *attachment.Service
+	Attachments Attachments
 	// VisionModels are the models that read images; the others refuse
 	// messages with images (and answer regenerations of them without).
 	VisionModels []string

@@ -7,7 +7,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/parleyhq/parley/internal/apperr"
-	"github.com/parleyhq/parley/internal/attachment"
 )
 
 // Service applies the conversation rules on top of a Store.
@@ -18,7 +17,7 @@ type Service struct {
 	// answers ends the answers of deleted conversations; may be nil.
 	answers AnswerEnder
 	// attachments deletes the stored objects of deleted conversations; may be nil.
-	attachments *attachment.Service
+	attachments AttachmentDeleter
 }
 
 // AnswerEnder ends answers wherever they run; the Generator is one.
@@ -36,7 +35,7 @@ func NewService(store Store, validModel func(string) bool, answers AnswerEnder) 
 
 // WithAttachments makes DeleteConversation delete the objects of the
 // conversation's attachments too; it returns s.
-func (s *Service) WithAttachments(a *attachment.Service) *Service {
+func (s *Service) WithAttachments(a AttachmentDeleter) *Service {
 	s.attachments = a
 	return s
 }
