@@ -3,6 +3,8 @@ package telemetry_test
 import (
 	"bytes"
 	"context"
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/protobuf/proto"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -55,6 +57,15 @@ func TestExportOnShutdown(t *testing.T) {
 		if !contains(bodies[0], want) {
 			t.Errorf("the export does not hold %q", want)
 		}
+	}
+	// The body is an ExportTraceServiceRequest as a collector decodes it.
+	var export coltracepb.ExportTraceServiceRequest
+	if err := proto.Unmarshal(bodies[0], &export); err != nil {
+		t.Fatalf("the body is not an ExportTraceServiceRequest: %v", err)
+	}
+	rs := export.GetResourceSpans()
+	if len(rs) != 1 || len(rs[0].GetScopeSpans()) != 1 || rs[0].GetScopeSpans()[0].GetSpans()[0].GetName() != "buffered" {
+		t.Errorf("decoded export: %v", &export)
 	}
 }
 

@@ -16,7 +16,7 @@ import (
 	"fmt"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -31,20 +31,16 @@ import (
 const instrumentation = "github.com/parleyhq/parley"
 
 // New returns a tracer provider that samples by cfg.SampleRatio (parent
-// based) and exports in batches over OTLP/HTTP to cfg.Endpoint. The
-// caller shuts it down, which flushes what is buffered.
+// based) and exports in batches over OTLP/HTTP (protobuf) to
+// cfg.Endpoint, with cfg.Headers. The caller shuts it down, which flushes
+// what is buffered.
 //
 // Everything the exporter is told comes from cfg, which internal/config
-// read; the exporter and the SDK still honour the standard variables
-// Parley does not read itself (OTEL_EXPORTER_OTLP_TIMEOUT, _COMPRESSION,
-// _CERTIFICATE, OTEL_BSP_*, OTEL_RESOURCE_ATTRIBUTES), which is what an
-// operator setting them expects.
+// read; the SDK still honours OTEL_BSP_* and OTEL_RESOURCE_ATTRIBUTES.
+// The exporter is otlptrace's on otlpHTTP (otlp.go), not otlptracehttp,
+// whose configuration packages link gRPC into the binary.
 func New(ctx context.Context, cfg config.TracingConfig, version string) (*sdktrace.TracerProvider, error) {
-	opts := []otlptracehttp.Option{otlptracehttp.WithEndpointURL(cfg.Endpoint)}
-	if len(cfg.Headers) > 0 {
-		opts = append(opts, otlptracehttp.WithHeaders(cfg.Headers))
-	}
-	exporter, err := otlptracehttp.New(ctx, opts...)
+	exporter, err := otlptrace.New(ctx, newOTLPHTTP(cfg.Endpoint, cfg.Headers))
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: OTLP exporter: %w", err)
 	}
