@@ -51,9 +51,9 @@ func timeStart(t *testing.T, name, bin string, env map[string]string, args []str
 	wait := func(what string) {
 		select {
 		case <-p.done:
-			t.Fatalf("%s exited during start: %v\n%s", name, p.waitErr, p.log.tail())
+			t.Fatalf("%s exited during start: %v\n%s", name, p.waitErr, p.log.Tail(8<<10))
 		case <-ctx.Done():
-			t.Fatalf("%s: no %s within 30s\n%s", name, what, p.log.tail())
+			t.Fatalf("%s: no %s within 30s\n%s", name, what, p.log.Tail(8<<10))
 		case <-time.After(pollEvery):
 		}
 	}

@@ -3,7 +3,6 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -11,13 +10,12 @@ import (
 	"os/exec"
 	"slices"
 	"strconv"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/parleyhq/parley/internal/localproc"
+	"github.com/parleyhq/parley/internal/testlog"
 )
 
 // proc is a server the benchmark runs as a child process: parley serve, or
@@ -27,7 +25,7 @@ type proc struct {
 	cmd  *exec.Cmd
 	// URL is http://127.0.0.1:PORT.
 	URL     string
-	log     *logBuffer
+	log     *testlog.Buffer
 	started time.Time
 	done    chan struct{} // closed when the process has exited
 	waitErr error
@@ -53,7 +51,7 @@ func launch(tb testing.TB, name, bin string, env map[string]string, args ...stri
 	slices.Sort(vars)
 	cmd := exec.Command(bin, args...)
 	cmd.Env = vars
-	p := &proc{name: name, cmd: cmd, URL: "http://127.0.0.1:" + port, log: &logBuffer{}, done: make(chan struct{})}
+	p := &proc{name: name, cmd: cmd, URL: "http://127.0.0.1:" + port, log: &testlog.Buffer{Max: maxLog}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	p.started = time.Now()
 	// A benchmark that dies (a timeout, a panic) leaves no parley behind:
@@ -100,7 +98,7 @@ func (p *proc) waitHealthy(tb testing.TB, timeout time.Duration) {
 	for time.Now().Before(deadline) {
 		select {
 		case <-p.done:
-			tb.Fatalf("%s exited: %v\n%s", p.name, p.waitErr, p.log.tail())
+			tb.Fatalf("%s exited: %v\n%s", p.name, p.waitErr, p.log.Tail(8<<10))
 		default:
 		}
 		res, err := client.Get(p.URL + "/health")
@@ -112,7 +110,7 @@ func (p *proc) waitHealthy(tb testing.TB, timeout time.Duration) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	tb.Fatalf("%s did not answer /health within %v\n%s", p.name, timeout, p.log.tail())
+	tb.Fatalf("%s did not answer /health within %v\n%s", p.name, timeout, p.log.Tail(8<<10))
 }
 
 // rss is the process's resident memory in bytes.
@@ -125,47 +123,8 @@ func (p *proc) rss(tb testing.TB) int64 {
 	return rss
 }
 
-// logBuffer keeps what a child writes, up to a bound, safely for the two
-// writers (stdout and stderr).
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
+// maxLog bounds what a child's log keeps.
 const maxLog = 4 << 20
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.buf.Len() < maxLog {
-		b.buf.Write(p[:min(len(p), maxLog-b.buf.Len())])
-	}
-	return len(p), nil
-}
-
-// tail returns the last few KiB, for failure messages.
-func (b *logBuffer) tail() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.buf.String()
-	if len(s) > 8<<10 {
-		s = "..." + s[len(s)-8<<10:]
-	}
-	return s
-}
-
-// lines returns every complete line written so far.
-func (b *logBuffer) lines() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []string
-	for _, line := range strings.Split(b.buf.String(), "\n") {
-		if line = strings.TrimSpace(line); line != "" {
-			out = append(out, line)
-		}
-	}
-	return out
-}
 
 // cpuSnapshot is the CPU time each party of the benchmark has used so far,
 // and the whole machine's busy time, to tell how much other processes took.

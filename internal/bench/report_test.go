@@ -303,7 +303,7 @@ func logSummary() string {
 		if !strings.HasPrefix(p.name, "parley") {
 			continue
 		}
-		for _, line := range p.log.lines() {
+		for _, line := range p.log.Lines() {
 			total++
 			msg := logStamp.ReplaceAllString(line, "")
 			if i := strings.Index(line, `"message":"`); i >= 0 {

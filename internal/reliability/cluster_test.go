@@ -34,6 +34,7 @@ import (
 	"github.com/parleyhq/parley/internal/pglocal"
 	"github.com/parleyhq/parley/internal/redistest"
 	"github.com/parleyhq/parley/internal/store"
+	"github.com/parleyhq/parley/internal/testlog"
 )
 
 // model is the one model the fake upstream serves.
@@ -257,7 +258,7 @@ type instance struct {
 	name string
 	env  []string
 	URL  string
-	log  *logBuffer
+	log  *testlog.Buffer
 
 	cmd     *exec.Cmd
 	done    chan struct{}
@@ -283,7 +284,7 @@ func (p *instance) start(tb testing.TB) {
 	for time.Now().Before(deadline) {
 		select {
 		case <-p.done:
-			tb.Fatalf("%s exited at start: %v\n%s", p.name, p.waitErr, p.log.tail())
+			tb.Fatalf("%s exited at start: %v\n%s", p.name, p.waitErr, p.log.Tail(tailLog))
 		default:
 		}
 		if res, err := client.Get(p.URL + "/health"); err == nil {
@@ -294,7 +295,7 @@ func (p *instance) start(tb testing.TB) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	tb.Fatalf("%s did not answer /health within 30s\n%s", p.name, p.log.tail())
+	tb.Fatalf("%s did not answer /health within 30s\n%s", p.name, p.log.Tail(tailLog))
 }
 
 // running reports whether the process has not exited.
@@ -343,7 +344,7 @@ func (p *instance) check(tb testing.TB) {
 	out := p.log.String()
 	for _, bad := range []string{"WARNING: DATA RACE", "panic:", "fatal error:"} {
 		if strings.Contains(out, bad) {
-			tb.Errorf("%s printed %q:\n%s", p.name, bad, p.log.tail())
+			tb.Errorf("%s printed %q:\n%s", p.name, bad, p.log.Tail(tailLog))
 			return
 		}
 	}
@@ -360,37 +361,12 @@ func (p *instance) check(tb testing.TB) {
 	}
 }
 
-// logBuffer keeps what a child writes, up to a bound, for the two writers.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-const maxLog = 8 << 20
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.buf.Len() < maxLog {
-		b.buf.Write(p[:min(len(p), maxLog-b.buf.Len())])
-	}
-	return len(p), nil
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// tail is the last few KiB, for failure messages.
-func (b *logBuffer) tail() string {
-	s := b.String()
-	if len(s) > 12<<10 {
-		s = "..." + s[len(s)-12<<10:]
-	}
-	return s
-}
+// maxLog bounds what an instance's log keeps; tailLog is how much of it
+// a failure quotes.
+const (
+	maxLog  = 8 << 20
+	tailLog = 12 << 10
+)
 
 // cluster is N parley instances sharing one PostgreSQL and one Redis, with
 // their fake Supabase and fake model upstream.
@@ -481,7 +457,7 @@ func newCluster(t *testing.T, o options) *cluster {
 			vars = append(vars, k+"="+v)
 		}
 		slices.Sort(vars)
-		p := &instance{name: fmt.Sprintf("parley-%d", i), env: vars, URL: "http://127.0.0.1:" + strconv.Itoa(port), log: &logBuffer{}}
+		p := &instance{name: fmt.Sprintf("parley-%d", i), env: vars, URL: "http://127.0.0.1:" + strconv.Itoa(port), log: &testlog.Buffer{Max: maxLog}}
 		c.Inst = append(c.Inst, p)
 		t.Cleanup(func() {
 			if p.running() {
@@ -493,7 +469,7 @@ func newCluster(t *testing.T, o options) *cluster {
 				_ = os.WriteFile(filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+"-"+p.name+".log"), []byte(p.log.String()), 0o644)
 			}
 			if t.Failed() {
-				t.Logf("%s log:\n%s", p.name, p.log.tail())
+				t.Logf("%s log:\n%s", p.name, p.log.Tail(tailLog))
 			}
 		})
 	}

@@ -62,6 +62,19 @@ func cacheEnv(t *testing.T, ttl time.Duration, shared bool) (*apitest.Env, *coun
 	return env, model, prefix
 }
 
+// cacheRedis is a client of the Redis the cache servers use, closed when
+// the test ends, for tests that look at the keys.
+func cacheRedis(t *testing.T) *redis.Client {
+	t.Helper()
+	opt, err := redis.ParseURL(redistest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
 // answer sends content in a new conversation and returns the completed
 // answer and the events before it.
 func answer(t *testing.T, c parleyv1connect.ChatServiceClient, content string) (*parleyv1.Message, events, string) {
@@ -181,12 +194,7 @@ func TestResponseCacheTTL(t *testing.T) {
 	content := "short lived"
 	answer(t, c, content)
 
-	opt, err := redis.ParseURL(redistest.URL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(opt)
-	defer rdb.Close()
+	rdb := cacheRedis(t)
 	ctx := testCtx(t)
 	keys := func() []string {
 		ks, err := rdb.Keys(ctx, prefix+"rc:*").Result()
@@ -224,12 +232,7 @@ func TestResponseCacheForgottenWithAccount(t *testing.T) {
 	for _, u := range []uuid.UUID{gone, kept} {
 		answer(t, env.ChatClient(t, "connect+json", u), "remember me")
 	}
-	opt, err := redis.ParseURL(redistest.URL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(opt)
-	defer rdb.Close()
+	rdb := cacheRedis(t)
 	ctx := testCtx(t)
 	keysOf := func(u uuid.UUID) []string {
 		ks, err := rdb.Keys(ctx, prefix+"rc:u:"+u.String()+":*").Result()

@@ -1,7 +1,6 @@
 package stripeapi_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -23,37 +22,21 @@ import (
 	"github.com/parleyhq/parley/internal/plan"
 	"github.com/parleyhq/parley/internal/stripeapi"
 	"github.com/parleyhq/parley/internal/stripetest"
+	"github.com/parleyhq/parley/internal/testlog"
 )
-
-// logBuffer collects the JSON log lines of servers that write to it at
-// once.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
 
 // outcomes counts, by outcome, the "stripe event" lines billing logged for
 // eventID: one per event that reached the database.
-func (b *logBuffer) outcomes(tb testing.TB, eventID string) map[string]int {
+func outcomes(tb testing.TB, logs *testlog.Buffer, eventID string) map[string]int {
 	tb.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	out := map[string]int{}
-	sc := bufio.NewScanner(bytes.NewReader(b.buf.Bytes()))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
+	for _, l := range logs.Lines() {
 		var line struct {
 			Msg     string `json:"msg"`
 			EventID string `json:"event_id"`
 			Outcome string `json:"outcome"`
 		}
-		if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "stripe event" && line.EventID == eventID {
+		if json.Unmarshal([]byte(l), &line) == nil && line.Msg == "stripe event" && line.EventID == eventID {
 			out[line.Outcome]++
 		}
 	}
@@ -65,14 +48,14 @@ func (b *logBuffer) outcomes(tb testing.TB, eventID string) map[string]int {
 type deployment struct {
 	instances [2]*apitest.Env
 	pool      *pgxpool.Pool
-	logs      *logBuffer
+	logs      *testlog.Buffer
 }
 
 func newDeployment(t *testing.T) *deployment {
 	t.Helper()
 	stripeURL := stripetest.Start(t).URL
 	dbURL := pgtest.NewDatabase(t)
-	d := &deployment{logs: &logBuffer{}}
+	d := &deployment{logs: &testlog.Buffer{}}
 	log := slog.New(slog.NewJSONHandler(d.logs, nil))
 	for i := range d.instances {
 		d.instances[i] = apitest.New(t, apitest.Options{StripeURL: stripeURL, DatabaseURL: dbURL, PlansFromDatabase: true, Log: log})
@@ -179,7 +162,7 @@ func TestWebhookDeliveredConcurrently(t *testing.T) {
 	payload := event(eventID, billing.EventSubscriptionCreated, time.Now().Add(-time.Minute), subscription("sub_1", cus, billing.StatusActive, apitest.StripePricePro))
 	d.deliverAll(t, [][]byte{payload, payload, payload, payload, payload, payload, payload, payload})
 
-	if got := d.logs.outcomes(t, eventID); got[string(billing.Applied)] != 1 || got[string(billing.Duplicate)] != 7 || len(got) != 2 {
+	if got := outcomes(t, d.logs, eventID); got[string(billing.Applied)] != 1 || got[string(billing.Duplicate)] != 7 || len(got) != 2 {
 		t.Errorf("outcomes of 8 concurrent deliveries: %v; want 1 applied, 7 duplicate", got)
 	}
 	if n := d.recorded(t, eventID); n != 1 {
@@ -236,7 +219,7 @@ func TestWebhookConcurrentOutOfOrder(t *testing.T) {
 		}
 		// The newest was applied; each older one applied before it or was
 		// found stale, and every one is recorded once.
-		if got := d.logs.outcomes(t, b.ids[0]); got[string(billing.Applied)] != 1 {
+		if got := outcomes(t, d.logs, b.ids[0]); got[string(billing.Applied)] != 1 {
 			t.Errorf("newest event: outcomes %v, want applied", got)
 		}
 		for _, id := range b.ids {
@@ -282,7 +265,7 @@ func TestWebhookLate(t *testing.T) {
 	if code, err := d.deliver(ctx, 0, late, time.Now()); err != nil || code != http.StatusOK {
 		t.Fatalf("a late event older than the state: %d, %v; want 200 so Stripe stops retrying", code, err)
 	}
-	if got := d.logs.outcomes(t, lateID); got[string(billing.Stale)] != 1 || len(got) != 1 {
+	if got := outcomes(t, d.logs, lateID); got[string(billing.Stale)] != 1 || len(got) != 1 {
 		t.Errorf("late event's outcomes %v, want stale", got)
 	}
 	if sub := d.subscription(t, user); sub.Status != billing.StatusActive || !sub.CancelAtPeriodEnd {
