@@ -16,12 +16,3 @@ SELECT * FROM parley.attachments WHERE id = @id AND user_id = @user_id;
 SELECT * FROM parley.attachments
 WHERE message_id = @message_id AND user_id = @user_id
 ORDER BY position;
-
--- name: ListAttachmentsOfMessages :many
--- The attachments of some of the user's messages, without their content
--- (for listing messages).
-SELECT id, message_id, conversation_id, user_id, position, name, content_type, kind,
-       size_bytes, width, height, sha256, create_time
-FROM parley.attachments
-WHERE message_id = ANY(@message_ids::uuid[]) AND user_id = @user_id
-ORDER BY message_id, position;

@@ -1,8 +1,10 @@
 -- name: ListBranch :many
 -- One page of the branch from the root down to a leaf (the conversation's
 -- active leaf when leaf_id is NULL), root first, with each message's
--- siblings and the user's rating of it. A branch's messages are created in order, so (create_time, id)
--- is both the branch order and the keyset cursor.
+-- siblings, the user's rating of it and its attachments' metadata (in the
+-- same statement: a listing is one round trip). A branch's messages are
+-- created in order, so (create_time, id) is both the branch order and the
+-- keyset cursor.
 WITH RECURSIVE conv AS (
     SELECT c.id, c.active_leaf_id FROM parley.conversations c
     WHERE c.id = @conversation_id AND c.user_id = @user_id
@@ -16,10 +18,18 @@ WITH RECURSIVE conv AS (
     WHERE b.depth < 100000
 )
 SELECT sqlc.embed(m), s.sibling_ids::uuid[] AS sibling_ids,
-       r.rating AS rating, r.comment AS rating_comment, r.tags AS rating_tags, r.update_time AS rating_time
+       r.rating AS rating, r.comment AS rating_comment, r.tags AS rating_tags, r.update_time AS rating_time,
+       att.list::jsonb AS attachments
 FROM branch b
 JOIN parley.messages m ON m.id = b.id
 LEFT JOIN parley.message_ratings r ON r.message_id = m.id AND r.user_id = @user_id
+LEFT JOIN LATERAL (
+    SELECT json_agg(json_build_object(
+            'id', a.id, 'name', a.name, 'content_type', a.content_type, 'kind', a.kind, 'size_bytes', a.size_bytes,
+            'width', a.width, 'height', a.height, 'sha256', a.sha256, 'create_time', a.create_time) ORDER BY a.position) AS list
+    FROM parley.attachments a
+    WHERE a.message_id = m.id AND a.user_id = @user_id
+) att ON true
 CROSS JOIN LATERAL (
     SELECT array_agg(x.id ORDER BY x.create_time, x.id) AS sibling_ids
     FROM parley.messages x

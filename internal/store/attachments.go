@@ -2,11 +2,13 @@ package store
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/parleyhq/parley/internal/attachment"
-	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/store/sqlcgen"
 )
 
@@ -32,33 +34,34 @@ func (s *Store) MessageAttachments(ctx context.Context, userID, messageID uuid.U
 	return out, nil
 }
 
-// withAttachments fills the Attachments (without content) of the user
-// messages among msgs, in one query.
-func (s *Store) withAttachments(ctx context.Context, userID uuid.UUID, msgs []chat.Message) error {
-	var ids []uuid.UUID
-	index := map[uuid.UUID]int{}
-	for i, m := range msgs {
-		if m.Role == chat.RoleUser {
-			ids = append(ids, m.ID)
-			index[m.ID] = i
-		}
+// attachmentsJSON decodes the attachments' metadata ListBranch gathers
+// for one message (a JSON array, or NULL when it has none).
+func attachmentsJSON(raw []byte, messageID, conversationID uuid.UUID) ([]attachment.Attachment, error) {
+	if len(raw) == 0 {
+		return nil, nil
 	}
-	if len(ids) == 0 {
-		return nil
+	var rows []struct {
+		ID          uuid.UUID `json:"id"`
+		Name        string    `json:"name"`
+		ContentType string    `json:"content_type"`
+		Kind        string    `json:"kind"`
+		SizeBytes   int64     `json:"size_bytes"`
+		Width       int32     `json:"width"`
+		Height      int32     `json:"height"`
+		Sha256      string    `json:"sha256"`
+		CreateTime  time.Time `json:"create_time"`
 	}
-	rows, err := s.q.ListAttachmentsOfMessages(ctx, sqlcgen.ListAttachmentsOfMessagesParams{MessageIds: ids, UserID: userID})
-	if err != nil {
-		return interpretError(err, "attachments")
+	if err := json.Unmarshal(raw, &rows); err != nil {
+		return nil, fmt.Errorf("store: decode attachments: %w", err)
 	}
-	for _, r := range rows {
-		a := toAttachment(sqlcgen.ParleyAttachment{
-			ID: r.ID, MessageID: r.MessageID, ConversationID: r.ConversationID, Name: r.Name, ContentType: r.ContentType,
+	out := make([]attachment.Attachment, len(rows))
+	for i, r := range rows {
+		out[i] = toAttachment(sqlcgen.ParleyAttachment{
+			ID: r.ID, MessageID: messageID, ConversationID: conversationID, Name: r.Name, ContentType: r.ContentType,
 			Kind: r.Kind, SizeBytes: r.SizeBytes, Width: r.Width, Height: r.Height, Sha256: r.Sha256, CreateTime: r.CreateTime,
 		})
-		i := index[r.MessageID]
-		msgs[i].Attachments = append(msgs[i].Attachments, a)
 	}
-	return nil
+	return out, nil
 }
 
 // insertAttachments saves a new user message's attachments in tx: the

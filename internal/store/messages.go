@@ -94,9 +94,9 @@ func (s *Store) ListMessages(ctx context.Context, userID, conversationID, leafID
 		out[i] = toMessage(r.ParleyMessage)
 		out[i].SiblingIDs = r.SiblingIds
 		out[i].Rating = toRating(r.Rating, r.RatingComment, r.RatingTags, r.RatingTime)
-	}
-	if err := s.withAttachments(ctx, userID, out); err != nil {
-		return nil, err
+		if out[i].Attachments, err = attachmentsJSON(r.Attachments, r.ParleyMessage.ID, r.ParleyMessage.ConversationID); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }

@@ -625,10 +625,18 @@ WITH RECURSIVE conv AS (
     WHERE b.depth < 100000
 )
 SELECT m.id, m.conversation_id, m.user_id, m.parent_id, m.role, m.content, m.status, m.model, m.prompt_tokens, m.completion_tokens, m.finish_reason, m.client_message_id, m.generation_id, m.create_time, m.update_time, m.reserved_tokens, m.tool_rounds, m.cached, s.sibling_ids::uuid[] AS sibling_ids,
-       r.rating AS rating, r.comment AS rating_comment, r.tags AS rating_tags, r.update_time AS rating_time
+       r.rating AS rating, r.comment AS rating_comment, r.tags AS rating_tags, r.update_time AS rating_time,
+       att.list::jsonb AS attachments
 FROM branch b
 JOIN parley.messages m ON m.id = b.id
 LEFT JOIN parley.message_ratings r ON r.message_id = m.id AND r.user_id = $1
+LEFT JOIN LATERAL (
+    SELECT json_agg(json_build_object(
+            'id', a.id, 'name', a.name, 'content_type', a.content_type, 'kind', a.kind, 'size_bytes', a.size_bytes,
+            'width', a.width, 'height', a.height, 'sha256', a.sha256, 'create_time', a.create_time) ORDER BY a.position) AS list
+    FROM parley.attachments a
+    WHERE a.message_id = m.id AND a.user_id = $1
+) att ON true
 CROSS JOIN LATERAL (
     SELECT array_agg(x.id ORDER BY x.create_time, x.id) AS sibling_ids
     FROM parley.messages x
@@ -657,12 +665,15 @@ type ListBranchRow struct {
 	RatingComment *string
 	RatingTags    []string
 	RatingTime    *time.Time
+	Attachments   []byte
 }
 
 // One page of the branch from the root down to a leaf (the conversation's
 // active leaf when leaf_id is NULL), root first, with each message's
-// siblings and the user's rating of it. A branch's messages are created in order, so (create_time, id)
-// is both the branch order and the keyset cursor.
+// siblings, the user's rating of it and its attachments' metadata (in the
+// same statement: a listing is one round trip). A branch's messages are
+// created in order, so (create_time, id) is both the branch order and the
+// keyset cursor.
 func (q *Queries) ListBranch(ctx context.Context, arg ListBranchParams) ([]ListBranchRow, error) {
 	rows, err := q.db.Query(ctx, listBranch,
 		arg.UserID,
@@ -703,6 +714,7 @@ func (q *Queries) ListBranch(ctx context.Context, arg ListBranchParams) ([]ListB
 			&i.RatingComment,
 			&i.RatingTags,
 			&i.RatingTime,
+			&i.Attachments,
 		); err != nil {
 			return nil, err
 		}
