@@ -391,7 +391,15 @@ func (a *App) shared(prefix string, forced bool, clk clock.Clock) (chat.EventLog
 			return nil, nil, errors.New("REDIS_URL: cannot use it as a Redis URL")
 		}
 		a.closers = append(a.closers, func() { fast.Close() })
-		limiter = ratelimit.NewResilient(ratelimit.NewRedis(fast, prefix+"rate:"), a.log, ratelimit.WithClock(clk))
+		// Checks that overlap go out together, one pipeline on one
+		// connection (closed with its client).
+		var opts []ratelimit.RedisOption
+		if ap, err := fast.AutoPipeline(); err == nil {
+			opts = append(opts, ratelimit.Pipelined(ap))
+		} else {
+			a.log.Warn("rate-limit checks are not pipelined", "err", err)
+		}
+		limiter = ratelimit.NewResilient(ratelimit.NewRedis(fast, prefix+"rate:", opts...), a.log, ratelimit.WithClock(clk))
 	}
 	events := broker.NewRedis(client, prefix, cfg.EventLogRetention, opts...)
 	a.closers = append(a.closers, func() { events.Close() })

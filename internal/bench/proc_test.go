@@ -130,6 +130,9 @@ const maxLog = 4 << 20
 // and the whole machine's busy time, to tell how much other processes took.
 type cpuSnapshot struct {
 	parley, postgres, redis, bench, machine time.Duration
+	// client is the external load generator's CPU time (0 when the
+	// clients run in this process).
+	client time.Duration
 }
 
 // servers are the PostgreSQL postmaster and redis-server of the run, whose
@@ -139,10 +142,17 @@ var servers struct{ postmaster, redis int }
 // snapCPU reads the CPU time of the parley process pid (0: none), of the
 // run's PostgreSQL (postmaster and backends) and Redis, of this test
 // process, and of the machine.
-func snapCPU(pid int) cpuSnapshot {
+func snapCPU(pid int) cpuSnapshot { return snapCPUWith(pid, 0) }
+
+// snapCPUWith is snapCPU that also reads the CPU time of an external
+// client process clientPID (0: none).
+func snapCPUWith(pid, clientPID int) cpuSnapshot {
 	var s cpuSnapshot
 	if pid != 0 {
 		s.parley = cpuTime(pid)
+	}
+	if clientPID != 0 {
+		s.client = cpuTime(clientPID)
 	}
 	s.postgres = treeCPU(servers.postmaster)
 	s.redis = treeCPU(servers.redis)
@@ -152,11 +162,11 @@ func snapCPU(pid int) cpuSnapshot {
 }
 
 func (s cpuSnapshot) sub(o cpuSnapshot) cpuSnapshot {
-	return cpuSnapshot{parley: s.parley - o.parley, postgres: s.postgres - o.postgres, redis: s.redis - o.redis, bench: s.bench - o.bench, machine: s.machine - o.machine}
+	return cpuSnapshot{parley: s.parley - o.parley, postgres: s.postgres - o.postgres, redis: s.redis - o.redis, bench: s.bench - o.bench, machine: s.machine - o.machine, client: s.client - o.client}
 }
 
 func (s cpuSnapshot) add(o cpuSnapshot) cpuSnapshot {
-	return cpuSnapshot{parley: s.parley + o.parley, postgres: s.postgres + o.postgres, redis: s.redis + o.redis, bench: s.bench + o.bench, machine: s.machine + o.machine}
+	return cpuSnapshot{parley: s.parley + o.parley, postgres: s.postgres + o.postgres, redis: s.redis + o.redis, bench: s.bench + o.bench, machine: s.machine + o.machine, client: s.client + o.client}
 }
 
 // others is the machine's busy time not charged to the benchmark's
@@ -164,7 +174,7 @@ func (s cpuSnapshot) add(o cpuSnapshot) cpuSnapshot {
 // run, and kernel work not charged to any process (some of it loopback
 // networking caused by the benchmark itself).
 func (s cpuSnapshot) others() time.Duration {
-	return max(s.machine-s.parley-s.postgres-s.redis-s.bench, 0)
+	return max(s.machine-s.parley-s.postgres-s.redis-s.bench-s.client, 0)
 }
 
 // per divides every figure by n operations, in microseconds.
@@ -173,7 +183,11 @@ func (s cpuSnapshot) per(n int) string {
 		return "n/a"
 	}
 	f := func(d time.Duration) float64 { return usOf(d) / float64(n) }
-	return fmt.Sprintf("parley %.0f, postgres %.0f, redis %.0f, benchmark process %.0f; unattributed %.0f", f(s.parley), f(s.postgres), f(s.redis), f(s.bench), f(s.others()))
+	client := ""
+	if s.client > 0 {
+		client = fmt.Sprintf(", load generator %.0f", f(s.client))
+	}
+	return fmt.Sprintf("parley %.0f, postgres %.0f, redis %.0f, benchmark process %.0f%s; unattributed %.0f", f(s.parley), f(s.postgres), f(s.redis), f(s.bench), client, f(s.others()))
 }
 
 // selfCPU is this process's CPU time.

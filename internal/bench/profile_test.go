@@ -116,6 +116,30 @@ func TestProfileUnary(t *testing.T) {
 	t.Logf("in-process GetConversation: %.0f calls/s, errors %v", run.perSecond, run.errs)
 }
 
+// TestProfileUnaryHTTP1 profiles GetConversation called as the unary row's
+// verdict calls it: 32 callers of the external load generator, HTTP/1.1
+// JSON. The client is another process, so the profile is the server's
+// alone.
+func TestProfileUnaryHTTP1(t *testing.T) {
+	mock := llmtest.NewServer(t)
+	env := profileServer(t, mock)
+	users := envUsers(t, env, unaryClients, 1)
+	cs := callers{users: users}
+	for _, u := range users {
+		cs.convs = append(cs.convs, u.convs[0])
+	}
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	get, _ := externalCalls(cs)
+	lg := startLoadgen(t, buildBenchTool(t, root, "./internal/bench/loadgen"), env.URL, get)
+	lg.run(500*time.Millisecond, 0)
+	var run unaryRun
+	cpuProfile(t, "unary-get-http1", func() { run = lg.run(3*time.Second, 0) })
+	t.Logf("in-process GetConversation over HTTP/1.1 JSON: %.0f calls/s, errors %v", run.perSecond, run.errs)
+}
+
 // TestProfileStreams profiles 64 concurrent paced answers.
 func TestProfileStreams(t *testing.T) {
 	mock := llmtest.NewServer(t, llmtest.Paced())

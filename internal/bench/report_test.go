@@ -134,7 +134,7 @@ func TestReport(t *testing.T) {
 
 	main := r.startParley(t, "parley", r.parleyEnv(r.dbURL, mock.URL))
 	cs := newCallers(t, r)
-	phase("5. Unary requests per second", []int{5, 5}, []string{"Unary GetConversation", "Unary ListConversations"}, func(t *testing.T) ([]summaryRow, string) {
+	phase("5. Unary requests per second", []int{5, 5, 5}, []string{"Unary GetConversation", "Unary ListConversations", "Unary: Parley's own CPU per GetConversation"}, func(t *testing.T) ([]summaryRow, string) {
 		return unarySection(measureUnary(t, r, cs, main), r.pool.Config().MaxConns)
 	})
 	phase("6. Rate limiter on versus off", []int{6}, []string{"Rate limiter on versus off"}, func(t *testing.T) ([]summaryRow, string) {

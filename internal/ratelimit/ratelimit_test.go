@@ -351,3 +351,70 @@ func TestResilientSlowRedis(t *testing.T) {
 		t.Error("one canceled call made the limiter skip Redis")
 	}
 }
+
+// countingScripter counts the scripts sent through it.
+type countingScripter struct {
+	Scripter
+	evals atomic.Int64
+}
+
+func (c *countingScripter) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
+	c.evals.Add(1)
+	return c.Scripter.EvalSha(ctx, sha1, keys, args...)
+}
+
+// TestRedisPipelined: checks that overlap go through the pipeliner and are
+// counted exactly as one at a time are: of 200 concurrent checks against a
+// burst of 50, exactly 50 pass; and a check alone takes the plain client.
+func TestRedisPipelined(t *testing.T) {
+	t.Parallel()
+	client, err := redisconn.NewClient(redistest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	ap, err := client.AutoPipeline()
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct, batched := &countingScripter{Scripter: client}, &countingScripter{Scripter: ap}
+	l := NewRedis(direct, redistest.Prefix(t), Pipelined(batched))
+	ctx := context.Background()
+	limit := PerMinute(50)
+
+	if res, err := l.Allow(ctx, "alone", limit); err != nil || !res.Allowed {
+		t.Fatalf("a check alone: %+v %v", res, err)
+	}
+	if direct.evals.Load() == 0 || batched.evals.Load() != 0 {
+		t.Fatalf("a check alone went %d direct, %d pipelined; want the plain client", direct.evals.Load(), batched.evals.Load())
+	}
+
+	var allowed, denied atomic.Int64
+	start := make(chan struct{})
+	done := make(chan error, 200)
+	for range 200 {
+		go func() {
+			<-start
+			res, err := l.Allow(ctx, "shared", limit)
+			if res.Allowed {
+				allowed.Add(1)
+			} else if err == nil {
+				denied.Add(1)
+			}
+			done <- err
+		}()
+	}
+	close(start)
+	for range 200 {
+		if err := <-done; err != nil {
+			t.Fatalf("check: %v", err)
+		}
+	}
+	if allowed.Load() != 50 || denied.Load() != 150 {
+		t.Errorf("allowed %d, denied %d of 200 concurrent checks; want 50 and 150", allowed.Load(), denied.Load())
+	}
+	if batched.evals.Load() == 0 {
+		t.Error("no concurrent check went through the pipeliner")
+	}
+	t.Logf("%d checks direct, %d pipelined", direct.evals.Load(), batched.evals.Load())
+}

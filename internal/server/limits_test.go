@@ -435,8 +435,13 @@ func TestSlowBodyIsCutOff(t *testing.T) {
 	t.Parallel()
 	const bodyTimeout = 200 * time.Millisecond
 	srv := startBare(t, server.Deps{BodyTimeout: bodyTimeout, Chat: slowStreamer{hold: 3 * bodyTimeout}}, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	t.Cleanup(cancel)
+	// Each part's own deadline, from when it runs: parallel parts may
+	// wait for a free slot behind other tests.
+	ctxFor := func(t *testing.T) context.Context {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		t.Cleanup(cancel)
+		return ctx
+	}
 
 	t.Run("HTTP1Unary", func(t *testing.T) {
 		t.Parallel()
@@ -458,7 +463,7 @@ func TestSlowBodyIsCutOff(t *testing.T) {
 		t.Parallel()
 		body, stall := io.Pipe()
 		t.Cleanup(func() { stall.Close() })
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+parleyv1connect.ChatServiceSendMessageProcedure, body)
+		req, err := http.NewRequestWithContext(ctxFor(t), http.MethodPost, srv.URL+parleyv1connect.ChatServiceSendMessageProcedure, body)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -479,7 +484,7 @@ func TestSlowBodyIsCutOff(t *testing.T) {
 			t.Parallel()
 			c := parleyv1connect.NewChatServiceClient(apitest.HTTPClientFor(protocol), srv.URL,
 				append(apitest.ClientOptions(protocol), connect.WithInterceptors(apitest.Bearer(srv.Token)))...)
-			stream, err := c.SendMessage(ctx, connect.NewRequest(&parleyv1.SendMessageRequest{Content: "hi"}))
+			stream, err := c.SendMessage(ctxFor(t), connect.NewRequest(&parleyv1.SendMessageRequest{Content: "hi"}))
 			if err != nil {
 				t.Fatal(err)
 			}

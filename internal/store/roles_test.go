@@ -71,8 +71,12 @@ func openPool(tb testing.TB, dbURL, role string) *pgxpool.Pool {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	cfg.AfterConnect = store.PrepareConn
 	if role != "" {
 		cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+			if err := store.PrepareConn(ctx, c); err != nil {
+				return err
+			}
 			_, err := c.Exec(ctx, "SET ROLE "+pgx.Identifier{role}.Sanitize())
 			return err
 		}

@@ -74,6 +74,7 @@ func Open(ctx context.Context, databaseURL string, opts Options) (*Store, error)
 			cfg.ConnConfig.Tracer = opts.Tracer
 		}
 	}
+	cfg.AfterConnect = PrepareConn
 	// One connection is opened in the background at once, so the first
 	// request after a cold start does not pay for a new backend.
 	cfg.MinConns = 1
@@ -84,6 +85,14 @@ func Open(ctx context.Context, databaseURL string, opts Options) (*Store, error)
 		return nil, fmt.Errorf("store: create pool: %w", err)
 	}
 	return New(pool), nil
+}
+
+// PrepareConn readies a new connection as Open's pool does (ids move as 16
+// binary bytes, see uuid.go). Pools built elsewhere for a Store (tests,
+// tools) set it as their pgxpool.Config.AfterConnect.
+func PrepareConn(_ context.Context, conn *pgx.Conn) error {
+	registerUUID(conn.TypeMap())
+	return nil
 }
 
 // New wraps an existing pool.
