@@ -136,8 +136,44 @@ func TestProfileUnaryHTTP1(t *testing.T) {
 	lg := startLoadgen(t, buildBenchTool(t, root, "./internal/bench/loadgen"), env.URL, get)
 	lg.run(500*time.Millisecond, 0)
 	var run unaryRun
+	r0, w0 := syscallCounts(t)
 	cpuProfile(t, "unary-get-http1", func() { run = lg.run(3*time.Second, 0) })
-	t.Logf("in-process GetConversation over HTTP/1.1 JSON: %.0f calls/s, errors %v", run.perSecond, run.errs)
+	r1, w1 := syscallCounts(t)
+	heapProfile(t, "unary-get-http1-allocs")
+	t.Logf("in-process GetConversation over HTTP/1.1 JSON: %.0f calls/s, errors %v; per call %.2f read and %.2f write system calls (/proc/self/io)",
+		run.perSecond, run.errs, float64(r1-r0)/float64(run.calls), float64(w1-w0)/float64(run.calls))
+}
+
+// heapProfile writes the allocation profile (every allocation since the
+// process started, sampled) as name.pprof.
+func heapProfile(t *testing.T, name string) {
+	path := filepath.Join(profileDir(t), name+".pprof")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("allocation profile: %s", path)
+}
+
+// syscallCounts reads this process's read and write system calls so far.
+func syscallCounts(t *testing.T) (reads, writes int64) {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "syscr: "); ok {
+			fmt.Sscan(v, &reads)
+		}
+		if v, ok := strings.CutPrefix(line, "syscw: "); ok {
+			fmt.Sscan(v, &writes)
+		}
+	}
+	return reads, writes
 }
 
 // TestProfileStreams profiles 64 concurrent paced answers.

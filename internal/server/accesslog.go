@@ -39,6 +39,9 @@ func (a *accessLog) record(ctx context.Context, procedure, protocol string, info
 			level = slog.LevelError
 		}
 	}
+	if !a.log.Enabled(ctx, level) {
+		return
+	}
 	attrs := []slog.Attr{
 		slog.String("procedure", procedure),
 		slog.String("protocol", protocol),
