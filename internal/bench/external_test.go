@@ -131,22 +131,43 @@ func externalCalls(cs callers) (get, list []loadgenCall) {
 	return get, list
 }
 
-// compareExternal is compare with the target called by a load generator:
-// the same rounds, alternation and warm-up.
-func compareExternal(ctx context.Context, name string, base func(ctx context.Context, i int) error, lg *loadgen, pid int) comparison {
-	c := comparison{name: name}
+// externalTarget is a server called by a load generator.
+type externalTarget struct {
+	lg  *loadgen
+	pid int
+}
+
+// compareExternal is compare with targets called by load generators: the
+// same rounds and warm-up; in each round the baseline and every target run
+// once, the order turning from round to round. It returns one comparison
+// per target, all against the same baseline runs.
+func compareExternal(ctx context.Context, name string, base func(ctx context.Context, i int) error, targets ...externalTarget) []comparison {
+	cmps := make([]comparison, len(targets))
+	for i := range cmps {
+		cmps[i].name = name
+	}
 	warm, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	callLoop(warm, 0, base)
 	cancel()
-	lg.run(500*time.Millisecond, pid)
+	for _, tg := range targets {
+		tg.lg.run(500*time.Millisecond, tg.pid)
+	}
+	n := len(targets) + 1
 	for round := range unaryRounds {
-		if round%2 == 0 {
-			c.base = append(c.base, callLoop(ctx, 0, base))
-			c.target = append(c.target, lg.run(unaryWindow, pid))
-		} else {
-			c.target = append(c.target, lg.run(unaryWindow, pid))
-			c.base = append(c.base, callLoop(ctx, 0, base))
+		var baseRun unaryRun
+		runs := make([]unaryRun, len(targets))
+		for k := range n {
+			j := (k + round) % n // 0 is the baseline
+			if j == 0 {
+				baseRun = callLoop(ctx, 0, base)
+				continue
+			}
+			runs[j-1] = targets[j-1].lg.run(unaryWindow, targets[j-1].pid)
+		}
+		for i := range cmps {
+			cmps[i].base = append(cmps[i].base, baseRun)
+			cmps[i].target = append(cmps[i].target, runs[i])
 		}
 	}
-	return c
+	return cmps
 }

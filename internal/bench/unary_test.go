@@ -254,6 +254,9 @@ func compare(ctx context.Context, name string, base, target func(ctx context.Con
 // beside).
 type unaryResult struct {
 	external, h2c []comparison
+	// floor is GetConversation from the same load generator against
+	// internal/bench/floorunary, in the same rounds as external[0].
+	floor *comparison
 }
 
 // measureUnary compares Parley's GetConversation and ListConversations
@@ -268,19 +271,24 @@ func measureUnary(t *testing.T, r *rig, cs callers, p *proc) unaryResult {
 	bare, parley := bareTarget(pool, cs), parleyTarget(p.URL, cs)
 	var res unaryResult
 	bin := buildBenchTool(t, r.root, "./internal/bench/loadgen")
+	floor := launch(t, "floor-unary", buildBenchTool(t, r.root, "./internal/bench/floorunary"), map[string]string{"DATABASE_URL": r.dbURL, "REDIS_URL": r.redisURL})
+	floor.waitHealthy(t, 30*time.Second)
+	defer floor.stop()
 	getCalls, listCalls := externalCalls(cs)
-	for _, e := range []struct {
-		name  string
-		base  func(ctx context.Context, i int) error
-		calls []loadgenCall
-	}{{"GetConversation", bare.get, getCalls}, {"ListConversations", bare.list, listCalls}} {
-		lg := startLoadgen(t, bin, p.URL, e.calls)
-		res.external = append(res.external, compareExternal(ctx, e.name, e.base, lg, p.pid()))
-		lg.stop()
-	}
+	lg, floorLG := startLoadgen(t, bin, p.URL, getCalls), startLoadgen(t, bin, floor.URL, getCalls)
+	get := compareExternal(ctx, "GetConversation", bare.get, externalTarget{lg, p.pid()}, externalTarget{floorLG, floor.pid()})
+	lg.stop()
+	floorLG.stop()
+	res.external, res.floor = append(res.external, get[0]), &get[1]
+	lg = startLoadgen(t, bin, p.URL, listCalls)
+	res.external = append(res.external, compareExternal(ctx, "ListConversations", bare.list, externalTarget{lg, p.pid()})...)
+	lg.stop()
 	res.h2c = []comparison{
 		compare(ctx, "GetConversation", bare.get, parley.get, 0, p.pid()),
 		compare(ctx, "ListConversations", bare.list, parley.list, 0, p.pid()),
+	}
+	if res.floor != nil {
+		t.Logf("floor GetConversation: %s/s, ratio to bare %s, CPU per call %s µs", res.floor.rate(res.floor.target).format(num), res.floor.ratio().format(pct), res.floor.parleyCPU().format(num))
 	}
 	for _, c := range append(append([]comparison(nil), res.external...), res.h2c...) {
 		t.Logf("%s: bare %s/s, parley %s/s, ratio %s, errors %v", c.name, c.rate(c.base).format(num), c.rate(c.target).format(num), c.ratio().format(pct), c.errors())
@@ -311,11 +319,20 @@ func unarySection(res unaryResult, poolSize int32) (rows []summaryRow, details s
 	b.WriteString("and over the Connect protocol (binary protobuf) on h2c from Connect clients in the benchmark process, whose HTTP/2 and protobuf work shares the two cores (reported beside). ")
 	fmt.Fprintf(&b, "The baseline runs sqlc's statement for the RPC from the benchmark process with `pgxpool` and its defaults (%d connections, as Parley's pool), ", poolSize)
 	b.WriteString("`QueryRow(...).Scan` for `GetConversation` and `Query` plus a scan of the 21 rows for `ListConversations`.\n\n")
-	b.WriteString("| RPC | client | bare pgxpool, calls/s | Parley, calls/s | Parley / bare | Parley's CPU per call, µs | CPU per call, µs (Parley run) | CPU per call, µs (bare run) |\n|---|---|---|---|---|---|---|---|\n")
-	for _, set := range []struct {
+	b.WriteString("| RPC | client | bare pgxpool, calls/s | server, calls/s | server / bare | server process's own CPU per call, µs | CPU per call, µs (server run; \"parley\" is the server) | CPU per call, µs (bare run) |\n|---|---|---|---|---|---|---|---|\n")
+	sets := []struct {
 		client string
 		cmps   []comparison
-	}{{"HTTP/1.1 JSON, external load generator", res.external}, {"Connect binary on h2c, in the benchmark process", res.h2c}} {
+	}{{"HTTP/1.1 JSON, external load generator", res.external}, {"Connect binary on h2c, in the benchmark process", res.h2c}}
+	if res.floor != nil {
+		f := *res.floor
+		f.name = "GetConversation on the floor server"
+		sets = append(sets, struct {
+			client string
+			cmps   []comparison
+		}{"HTTP/1.1 JSON, external load generator", []comparison{f}})
+	}
+	for _, set := range sets {
 		for _, c := range set.cmps {
 			var pc, bc cpuSnapshot
 			var pn, bn int64
@@ -351,11 +368,18 @@ func unarySection(res unaryResult, poolSize int32) (rows []summaryRow, details s
 		if len(res.h2c) > 0 {
 			measured += fmt.Sprintf("; %s µs on h2c binary (reported)", res.h2c[0].parleyCPU().format(num))
 		}
+		baseline := "—"
+		if f := res.floor; f != nil {
+			fc := f.parleyCPU()
+			measured += fmt.Sprintf("; the floor server, same round trips and nothing else: %s µs (Parley/floor %.1f×), %s of the bare loop", fc.format(num), cpu.Med/fc.Med, f.ratio().format(pct))
+			baseline = "internal/bench/floorunary: the same token cache, Redis check and query over HTTP/1.1 JSON, no framework"
+		}
 		rows = append(rows, summaryRow{
-			figure: "Unary: Parley's own CPU per `GetConversation`", baseline: "—",
+			figure: "Unary: Parley's own CPU per `GetConversation`", baseline: baseline,
 			target: "≤ 100 µs", measured: measured, verdict: verdictOf(cpu.Med <= 100 && len(c.errors()) == 0),
 		})
 	}
+	b.WriteString("\nThe floor server (`internal/bench/floorunary`, its CPU in the same column) answers `GetConversation` over HTTP/1.1 JSON doing on the wire what Parley's design must and nothing else: a lookup in a cache of verified tokens, one `EVALSHA` of the same GCRA script on go-redis, one pgx query of the same statement, and the conversation written as JSON with `encoding/json`; no Connect, protobuf, interceptors or logging. It runs in the same rounds as Parley's HTTP/1.1 runs, against the same baseline runs. ")
 	b.WriteString("\n\"Parley's CPU per call\" is the `parley serve` process's CPU time (user and system, from /proc) over the calls it answered in the run, median of the runs with the lowest and highest in brackets: the figure that does not depend on the client. ")
 	b.WriteString("The CPU columns show where the rest of the machine's time goes; \"unattributed\" is the machine's busy time not charged to any of these processes: other processes on the machine, and kernel work such as loopback networking.\n")
 	return rows, b.String()
