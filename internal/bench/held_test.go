@@ -189,6 +189,14 @@ func heldSection(h heldResult) (rows []summaryRow, details string) {
 		measured: fmt.Sprintf("%s; %s per idle stream", delivered, kib(perStream)),
 		verdict:  verdictOf(all && perStream <= 64<<10),
 	})
+	perDelta := usOf(h.cpu.parley) / float64(max(h.deltas, 1))
+	rows = append(rows, summaryRow{
+		figure: "Parley CPU per relayed delta", baseline: "—",
+		target: "≤ 10 µs",
+		measured: fmt.Sprintf("%.1f µs: the `parley serve` process's CPU time while the %d held answers' %d deltas are released at once, over the deltas (each answer's final save included, a 64th of it per delta)",
+			perDelta, h.streams, h.deltas),
+		verdict: verdictOf(all && h.deltas > 0 && perDelta <= 10),
+	})
 	var b strings.Builder
 	fmt.Fprintf(&b, "A process of its own, on a fake model that sends the role chunk at once and holds every delta until the benchmark releases it. ")
 	fmt.Fprintf(&b, "After %d whole answers as a warm-up and a second of rest, the resident memory (`VmRSS` of `/proc/PID/status`) is %s. ", heldWarmup, mib(float64(h.idleRSS)))

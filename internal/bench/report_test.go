@@ -159,7 +159,7 @@ func TestReport(t *testing.T) {
 			return rows, body + "\n![Added time to first token against concurrent streams](" + plotLink + ")\n\n" + breakdownSection(steps, base)
 		})
 	main.stop()
-	phase("3. Concurrent streams held", []int{3}, []string{"Concurrent streams held"}, func(t *testing.T) ([]summaryRow, string) {
+	phase("3. Concurrent streams held", []int{3, 3}, []string{"Concurrent streams held", "Parley CPU per relayed delta"}, func(t *testing.T) ([]summaryRow, string) {
 		return heldSection(measureHeld(t, r))
 	})
 	phase("9. Deleting a conversation", []int{9}, []string{"Delete a 2,000-message conversation among 200,000 messages of other users"}, func(t *testing.T) ([]summaryRow, string) {
