@@ -12,7 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -136,7 +136,23 @@ func Conflict(base, latest int) error {
 		latest, base, latest)
 }
 
-var languagePattern = regexp.MustCompile(`^[A-Za-z0-9+#._-]+$`)
+// validLanguage reports whether language is one or more letters, digits
+// and +#._- (what `^[A-Za-z0-9+#._-]+$` matches, without a regexp compiled
+// at every start).
+func validLanguage(language string) bool {
+	if language == "" {
+		return false
+	}
+	for i := 0; i < len(language); i++ {
+		switch c := language[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("+#._-", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // checkTitle validates a title (required).
 func checkTitle(title string) error {
@@ -202,7 +218,7 @@ func checkKind(kind Kind, language string) error {
 	if kind != KindCode {
 		return apperr.InvalidField("language", "is for code artifacts only; leave it empty for a %s artifact", kind)
 	}
-	if len(language) > MaxLanguageBytes || !languagePattern.MatchString(language) {
+	if len(language) > MaxLanguageBytes || !validLanguage(language) {
 		return apperr.InvalidField("language", "must be at most %d letters, digits and +#._- (such as go, python, c++), got %q", MaxLanguageBytes, truncate(language, 40))
 	}
 	return nil

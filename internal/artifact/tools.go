@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 
 	"github.com/google/uuid"
 
@@ -46,7 +47,9 @@ func NewTools(svc *Service, log *slog.Logger) *Tools {
 	return &Tools{svc: svc, log: log}
 }
 
-var createSchema = json.RawMessage(`{
+// createSchema and updateSchema are compacted on first use (see
+// compactJSON), not at every start.
+var createSchema = compactJSON(`{
   "type": "object",
   "properties": {
     "title": {"type": "string", "description": "A short title for the document, at most 200 characters.", "maxLength": 200},
@@ -58,7 +61,7 @@ var createSchema = json.RawMessage(`{
   "additionalProperties": false
 }`)
 
-var updateSchema = json.RawMessage(`{
+var updateSchema = compactJSON(`{
   "type": "object",
   "properties": {
     "artifact_id": {"type": "string", "description": "The artifact_id that create_artifact returned."},
@@ -76,13 +79,13 @@ func (t *Tools) Specs() []chat.ToolSpec {
 			Name: ToolCreate,
 			Description: "Create a document the user can see beside the chat, edit and keep: prose, code or a spreadsheet. " +
 				"Use it for anything longer than a few paragraphs, any program, or a table, instead of writing it in the answer.",
-			Parameters:  createSchema,
+			Parameters:  createSchema(),
 			StreamField: "content",
 		},
 		{
 			Name:        ToolUpdate,
 			Description: "Replace the content (and optionally the title) of a document created earlier in this conversation with create_artifact.",
-			Parameters:  updateSchema,
+			Parameters:  updateSchema(),
 			StreamField: "content",
 		},
 	}
@@ -216,17 +219,15 @@ func toolError(msg string) chat.ToolResult {
 	return chat.ToolResult{Content: msg, IsError: true}
 }
 
-// compactJSON compacts a schema once, at start-up, so that one that does
-// not parse stops the program instead of reaching a model.
-func compactJSON(raw json.RawMessage) json.RawMessage {
-	var b bytes.Buffer
-	if err := json.Compact(&b, raw); err != nil {
-		panic("artifact: invalid tool schema: " + err.Error())
-	}
-	return b.Bytes()
-}
-
-func init() {
-	createSchema = compactJSON(createSchema)
-	updateSchema = compactJSON(updateSchema)
+// compactJSON returns raw compacted, once, on the first call: a schema
+// that does not parse panics there (TestToolSpecs calls each) instead of
+// reaching a model.
+func compactJSON(raw string) func() json.RawMessage {
+	return sync.OnceValue(func() json.RawMessage {
+		var b bytes.Buffer
+		if err := json.Compact(&b, []byte(raw)); err != nil {
+			panic("artifact: invalid tool schema: " + err.Error())
+		}
+		return b.Bytes()
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"hash/fnv"
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // elizaRule answers messages matching pattern; a "%s" in a response is
@@ -16,79 +17,82 @@ type elizaRule struct {
 }
 
 // elizaRules are tried in order; the first match answers. The catch-all at
-// the end guarantees one does.
-var elizaRules = []elizaRule{
-	rule(`^(?:hello|hi|hey|good (?:morning|afternoon|evening))\b`,
-		"Hello! I'm Parley's offline assistant, so I can chat but I don't know much. What's on your mind?",
-		"Hi there. I'm running offline, without a real model. How are you feeling today?",
-	),
-	rule(`\b(?:bye|goodbye|see you)\b`,
-		"Goodbye. It was nice talking to you.",
-		"Take care! Come back whenever you want to talk.",
-	),
-	rule(`\b(?:thanks|thank you)\b`,
-		"You're welcome. Is there anything else on your mind?",
-		"Glad I could help. What else would you like to talk about?",
-	),
-	rule(`\bsorry\b`,
-		"There's no need to apologize. What were you thinking about?",
-		"Apologies aren't necessary. Tell me more.",
-	),
-	rule(`\bi need (.+)`,
-		"Why do you need %s?",
-		"Would it really help you to get %s?",
-		"Are you sure you need %s?",
-	),
-	rule(`\bi(?: am|'m) (.+)`,
-		"How long have you been %s?",
-		"Why do you think you are %s?",
-		"How do you feel about being %s?",
-	),
-	rule(`\bi feel (.+)`,
-		"Tell me more about feeling %s.",
-		"Do you often feel %s?",
-		"When do you usually feel %s?",
-	),
-	rule(`\bi (?:want|would like) (.+)`,
-		"What would it mean to you if you got %s?",
-		"Why do you want %s?",
-	),
-	rule(`\bbecause (.+)`,
-		"Is that the real reason?",
-		"What other reasons come to mind besides %s?",
-	),
-	rule(`\bcan you (.+?)\??$`,
-		"What makes you think I can't %s?",
-		"If I could %s, what would you do next?",
-	),
-	rule(`\bmy ([\w'-]+)`, // one word: "your sister", not "your sister visits tomorrow"
-		"Tell me more about your %s.",
-		"Why does your %s matter to you?",
-	),
-	rule(`\byou are (.+)`,
-		"Why do you think I am %s?",
-		"Does it please you to think that I am %s?",
-	),
-	rule(`^(?:yes|yeah|yep)\b`,
-		"You seem quite sure. Why is that?",
-		"I see. Go on.",
-	),
-	rule(`^(?:no|nope|not really)\b`,
-		"Why not?",
-		"Are you saying no just to be negative?",
-	),
-	rule(`\?$`,
-		"Why do you ask?",
-		"What do you think the answer is?",
-		"That's a good question. What would you guess?",
-	),
-	rule(`(.+)`,
-		"Please tell me more.",
-		"I see. And what does that suggest to you?",
-		"How does \"%s\" make you feel?",
-		"Let's explore that. Why do you say %s?",
-	),
-}
+// the end guarantees one does. They compile on the first offline answer,
+// not at every start of a binary that serves a real model.
+var elizaRules = sync.OnceValue(func() []elizaRule {
+	return []elizaRule{
+		rule(`^(?:hello|hi|hey|good (?:morning|afternoon|evening))\b`,
+			"Hello! I'm Parley's offline assistant, so I can chat but I don't know much. What's on your mind?",
+			"Hi there. I'm running offline, without a real model. How are you feeling today?",
+		),
+		rule(`\b(?:bye|goodbye|see you)\b`,
+			"Goodbye. It was nice talking to you.",
+			"Take care! Come back whenever you want to talk.",
+		),
+		rule(`\b(?:thanks|thank you)\b`,
+			"You're welcome. Is there anything else on your mind?",
+			"Glad I could help. What else would you like to talk about?",
+		),
+		rule(`\bsorry\b`,
+			"There's no need to apologize. What were you thinking about?",
+			"Apologies aren't necessary. Tell me more.",
+		),
+		rule(`\bi need (.+)`,
+			"Why do you need %s?",
+			"Would it really help you to get %s?",
+			"Are you sure you need %s?",
+		),
+		rule(`\bi(?: am|'m) (.+)`,
+			"How long have you been %s?",
+			"Why do you think you are %s?",
+			"How do you feel about being %s?",
+		),
+		rule(`\bi feel (.+)`,
+			"Tell me more about feeling %s.",
+			"Do you often feel %s?",
+			"When do you usually feel %s?",
+		),
+		rule(`\bi (?:want|would like) (.+)`,
+			"What would it mean to you if you got %s?",
+			"Why do you want %s?",
+		),
+		rule(`\bbecause (.+)`,
+			"Is that the real reason?",
+			"What other reasons come to mind besides %s?",
+		),
+		rule(`\bcan you (.+?)\??$`,
+			"What makes you think I can't %s?",
+			"If I could %s, what would you do next?",
+		),
+		rule(`\bmy ([\w'-]+)`, // one word: "your sister", not "your sister visits tomorrow"
+			"Tell me more about your %s.",
+			"Why does your %s matter to you?",
+		),
+		rule(`\byou are (.+)`,
+			"Why do you think I am %s?",
+			"Does it please you to think that I am %s?",
+		),
+		rule(`^(?:yes|yeah|yep)\b`,
+			"You seem quite sure. Why is that?",
+			"I see. Go on.",
+		),
+		rule(`^(?:no|nope|not really)\b`,
+			"Why not?",
+			"Are you saying no just to be negative?",
+		),
+		rule(`\?$`,
+			"Why do you ask?",
+			"What do you think the answer is?",
+			"That's a good question. What would you guess?",
+		),
+		rule(`(.+)`,
+			"Please tell me more.",
+			"I see. And what does that suggest to you?",
+			"How does \"%s\" make you feel?",
+			"Let's explore that. Why do you say %s?",
+		),
+	}
+})
 
 func rule(pattern string, responses ...string) elizaRule {
 	return elizaRule{pattern: regexp.MustCompile(`(?i)` + pattern), responses: responses}
@@ -114,7 +118,7 @@ func elizaAnswer(message string) string {
 	h := fnv.New32a()
 	h.Write([]byte(strings.ToLower(text)))
 	pick := int(h.Sum32() % 1024)
-	for _, r := range elizaRules {
+	for _, r := range elizaRules() {
 		m := r.pattern.FindStringSubmatch(text)
 		if m == nil {
 			continue

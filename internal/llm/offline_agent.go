@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/parleyhq/parley/internal/agent"
 	"github.com/parleyhq/parley/internal/chat"
@@ -16,7 +17,8 @@ import (
 // searches, execute writes a document), so `make dev` runs the whole
 // agent path, tools included, with no model.
 
-var agentStepRE = regexp.MustCompile(`step (\d) of \d: (\w+)`)
+// agentStepRE compiles on the first offline agent step.
+var agentStepRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`step (\d) of \d: (\w+)`) })
 
 // agentStep returns the step an agent prompt is for ("" when req is not
 // an agent step) and the run's goal.
@@ -25,7 +27,7 @@ func agentStep(req chat.ModelRequest) (step, goal string) {
 		!strings.HasPrefix(req.Messages[0].Content, agent.PromptPrefix) {
 		return "", ""
 	}
-	m := agentStepRE.FindStringSubmatch(req.Messages[0].Content)
+	m := agentStepRE().FindStringSubmatch(req.Messages[0].Content)
 	if m == nil {
 		return "", ""
 	}

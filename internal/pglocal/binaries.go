@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -84,7 +85,9 @@ func binDir(dir string) (string, bool) {
 	return real, true
 }
 
-var versionDigits = regexp.MustCompile(`\d+`)
+// versionDigits and versionLine compile when `parley dev` looks for a
+// server, not at every start of `parley serve`.
+var versionDigits = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\d+`) })
 
 // newestFirst orders installation directories by the version number in their
 // path (postgresql/16 before postgresql/15, postgresql@17 before @16), so the
@@ -92,7 +95,7 @@ var versionDigits = regexp.MustCompile(`\d+`)
 // (Homebrew's unversioned "postgresql") come last.
 func newestFirst(dirs []string) []string {
 	version := func(dir string) int {
-		n, _ := strconv.Atoi(versionDigits.FindString(filepath.Base(filepath.Dir(dir))))
+		n, _ := strconv.Atoi(versionDigits().FindString(filepath.Base(filepath.Dir(dir))))
 		return n
 	}
 	sorted := slices.Clone(dirs)
@@ -113,12 +116,12 @@ func serverMajor(ctx context.Context, binDir string) (string, error) {
 	return majorOf(string(out))
 }
 
-var versionLine = regexp.MustCompile(`\(PostgreSQL\) (\d+)(\.\d+)?`)
+var versionLine = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\(PostgreSQL\) (\d+)(\.\d+)?`) })
 
 // majorOf extracts the major version from `postgres --version` output, e.g.
 // "postgres (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)".
 func majorOf(versionOutput string) (string, error) {
-	m := versionLine.FindStringSubmatch(versionOutput)
+	m := versionLine().FindStringSubmatch(versionOutput)
 	if m == nil {
 		return "", fmt.Errorf("pglocal: unrecognised postgres --version output %q", strings.TrimSpace(versionOutput))
 	}
