@@ -120,7 +120,10 @@ type App struct {
 	store     *store.Store
 	verifier  *auth.Verifier
 	generator *chat.Generator
-	http      *http.Server
+	// starting answers /health and holds other requests while New builds
+	// the rest; serving is the server on ln, serving from the start.
+	starting  *server.Starting
+	serving   *server.Running
 	models    *chat.Models
 	agents    *agentParts
 	planCache *plan.Cache // nil when Options.Plans replaced the catalog
@@ -135,9 +138,13 @@ type App struct {
 	closeOnce sync.Once
 }
 
-// New builds the service. It connects to nothing that could make a cold
-// start wait: the pool connects lazily, Redis on first use, and the JWKS
-// loads in the background. On error, whatever was built is closed.
+// New builds the service. The listener opens first and serves at once:
+// GET /health (liveness) answers from then on, and every other request
+// waits for the rest of New, bounded by server.DefaultStartWait (see
+// server.Starting). New connects to nothing that could make a cold start
+// wait: the pool opens its first connection in the background, Redis on
+// first use, and the JWKS loads in the background. On error, whatever was
+// built is closed, and requests that were waiting are answered 503.
 func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err error) {
 	a = &App{cfg: cfg, log: opts.Log}
 	if a.log == nil {
@@ -157,6 +164,8 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 		}
 	}
 	a.closers = append(a.closers, func() { a.ln.Close() })
+	a.starting = server.NewStarting("", 0)
+	a.serving = server.Start(server.NewHTTPServer(a.starting, a.log), a.ln)
 
 	if err = a.startTracing(ctx, opts.TracerProvider); err != nil {
 		return nil, err
@@ -262,7 +271,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 	if opts.RateLimits != nil {
 		limits = *opts.RateLimits
 	}
-	a.http = server.NewHTTPServer(server.New(server.Deps{
+	a.starting.Ready(server.New(server.Deps{
 		Log:              a.log,
 		Verifier:         a.verifier,
 		Chat:             chatHandler,
@@ -283,7 +292,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (a *App, err erro
 		Plans:            plans,
 		TrustedProxyHops: cfg.TrustedProxyHops,
 		Tracing:          a.tracer,
-	}), a.log)
+	}))
 	return a, nil
 }
 
@@ -517,7 +526,7 @@ func (a *App) Run(ctx context.Context) error {
 	}()
 
 	a.log.Info("listening", "url", a.URL(), "env", a.cfg.Env, "version", server.Version(), "models", a.models.Names())
-	err := server.Serve(run, a.http, a.ln, a.cfg.ShutdownTimeout, a.log)
+	err := a.serving.Wait(run, a.cfg.ShutdownTimeout, a.log)
 	endRun()
 	<-generationsDone
 	<-agentsStopped
@@ -559,6 +568,12 @@ func (a *App) keepTrying(ctx context.Context, what string, fn func(context.Conte
 // than once, and after a failed Run.
 func (a *App) Close() {
 	a.closeOnce.Do(func() {
+		// Serving stops first (at once when Run did not shut it down),
+		// answering requests still waiting for a failed New.
+		if a.serving != nil {
+			a.starting.Fail()
+			a.serving.Close()
+		}
 		for i := len(a.closers) - 1; i >= 0; i-- {
 			a.closers[i]()
 		}

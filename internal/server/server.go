@@ -5,11 +5,9 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"runtime/debug"
 	"time"
@@ -218,12 +216,7 @@ func New(d Deps) http.Handler {
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, options...))
 	mux.Handle(grpchealth.NewHandler(&dbChecker{ping: d.Ping, services: services}, options...))
 
-	health, _ := json.Marshal(map[string]string{"status": "ok", "version": d.Version})
-	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
-		w.Write(health)
-	})
+	mux.Handle("GET /health", healthHandler(d.Version))
 
 	bodyTimeout := d.BodyTimeout
 	if bodyTimeout <= 0 {
@@ -320,29 +313,4 @@ func NewHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-}
-
-// Serve runs srv on ln until ctx ends, then shuts down gracefully: it stops
-// accepting, lets in-flight requests finish for up to timeout, and closes
-// whatever is left.
-func Serve(ctx context.Context, srv *http.Server, ln net.Listener, timeout time.Duration, log *slog.Logger) error {
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	log.Info("shutting down", "grace", timeout.String())
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-	defer cancel()
-	err := srv.Shutdown(shutdownCtx)
-	if errors.Is(err, context.DeadlineExceeded) {
-		log.Warn("grace period over; closing remaining connections")
-		err = srv.Close()
-	}
-	if serveErr := <-errc; !errors.Is(serveErr, http.ErrServerClosed) && serveErr != nil {
-		return serveErr
-	}
-	return err
 }
