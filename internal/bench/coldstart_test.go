@@ -98,7 +98,7 @@ func timeStart(t *testing.T, name, bin string, env map[string]string, args []str
 // coldStartResult is every timed start of the three servers.
 type coldStartResult struct {
 	// floor is the minimal server linked with every package Parley links
-	// (internal/bench/floor): its start less the minimal server's is what
+	// (internal/bench/linkfloor): its start less the minimal server's is what
 	// loading those libraries and initializing them costs, which only
 	// dropping a library would remove.
 	parley, minimal, floor []startTimes
@@ -156,12 +156,12 @@ func measureColdStart(t *testing.T, r *rig, upstreamURL string) coldStartResult 
 	return res
 }
 
-// buildFloor compiles internal/bench/floor as the rig builds the other
+// buildFloor compiles internal/bench/linkfloor as the rig builds the other
 // binaries (outside the build time section 8 reports).
 func buildFloor(t *testing.T, root string) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "floor")
-	args := append(append([]string{"build"}, buildFlags...), "-tags", "bench", "-o", out, "./internal/bench/floor")
+	args := append(append([]string{"build"}, buildFlags...), "-tags", "bench", "-o", out, "./internal/bench/linkfloor")
 	cmd := exec.Command("go", args...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -273,7 +273,7 @@ func coldStartSection(res coldStartResult) (rows []summaryRow, details string) {
 	b.WriteString("Parley is polled with `GET /health` until it answers, then with an authenticated `ListConversations` until that answers; ")
 	b.WriteString("`/health` answers from the moment the listener opens, while the rest of the service is built (`server.Starting`), and an RPC that arrives before the service is built waits for it; ")
 	b.WriteString("the first RPC verifies an ES256 token against the JWKS fetched at start, and queries PostgreSQL on the connection the pool opened in the background. ")
-	b.WriteString("The floor (`internal/bench/floor`) is the minimal server with a blank import of every package Parley links, standard library included, and none of Parley's own (`TestFloorImports` keeps the list equal to `go list -deps ./cmd/parley`): ")
+	b.WriteString("The floor (`internal/bench/linkfloor`) is the minimal server with a blank import of every package Parley links, standard library included, and none of Parley's own (`TestFloorImports` keeps the list equal to `go list -deps ./cmd/parley`): ")
 	b.WriteString("its start less the minimal server's is what loading and initializing those libraries costs, which only dropping a library removes; Parley's start less the floor's is Parley's own. ")
 	b.WriteString("Medians, with the lowest and highest start in brackets:\n\n")
 	b.WriteString("| | first connection accepted | first HTTP answer | first authenticated RPC answered |\n|---|---|---|---|\n")

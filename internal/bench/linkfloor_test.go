@@ -16,9 +16,9 @@ import (
 	"testing"
 )
 
-// updateFloor rewrites internal/bench/floor/imports.go from Parley's
+// updateFloor rewrites internal/bench/linkfloor/imports.go from Parley's
 // dependencies instead of failing when they differ.
-var updateFloor = flag.Bool("update-floor", false, "rewrite internal/bench/floor/imports.go from `go list -deps ./cmd/parley`")
+var updateFloor = flag.Bool("update-floor", false, "rewrite internal/bench/linkfloor/imports.go from `go list -deps ./cmd/parley`")
 
 // ownPrefix starts the import path of every package of Parley's own.
 const ownPrefix = "github.com/parleyhq/parley/"
@@ -52,17 +52,17 @@ func checkFloor(t *testing.T, root string) {
 			importable = append(importable, p)
 		}
 	}
-	file := filepath.Join(root, "internal", "bench", "floor", "imports.go")
+	file := filepath.Join(root, "internal", "bench", "linkfloor", "imports.go")
 	if *updateFloor {
 		writeFloorImports(t, file, importable)
 	}
 	got := floorImports(t, file)
 	if !slices.Equal(got, importable) {
-		t.Fatalf("floor/imports.go imports %d packages, Parley's importable dependencies are %d; missing %v, extra %v\n"+
+		t.Fatalf("linkfloor/imports.go imports %d packages, Parley's importable dependencies are %d; missing %v, extra %v\n"+
 			"run: go test -tags bench ./internal/bench/ -run TestFloorImports -update-floor",
 			len(got), len(importable), missing(importable, got), missing(got, importable))
 	}
-	floor := slices.DeleteFunc(listDeps(t, root, "./internal/bench/floor"), func(p string) bool { return strings.HasSuffix(p, "/internal/bench/floor") })
+	floor := slices.DeleteFunc(listDeps(t, root, "./internal/bench/linkfloor"), func(p string) bool { return strings.HasSuffix(p, "/internal/bench/linkfloor") })
 	if !slices.Equal(floor, libraries) {
 		t.Fatalf("the floor links %d packages, Parley %d beside its own; only the floor: %v; only Parley: %v",
 			len(floor), len(libraries), missing(floor, libraries), missing(libraries, floor))

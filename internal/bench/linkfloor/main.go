@@ -1,6 +1,6 @@
 //go:build bench
 
-// Command floor is the second baseline of the cold-start benchmark: the
+// Command linkfloor is the second baseline of the cold-start benchmark: the
 // minimal server (internal/bench/minimal) linked with every package Parley
 // links, standard library included, and nothing of Parley's own
 // (imports.go, kept equal to `go list -deps ./cmd/parley` by
