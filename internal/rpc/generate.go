@@ -118,6 +118,11 @@ func (h *ChatHandler) StopGeneration(ctx context.Context, req *connect.Request[p
 // relay sends a generation's events until its end. A failed generation
 // ends the stream with its error; a client that leaves ends only the relay.
 func relay(ctx context.Context, stream chat.Stream, out *connect.ServerStream[parleyv1.SendMessageResponse]) error {
+	// Deltas are nearly every event of an answer: they go out in one
+	// message, reused, since Send encodes a message before it returns and
+	// nothing keeps it. Other events get a message of their own.
+	text := &parleyv1.TextDelta{}
+	delta := &parleyv1.SendMessageResponse{Event: &parleyv1.SendMessageResponse_Delta{Delta: text}}
 	for {
 		ev, err := stream.Next(ctx)
 		if errors.Is(err, io.EOF) {
@@ -126,10 +131,16 @@ func relay(ctx context.Context, stream chat.Stream, out *connect.ServerStream[pa
 		if err != nil {
 			return err
 		}
-		if ev.Kind == chat.EventFailed {
+		msg := delta
+		switch ev.Kind {
+		case chat.EventFailed:
 			return ev.Error.Err()
+		case chat.EventDelta:
+			delta.Seq, text.Text = ev.Seq, ev.Text
+		default:
+			msg = toProtoEvent(ev)
 		}
-		if err := out.Send(toProtoEvent(ev)); err != nil {
+		if err := out.Send(msg); err != nil {
 			return err
 		}
 	}
