@@ -15,6 +15,7 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/packages/param"
 	"github.com/openai/openai-go/v3/packages/ssestream"
 	"github.com/openai/openai-go/v3/shared"
 
@@ -155,28 +156,44 @@ func (p *OpenAI) Stream(ctx context.Context, req chat.ModelRequest) (chat.ModelS
 	}, nil
 }
 
-// toolParams caches the SDK form of each tool spec: the same few tools go
-// with every request, and parsing their JSON Schemas each time costs CPU
-// and memory on every answer. The SDK only reads them.
+// toolParams caches each tool spec in the request's form, encoded once:
+// the same few tools go with every request, and encoding their JSON
+// Schemas through the SDK's reflective encoder on every request cost about
+// 40 µs and 110 allocations (for the two artifact tools), in the goroutine
+// that sends the upstream request, on the path to the first token. The
+// SDK sends the cached JSON as it is (param.Override).
 var toolParams sync.Map // string (name, description, schema) → openai.ChatCompletionToolUnionParam
 
-// toolParam returns the SDK form of t.
+// toolParam returns the request form of t.
 func toolParam(t chat.ToolSpec) (openai.ChatCompletionToolUnionParam, error) {
 	key := t.Name + "\x00" + t.Description + "\x00" + string(t.Parameters)
 	if p, ok := toolParams.Load(key); ok {
 		return p.(openai.ChatCompletionToolUnionParam), nil
 	}
+	p, err := toolParamSDK(t)
+	if err != nil {
+		return openai.ChatCompletionToolUnionParam{}, err
+	}
+	encoded, err := json.Marshal(p)
+	if err != nil {
+		return openai.ChatCompletionToolUnionParam{}, apperr.Wrap(err, apperr.Internal, "tool %q cannot be encoded", t.Name)
+	}
+	p = param.Override[openai.ChatCompletionToolUnionParam](json.RawMessage(encoded))
+	toolParams.Store(key, p)
+	return p, nil
+}
+
+// toolParamSDK is t in the SDK's types, which its encoder walks.
+func toolParamSDK(t chat.ToolSpec) (openai.ChatCompletionToolUnionParam, error) {
 	var schema shared.FunctionParameters
 	if len(t.Parameters) > 0 {
 		if err := json.Unmarshal(t.Parameters, &schema); err != nil {
 			return openai.ChatCompletionToolUnionParam{}, apperr.Wrap(err, apperr.Internal, "tool %q has an invalid parameter schema", t.Name)
 		}
 	}
-	p := openai.ChatCompletionFunctionTool(shared.FunctionDefinitionParam{
+	return openai.ChatCompletionFunctionTool(shared.FunctionDefinitionParam{
 		Name: t.Name, Description: openai.String(t.Description), Parameters: schema,
-	})
-	toolParams.Store(key, p)
-	return p, nil
+	}), nil
 }
 
 // chatParams validates req and converts it to the SDK's request body.
