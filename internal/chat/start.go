@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"math"
-	"runtime"
 	"time"
 
 	"github.com/parleyhq/parley/internal/apperr"
@@ -65,12 +64,6 @@ func (g *Generator) start(ctx context.Context, userID uuid.UUID, p prepared) (St
 	}
 	if !retried && hit == nil && g.mayAskAhead(userID, quota, x.ReserveTokens, x.CreateTime) {
 		ahead = askAhead(rc.ctx, p.provider, g.firstRequest(x.Model, p.prompt))
-		// The model's first token is on the path to the client's first
-		// delta and the insert is not (it returns long before the model
-		// writes): yielding lets the goroutine just started, next in this
-		// P's queue, send the upstream request before the insert is sent,
-		// instead of waiting for another thread to wake and steal it.
-		runtime.Gosched()
 	}
 	if err := g.stash(ctx, userID, x); err != nil {
 		g.release()
