@@ -28,9 +28,8 @@
 //
 // It saves nothing: the exchange's insert runs concurrently with the
 // upstream request in Parley's design, and the checkpoints and the mirror
-// are off the path. It listens on 127.0.0.1:$PORT and reads DATABASE_URL,
-// REDIS_URL, OPENAI_BASE_URL and PARLEY_MODELS (the first model) from its
-// environment.
+// are off the path. It listens on 127.0.0.1:$PORT and reads Parley's
+// configuration (internal/config) from its environment.
 package main
 
 import (
@@ -44,6 +43,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -52,6 +52,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/parleyhq/parley/internal/chat"
+	"github.com/parleyhq/parley/internal/config"
 	parleyv1 "github.com/parleyhq/parley/internal/gen/parley/v1"
 	"github.com/parleyhq/parley/internal/gen/parley/v1/parleyv1connect"
 	"github.com/parleyhq/parley/internal/llm"
@@ -68,21 +69,30 @@ func main() {
 }
 
 func run(ctx context.Context) error {
-	st, err := store.Open(ctx, os.Getenv("DATABASE_URL"), store.Options{})
+	// Parley's own configuration from the same environment, so that the
+	// pool, the statement timeout, the context budget and the model are
+	// Parley's.
+	cfg, err := config.Load(os.Getenv, config.ModeServe)
 	if err != nil {
 		return err
 	}
-	rdb, err := redisconn.NewFastClient(os.Getenv("REDIS_URL"), 50*time.Millisecond)
+	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{
+		QueryExecMode: cfg.QueryExecMode, MaxConns: int32(cfg.DatabaseMaxConns), StatementTimeout: cfg.DatabaseStatementTimeout,
+	})
 	if err != nil {
 		return err
 	}
-	model, _, _ := strings.Cut(os.Getenv("PARLEY_MODELS"), ",")
+	rdb, err := redisconn.NewFastClient(cfg.RedisURL, 50*time.Millisecond)
+	if err != nil {
+		return err
+	}
 	h := &relay{
-		store:    st,
-		limiter:  ratelimit.NewResilient(ratelimit.NewRedis(rdb, "floor:rate:"), slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
-		limit:    ratelimit.PerMinute(1_000_000),
-		model:    model,
-		provider: llm.NewOpenAI(llm.OpenAIConfig{BaseURL: os.Getenv("OPENAI_BASE_URL")}),
+		store:     st,
+		limiter:   ratelimit.NewResilient(ratelimit.NewRedis(rdb, "floor:rate:"), slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
+		limit:     ratelimit.PerMinute(1_000_000),
+		model:     cfg.Models[0],
+		loadBytes: cfg.ContextTokens * 4,
+		provider:  llm.NewOpenAI(llm.OpenAIConfig{BaseURL: cfg.OpenAIBaseURL, APIKey: cfg.OpenAIAPIKey}),
 	}
 	mux := http.NewServeMux()
 	mux.Handle(parleyv1connect.NewChatServiceHandler(h))
@@ -91,7 +101,7 @@ func run(ctx context.Context) error {
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	srv := &http.Server{Handler: mux, Protocols: &protocols}
-	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", os.Getenv("PORT")))
+	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)))
 	if err != nil {
 		return err
 	}
@@ -101,11 +111,12 @@ func run(ctx context.Context) error {
 // relay is the floor's ChatService: SendMessage alone.
 type relay struct {
 	parleyv1connect.UnimplementedChatServiceHandler
-	store    *store.Store
-	limiter  *ratelimit.Resilient
-	limit    ratelimit.Limit
-	model    string
-	provider *llm.OpenAI
+	store     *store.Store
+	limiter   *ratelimit.Resilient
+	limit     ratelimit.Limit
+	model     string
+	loadBytes int // what Parley loads: the context budget at 4 characters a token
+	provider  *llm.OpenAI
 
 	mu    sync.RWMutex
 	users map[string]uuid.UUID // bearer token → user id
@@ -124,7 +135,7 @@ func (h *relay) SendMessage(ctx context.Context, req *connect.Request[parleyv1.S
 	if err != nil {
 		return connect.NewError(connect.CodeInvalidArgument, err)
 	}
-	xc, err := h.store.LoadContext(ctx, userID, conversationID, uuid.Nil, 64000)
+	xc, err := h.store.LoadContext(ctx, userID, conversationID, uuid.Nil, h.loadBytes)
 	if err != nil {
 		return connect.NewError(connect.CodeNotFound, err)
 	}
