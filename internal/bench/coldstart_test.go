@@ -117,7 +117,7 @@ type coldStartResult struct {
 // cache.
 func measureColdStart(t *testing.T, r *rig, upstreamURL string) coldStartResult {
 	checkFloor(t, r.root)
-	floorBin := buildFloor(t, r.root)
+	floorBin := buildLinkFloor(t, r.root)
 	user := uuid.New()
 	token := r.auth.token(t, user)
 	env := r.parleyEnv(r.dbURL, upstreamURL)
@@ -156,9 +156,9 @@ func measureColdStart(t *testing.T, r *rig, upstreamURL string) coldStartResult 
 	return res
 }
 
-// buildFloor compiles internal/bench/linkfloor as the rig builds the other
+// buildLinkFloor compiles internal/bench/linkfloor as the rig builds the other
 // binaries (outside the build time section 8 reports).
-func buildFloor(t *testing.T, root string) string {
+func buildLinkFloor(t *testing.T, root string) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "floor")
 	args := append(append([]string{"build"}, buildFlags...), "-tags", "bench", "-o", out, "./internal/bench/linkfloor")
