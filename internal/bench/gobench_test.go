@@ -14,7 +14,7 @@ import (
 )
 
 // hotPathPackages hold the testing.B benchmarks of the hot paths.
-var hotPathPackages = []string{"./internal/auth/", "./internal/chat/", "./internal/llm/", "./internal/rpc/"}
+var hotPathPackages = []string{"./internal/auth/", "./internal/chat/", "./internal/llm/", "./internal/ratelimit/", "./internal/rpc/"}
 
 const (
 	hotPathCount     = 5
