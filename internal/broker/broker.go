@@ -43,6 +43,13 @@ type Broker interface {
 	// events and then see their channel close, and makes the log expire
 	// after the retention. Finishing a finished log does nothing harmful.
 	Finish(ctx context.Context, generationID uuid.UUID) error
+	// Write makes several generations' appends and finishes at once, in
+	// one round trip on Redis: each write appends its events as Append
+	// does and then, if it says Finish, finishes the log as Finish does
+	// (also when its append failed, as Append then Finish would). It
+	// returns one error per write, nil for a write made in full; one
+	// write failing leaves the others made.
+	Write(ctx context.Context, writes []Write) []error
 	// Follow replays the events with Seq > afterSeq and then follows live
 	// ones until Finish, ctx end, or an error. The returned channel is
 	// closed at the end; the returned func then tells why: nil after
@@ -61,6 +68,13 @@ type Broker interface {
 	// closed when ctx ends. Stops asked while no subscription is up (for
 	// Redis: during an outage) are lost.
 	Stops(ctx context.Context) (<-chan uuid.UUID, error)
+}
+
+// Write is one generation's part of Broker.Write.
+type Write struct {
+	GenerationID uuid.UUID
+	Events       []Event
+	Finish       bool
 }
 
 // ErrNotFound reports a log that was never created or has expired.

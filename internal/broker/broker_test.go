@@ -133,6 +133,7 @@ func TestBroker(t *testing.T) {
 	}{
 		{name: "FollowFromStart", run: testFollowFromStart},
 		{name: "AppendBatch", run: testAppendBatch},
+		{name: "WriteMany", run: testWriteMany},
 		{name: "FollowAfterSeq", run: testFollowAfterSeq},
 		{name: "FollowLive", run: testFollowLive},
 		{name: "FinishClosesFollowers", run: testFinishClosesFollowers},
@@ -210,6 +211,40 @@ func testAppendBatch(t *testing.T, a, b broker.Broker) {
 	}
 	if diff := cmp.Diff(makeEvents(1, 6), got); diff != "" {
 		t.Errorf("events (-want +got):\n%s", diff)
+	}
+}
+
+// testWriteMany: one Write appends to and finishes several logs, each in
+// order, and a write refused for one log leaves the others made.
+func testWriteMany(t *testing.T, a, b broker.Broker) {
+	done, open, refused := uuid.New(), uuid.New(), uuid.New()
+	appendEvents(t, a, refused, 1, 3)
+	errs := a.Write(testContext(t), []broker.Write{
+		{GenerationID: done, Events: makeEvents(1, 3), Finish: true},
+		{GenerationID: refused, Events: makeEvents(2, 4)}, // 2 is not above 3
+		{GenerationID: open, Events: makeEvents(1, 2)},
+		{GenerationID: uuid.New()}, // nothing to write
+	})
+	if len(errs) != 4 || errs[0] != nil || !errors.Is(errs[1], broker.ErrSequence) || errs[2] != nil || errs[3] != nil {
+		t.Fatalf("Write = %v, want nil, ErrSequence, nil, nil", errs)
+	}
+	got, err := followAll(t, b, done, 0)
+	if err != nil {
+		t.Errorf("Follow of the finished log ended with %v", err)
+	}
+	if diff := cmp.Diff(makeEvents(1, 3), got); diff != "" {
+		t.Errorf("finished log (-want +got):\n%s", diff)
+	}
+	// The open log takes the next write, which finishes it.
+	if errs := a.Write(testContext(t), []broker.Write{{GenerationID: open, Events: makeEvents(3, 3), Finish: true}}); errs[0] != nil {
+		t.Fatalf("second Write: %v", errs[0])
+	}
+	got, err = followAll(t, b, open, 1)
+	if err != nil {
+		t.Errorf("Follow of the second log ended with %v", err)
+	}
+	if diff := cmp.Diff(makeEvents(2, 3), got); diff != "" {
+		t.Errorf("second log after 1 (-want +got):\n%s", diff)
 	}
 }
 

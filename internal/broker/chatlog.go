@@ -21,22 +21,31 @@ var _ chat.EventLog = ChatLog{}
 // NewChatLog returns a chat.EventLog that keeps its events in b.
 func NewChatLog(b Broker) ChatLog { return ChatLog{b: b} }
 
-// Append implements chat.EventLog with one Broker append for all events.
-func (l ChatLog) Append(ctx context.Context, generationID uuid.UUID, events ...chat.Event) error {
-	batch := make([]Event, len(events))
-	for i, ev := range events {
-		data, err := encodeEvent(ev)
-		if err != nil {
-			return fmt.Errorf("broker: encode event %d: %w", ev.Seq, err)
+// Write implements chat.EventLog with one Broker write for all of them. A
+// write with an event that cannot be encoded appends none of its events
+// (its finish is still made) and reports the encoding error.
+func (l ChatLog) Write(ctx context.Context, writes []chat.LogWrite) []error {
+	batch := make([]Write, len(writes))
+	errs := make([]error, len(writes))
+	for i, w := range writes {
+		evs := make([]Event, 0, len(w.Events))
+		for _, ev := range w.Events {
+			data, err := encodeEvent(ev)
+			if err != nil {
+				errs[i] = fmt.Errorf("broker: encode event %d: %w", ev.Seq, err)
+				evs = nil
+				break
+			}
+			evs = append(evs, Event{Seq: ev.Seq, Data: data})
 		}
-		batch[i] = Event{Seq: ev.Seq, Data: data}
+		batch[i] = Write{GenerationID: w.GenerationID, Events: evs, Finish: w.Finish}
 	}
-	return l.b.Append(ctx, generationID, batch...)
-}
-
-// Finish implements chat.EventLog.
-func (l ChatLog) Finish(ctx context.Context, generationID uuid.UUID) error {
-	return l.b.Finish(ctx, generationID)
+	for i, err := range l.b.Write(ctx, batch) {
+		if errs[i] == nil {
+			errs[i] = err
+		}
+	}
+	return errs
 }
 
 // Follow implements chat.EventLog. A corrupt entry ends the follow with an

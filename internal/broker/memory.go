@@ -75,6 +75,20 @@ func (m *Memory) Append(ctx context.Context, generationID uuid.UUID, evs ...Even
 	return nil
 }
 
+// Write implements Broker.
+func (m *Memory) Write(ctx context.Context, writes []Write) []error {
+	errs := make([]error, len(writes))
+	for i, w := range writes {
+		errs[i] = m.Append(ctx, w.GenerationID, w.Events...)
+		if w.Finish {
+			if err := m.Finish(ctx, w.GenerationID); errs[i] == nil {
+				errs[i] = err
+			}
+		}
+	}
+	return errs
+}
+
 func (m *Memory) append(ctx context.Context, generationID uuid.UUID, ev Event) error {
 	if err := ctx.Err(); err != nil {
 		return err

@@ -75,56 +75,85 @@ func (r *Redis) stopChannel() string { return r.prefix + "stop" }
 
 func entryID(seq uint64) string { return "0-" + strconv.FormatUint(seq, 10) }
 
-// Append implements Broker in one round trip, however many events: the
-// XADDs and one PEXPIRE go in one pipeline. The expiry is pushed back on
-// every append so that the log of a generation whose instance crashes
-// expires maxGeneration+retention after its last event, however long the
-// generation ran.
+// Append implements Broker in one round trip, however many events (see
+// Write).
 func (r *Redis) Append(ctx context.Context, generationID uuid.UUID, evs ...Event) error {
-	if len(evs) == 0 {
-		return nil
-	}
-	for _, ev := range evs {
-		if ev.Seq < 1 {
-			return fmt.Errorf("%w: seq %d is not positive", ErrSequence, ev.Seq)
-		}
-	}
-	key := r.logKey(generationID)
-	_, err := r.client.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for _, ev := range evs {
-			pipe.XAdd(ctx, &redis.XAddArgs{
-				Stream: key,
-				ID:     entryID(uint64(ev.Seq)),
-				Values: []any{fieldData, ev.Data},
-			})
-		}
-		pipe.PExpire(ctx, key, r.opts.maxGeneration+r.retention)
-		pipe.Publish(ctx, r.appendedChannel(generationID), "")
-		return nil
-	})
-	if err != nil {
-		// Redis's wording is the only way to tell this refusal apart.
-		if strings.Contains(err.Error(), "equal or smaller than the target stream top item") {
-			return fmt.Errorf("%w: append %d to %s", ErrSequence, evs[0].Seq, generationID)
-		}
-		return fmt.Errorf("broker: append %d to %s: %w", evs[0].Seq, generationID, err)
-	}
-	return nil
+	return r.Write(ctx, []Write{{GenerationID: generationID, Events: evs}})[0]
 }
 
 // Finish implements Broker in one round trip.
 func (r *Redis) Finish(ctx context.Context, generationID uuid.UUID) error {
-	key := r.logKey(generationID)
-	_, err := r.client.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		pipe.XAdd(ctx, &redis.XAddArgs{Stream: key, Values: []any{fieldFinish, "1"}})
-		pipe.PExpire(ctx, key, r.retention)
-		pipe.Publish(ctx, r.appendedChannel(generationID), "")
+	return r.Write(ctx, []Write{{GenerationID: generationID, Finish: true}})[0]
+}
+
+// Write implements Broker in one round trip, however many writes and
+// events: every XADD, PEXPIRE and PUBLISH goes in one pipeline, and each
+// write's outcome is read from its own commands. The expiry is pushed back
+// on every append so that the log of a generation whose instance crashes
+// expires maxGeneration+retention after its last event, however long the
+// generation ran; a finish sets it to the retention.
+func (r *Redis) Write(ctx context.Context, writes []Write) []error {
+	errs := make([]error, len(writes))
+	// spans[i] is the range of write i's commands in the pipeline.
+	spans := make([][2]int, len(writes))
+	queued := 0
+	cmds, _ := r.client.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for i, w := range writes {
+			evs := w.Events
+			for _, ev := range evs {
+				if ev.Seq < 1 {
+					errs[i] = fmt.Errorf("%w: seq %d is not positive", ErrSequence, ev.Seq)
+					evs = nil
+					break
+				}
+			}
+			if len(evs) == 0 && !w.Finish {
+				spans[i] = [2]int{queued, queued}
+				continue
+			}
+			key := r.logKey(w.GenerationID)
+			first := queued
+			for _, ev := range evs {
+				pipe.XAdd(ctx, &redis.XAddArgs{
+					Stream: key,
+					ID:     entryID(uint64(ev.Seq)),
+					Values: []any{fieldData, ev.Data},
+				})
+			}
+			ttl := r.opts.maxGeneration + r.retention
+			if w.Finish {
+				pipe.XAdd(ctx, &redis.XAddArgs{Stream: key, Values: []any{fieldFinish, "1"}})
+				ttl = r.retention
+			}
+			pipe.PExpire(ctx, key, ttl)
+			pipe.Publish(ctx, r.appendedChannel(w.GenerationID), "")
+			queued = pipe.Len()
+			spans[i] = [2]int{first, queued}
+		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("broker: finish %s: %w", generationID, err)
+	for i, w := range writes {
+		if errs[i] != nil {
+			continue
+		}
+		for j := spans[i][0]; j < spans[i][1] && j < len(cmds); j++ {
+			err := cmds[j].Err()
+			if err == nil {
+				continue
+			}
+			switch {
+			case j-spans[i][0] < len(w.Events) && strings.Contains(err.Error(), "equal or smaller than the target stream top item"):
+				// Redis's wording is the only way to tell this refusal apart.
+				errs[i] = fmt.Errorf("%w: append %d to %s", ErrSequence, w.Events[0].Seq, w.GenerationID)
+			case len(w.Events) > 0:
+				errs[i] = fmt.Errorf("broker: append %d to %s: %w", w.Events[0].Seq, w.GenerationID, err)
+			default:
+				errs[i] = fmt.Errorf("broker: finish %s: %w", w.GenerationID, err)
+			}
+			break
+		}
 	}
-	return nil
+	return errs
 }
 
 // Follow implements Broker. It checks that the log exists and reads the

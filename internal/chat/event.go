@@ -89,12 +89,14 @@ func (e Event) Terminal() bool { return e.Kind == EventCompleted || e.Kind == Ev
 // that any instance can resume or stop any generation. internal/broker
 // implements it on Redis Streams, and in memory for a single process.
 type EventLog interface {
-	// Append adds events, in order, to the generation's log, creating the
-	// log on the first event, and wakes followers.
-	Append(ctx context.Context, generationID uuid.UUID, events ...Event) error
-	// Finish marks the log complete: followers get the remaining events
-	// and then see their channel close. The log expires after a retention.
-	Finish(ctx context.Context, generationID uuid.UUID) error
+	// Write makes several writes at once, in one round trip where the log
+	// allows: each appends its events, in order, to its generation's log
+	// (creating the log on the first event) and then, if it says Finish,
+	// marks the log complete (followers get the remaining events and then
+	// see their channel close; the log expires after a retention); it
+	// wakes the logs' followers. It returns one error per write, nil for a
+	// write made in full; one write failing leaves the others made.
+	Write(ctx context.Context, writes []LogWrite) []error
 	// Follow replays the events with Seq > afterSeq and then follows live
 	// ones until Finish, ctx end, or an error. The channel is closed at the
 	// end; the returned func then tells why: nil after Finish, ctx.Err()
@@ -109,6 +111,15 @@ type EventLog interface {
 	// instance, until ctx ends. Stops asked while no subscription is up are
 	// lost (the checkpoint is the stop signal of last resort).
 	Stops(ctx context.Context) (<-chan uuid.UUID, error)
+}
+
+// LogWrite is one generation's part of EventLog.Write.
+type LogWrite struct {
+	GenerationID uuid.UUID
+	// Events are appended in order; their Seq grows from the log's last.
+	Events []Event
+	// Finish marks the log complete after Events.
+	Finish bool
 }
 
 // ErrLogNotFound reports an event log that was never created or has

@@ -61,7 +61,10 @@ type generation struct {
 	rounds []ToolRound // turns that called tools, with their results
 	saved  int         // length of the text last checkpointed
 
-	mirrored sync.WaitGroup
+	// mirror is the generation's place in the Generator's mirror
+	// (mirror.go); mirrored is closed once its log is finished.
+	mirror   mirrorState
+	mirrored chan struct{}
 }
 
 var errTooLong = errors.New("generation took longer than the maximum generation time")
@@ -101,7 +104,7 @@ func (g *Generator) newGeneration(userID uuid.UUID, userMessage, answer Message,
 		g: g, id: answer.GenerationID, messageID: answer.ID, answer: answer,
 		userID: userID, userMessage: userMessage, xc: p.xc, prompt: p.prompt, provider: p.provider,
 		ctx: rc.ctx, cancel: rc.cancel, deadline: rc.deadline, ahead: ahead,
-		wake: make(chan struct{}),
+		wake: make(chan struct{}), mirrored: make(chan struct{}),
 	}
 	gen.emit(Event{Kind: EventStarted, Started: &Started{
 		UserMessage: userMessage, AssistantMessageID: answer.ID, GenerationID: answer.GenerationID, Model: answer.Model,
@@ -109,12 +112,14 @@ func (g *Generator) newGeneration(userID uuid.UUID, userMessage, answer Message,
 	return gen
 }
 
-// launch starts the generation's goroutines: the mirror and the model
-// stream. The generation must be registered.
+// launch hands the generation to the mirror, its first event at once, and
+// starts the model stream. The generation must be registered.
 func (gen *generation) launch() {
 	gen.g.checkpointsOnce.Do(gen.g.startCheckpoints)
-	gen.mirrored.Add(1)
-	go gen.mirror()
+	gen.mu.Lock()
+	gen.mirror.launched = true
+	gen.mu.Unlock()
+	gen.g.signalMirror(mirrorSignal{gen: gen, urgent: true})
 	go gen.run()
 }
 
@@ -125,7 +130,7 @@ func (gen *generation) launch() {
 func (gen *generation) run() {
 	defer gen.g.unregister(gen)
 	defer gen.cancel(nil)
-	defer gen.mirrored.Wait()
+	defer func() { <-gen.mirrored }()
 	defer func() {
 		if p := recover(); p != nil {
 			gen.g.log.Error("panic in a generation", "generation_id", gen.id, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
@@ -168,11 +173,12 @@ func (gen *generation) stop() { gen.cancel(errStopped) }
 
 // emit assigns the next seq and publishes the event to local followers
 // and the mirror; after the terminal event it drops anything else. It
-// never waits: the mirror reads the same list at its own pace.
+// never waits: the mirror reads the same list at its own pace, and is
+// told only when the answer's events start gathering, fill a batch or end.
 func (gen *generation) emit(ev Event) {
 	gen.mu.Lock()
-	defer gen.mu.Unlock()
 	if gen.done {
+		gen.mu.Unlock()
 		return
 	}
 	ev.Seq = int64(len(gen.events)) + 1
@@ -180,6 +186,17 @@ func (gen *generation) emit(ev Event) {
 	close(gen.wake)
 	gen.wake = make(chan struct{})
 	gen.done = ev.Terminal()
+	var signal bool
+	var urgent bool
+	if gen.mirror.launched {
+		unsent := len(gen.events) - gen.mirror.taken
+		urgent = gen.done || unsent == mirrorBatch
+		signal = urgent || unsent == 1
+	}
+	gen.mu.Unlock()
+	if signal {
+		gen.g.signalMirror(mirrorSignal{gen: gen, urgent: urgent, at: time.Now()})
+	}
 }
 
 // pending returns the events after the first sent, whether the generation

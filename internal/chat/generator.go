@@ -153,8 +153,8 @@ func (c *GeneratorConfig) defaults() {
 // The life of one answer, a file per stage: prepare.go (load the branch,
 // pick the model), start.go (check the plan, save the exchange, launch),
 // stream.go (model deltas to events and followers), checkpoint.go and
-// mirror.go (beside the stream: the database once a second, the shared
-// event log every 50ms), finish.go (the ending and the final save),
+// mirror.go (beside the stream, for every answer of the instance at once:
+// the database once a second, the shared event log every 50ms), finish.go (the ending and the final save),
 // follow.go (resume from anywhere), stop.go, sweep.go (answers whose
 // instance died).
 type Generator struct {
@@ -187,6 +187,13 @@ type Generator struct {
 
 	checkpointsOnce sync.Once
 
+	// The mirror (mirror.go): signals from generations with events to
+	// write, whether its goroutine runs, and its wake-up.
+	mirrorMu      sync.Mutex
+	mirrorQueue   []mirrorSignal
+	mirrorRunning bool
+	mirrorWake    chan struct{}
+
 	// budgets are the users' quota budgets this instance knows.
 	budgets budgets
 }
@@ -205,7 +212,7 @@ func NewGenerator(store GenerationStore, models *Models, events EventLog, log *s
 		exit: exit, exitCancel: exitCancel,
 		store: store, models: models, events: events, log: log, cfg: cfg, clock: cfg.Clock,
 		base: base, cancelBase: cancel, running: map[uuid.UUID]*generation{},
-		followersByUser: map[uuid.UUID]int{},
+		followersByUser: map[uuid.UUID]int{}, mirrorWake: make(chan struct{}, 1),
 	}
 }
 

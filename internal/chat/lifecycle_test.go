@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -1125,4 +1127,127 @@ func TestInstanceFollowerCap(t *testing.T) {
 	if _, err := r.gen.Resume(t.Context(), r.user, genID, 0); !errors.As(err, &ae) || ae.Code != apperr.ResourceExhausted {
 		t.Errorf("a second follower on an instance that serves one: %v, want resource_exhausted", err)
 	}
+}
+
+// splitLog fails the shared log's writes of the events after the first of
+// one generation, as a Redis that refused them would, and passes every
+// other write through. It counts the generations of each Write.
+type splitLog struct {
+	chat.EventLog
+	fail uuid.UUID
+
+	mu        sync.Mutex
+	perWrite  []int
+	failedAny bool
+	finished  int
+}
+
+// waitFinished waits until n logs were finished.
+func (l *splitLog) waitFinished(t *testing.T, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(wait); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		l.mu.Lock()
+		done := l.finished >= n
+		l.mu.Unlock()
+		if done {
+			return
+		}
+	}
+	t.Fatalf("fewer than %d logs finished", n)
+}
+
+func (l *splitLog) Write(ctx context.Context, writes []chat.LogWrite) []error {
+	errs := make([]error, len(writes))
+	pass := make([]chat.LogWrite, 0, len(writes))
+	l.mu.Lock()
+	fail := l.fail
+	l.mu.Unlock()
+	for i, w := range writes {
+		if w.GenerationID == fail && len(w.Events) > 0 && last(w.Events).Seq > 1 {
+			errs[i] = errors.New("injected append failure")
+			w.Events = slices.DeleteFunc(slices.Clone(w.Events), func(ev chat.Event) bool { return ev.Seq > 1 })
+			l.mu.Lock()
+			l.failedAny = true
+			l.mu.Unlock()
+		}
+		pass = append(pass, w)
+	}
+	for i, err := range l.EventLog.Write(ctx, pass) {
+		if errs[i] == nil {
+			errs[i] = err
+		}
+	}
+	l.mu.Lock()
+	l.perWrite = append(l.perWrite, len(writes))
+	for _, w := range writes {
+		if w.Finish {
+			l.finished++
+		}
+	}
+	l.mu.Unlock()
+	return errs
+}
+
+// TestMirrorOneFailingLog: the instance's mirror writes every answer's
+// events to the shared log, in order and finished; when one answer's
+// append fails, only that answer's log stops (still finished, so a remote
+// follower reads the saved answer), and its local follower is unaffected.
+func TestMirrorOneFailingLog(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, chat.GeneratorConfig{})
+	log := &splitLog{EventLog: r.events}
+	r.gen = r.instance(t, chat.GeneratorConfig{}, log)
+	convB := r.store.AddConversation(r.user, chat.NewConversation{Title: "test"})
+
+	sA, turnA := r.send(t, "hello")
+	startA := next(t, sA)
+	sB, err := r.gen.Send(t.Context(), r.user, chat.SendInput{ConversationID: convB, Content: "hi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	turnB := r.model.Next(wait)
+	startB := next(t, sB)
+	log.mu.Lock()
+	log.fail = startB.Started.GenerationID
+	log.mu.Unlock()
+	turnA.Say("a1", "a2")
+	turnB.Say("b1", "b2")
+	turnA.End(chat.Usage{}, "stop")
+	turnB.End(chat.Usage{}, "stop")
+	if got, want := kinds(rest(t, sA)), "delta,delta,usage,completed"; got != want {
+		t.Errorf("local A = %s, want %s", got, want)
+	}
+	if got, want := kinds(rest(t, sB)), "delta,delta,usage,completed"; got != want {
+		t.Errorf("local B = %s, want %s", got, want)
+	}
+
+	log.waitFinished(t, 2)
+	other := r.instance(t, chat.GeneratorConfig{}, r.events)
+	remoteA, err := other.Resume(t.Context(), r.user, startA.Started.GenerationID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := rest(t, remoteA)
+	if got, want := kinds(evs), "started,delta,delta,usage,completed"; got != want {
+		t.Errorf("remote A = %s, want %s", got, want)
+	}
+	for i, ev := range evs {
+		if ev.Seq != int64(i)+1 {
+			t.Errorf("remote A event %d has seq %d", i, ev.Seq)
+		}
+	}
+	remoteB, err := other.Resume(t.Context(), r.user, startB.Started.GenerationID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs = rest(t, remoteB)
+	if got, want := kinds(evs), "started,completed"; got != want || last(evs).Message.Content != "b1b2" {
+		t.Errorf("remote B = %s, want %s with the saved answer", got, want)
+	}
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	if !log.failedAny {
+		t.Error("no write of B failed")
+	}
+	t.Logf("generations per write: %v", log.perWrite)
 }
