@@ -200,6 +200,10 @@ func TestProfileStreams(t *testing.T) {
 // writes a heap profile.
 func TestProfileHeld(t *testing.T) {
 	const n = 500
+	// Every allocation sampled, so that the bytes per stream can be read
+	// by allocation site.
+	defer func(rate int) { runtime.MemProfileRate = rate }(runtime.MemProfileRate)
+	runtime.MemProfileRate = 1
 	mock := llmtest.NewServer(t, llmtest.Hold(), llmtest.Chunks(pacedAnswer))
 	env := profileServer(t, mock)
 	users := envUsers(t, env, n, 1)
@@ -239,8 +243,16 @@ func TestProfileHeld(t *testing.T) {
 	}
 	pprof.Lookup("heap").WriteTo(f, 0)
 	f.Close()
-	t.Logf("per held stream, client and server together: heap %.1f KiB, stacks %.1f KiB, %.1f goroutines; heap profile %s",
-		float64(heap1-heap0)/n/1024, float64(stack1-stack0)/n/1024, float64(g1-g0)/n, path)
+	// The goroutines of the held streams, grouped by stack: which ones an
+	// answer keeps, the server's and the client's.
+	gpath := filepath.Join(profileDir(t), "held-goroutines.txt")
+	if f, err = os.Create(gpath); err != nil {
+		t.Fatal(err)
+	}
+	pprof.Lookup("goroutine").WriteTo(f, 1)
+	f.Close()
+	t.Logf("per held stream, client and server together: heap %.1f KiB, stacks %.1f KiB, %.1f goroutines; heap profile %s, goroutines %s",
+		float64(heap1-heap0)/n/1024, float64(stack1-stack0)/n/1024, float64(g1-g0)/n, path, gpath)
 	mock.Release(n * len(pacedAnswer))
 	wg.Wait()
 }
