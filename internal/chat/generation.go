@@ -24,6 +24,16 @@ type Stream interface {
 	Next(ctx context.Context) (Event, error)
 }
 
+// BufferedStream is a Stream that can tell whether its next event is
+// ready: the RPC relay then sends the events of a follower that is behind
+// without flushing the connection after each one.
+type BufferedStream interface {
+	Stream
+	// Buffered reports whether Next would return an event without
+	// waiting, as of the last call of Next. A stale false is allowed.
+	Buffered() bool
+}
+
 // generation is one answer being written on this instance. Its events are
 // kept in memory for local followers (no encoding, no round trip) and
 // mirrored to the shared event log for followers on other instances.
@@ -225,6 +235,9 @@ func (gen *generation) content() string {
 	return gen.text.String()
 }
 
+// Buffered implements BufferedStream.
+func (s *localStream) Buffered() bool { return s.buffered }
+
 // subscribe returns a follower that starts after afterSeq.
 func (gen *generation) subscribe(afterSeq int64) Stream {
 	return &localStream{gen: gen, next: afterSeq}
@@ -232,8 +245,9 @@ func (gen *generation) subscribe(afterSeq int64) Stream {
 
 // localStream follows a generation running on this instance.
 type localStream struct {
-	gen  *generation
-	next int64 // seq of the last event returned
+	gen      *generation
+	next     int64 // seq of the last event returned
+	buffered bool  // more events were ready when Next returned
 }
 
 func (s *localStream) Next(ctx context.Context) (Event, error) {
@@ -241,6 +255,7 @@ func (s *localStream) Next(ctx context.Context) (Event, error) {
 		events, done, wake := s.gen.pending(int(s.next))
 		if len(events) > 0 {
 			s.next++
+			s.buffered = len(events) > 1
 			return events[0], nil
 		}
 		if done {

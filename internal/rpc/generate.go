@@ -123,6 +123,15 @@ func relay(ctx context.Context, stream chat.Stream, out *connect.ServerStream[pa
 	// nothing keeps it. Other events get a message of their own.
 	text := &parleyv1.TextDelta{}
 	delta := &parleyv1.SendMessageResponse{Event: &parleyv1.SendMessageResponse_Delta{Delta: text}}
+	// While the next event is already waiting, the message is sent without
+	// a flush of its own (flush.go): a follower that is behind gets a
+	// burst in a few frames, and one that keeps up gets each event at once.
+	buffered, _ := stream.(chat.BufferedStream)
+	gate := flushGateOf(ctx)
+	if buffered == nil {
+		gate = nil
+	}
+	defer gate.setHold(false)
 	for {
 		ev, err := stream.Next(ctx)
 		if errors.Is(err, io.EOF) {
@@ -140,6 +149,7 @@ func relay(ctx context.Context, stream chat.Stream, out *connect.ServerStream[pa
 		default:
 			msg = toProtoEvent(ev)
 		}
+		gate.setHold(gate != nil && buffered.Buffered() && !ev.Terminal())
 		if err := out.Send(msg); err != nil {
 			return err
 		}

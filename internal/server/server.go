@@ -166,7 +166,8 @@ func New(d Deps) http.Handler {
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle(parleyv1connect.NewChatServiceHandler(d.Chat, options...))
+	chatPath, chatHandler := parleyv1connect.NewChatServiceHandler(d.Chat, options...)
+	mux.Handle(chatPath, rpc.GateFlushes(chatHandler))
 	services := []string{parleyv1connect.ChatServiceName}
 	if d.Attachment != nil {
 		mux.Handle(parleyv1connect.NewAttachmentServiceHandler(d.Attachment, options...))
