@@ -130,9 +130,6 @@ func (gen *generation) streamTurn(prompt []PromptMessage, tools []ToolSpec) (mod
 	from := len(gen.content())
 	text := func() string { return gen.content()[from:] }
 	var calls *callGatherer // made at the turn's first tool call
-	if len(tools) > 0 {
-		calls = newCallGatherer(gen, tools)
-	}
 	for {
 		d, err := s.Recv()
 		if errors.Is(err, io.EOF) {
@@ -153,8 +150,8 @@ func (gen *generation) streamTurn(prompt []PromptMessage, tools []ToolSpec) (mod
 		}
 		if d.ToolCall != nil {
 			if calls == nil {
-				// A call when none was offered: gathered, never run.
-				calls = newCallGatherer(gen, nil)
+				// A call when none was offered is gathered, never run.
+				calls = newCallGatherer(gen, tools)
 			}
 			if full := calls.add(*d.ToolCall); full {
 				return modelTurn{text: text(), usage: s.Usage(), finishReason: "length"}, gen.tooManyEvents()
