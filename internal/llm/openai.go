@@ -50,8 +50,9 @@ type OpenAIConfig struct {
 	// chunk. Zero means DefaultIdleTimeout. A long answer that keeps
 	// streaming is never cut off, which a total timeout would do.
 	IdleTimeout time.Duration
-	// HTTPClient carries the requests; nil means a client on
-	// http.DefaultTransport. Its Timeout must be zero, since it would cut
+	// HTTPClient carries the requests; nil means a client on a transport
+	// configured as http.DefaultTransport, with smaller connection buffers
+	// (see upstreamTransport). Its Timeout must be zero, since it would cut
 	// long answers off; IdleTimeout is what detects a stalled provider.
 	HTTPClient *http.Client
 	// Clock runs the idle timer; nil is the system clock (tests pass a
@@ -95,7 +96,7 @@ func NewOpenAI(cfg OpenAIConfig) *OpenAI {
 	}
 	httpClient := cfg.HTTPClient
 	if httpClient == nil {
-		httpClient = &http.Client{}
+		httpClient = &http.Client{Transport: upstreamTransport()}
 	}
 	// The service is built directly rather than through openai.NewClient,
 	// which reads OPENAI_API_KEY, OPENAI_BASE_URL and friends from the
@@ -109,6 +110,29 @@ func NewOpenAI(cfg OpenAIConfig) *OpenAI {
 		option.WithMaxRetryDelay(maxRetryDelay),
 	)
 	return p
+}
+
+// upstreamBufferSize is the read and write buffer of each connection to
+// the provider. An HTTP/1.1 connection carries one streamed answer at a
+// time and stays open for all of it, so its buffers (4 KiB each by
+// default) are memory every open answer holds. A request is written in
+// one or two writes either way (the body goes straight to the socket once
+// the buffer is full), and the answer's events are a few hundred bytes,
+// so 1 KiB costs at most a few more reads per answer when many events
+// arrive at once.
+const upstreamBufferSize = 1 << 10
+
+// upstreamTransport is http.DefaultTransport's configuration (proxy from
+// the environment, HTTP/2 for https, its timeouts and pool) with the
+// smaller buffers.
+func upstreamTransport() http.RoundTripper {
+	t, ok := http.DefaultTransport.(*http.Transport)
+	if !ok {
+		return http.DefaultTransport
+	}
+	t = t.Clone()
+	t.ReadBufferSize, t.WriteBufferSize = upstreamBufferSize, upstreamBufferSize
+	return t
 }
 
 // Stream implements chat.Provider.
@@ -127,14 +151,14 @@ func (p *OpenAI) Stream(ctx context.Context, req chat.ModelRequest) (chat.ModelS
 	reqCtx, cancel := context.WithCancelCause(ctx)
 	idle := p.clock.AfterFunc(p.idleTimeout, func() { cancel(errIdle) })
 	// NewStreaming's request (stream: true), with the response handed back
-	// unread: openai-go's SSE framing splits it into events, and
-	// decodeEvent reads each chunk (chunk.go).
+	// unread: openai-go's SSE framing (in sse.go's copy) splits it into
+	// events, and decodeEvent reads each chunk (chunk.go).
 	var raw *http.Response
 	_, err = p.completions.New(reqCtx, params, option.WithJSONSet("stream", true), option.WithResponseBodyInto(&raw))
 	idle.Stop()
 	var dec ssestream.Decoder
 	if err == nil {
-		if dec = ssestream.NewDecoder(raw); dec == nil {
+		if dec = newSSEDecoder(raw); dec == nil {
 			err = errTruncated
 		}
 	}
