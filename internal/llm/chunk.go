@@ -1,6 +1,7 @@
 package llm
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 
@@ -41,7 +42,8 @@ func decodeEvent(ev ssestream.Event) (f chunkFields, done bool, err error) {
 	if e := gjson.GetBytes(data, "error"); e.Exists() {
 		return chunkFields{}, false, &ssestream.StreamError{
 			Message: fmt.Sprintf("received error while streaming: %s", e.String()),
-			Event:   ev,
+			// The decoder reuses Data for the next event.
+			Event: ssestream.Event{Type: ev.Type, Data: bytes.Clone(ev.Data)},
 		}
 	}
 	f, err = decodeChunk(data)
