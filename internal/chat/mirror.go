@@ -47,6 +47,7 @@ type mirrorState struct {
 	scheduled bool      // in the mirror's due list
 	due       time.Time // when its gathered events must be written
 	failed    bool      // a write failed: the log stops, and is only finished
+	finished  bool      // the finish was written: signals still queued are stale
 }
 
 // mirrorSignal tells the mirror that a generation has events to write:
@@ -101,6 +102,10 @@ func (g *Generator) mirror() {
 		g.mirrorMu.Unlock()
 		for _, s := range queue {
 			m := &s.gen.mirror
+			if m.finished {
+				// Signalled before its last write took everything.
+				continue
+			}
 			at := s.at.Add(mirrorDelay)
 			if s.urgent {
 				at = time.Time{}
@@ -218,6 +223,7 @@ func (g *Generator) writeMirror(writes []LogWrite, gens []*generation) {
 			m.failed = true
 		}
 		if writes[i].Finish {
+			m.finished = true
 			close(gen.mirrored)
 		}
 	}
