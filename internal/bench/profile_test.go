@@ -202,7 +202,8 @@ func TestProfileHeld(t *testing.T) {
 	const n = 500
 	// Every allocation sampled, so that the bytes per stream can be read
 	// by allocation site.
-	defer func(rate int) { runtime.MemProfileRate = rate }(runtime.MemProfileRate)
+	rate := runtime.MemProfileRate
+	defer func() { runtime.MemProfileRate = rate }()
 	runtime.MemProfileRate = 1
 	mock := llmtest.NewServer(t, llmtest.Hold(), llmtest.Chunks(pacedAnswer))
 	env := profileServer(t, mock)
@@ -243,6 +244,7 @@ func TestProfileHeld(t *testing.T) {
 	}
 	pprof.Lookup("heap").WriteTo(f, 0)
 	f.Close()
+	runtime.MemProfileRate = rate
 	// The goroutines of the held streams, grouped by stack: which ones an
 	// answer keeps, the server's and the client's.
 	gpath := filepath.Join(profileDir(t), "held-goroutines.txt")
@@ -253,8 +255,13 @@ func TestProfileHeld(t *testing.T) {
 	f.Close()
 	t.Logf("per held stream, client and server together: heap %.1f KiB, stacks %.1f KiB, %.1f goroutines; heap profile %s, goroutines %s",
 		float64(heap1-heap0)/n/1024, float64(stack1-stack0)/n/1024, float64(g1-g0)/n, path, gpath)
-	mock.Release(n * len(pacedAnswer))
-	wg.Wait()
+	// The release: every held delta at once, as the held phase does, under
+	// the CPU profiler.
+	cpuProfile(t, "held-release", func() {
+		mock.Release(n * len(pacedAnswer))
+		wg.Wait()
+	})
+	t.Logf("released %d deltas", n*len(pacedAnswer))
 }
 
 // TestProfileOneStream profiles answers one after another, the load of the
