@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strings"
+	"unsafe"
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/packages/ssestream"
@@ -90,7 +92,10 @@ func decodeChunkFast(data []byte) (f chunkFields, ok bool) {
 	if !gjson.ValidBytes(data) {
 		return chunkFields{}, false
 	}
-	root := gjson.ParseBytes(data)
+	// Read in place: data is not copied into a string for gjson (a copy
+	// per chunk), so every string kept is cloned below, since the SSE
+	// decoder reuses data for the next event.
+	root := gjson.Parse(unsafe.String(unsafe.SliceData(data), len(data)))
 	if !root.IsObject() {
 		return chunkFields{}, false
 	}
@@ -128,7 +133,7 @@ func decodeChunkFast(data []byte) (f chunkFields, ok bool) {
 		if index != 0 {
 			return true
 		}
-		f.text += content.String()
+		f.text += strings.Clone(content.String())
 		calls.ForEach(func(_, tc gjson.Result) bool {
 			fn := tc.Get("function")
 			id, name, args := tc.Get("id"), fn.Get("name"), fn.Get("arguments")
@@ -137,11 +142,11 @@ func decodeChunkFast(data []byte) (f chunkFields, ok bool) {
 				ok = false
 				return false
 			}
-			f.calls = append(f.calls, chat.ToolCallDelta{Index: int(callIndex), ID: id.String(), Name: name.String(), Arguments: args.String()})
+			f.calls = append(f.calls, chat.ToolCallDelta{Index: int(callIndex), ID: strings.Clone(id.String()), Name: strings.Clone(name.String()), Arguments: strings.Clone(args.String())})
 			return true
 		})
 		if ok && finish.String() != "" {
-			f.finishReason = finish.String()
+			f.finishReason = strings.Clone(finish.String())
 		}
 		return ok
 	})

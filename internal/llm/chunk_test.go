@@ -76,6 +76,7 @@ func FuzzChunkDecoders(f *testing.F) {
 
 func checkAgree(t *testing.T, name string, data []byte) {
 	t.Helper()
+	data = append([]byte(nil), data...) // overwritten below
 	want, wantErr := decodeChunkSDK(data)
 	got, gotErr := decodeChunk(data)
 	if (wantErr != nil) != (gotErr != nil) {
@@ -83,6 +84,15 @@ func checkAgree(t *testing.T, name string, data []byte) {
 	}
 	if !deepEqualChunk(got, want) {
 		t.Fatalf("%s: %q decodes differently:\n ours %+v\n SDK  %+v", name, data, got, want)
+	}
+	// The decoder reuses its buffer for the next event: nothing decoded
+	// may still point into it.
+	original := string(data)
+	for i := range data {
+		data[i] = 'X'
+	}
+	if !deepEqualChunk(got, want) {
+		t.Fatalf("%s: %q: what was decoded changed with the buffer:\n ours %+v\n SDK  %+v", name, original, got, want)
 	}
 }
 
