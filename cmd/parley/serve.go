@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"io"
+	"os"
 
 	"github.com/parleyhq/parley/internal/app"
 	"github.com/parleyhq/parley/internal/config"
+	"github.com/parleyhq/parley/internal/memlimit"
 )
 
 func runServe(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
@@ -16,7 +18,13 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-	return serve(ctx, cfg, app.Options{Log: newLogger(cfg, stdout)})
+	log := newLogger(cfg, stdout)
+	// Unless the operator set GOMEMLIMIT, the collector works to stay
+	// within the container's memory (internal/memlimit).
+	if soft := memlimit.FromContainer(os.DirFS("/"), getenv("GOMEMLIMIT") != ""); soft > 0 {
+		log.Info("memory limit from the container", "gomemlimit_bytes", soft)
+	}
+	return serve(ctx, cfg, app.Options{Log: log})
 }
 
 // serve builds the service through the one constructor and runs it until
