@@ -64,7 +64,8 @@ type generation struct {
 
 	mu     sync.Mutex
 	events []Event
-	wake   chan struct{} // closed and replaced on every new event
+	wake   chan struct{} // closed and replaced at the next event once a follower waits on it
+	waited bool          // wake was handed to a follower with nothing to read
 	done   bool          // the terminal event was emitted
 	text   strings.Builder
 	deltas int         // delta events emitted
@@ -193,8 +194,10 @@ func (gen *generation) emit(ev Event) {
 	}
 	ev.Seq = int64(len(gen.events)) + 1
 	gen.events = append(gen.events, ev)
-	close(gen.wake)
-	gen.wake = make(chan struct{})
+	if gen.waited {
+		close(gen.wake)
+		gen.wake, gen.waited = make(chan struct{}), false
+	}
 	gen.done = ev.Terminal()
 	var signal bool
 	var urgent bool
@@ -209,16 +212,19 @@ func (gen *generation) emit(ev Event) {
 	}
 }
 
-// pending returns the events after the first sent, whether the generation
-// has ended, and a channel closed at the next event. Events are never
-// changed once appended, so the returned slice may be read without the lock.
+// pending returns the events after the first sent and whether the
+// generation has ended; when there are none, also a channel closed at the
+// next event (nil otherwise, so emit makes a new channel only for events
+// someone waited for). Events are never changed once appended, so the
+// returned slice may be read without the lock.
 func (gen *generation) pending(sent int) ([]Event, bool, <-chan struct{}) {
 	gen.mu.Lock()
 	defer gen.mu.Unlock()
 	if sent >= len(gen.events) {
+		gen.waited = true
 		return nil, gen.done, gen.wake
 	}
-	return gen.events[sent:], gen.done, gen.wake
+	return gen.events[sent:], gen.done, nil
 }
 
 // toolRounds returns the turns that called tools so far.
