@@ -119,7 +119,10 @@ func NewOpenAI(cfg OpenAIConfig) *OpenAI {
 // one or two writes either way (the body goes straight to the socket once
 // the buffer is full), and the answer's events are a few hundred bytes,
 // so 1 KiB costs at most a few more reads per answer when many events
-// arrive at once.
+// arrive at once. It applies to HTTP/1.1 upstreams (local or self-hosted
+// models over http://); an https provider that speaks HTTP/2, as
+// api.openai.com does, multiplexes answers on one connection whose
+// buffers net/http sizes itself.
 const upstreamBufferSize = 1 << 10
 
 // upstreamTransport is http.DefaultTransport's configuration (proxy from

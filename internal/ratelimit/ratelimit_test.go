@@ -418,3 +418,60 @@ func TestRedisPipelined(t *testing.T) {
 	}
 	t.Logf("%d checks direct, %d pipelined", direct.evals.Load(), batched.evals.Load())
 }
+
+// TestRedisPipelinedHonoursContext: a check that goes through the
+// pipeliner (another is in flight) ends with its caller's context, as one
+// on the plain client does, even when Redis says nothing: the deadline
+// Resilient gives a check still bounds it.
+func TestRedisPipelinedHonoursContext(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { conn.Close() }) // hold it open, say nothing
+		}
+	}()
+	client, err := redisconn.NewFastClient("redis://"+ln.Addr().String(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	ap, err := client.AutoPipeline()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewRedis(client, "slow:", Pipelined(ap))
+	// A first check holds the plain client, so the next ones are batched.
+	first := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		_, err := l.Allow(ctx, "first", PerMinute(1))
+		first <- err
+	}()
+	for i := 0; l.inFlight.Load() == 0; i++ {
+		if i > 1000 {
+			t.Fatal("the first check never started")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := l.Allow(canceled, "k", PerMinute(1)); !errors.Is(err, context.Canceled) {
+		t.Errorf("a batched check with a canceled context: %v, want context.Canceled", err)
+	}
+	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := l.Allow(short, "k", PerMinute(1)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a batched check past its deadline: %v, want context.DeadlineExceeded", err)
+	}
+	<-first
+}

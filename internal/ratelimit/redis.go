@@ -59,14 +59,17 @@ func NewRedis(client Scripter, prefix string, opts ...RedisOption) *Redis {
 // Allow implements Limiter in one round trip (EVALSHA of redis_rate's GCRA
 // script; the script is loaded on first use).
 func (r *Redis) Allow(ctx context.Context, key string, limit Limit) (Result, error) {
-	l := r.limiter
-	if r.batched != nil {
-		if r.inFlight.Add(1) > 1 {
-			l = r.batched
-		}
-		defer r.inFlight.Add(-1)
+	rl := redis_rate.Limit{Rate: limit.Rate, Burst: limit.Burst, Period: limit.Period}
+	var res *redis_rate.Result
+	var err error
+	if r.batched != nil && r.inFlight.Add(1) > 1 {
+		res, err = r.allowBatched(ctx, r.prefix+key, rl)
+	} else {
+		res, err = r.limiter.Allow(ctx, r.prefix+key, rl)
 	}
-	res, err := l.Allow(ctx, r.prefix+key, redis_rate.Limit{Rate: limit.Rate, Burst: limit.Burst, Period: limit.Period})
+	if r.batched != nil {
+		r.inFlight.Add(-1)
+	}
 	if err != nil {
 		return Result{}, err
 	}
@@ -75,4 +78,30 @@ func (r *Redis) Allow(ctx context.Context, key string, limit Limit) (Result, err
 		out.RetryAfter = res.RetryAfter
 	}
 	return out, nil
+}
+
+// allowBatched runs a check through the pipeliner. The pipeliner runs the
+// commands it gathers under a context of its own, so the caller's deadline
+// and cancellation would not reach the check: the caller waits for the
+// answer or for ctx, whichever comes first, and a check given up on ends
+// in the background within the client's own timeouts.
+func (r *Redis) allowBatched(ctx context.Context, key string, limit redis_rate.Limit) (*redis_rate.Result, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	type answer struct {
+		res *redis_rate.Result
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		res, err := r.batched.Allow(context.WithoutCancel(ctx), key, limit)
+		done <- answer{res, err}
+	}()
+	select {
+	case a := <-done:
+		return a.res, a.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }

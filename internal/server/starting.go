@@ -29,7 +29,7 @@ func healthHandler(version string) http.HandlerFunc {
 }
 
 // Starting is the root handler of a service whose listener is open but
-// whose handler is still being built. Until Ready, it answers GET /health
+// whose handler is still being built. Until Ready, it answers GET and HEAD /health
 // itself (the process is alive and its port answers, which is all
 // /health has ever said) and holds every other request, RPCs included,
 // until the handler is ready, the caller leaves, or the wait passes: a
@@ -81,7 +81,7 @@ func (s *Starting) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		(*h).ServeHTTP(w, r)
 		return
 	}
-	if r.Method == http.MethodGet && r.URL.Path == "/health" {
+	if (r.Method == http.MethodGet || r.Method == http.MethodHead) && r.URL.Path == "/health" {
 		s.health.ServeHTTP(w, r)
 		return
 	}

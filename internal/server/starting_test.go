@@ -64,6 +64,12 @@ func TestStarting(t *testing.T) {
 		s := server.NewStarting("v-test", time.Minute)
 		url := serveStarting(t, s)
 		checkHealth(t, url)
+		// HEAD, which the built router's GET pattern also answers.
+		if res, err := http.Head(url + "/health"); err != nil || res.StatusCode != http.StatusOK {
+			t.Fatalf("HEAD /health while starting: %v, %v; want 200 at once", res, err)
+		} else {
+			res.Body.Close()
+		}
 		type result struct {
 			res *grpchealth.CheckResponse
 			err error
