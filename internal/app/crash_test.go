@@ -56,6 +56,10 @@ func crashChild(url string) int {
 		return 1
 	}
 	cfg.DatabaseURL, cfg.Models = url, []string{llm.OfflineModel}
+	// One worker: the step that crashes is still in its worker when it
+	// does, so the next step's job, already committed, cannot be fetched
+	// and claimed first (with more workers, on a busy machine, it was).
+	cfg.AgentWorkers = 1
 	key, err := auth.LoadOrCreateDevKey(os.TempDir())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "crash child:", err)
