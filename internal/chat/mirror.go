@@ -10,11 +10,18 @@ import (
 // path, so that a client on another instance can resume or watch an
 // answer. One goroutine per Generator does it for all of them, and only
 // while there is something to write: each flush writes what every due
-// generation has gathered in one round trip (EventLog.Write), so an
-// instance with N answers streaming makes about one write per mirrorDelay,
-// not N, and an answer costs no goroutine of its own here.
+// generation has gathered in one round trip (EventLog.Write). Answers
+// whose events fall due within mirrorEarly of each other share a write, so
+// an instance with N answers streaming makes a few writes per mirrorDelay
+// (plus one at once for each answer's first and terminal events), not one
+// per answer per event, and an answer costs no goroutine of its own here.
+// While a write is in flight the others wait behind it.
 
-// mirrorTimeout bounds one write to the shared event log.
+// mirrorTimeout is the context deadline of one write to the shared event
+// log. The event log's Redis client does not apply context deadlines to
+// its sockets (ContextTimeoutEnabled is off), so a stalled read ends at
+// that client's own ReadTimeout instead (3 s, go-redis's default, unless
+// REDIS_URL sets read_timeout).
 const mirrorTimeout = 2 * time.Second
 
 // mirrorBatch caps the events of one generation written in one flush.

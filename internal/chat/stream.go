@@ -150,7 +150,8 @@ func (gen *generation) streamTurn(prompt []PromptMessage, tools []ToolSpec) (mod
 		}
 		if d.ToolCall != nil {
 			if calls == nil {
-				// A call when none was offered is gathered, never run.
+				// Made at the turn's first call. A call when no tools
+				// were offered is gathered too, but never run.
 				calls = newCallGatherer(gen, tools)
 			}
 			if full := calls.add(*d.ToolCall); full {
