@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -117,7 +116,7 @@ type coldStartResult struct {
 // cache.
 func measureColdStart(t *testing.T, r *rig, upstreamURL string) coldStartResult {
 	checkFloor(t, r.root)
-	floorBin := buildLinkFloor(t, r.root)
+	floorBin := buildBenchTool(t, r.root, "./internal/bench/linkfloor")
 	user := uuid.New()
 	token := r.auth.token(t, user)
 	env := r.parleyEnv(r.dbURL, upstreamURL)
@@ -154,21 +153,6 @@ func measureColdStart(t *testing.T, r *rig, upstreamURL string) coldStartResult 
 		res.floorSize = info.Size()
 	}
 	return res
-}
-
-// buildLinkFloor compiles internal/bench/linkfloor as the rig builds the other
-// binaries (outside the build time section 8 reports).
-func buildLinkFloor(t *testing.T, root string) string {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), "floor")
-	args := append(append([]string{"build"}, buildFlags...), "-tags", "bench", "-o", out, "./internal/bench/linkfloor")
-	cmd := exec.Command("go", args...)
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, b)
-	}
-	return out
 }
 
 // initTrace runs `parley help` with GODEBUG=inittrace=1 and adds up the

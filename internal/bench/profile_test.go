@@ -98,15 +98,20 @@ func envUsers(t *testing.T, env *apitest.Env, n, convs int) []*benchUser {
 	return users
 }
 
-// TestProfileUnary profiles GetConversation from 32 callers.
-func TestProfileUnary(t *testing.T) {
-	mock := llmtest.NewServer(t)
-	env := profileServer(t, mock)
-	users := envUsers(t, env, unaryClients, 1)
-	cs := callers{users: users}
-	for _, u := range users {
+// profileCallers starts the in-process server and makes the unary rows'
+// callers on it, each with one conversation.
+func profileCallers(t *testing.T) (*apitest.Env, callers) {
+	env := profileServer(t, llmtest.NewServer(t))
+	cs := callers{users: envUsers(t, env, unaryClients, 1)}
+	for _, u := range cs.users {
 		cs.convs = append(cs.convs, u.convs[0])
 	}
+	return env, cs
+}
+
+// TestProfileUnary profiles GetConversation from 32 callers.
+func TestProfileUnary(t *testing.T) {
+	env, cs := profileCallers(t)
 	target := parleyTarget(env.URL, cs)
 	warm, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
 	callLoop(warm, 0, target.get)
@@ -121,13 +126,7 @@ func TestProfileUnary(t *testing.T) {
 // JSON. The client is another process, so the profile is the server's
 // alone.
 func TestProfileUnaryHTTP1(t *testing.T) {
-	mock := llmtest.NewServer(t)
-	env := profileServer(t, mock)
-	users := envUsers(t, env, unaryClients, 1)
-	cs := callers{users: users}
-	for _, u := range users {
-		cs.convs = append(cs.convs, u.convs[0])
-	}
+	env, cs := profileCallers(t)
 	root, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)

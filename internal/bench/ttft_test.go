@@ -5,9 +5,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -101,25 +98,11 @@ func failuresOf(runs []runStats) (streams, failed, deltas int, errs []string) {
 	return streams, failed, deltas, errs
 }
 
-// buildFloor compiles the floor rig with Parley's build flags.
-func buildFloor(t *testing.T, root string) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "floor")
-	args := append(append([]string{"build"}, buildFlags...), "-o", bin, "-tags", "bench", "./internal/bench/floor")
-	cmd := exec.Command("go", args...)
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return bin
-}
-
 // measureStreaming runs every load in streamLoads against the fake model
 // directly, through Parley and through the floor rig, rotating which goes
 // first.
 func measureStreaming(t *testing.T, r *rig, mock *llmtest.Server, p *proc) []levelResult {
-	floor := launch(t, "floor", buildFloor(t, r.root), r.parleyEnv(r.dbURL, mock.URL))
+	floor := launch(t, "floor", buildBenchTool(t, r.root, "./internal/bench/floor"), r.parleyEnv(r.dbURL, mock.URL))
 	floor.waitHealthy(t, 30*time.Second)
 	defer floor.stop()
 	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)

@@ -314,21 +314,7 @@ func TestRedisOneRoundTrip(t *testing.T) {
 // answers costs a check about the timeout, not go-redis's default seconds.
 func TestResilientSlowRedis(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { conn.Close() }) // hold it open, say nothing
-		}
-	}()
-	client, err := redisconn.NewFastClient("redis://"+ln.Addr().String(), 50*time.Millisecond)
+	client, err := redisconn.NewFastClient(silentRedis(t), 50*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -425,21 +411,7 @@ func TestRedisPipelined(t *testing.T) {
 // Resilient gives a check still bounds it.
 func TestRedisPipelinedHonoursContext(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { conn.Close() }) // hold it open, say nothing
-		}
-	}()
-	client, err := redisconn.NewFastClient("redis://"+ln.Addr().String(), time.Second)
+	client, err := redisconn.NewFastClient(silentRedis(t), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -474,4 +446,25 @@ func TestRedisPipelinedHonoursContext(t *testing.T) {
 		t.Errorf("a batched check past its deadline: %v, want context.DeadlineExceeded", err)
 	}
 	<-first
+}
+
+// silentRedis is the URL of a server that accepts connections, holds them
+// open and never answers: a Redis that is up but stalled.
+func silentRedis(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { conn.Close() }) // hold it open, say nothing
+		}
+	}()
+	return "redis://" + ln.Addr().String()
 }
