@@ -25,7 +25,7 @@ import (
 func TestAskAheadCanceledWhenRefused(t *testing.T) {
 	t.Parallel()
 	fake := llmtest.NewServer(t, llmtest.Hold())
-	calls := &recordingProvider{Provider: llm.NewOpenAI(llm.OpenAIConfig{BaseURL: fake.URL, APIKey: "sk-test", IdleTimeout: 5 * time.Second})}
+	calls := &recordingProvider{Provider: llm.NewOpenAI(llm.OpenAIConfig{BaseURL: fake.URL, APIKey: "sk-test", IdleTimeout: testIdleTimeout})}
 	// A plan without a quota: nothing to be wrong about, always asked ahead.
 	plans := plan.Catalog{Free: plan.Plan{Name: plan.Free, RateMultiplier: 1}}
 	env := apitest.New(t, apitest.Options{Provider: calls, Models: []string{fakeModel}, Plans: plans, Generator: chat.GeneratorConfig{MaxConcurrent: 1}})

@@ -25,6 +25,13 @@ import (
 
 const fakeModel = "fake-model"
 
+// testIdleTimeout is the provider idle timeout of the test servers. Tests
+// that hold the fake model (llmtest.Hold) make several calls while it says
+// nothing; on a loaded two-core CI machine those have taken over 5 s, and the
+// idle timer then failed the held answer (TestOneAnswerPerConversation). It
+// stays well under testCtx's bound, so a real stall still fails the test.
+const testIdleTimeout = 30 * time.Second
+
 // fakeEnv is a server whose model is the fake OpenAI-compatible upstream,
 // spoken to by the real openai-go client.
 func fakeEnv(t *testing.T, fake *llmtest.Server, opts apitest.Options) *apitest.Env {
@@ -35,7 +42,7 @@ func fakeEnv(t *testing.T, fake *llmtest.Server, opts apitest.Options) *apitest.
 // fakeEnvModels is fakeEnv offering models, all served by the fake.
 func fakeEnvModels(t *testing.T, fake *llmtest.Server, opts apitest.Options, models ...string) *apitest.Env {
 	t.Helper()
-	opts.Provider = llm.NewOpenAI(llm.OpenAIConfig{BaseURL: fake.URL, APIKey: "sk-test", IdleTimeout: 5 * time.Second})
+	opts.Provider = llm.NewOpenAI(llm.OpenAIConfig{BaseURL: fake.URL, APIKey: "sk-test", IdleTimeout: testIdleTimeout})
 	opts.Models = models
 	return apitest.New(t, opts)
 }

@@ -38,7 +38,7 @@ func userEnv(t *testing.T) (*apitest.Env, *llmtest.Server) {
 	t.Helper()
 	fake := llmtest.NewServer(t, llmtest.Hold())
 	return apitest.New(t, apitest.Options{
-		Provider: llm.NewOpenAI(llm.OpenAIConfig{BaseURL: fake.URL, APIKey: "sk-test", IdleTimeout: 5 * time.Second}),
+		Provider: llm.NewOpenAI(llm.OpenAIConfig{BaseURL: fake.URL, APIKey: "sk-test", IdleTimeout: testIdleTimeout}),
 		Models:   []string{"cheap-model", "big-model"},
 		Plans:    userPlans,
 	}), fake
