@@ -17,11 +17,11 @@ import (
 // per answer per event, and an answer costs no goroutine of its own here.
 // While a write is in flight the others wait behind it.
 
-// mirrorTimeout is the context deadline of one write to the shared event
-// log. The event log's Redis client does not apply context deadlines to
-// its sockets (ContextTimeoutEnabled is off), so a stalled read ends at
-// that client's own ReadTimeout instead (3 s, go-redis's default, unless
-// REDIS_URL sets read_timeout).
+// mirrorTimeout bounds one write to the shared event log (the context
+// deadline of EventLog.Write; the Redis event log's client applies it to
+// its sockets). A stalled Redis holds the flushes behind it this long at
+// most, after which the answers in that write stop being mirrored and
+// their remote followers read the saved answer instead.
 const mirrorTimeout = 2 * time.Second
 
 // mirrorBatch caps the events of one generation written in one flush.

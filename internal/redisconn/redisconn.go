@@ -85,6 +85,13 @@ const (
 // NewClient returns a client for a redis:// or rediss:// (TLS, as Upstash
 // and Memorystore require) URL. A pool_size in the URL wins over the
 // default pool size. It does not connect.
+//
+// The client honours its callers' context deadlines on every socket read
+// and write (go-redis does not by default, and applies only its own
+// ReadTimeout and WriteTimeout, 5 s by default): a call bounded at 2 s, such as a
+// mirror write to the event log, ends at 2 s against a Redis that accepts
+// connections and stalls. The client's timeouts still bound calls whose
+// context has no deadline.
 func NewClient(redisURL string, opts ...Option) (*redis.Client, error) {
 	opt, err := redis.ParseURL(redisURL)
 	if err != nil {
@@ -97,6 +104,7 @@ func NewClient(redisURL string, opts ...Option) (*redis.Client, error) {
 	if opt.PoolSize == 0 {
 		opt.PoolSize = defaultPoolSize
 	}
+	opt.ContextTimeoutEnabled = true
 	opt.ReadBufferSize, opt.WriteBufferSize = connBufferSize, connBufferSize
 	opt.PipelineReadBufferSize, opt.PipelineWriteBufferSize = pipelineBufferSize, pipelineBufferSize
 	// Maintenance notifications are a Redis Cloud feature that Upstash and
@@ -106,16 +114,14 @@ func NewClient(redisURL string, opts ...Option) (*redis.Client, error) {
 }
 
 // NewFastClient is NewClient for calls that must fail fast when Redis is
-// slow, such as rate-limit checks: it honours context deadlines on every
-// socket read and write (go-redis does not by default) and bounds dials
-// and pool waits.
+// slow, such as rate-limit checks: it also bounds every dial, socket
+// read and write and pool wait by timeout, and does not retry.
 func NewFastClient(redisURL string, timeout time.Duration, opts ...Option) (*redis.Client, error) {
 	c, err := NewClient(redisURL)
 	if err != nil {
 		return nil, err
 	}
 	opt := c.Options()
-	opt.ContextTimeoutEnabled = true
 	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = timeout, timeout, timeout, timeout
 	opt.MaxRetries = -1 // a check is not retried: the fallback is the answer
 	c.Close()

@@ -1,6 +1,8 @@
 package redisconn_test
 
 import (
+	"context"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -112,4 +114,63 @@ func TestLargeRepliesThroughSmallBuffers(t *testing.T) {
 		t.Fatalf("XRANGE: %d entries (%v)", len(msgs), err)
 	}
 	client.Del(ctx, key, stream)
+}
+
+// TestNewClientHonoursDeadlines: against a Redis that accepts connections
+// and never answers, a command and a pipeline end at their context's
+// deadline, not at the client's read timeout (5 s) (the mirror bounds each
+// write to the event log this way).
+func TestNewClientHonoursDeadlines(t *testing.T) {
+	t.Parallel()
+	client, err := redisconn.NewClient(silentRedis(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	const bound = 200 * time.Millisecond
+	calls := map[string]func(context.Context) error{
+		"command": func(ctx context.Context) error { return client.Ping(ctx).Err() },
+		"pipeline": func(ctx context.Context) error {
+			_, err := client.Pipelined(ctx, func(p redis.Pipeliner) error {
+				p.XAdd(ctx, &redis.XAddArgs{Stream: "s", Values: []string{"k", "v"}})
+				p.Expire(ctx, "s", time.Minute)
+				return nil
+			})
+			return err
+		},
+	}
+	for name, call := range calls {
+		ctx, cancel := context.WithTimeout(t.Context(), bound)
+		begin := time.Now()
+		err := call(ctx)
+		took := time.Since(begin)
+		cancel()
+		if err == nil {
+			t.Errorf("%s: no error from a Redis that never answers", name)
+		}
+		if took > bound+time.Second {
+			t.Errorf("%s took %v with a %v deadline: the deadline did not bound the socket", name, took.Round(time.Millisecond), bound)
+		}
+	}
+}
+
+// silentRedis is the URL of a server that accepts connections, holds them
+// open and never answers: a Redis that is up but stalled.
+func silentRedis(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { conn.Close() }) // hold it open, say nothing
+		}
+	}()
+	return "redis://" + ln.Addr().String()
 }
