@@ -41,7 +41,26 @@ func decodeEvent(ev ssestream.Event) (f chunkFields, done bool, err error) {
 	if len(data) >= 6 && string(data[:6]) == "[DONE]" {
 		return chunkFields{}, true, nil
 	}
-	if e := gjson.GetBytes(data, "error"); e.Exists() {
+	// A valid object is read in one pass per level: its top-level members
+	// are the ones gjson.GetBytes would find (the first of each name).
+	// Anything else goes the way openai-go's stream goes.
+	root, valid := parseObject(data)
+	var e gjson.Result
+	if valid {
+		var top [3]gjson.Result
+		members(root, &top, "error", "choices", "usage")
+		e = top[0]
+		if !e.Exists() {
+			if f, ok := chunkFromMembers(top[1], top[2]); ok {
+				return f, false, nil
+			}
+			f, err = decodeChunkSDK(data)
+			return f, false, err
+		}
+	} else {
+		e = gjson.GetBytes(data, "error")
+	}
+	if e.Exists() {
 		return chunkFields{}, false, &ssestream.StreamError{
 			Message: fmt.Sprintf("received error while streaming: %s", e.String()),
 			// The decoder reuses Data for the next event.
@@ -85,30 +104,60 @@ func decodeChunkSDK(data []byte) (chunkFields, error) {
 	return f, nil
 }
 
+// parseObject parses data in place when it is valid JSON whose value is
+// an object. data is not copied into a string for gjson (a copy per
+// chunk), so every string kept from the result must be cloned: the SSE
+// decoder reuses data for the next event.
+func parseObject(data []byte) (gjson.Result, bool) {
+	if !gjson.ValidBytes(data) {
+		return gjson.Result{}, false
+	}
+	root := gjson.Parse(unsafe.String(unsafe.SliceData(data), len(data)))
+	return root, root.IsObject()
+}
+
+// members sets out[i] to obj's first member named names[i], as
+// obj.Get(names[i]) would, in one pass over obj instead of one per name.
+// A name not there leaves its result as it was (not Exists).
+func members(obj gjson.Result, out *[3]gjson.Result, names ...string) {
+	obj.ForEach(func(key, value gjson.Result) bool {
+		for i, name := range names {
+			if key.Str == name && !out[i].Exists() {
+				out[i] = value
+				break
+			}
+		}
+		return true
+	})
+}
+
 // decodeChunkFast reads a chunk's fields with gjson; ok is false when the
 // chunk is not valid JSON or a field Parley reads is not of the type the
 // SDK declares for it (then the SDK decides).
 func decodeChunkFast(data []byte) (f chunkFields, ok bool) {
-	if !gjson.ValidBytes(data) {
+	root, valid := parseObject(data)
+	if !valid {
 		return chunkFields{}, false
 	}
-	// Read in place: data is not copied into a string for gjson (a copy
-	// per chunk), so every string kept is cloned below, since the SSE
-	// decoder reuses data for the next event.
-	root := gjson.Parse(unsafe.String(unsafe.SliceData(data), len(data)))
-	if !root.IsObject() {
-		return chunkFields{}, false
-	}
-	choices := root.Get("choices")
+	var top [3]gjson.Result
+	members(root, &top, "choices", "usage")
+	return chunkFromMembers(top[0], top[1])
+}
+
+// chunkFromMembers reads a chunk's fields from its choices and usage
+// members; ok is false when one is not of the type the SDK declares.
+func chunkFromMembers(choices, u gjson.Result) (f chunkFields, ok bool) {
 	if choices.Exists() && choices.Type != gjson.Null && !choices.IsArray() {
 		return chunkFields{}, false
 	}
-	if u := root.Get("usage"); u.Exists() && u.Type != gjson.Null {
+	if u.Exists() && u.Type != gjson.Null {
 		if !u.IsObject() {
 			return chunkFields{}, false
 		}
-		prompt, ok1 := integer(u.Get("prompt_tokens"))
-		completion, ok2 := integer(u.Get("completion_tokens"))
+		var m [3]gjson.Result
+		members(u, &m, "prompt_tokens", "completion_tokens")
+		prompt, ok1 := integer(m[0])
+		completion, ok2 := integer(m[1])
 		if !ok1 || !ok2 {
 			return chunkFields{}, false
 		}
@@ -120,11 +169,14 @@ func decodeChunkFast(data []byte) (f chunkFields, ok bool) {
 			ok = false
 			return false
 		}
-		index, okIndex := integer(choice.Get("index"))
-		delta := choice.Get("delta")
-		finish := choice.Get("finish_reason")
-		content := delta.Get("content")
-		calls := delta.Get("tool_calls")
+		var c, d [3]gjson.Result
+		members(choice, &c, "index", "delta", "finish_reason")
+		index, okIndex := integer(c[0])
+		delta, finish := c[1], c[2]
+		if delta.IsObject() {
+			members(delta, &d, "content", "tool_calls")
+		}
+		content, calls := d[0], d[1]
 		if !okIndex || !objectOrAbsent(delta) || !stringOrAbsent(finish) || !stringOrAbsent(content) ||
 			(calls.Exists() && calls.Type != gjson.Null && !calls.IsArray()) {
 			ok = false
@@ -135,10 +187,18 @@ func decodeChunkFast(data []byte) (f chunkFields, ok bool) {
 		}
 		f.text += strings.Clone(content.String())
 		calls.ForEach(func(_, tc gjson.Result) bool {
-			fn := tc.Get("function")
-			id, name, args := tc.Get("id"), fn.Get("name"), fn.Get("arguments")
-			callIndex, okCall := integer(tc.Get("index"))
-			if !tc.IsObject() || !okCall || !objectOrAbsent(fn) || !stringOrAbsent(id) || !stringOrAbsent(name) || !stringOrAbsent(args) {
+			if !tc.IsObject() {
+				ok = false
+				return false
+			}
+			var t, fn [3]gjson.Result
+			members(tc, &t, "id", "index", "function")
+			if t[2].IsObject() {
+				members(t[2], &fn, "name", "arguments")
+			}
+			id, name, args := t[0], fn[0], fn[1]
+			callIndex, okCall := integer(t[1])
+			if !okCall || !objectOrAbsent(t[2]) || !stringOrAbsent(id) || !stringOrAbsent(name) || !stringOrAbsent(args) {
 				ok = false
 				return false
 			}

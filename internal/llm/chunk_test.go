@@ -2,9 +2,12 @@ package llm
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
-
 	"testing"
+
+	"github.com/openai/openai-go/v3/packages/ssestream"
+	"github.com/tidwall/gjson"
 )
 
 // recordedChunks are chunks as OpenAI and OpenAI-compatible servers send
@@ -109,4 +112,49 @@ func deepEqualChunk(a, b chunkFields) bool {
 		}
 	}
 	return true
+}
+
+// errorEvents carry an "error" member, or look as if they might, in the
+// places a one-pass read of the top level could get wrong.
+var errorEvents = []string{
+	`{"error":{"message":"The server had an error","type":"server_error"}}`,
+	`{"error":"overloaded"}`,
+	`{"error":null}`,
+	`{"choices":[{"index":0,"delta":{"content":"hi"}}],"error":{"message":"late"}}`,
+	`{"choices":[{"index":0,"delta":{"content":"hi","error":"nested, not an error"}}]}`,
+	`{"err\u006fr":"escaped name"}`,
+	`{"error":"first","error":"second"}`,
+	`{"errors":"another name"}`,
+	`{"error":"truncated`,
+	`["error"]`,
+}
+
+// TestDecodeEventErrors: an event ends the stream with a StreamError
+// exactly when openai-go's stream would (gjson.GetBytes(data, "error")
+// exists), with the same message; other events decode as decodeChunk does.
+func TestDecodeEventErrors(t *testing.T) {
+	t.Parallel()
+	for _, raw := range append(errorEvents, recordedChunks...) {
+		data := []byte(raw)
+		f, done, err := decodeEvent(ssestream.Event{Type: "", Data: data})
+		if done {
+			t.Errorf("%s: done", raw)
+		}
+		sdk := gjson.GetBytes(data, "error")
+		var streamErr *ssestream.StreamError
+		switch {
+		case sdk.Exists():
+			want := "received error while streaming: " + sdk.String()
+			if !errors.As(err, &streamErr) || streamErr.Message != want || string(streamErr.Event.Data) != raw {
+				t.Errorf("%s: %v, want a StreamError %q", raw, err, want)
+			}
+		case errors.As(err, &streamErr):
+			t.Errorf("%s: StreamError %v, but openai-go's stream reads no error member", raw, err)
+		default:
+			want, wantErr := decodeChunk(data)
+			if (err != nil) != (wantErr != nil) || !deepEqualChunk(f, want) {
+				t.Errorf("%s: %+v, %v; decodeChunk %+v, %v", raw, f, err, want, wantErr)
+			}
+		}
+	}
 }
