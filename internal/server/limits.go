@@ -124,9 +124,21 @@ func (g *requestGuards) option() connect.HandlerOption {
 			connect.WithReadMaxBytes(limit),
 			connect.WithCompression("gzip",
 				func() connect.Decompressor { return &cappedGzip{max: int64(limit)} },
-				func() connect.Compressor { return gzip.NewWriter(io.Discard) }),
+				newGzipCompressor),
 		}
 	})
+}
+
+// newGzipCompressor compresses responses at gzip.BestSpeed, as nginx does
+// by default, instead of connect's gzip.DefaultCompression. The messages
+// worth compressing here (WithCompressMinBytes) are a few KiB, such as an
+// answer's completed event with its whole text, where level 6 costs about
+// twice level 1's CPU for a few percent of size: at 2,000 answers
+// finishing at once, level 6's compressor was a tenth of the server's
+// CPU (BENCHMARKS.md, CPU per relayed delta).
+func newGzipCompressor() connect.Compressor {
+	w, _ := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed) // a valid level cannot fail
+	return w
 }
 
 // cappedGzip is connect's gzip decompressor with a ceiling. connect stops
