@@ -95,8 +95,13 @@ func command(pid int) string {
 }
 
 // buildFlags are the Dockerfile's: the benchmark measures the binary that
-// ships.
-var buildFlags = []string{"-trimpath", "-ldflags=-s -w"}
+// ships. With perfEnv set, the symbols stay, for perf report.
+var buildFlags = func() []string {
+	if os.Getenv(perfEnv) != "" {
+		return []string{"-trimpath"}
+	}
+	return []string{"-trimpath", "-ldflags=-s -w"}
+}()
 
 // build compiles parley and the minimal server into a temporary directory.
 func build(t *testing.T, root string) (parley, minimal string, took time.Duration) {
