@@ -126,14 +126,23 @@ func (l *rateLimiter) check(ctx context.Context, procedure string, peer connect.
 
 func seconds(d time.Duration) int { return int(math.Ceil(d.Seconds())) }
 
+// rateHeaders are the limit headers every checked response carries, as
+// http.Header keys (canonical): the IETF draft's RateLimit-* and the
+// X-RateLimit-* that clients of express-rate-limit read.
+var rateHeaders = [6]string{
+	"Ratelimit-Limit", "Ratelimit-Remaining", "Ratelimit-Reset",
+	"X-Ratelimit-Limit", "X-Ratelimit-Remaining", "X-Ratelimit-Reset",
+}
+
+// setRateHeaders sets the limit headers of res on h. Every call answers
+// with them, so they share one allocation and skip key canonicalization.
 func setRateHeaders(h http.Header, res ratelimit.Result) {
 	limit, remaining, reset := strconv.Itoa(res.Limit.Burst), strconv.Itoa(res.Remaining), strconv.Itoa(seconds(res.ResetAfter))
-	h.Set("RateLimit-Limit", limit)
-	h.Set("RateLimit-Remaining", remaining)
-	h.Set("RateLimit-Reset", reset)
-	h.Set("X-RateLimit-Limit", limit)
-	h.Set("X-RateLimit-Remaining", remaining)
-	h.Set("X-RateLimit-Reset", reset)
+	vals := [...]string{limit, remaining, reset, limit, remaining, reset}
+	backing := vals[:] // one allocation for the six values
+	for i, key := range rateHeaders {
+		h[key] = backing[i : i+1 : i+1]
+	}
 }
 
 // clientIP is the address Cloud Run's front end saw: the hops-th entry
