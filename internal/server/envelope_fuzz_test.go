@@ -157,14 +157,15 @@ func gzipped(tb testing.TB, b []byte) []byte {
 // FuzzEnvelope posts arbitrary bytes, with an arbitrary message
 // compression named or none, as the body of a streaming request to chat's
 // SendMessage (a server stream: its request is one enveloped message) over
-// Connect's streaming protocol in binary and JSON, gRPC and gRPC-Web, to
+// Connect's streaming protocol in binary and JSON, gRPC and gRPC-Web, or
+// of a unary GetConversation over gRPC and gRPC-Web, to
 // the service as production builds it, signed in. Every answer is well
 // formed for its protocol (HTTP 200, the status in the stream), arrives
 // within a few seconds, and has a code a client's mistake earns: never
 // internal, which connect-go itself answers for an envelope it cannot
 // read (a prefix or message cut short, unknown flags, the compressed flag
-// without a compression) and Parley turns into invalid_argument
-// (rpc.receiveError).
+// without a compression) and Parley turns into invalid_argument (the
+// body's envelopeCheck, and rpc.receiveError for streams).
 // Goroutines left behind fail the package (TestMain's leak check).
 func FuzzEnvelope(f *testing.F) {
 	env := apitest.New(f, apitest.Options{})
@@ -220,13 +221,23 @@ func FuzzEnvelope(f *testing.F) {
 			{"", frame(0, -1, []byte("\x0a\x03\xff\xfe\xfd\x12a"))}, // invalid UTF-8
 		} {
 			f.Add(uint8(i), seed.encoding, seed.body)
+			if p.name == "grpc" || p.name == "grpcweb" {
+				f.Add(uint8(i)|0x80, seed.encoding, seed.body)
+			}
 		}
 	}
 	f.Fuzz(func(t *testing.T, pick uint8, encoding string, body []byte) {
-		p := envelopeProtocols[int(pick)%len(envelopeProtocols)]
+		p := envelopeProtocols[int(pick&0x7f)%len(envelopeProtocols)]
+		procedure := parleyv1connect.ChatServiceSendMessageProcedure
+		if pick&0x80 != 0 && (p.name == "grpc" || p.name == "grpcweb") {
+			// A unary call: its request is read before any interceptor
+			// runs (TestUnaryEnvelopes). A SendMessageRequest is a valid
+			// GetConversationRequest with an unknown field.
+			procedure = parleyv1connect.ChatServiceGetConversationProcedure
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, env.URL+parleyv1connect.ChatServiceSendMessageProcedure, bytes.NewReader(body))
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, env.URL+procedure, bytes.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -267,4 +278,68 @@ func validHeaderValue(v string) bool {
 		}
 	}
 	return strings.TrimSpace(v) == v
+}
+
+// TestUnaryEnvelopes: a unary call over gRPC or gRPC-Web whose envelope
+// is malformed answers invalid_argument, saying what is wrong, where
+// connect-go alone answers internal (a unary call's request is read
+// before any interceptor runs); well-formed ones are served.
+func TestUnaryEnvelopes(t *testing.T) {
+	t.Parallel()
+	env := apitest.New(t, apitest.Options{})
+	user := uuid.New()
+	token := env.Token(t, user)
+	conv, err := env.ChatClient(t, "connect+proto", user).CreateConversation(t.Context(), connect.NewRequest(&parleyv1.CreateConversationRequest{Title: "unary"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := proto.Marshal(&parleyv1.GetConversationRequest{ConversationId: conv.Msg.GetConversation().GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, encoding string
+		body           []byte
+		code           connect.Code
+		message        string // in the answer's message
+	}{
+		{"Valid", "", frame(0, -1, msg), 0, ""},
+		{"Compressed", "gzip", frame(1, -1, gzipped(t, msg)), 0, ""},
+		{"PrefixCut", "", frame(0, -1, msg)[:3], connect.CodeInvalidArgument, "ends 3 bytes into a message's 5-byte envelope prefix"},
+		{"MessageCut", "", frame(0, -1, msg)[:len(msg)], connect.CodeInvalidArgument, "ends 5 bytes before the end of a message"},
+		{"CompressedFlagNoCompression", "", frame(1, -1, msg), connect.CodeInvalidArgument, "names no compression in Grpc-Encoding"},
+		{"CompressedFlagIdentity", "identity", frame(1, -1, msg), connect.CodeInvalidArgument, "names no compression"},
+		{"EndStreamFlag", "", frame(2, -1, msg), connect.CodeInvalidArgument, "envelope flags 0x02"},
+		{"TrailerFlag", "", frame(0x80, -1, []byte("a: b\r\n")), connect.CodeInvalidArgument, "envelope flags 0x80"},
+		{"TwoMessages", "", append(frame(0, -1, msg), frame(0, -1, msg)...), connect.CodeUnimplemented, "multiple messages"},
+	}
+	for _, p := range envelopeProtocols {
+		if p.name != "grpc" && p.name != "grpcweb" {
+			continue // Connect's unary protocol sends no envelope
+		}
+		client := apitest.HTTPClientFor(p.name)
+		t.Cleanup(client.CloseIdleConnections)
+		for _, tt := range tests {
+			t.Run(p.name+"/"+tt.name, func(t *testing.T) {
+				req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, env.URL+parleyv1connect.ChatServiceGetConversationProcedure, bytes.NewReader(tt.body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				req.Header.Set("Content-Type", p.contentType)
+				req.Header.Set("Authorization", "Bearer "+token)
+				req.Header.Set("Te", "trailers")
+				if tt.encoding != "" {
+					req.Header.Set(p.encodingHeader, tt.encoding)
+				}
+				res, err := client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				answer := readStreamAnswer(t, p.name, res)
+				if answer.code != tt.code || !strings.Contains(answer.message, tt.message) {
+					t.Errorf("%v %q, want %v with %q", answer.code, answer.message, tt.code, tt.message)
+				}
+			})
+		}
+	}
 }

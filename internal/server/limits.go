@@ -2,11 +2,13 @@ package server
 
 import (
 	"compress/gzip"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -208,6 +210,9 @@ func limitBodies(h http.Handler, oneMessage map[string]int, timeout time.Duratio
 		// limit still holds without the deadline.
 		body.armed = body.rc.SetReadDeadline(time.Now().Add(timeout)) == nil
 		r.Body = body
+		if encodingHeader, ok := envelopedEncoding(r.Header.Get("Content-Type")); ok {
+			r.Body = &envelopeCheck{ReadCloser: body, encodingHeader: encodingHeader, encoding: r.Header.Get(encodingHeader)}
+		}
 		h.ServeHTTP(w, r)
 	})
 }
@@ -234,4 +239,96 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 		err = connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("the request body did not arrive within %s of its headers", b.timeout))
 	}
 	return n, err
+}
+
+// envelopedEncoding reports whether a request of contentType frames its
+// messages in envelopes (gRPC, gRPC-Web, Connect's streaming protocol),
+// and names the header that says their compression.
+func envelopedEncoding(contentType string) (encodingHeader string, ok bool) {
+	switch {
+	case strings.HasPrefix(contentType, "application/grpc-web"), strings.HasPrefix(contentType, "application/grpc"):
+		return "Grpc-Encoding", true
+	case strings.HasPrefix(contentType, "application/connect+"):
+		return "Connect-Content-Encoding", true
+	}
+	return "", false
+}
+
+// envelopeCheck follows the envelopes of a request body as connect reads
+// them (a 5-byte prefix: flags, then the message's length; then the
+// message) and fails a read, with invalid_argument and what is wrong, when
+// the body ends inside an envelope, or a prefix carries flags a request
+// may not (only 1, compressed, is a request's) or the compressed flag
+// without a compression named. connect-go answers those with internal,
+// as if the server were at fault, and on a unary call no interceptor sees
+// the error (streams map it in rpc.receiveError). A prefix is held back
+// until it is whole, so connect never reads a bad one.
+type envelopeCheck struct {
+	io.ReadCloser
+	encodingHeader string // the header naming the messages' compression
+	encoding       string // its value ("" for none)
+
+	prefix [envelopeBytes]byte // the prefix being read
+	have   int                 // bytes of it read
+	held   int                 // bytes of it not yet handed on
+	left   int64               // message bytes still to come
+	err    error               // the failure, once found
+}
+
+func (c *envelopeCheck) Read(p []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	if c.held > 0 {
+		// A whole, valid prefix waiting to be handed on.
+		n := copy(p, c.prefix[envelopeBytes-c.held:])
+		c.held -= n
+		return n, nil
+	}
+	if c.left > 0 {
+		if int64(len(p)) > c.left {
+			p = p[:c.left]
+		}
+		n, err := c.ReadCloser.Read(p)
+		c.left -= int64(n)
+		if err == io.EOF && c.left > 0 {
+			err = c.fail("the request body ends %d bytes before the end of a message that declares %d", c.left, c.declared())
+		}
+		if err == io.EOF && n > 0 {
+			err = nil // the end is reported at the next read
+		}
+		return n, err
+	}
+	// Between messages: read the next prefix whole before handing it on.
+	for c.have < envelopeBytes {
+		n, err := c.ReadCloser.Read(c.prefix[c.have:])
+		c.have += n
+		if c.have == envelopeBytes {
+			break
+		}
+		switch {
+		case err == io.EOF && c.have == 0:
+			return 0, io.EOF // a clean end, between messages
+		case err == io.EOF:
+			return 0, c.fail("the request body ends %d bytes into a message's %d-byte envelope prefix", c.have, envelopeBytes)
+		case err != nil:
+			return 0, err
+		}
+	}
+	switch flags := c.prefix[0]; {
+	case flags&^1 != 0:
+		return 0, c.fail("envelope flags %#02x are not a request message's: 0 (plain) or 1 (compressed)", flags)
+	case flags&1 != 0 && (c.encoding == "" || c.encoding == "identity"):
+		return 0, c.fail("the message is flagged compressed, but the request names no compression in %s", c.encodingHeader)
+	}
+	c.have, c.held, c.left = 0, envelopeBytes, int64(c.declared())
+	return c.Read(p)
+}
+
+// declared is the message length the current prefix declares.
+func (c *envelopeCheck) declared() uint32 { return binary.BigEndian.Uint32(c.prefix[1:]) }
+
+func (c *envelopeCheck) fail(format string, args ...any) error {
+	c.err = connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("malformed request: "+format, args...))
+	return c.err
 }
