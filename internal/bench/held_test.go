@@ -36,7 +36,8 @@ const (
 // of each server process while the held deltas are released, for
 // perf report -i DIR/parley-held-release.perf --children --sort symbol.
 // The symbols make the binaries larger, so the cold start figures of such
-// a run are not the shipped binary's.
+// a run are not the shipped binary's, and the sampling costs the servers
+// CPU, so its CPU per delta is higher than a plain run's.
 const perfEnv = "PARLEY_BENCH_PERF"
 
 // perfRecord starts perf record on p's process into out, and returns the
@@ -54,8 +55,11 @@ func perfRecord(t *testing.T, p *proc, out string) (stop func()) {
 	time.Sleep(300 * time.Millisecond) // perf attaches
 	return func() {
 		_ = cmd.Process.Signal(os.Interrupt)
-		if err := cmd.Wait(); err != nil {
-			t.Errorf("perf record: %v", err)
+		// perf writes its file on SIGINT and then dies of it.
+		_ = cmd.Wait()
+		if info, err := os.Stat(out); err != nil || info.Size() == 0 {
+			t.Errorf("perf record wrote no profile to %s (%v, %v)", out, err, cmd.ProcessState)
+			return
 		}
 		t.Logf("perf profile of %s: %s", p.name, out)
 	}
@@ -75,7 +79,8 @@ type heldResult struct {
 
 // measureHeld runs the held phase on Parley and then on the floor rig
 // (internal/bench/floor, the relay that saves nothing), each a process of
-// its own on a fake model of its own, for the same users.
+// its own on a fake model of its own, for the same users (each answer
+// takes a conversation of its own, and the floor saves nothing).
 func measureHeld(t *testing.T, r *rig) (parley, floor heldResult) {
 	users := newUsers(t, r.auth, r.store, repeat(heldStreams+heldWarmup, 1), "bench")
 	parley = measureHeldOn(t, users, func(mockURL string) *proc {

@@ -124,6 +124,7 @@ var errorEvents = []string{
 	`{"choices":[{"index":0,"delta":{"content":"hi","error":"nested, not an error"}}]}`,
 	`{"err\u006fr":"escaped name"}`,
 	`{"error":"first","error":"second"}`,
+	`{"err\u006fr":"escaped first","error":"plain second"}`,
 	`{"errors":"another name"}`,
 	`{"error":"truncated`,
 	`["error"]`,

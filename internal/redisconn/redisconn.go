@@ -91,7 +91,10 @@ const (
 // ReadTimeout and WriteTimeout, 5 s by default): a call bounded at 2 s, such as a
 // mirror write to the event log, ends at 2 s against a Redis that accepts
 // connections and stalls. The client's timeouts still bound calls whose
-// context has no deadline.
+// context has no deadline. A call cut short by its deadline closes its
+// connection (its reply may still be coming), so deadlines shorter than
+// Redis's usual latency would cost dials: the callers' are 250 ms (a
+// response-cache read) and up.
 func NewClient(redisURL string, opts ...Option) (*redis.Client, error) {
 	opt, err := redis.ParseURL(redisURL)
 	if err != nil {

@@ -245,8 +245,14 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 // messages in envelopes (gRPC, gRPC-Web, Connect's streaming protocol),
 // and names the header that says their compression.
 func envelopedEncoding(contentType string) (encodingHeader string, ok bool) {
+	// Media types are case-insensitive; connect-go lowercases them too.
+	contentType = strings.ToLower(contentType)
 	switch {
-	case strings.HasPrefix(contentType, "application/grpc-web"), strings.HasPrefix(contentType, "application/grpc"):
+	case strings.HasPrefix(contentType, "application/grpc-web-text"):
+		// Base64 of envelopes, which connect-go does not serve (415): the
+		// bytes read are not the frames.
+		return "", false
+	case strings.HasPrefix(contentType, "application/grpc"): // and grpc-web
 		return "Grpc-Encoding", true
 	case strings.HasPrefix(contentType, "application/connect+"):
 		return "Connect-Content-Encoding", true
