@@ -6,7 +6,6 @@ import (
 	"errors"
 	"github.com/parleyhq/parley/internal/leaktest"
 	"log/slog"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -314,7 +313,7 @@ func TestRedisOneRoundTrip(t *testing.T) {
 // answers costs a check about the timeout, not go-redis's default seconds.
 func TestResilientSlowRedis(t *testing.T) {
 	t.Parallel()
-	client, err := redisconn.NewFastClient(silentRedis(t), 50*time.Millisecond)
+	client, err := redisconn.NewFastClient(redistest.SilentURL(t), 50*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,7 +410,7 @@ func TestRedisPipelined(t *testing.T) {
 // Resilient gives a check still bounds it.
 func TestRedisPipelinedHonoursContext(t *testing.T) {
 	t.Parallel()
-	client, err := redisconn.NewFastClient(silentRedis(t), time.Second)
+	client, err := redisconn.NewFastClient(redistest.SilentURL(t), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -446,25 +445,4 @@ func TestRedisPipelinedHonoursContext(t *testing.T) {
 		t.Errorf("a batched check past its deadline: %v, want context.DeadlineExceeded", err)
 	}
 	<-first
-}
-
-// silentRedis is the URL of a server that accepts connections, holds them
-// open and never answers: a Redis that is up but stalled.
-func silentRedis(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { conn.Close() }) // hold it open, say nothing
-		}
-	}()
-	return "redis://" + ln.Addr().String()
 }

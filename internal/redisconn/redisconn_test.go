@@ -123,7 +123,7 @@ func TestLargeRepliesThroughSmallBuffers(t *testing.T) {
 // write to the event log this way).
 func TestNewClientHonoursDeadlines(t *testing.T) {
 	t.Parallel()
-	client, err := redisconn.NewClient(silentRedis(t))
+	client, err := redisconn.NewClient(redistest.SilentURL(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,25 +154,4 @@ func TestNewClientHonoursDeadlines(t *testing.T) {
 			t.Errorf("%s took %v with a %v deadline: the deadline did not bound the socket", name, took.Round(time.Millisecond), bound)
 		}
 	}
-}
-
-// silentRedis is the URL of a server that accepts connections, holds them
-// open and never answers: a Redis that is up but stalled.
-func silentRedis(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { conn.Close() }) // hold it open, say nothing
-		}
-	}()
-	return "redis://" + ln.Addr().String()
 }

@@ -25,7 +25,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"github.com/parleyhq/parley/internal/leaktest"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -34,6 +34,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/parleyhq/parley/internal/leaktest"
 )
 
 // envURL names the variable that points tests at an existing Redis.
@@ -202,4 +204,26 @@ func deleteKeys(url, prefix string) error {
 		return nil
 	}
 	return client.Unlink(ctx, keys...).Err()
+}
+
+// SilentURL is the URL of a server on loopback that accepts connections,
+// holds them open and never answers: a Redis that is up but stalled. It
+// and its connections close when the test ends.
+func SilentURL(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			tb.Cleanup(func() { conn.Close() }) // hold it open, say nothing
+		}
+	}()
+	return "redis://" + ln.Addr().String()
 }
