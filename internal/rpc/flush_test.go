@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,7 +80,8 @@ func TestGateFlushes(t *testing.T) {
 			stream := &burstStream{bursts: 4, size: 5, received: received}
 			mux := http.NewServeMux()
 			path, h := parleyv1connect.NewChatServiceHandler(burstHandler{stream: stream})
-			mux.Handle(path, GateFlushes(h))
+			var flushes atomic.Int64 // the flushes that reach net/http
+			mux.Handle(path, countFlushes(GateFlushes(h), &flushes))
 			var protocols http.Protocols
 			protocols.SetHTTP1(true)
 			protocols.SetUnencryptedHTTP2(true)
@@ -112,6 +114,30 @@ func TestGateFlushes(t *testing.T) {
 			if err := res.Err(); err != nil || seq != 20 {
 				t.Fatalf("received %d of 20 events: %v", seq, err)
 			}
+			// One flush per burst, and the stream's end: not one per event.
+			if n := flushes.Load(); n == 0 || n > int64(2*stream.bursts) {
+				t.Errorf("%d flushes reached net/http for %d events in %d bursts, want one per burst and the end", n, seq, stream.bursts)
+			}
 		})
 	}
 }
+
+// countFlushes counts the flushes h makes that reach the server's
+// ResponseWriter.
+func countFlushes(h http.Handler, n *atomic.Int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(&flushCounter{ResponseWriter: w, n: n}, r)
+	})
+}
+
+type flushCounter struct {
+	http.ResponseWriter
+	n *atomic.Int64
+}
+
+func (c *flushCounter) Flush() {
+	c.n.Add(1)
+	c.ResponseWriter.(http.Flusher).Flush()
+}
+
+func (c *flushCounter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
