@@ -61,7 +61,7 @@ type rig struct {
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	return newRigOn(t, store.New(pgtest.Pool(t)))
+	return newRigOn(t, store.New(pgtest.PoolFor(t, store.PrepareConn)))
 }
 
 // newRigOn is a rig on st's database.
@@ -240,7 +240,7 @@ func TestStepTimeoutRetries(t *testing.T) {
 func TestQuotaStopsRun(t *testing.T) {
 	r := newRig(t)
 	user := uuid.New()
-	st := store.New(pgtest.Pool(t))
+	st := store.New(pgtest.PoolFor(t, store.PrepareConn))
 	id := uuid.New()
 	run, _, err := st.Agents(r.queue).CreateRun(t.Context(), agent.NewRun{
 		ID: id, UserID: user, Goal: "g", Model: "test-model", Tools: agent.AllTools, QuotaTokens: 1,
@@ -447,7 +447,7 @@ func TestSweepRequeuesStrandedStep(t *testing.T) {
 // StartRun refuses a run when the month's tokens are used up.
 func TestQuotaRefusesStart(t *testing.T) {
 	r := newRig(t)
-	st := store.New(pgtest.Pool(t))
+	st := store.New(pgtest.PoolFor(t, store.PrepareConn))
 	user := uuid.New()
 	if _, err := st.Pool().Exec(t.Context(), `INSERT INTO parley.token_usage (user_id, month, used_tokens) VALUES ($1, date_trunc('month', now() AT TIME ZONE 'UTC')::date, 100)`, user); err != nil {
 		t.Fatal(err)

@@ -28,7 +28,7 @@ type toolEnv struct {
 
 func newToolEnv(t *testing.T) toolEnv {
 	t.Helper()
-	st := store.New(pgtest.Pool(t))
+	st := store.New(pgtest.PoolFor(t, store.PrepareConn))
 	user := uuid.New()
 	conv, err := st.CreateConversation(t.Context(), user, chat.NewConversation{Title: "tools"})
 	if err != nil {

@@ -138,7 +138,20 @@ func URL(tb testing.TB) string {
 // test ends.
 func Pool(tb testing.TB) *pgxpool.Pool {
 	tb.Helper()
-	pool, err := pgxpool.New(tb.Context(), URL(tb))
+	return PoolFor(tb, nil)
+}
+
+// PoolFor is Pool with afterConnect run on every new connection, as a pool
+// of store.Open runs store.PrepareConn (pgtest cannot import the store,
+// whose tests use it). A nil afterConnect runs nothing.
+func PoolFor(tb testing.TB, afterConnect func(context.Context, *pgx.Conn) error) *pgxpool.Pool {
+	tb.Helper()
+	cfg, err := pgxpool.ParseConfig(URL(tb))
+	if err != nil {
+		tb.Fatalf("pgtest: pool: %v", err)
+	}
+	cfg.AfterConnect = afterConnect
+	pool, err := pgxpool.NewWithConfig(tb.Context(), cfg)
 	if err != nil {
 		tb.Fatalf("pgtest: pool: %v", err)
 	}
