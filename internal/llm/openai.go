@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -108,8 +109,84 @@ func NewOpenAI(cfg OpenAIConfig) *OpenAI {
 		option.WithHTTPClient(httpClient),
 		option.WithMaxRetries(max(cfg.MaxRetries, 0)),
 		option.WithMaxRetryDelay(maxRetryDelay),
+		option.WithMiddleware(releaseBody),
 	)
 	return p
+}
+
+// releaseBody lets a request's body go once the provider has answered.
+// net/http keeps each attempt's request until the response body is done
+// with, for an answer as long as the answer streams, and the request
+// holds its body (the whole prompt, the conversation so far: tens of KB
+// for a long one) through Body and through GetBody, its copy for a retry.
+// Neither is used once the response has begun: the body drops its bytes
+// when it has been read to its end or closed, and GetBody is emptied when
+// next returns. (openai-go's own retries start again from its copy of the
+// request, not from this one.)
+func releaseBody(req *http.Request, next option.MiddlewareNext) (*http.Response, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return next(req)
+	}
+	b := &releasableBody{rc: req.Body, getBody: req.GetBody}
+	req.Body = b
+	if req.GetBody != nil {
+		req.GetBody = b.get
+	}
+	res, err := next(req)
+	b.mu.Lock()
+	b.getBody = nil
+	b.mu.Unlock()
+	return res, err
+}
+
+// releasableBody is a request body that lets its reader go at its end.
+// Its lock is held through each Read, which is fine for the in-memory
+// bodies openai-go sends (a Read never blocks) and would not be for a
+// body read from a pipe.
+type releasableBody struct {
+	mu      sync.Mutex
+	rc      io.ReadCloser // nil once read to its end or closed
+	getBody func() (io.ReadCloser, error)
+}
+
+// errBodyReleased is what reading a released body, or asking for another
+// copy of it, returns.
+var errBodyReleased = errors.New("the request body was released")
+
+func (b *releasableBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.rc == nil {
+		return 0, errBodyReleased
+	}
+	n, err := b.rc.Read(p)
+	if errors.Is(err, io.EOF) {
+		_ = b.rc.Close()
+		b.rc = nil
+	}
+	return n, err
+}
+
+func (b *releasableBody) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.rc == nil {
+		return nil
+	}
+	err := b.rc.Close()
+	b.rc = nil
+	return err
+}
+
+// get is the request's GetBody until the response has begun.
+func (b *releasableBody) get() (io.ReadCloser, error) {
+	b.mu.Lock()
+	getBody := b.getBody
+	b.mu.Unlock()
+	if getBody == nil {
+		return nil, errBodyReleased
+	}
+	return getBody()
 }
 
 // upstreamBufferSize is the read and write buffer of each connection to
