@@ -18,6 +18,8 @@ web: web-deps ## serve the chat page on http://localhost:5173 against `make dev`
 
 test: check-generated lint node-deps ## every check and every test (what CI runs)
 	$(GO) test -race -count=1 ./...
+	@# TestWaitingStacks checks a production build's stack sizes, which -race changes.
+	$(GO) test -count=1 -run '^TestWaitingStacks$$' ./internal/rpc/
 	@# Benchmarks are not tests: compile them (and the bench-tagged harness), run none.
 	$(GO) vet -tags bench ./...
 	$(MAKE) --no-print-directory web-test

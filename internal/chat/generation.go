@@ -212,6 +212,17 @@ func (gen *generation) emit(ev Event) {
 	}
 }
 
+// wakeFollowers wakes the followers waiting for the next event, as emit
+// does; they find no event and look at their contexts again.
+func (gen *generation) wakeFollowers() {
+	gen.mu.Lock()
+	defer gen.mu.Unlock()
+	if gen.waited {
+		close(gen.wake)
+		gen.wake, gen.waited = make(chan struct{}), false
+	}
+}
+
 // pending returns the events after the first sent and whether the
 // generation has ended; when there are none, also a channel closed at the
 // next event (nil otherwise, so emit makes a new channel only for events
@@ -254,6 +265,10 @@ type localStream struct {
 	gen      *generation
 	next     int64 // seq of the last event returned
 	buffered bool  // more events were ready when Next returned
+	// watching is the Done channel of the context whose end wakes Next
+	// (wakeOnDone), and unwatch undoes that.
+	watching <-chan struct{}
+	unwatch  func() bool
 }
 
 func (s *localStream) Next(ctx context.Context) (Event, error) {
@@ -267,10 +282,26 @@ func (s *localStream) Next(ctx context.Context) (Event, error) {
 		if done {
 			return Event{}, io.EOF
 		}
-		select {
-		case <-wake:
-		case <-ctx.Done():
-			return Event{}, ctx.Err()
+		if err := ctx.Err(); err != nil {
+			return Event{}, err
 		}
+		// A stream's handler spends its life in this wait, so it is a plain
+		// receive rather than a select, whose frame is larger (relay in
+		// internal/rpc says why that matters): the end of ctx wakes it
+		// through wakeOnDone instead.
+		if d := ctx.Done(); d != s.watching {
+			s.wakeOnDone(ctx, d)
+		}
+		<-wake
 	}
+}
+
+// wakeOnDone has the end of ctx, whose Done channel is done, wake Next's
+// wait, in place of the context Next waited with before.
+func (s *localStream) wakeOnDone(ctx context.Context, done <-chan struct{}) {
+	if s.unwatch != nil {
+		s.unwatch()
+	}
+	s.watching = done
+	s.unwatch = context.AfterFunc(ctx, s.gen.wakeFollowers)
 }

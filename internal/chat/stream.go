@@ -44,27 +44,45 @@ func (gen *generation) streamModel() (Usage, string, error) {
 		}
 		if len(t.calls) == 0 || len(tools) == 0 {
 			// A call the model made without tools on offer is not run.
-			usage := total
-			gen.emit(Event{Kind: EventUsage, Usage: &usage})
+			gen.emitUsage(total)
 			return total, t.finishReason, nil
 		}
-		record := ToolRound{Text: t.text}
-		assistant := PromptMessage{Role: RoleAssistant, Content: t.text}
-		var results []PromptMessage
-		for _, call := range t.calls {
-			use := gen.runTool(call, tools)
-			record.Calls = append(record.Calls, use)
-			assistant.ToolCalls = append(assistant.ToolCalls, call)
-			results = append(results, PromptMessage{Role: RoleTool, ToolCallID: call.ID, Content: use.Result})
-			if err := context.Cause(gen.ctx); gen.ctx.Err() != nil {
-				return total, "", err
-			}
+		if prompt, err = gen.runTools(prompt, t, tools); err != nil {
+			return total, "", err
 		}
-		gen.mu.Lock()
-		gen.rounds = append(gen.rounds, record)
-		gen.mu.Unlock()
-		prompt = append(append(prompt, assistant), results...)
 	}
+}
+
+// emitUsage emits the answer's usage event. It is not inlined, so that
+// the event is not in streamModel's frame (streamTurn says why).
+//
+//go:noinline
+func (gen *generation) emitUsage(total Usage) {
+	gen.emit(Event{Kind: EventUsage, Usage: &total})
+}
+
+// runTools runs the calls of a turn that called tools, keeps the round,
+// and returns the prompt of the next turn: this one's, then the model's
+// calls and their results. It is a function of its own so that its locals
+// are not in streamModel's frame while the answer waits on the model
+// (streamTurn).
+func (gen *generation) runTools(prompt []PromptMessage, t modelTurn, tools []ToolSpec) ([]PromptMessage, error) {
+	record := ToolRound{Text: t.text}
+	assistant := PromptMessage{Role: RoleAssistant, Content: t.text}
+	var results []PromptMessage
+	for _, call := range t.calls {
+		use := gen.runTool(call, tools)
+		record.Calls = append(record.Calls, use)
+		assistant.ToolCalls = append(assistant.ToolCalls, call)
+		results = append(results, PromptMessage{Role: RoleTool, ToolCallID: call.ID, Content: use.Result})
+		if err := context.Cause(gen.ctx); gen.ctx.Err() != nil {
+			return nil, err
+		}
+	}
+	gen.mu.Lock()
+	gen.rounds = append(gen.rounds, record)
+	gen.mu.Unlock()
+	return append(append(prompt, assistant), results...), nil
 }
 
 // toolSpecs are the tools an answer is offered.
@@ -101,52 +119,32 @@ type modelTurn struct {
 // streamTurn asks the model once and relays its text deltas, gathering
 // its tool calls (and streaming the document they write).
 func (gen *generation) streamTurn(prompt []PromptMessage, tools []ToolSpec) (modelTurn, error) {
-	var s ModelStream
-	var err error
-	if gen.ahead != nil {
-		// The first turn, asked while the exchange was saved, with the
-		// same request (firstRequest).
-		s, err = gen.ahead.take()
-		gen.ahead = nil
-	} else {
-		s, err = gen.provider.Stream(gen.ctx, gen.g.modelRequest(gen.answer.Model, prompt, tools))
-	}
+	s, err := gen.openTurn(prompt, tools)
 	if err != nil {
-		if gen.ctx.Err() != nil {
-			// Stopped (or interrupted) while the provider was being asked:
-			// the prompt was sent, and providers bill a prompt they read.
-			return modelTurn{usage: Usage{PromptTokens: promptTokens(prompt)}}, err
-		}
-		// The provider refused the request: nothing was billed.
-		return modelTurn{}, err
+		return gen.unopenedTurn(prompt, err)
 	}
 	defer s.Close()
 	// Close unblocks a Recv waiting on the provider when the generation
 	// is stopped or interrupted.
 	stopWatch := context.AfterFunc(gen.ctx, func() { s.Close() })
 	defer stopWatch()
-	var t modelTurn
-	// The turn's text is the end of the answer's, from here on: kept once.
-	from := len(gen.content())
-	text := func() string { return gen.content()[from:] }
+	// This is where an answer's goroutine spends its life, waiting in Recv
+	// on the provider, so the frames down to that wait are kept small:
+	// what is done once per turn, or rarely, is in calls of its own. The
+	// goroutine's stack grows to 16 KiB while the answer starts; waiting,
+	// it uses under a quarter of that, so the collector halves it.
+	// (TestWaitingStacks holds the depth of this wait.)
+	//
+	// The turn's text is the end of the answer's, from here on.
+	from := gen.textLen()
 	var calls *callGatherer // made at the turn's first tool call
 	for {
 		d, err := s.Recv()
-		if errors.Is(err, io.EOF) {
-			t.text, t.usage, t.finishReason = text(), s.Usage(), s.FinishReason()
-			if calls != nil {
-				t.calls = calls.done()
-			}
-			return t, nil
-		}
-		t.usage = s.Usage()
 		if err != nil {
-			t.text, t.finishReason = text(), s.FinishReason()
-			return t, err
+			return gen.endTurn(s, from, calls, err)
 		}
 		if gen.ctx.Err() != nil {
-			// Charge what was used so far (the provider's estimate).
-			return modelTurn{text: text(), usage: s.Usage()}, context.Cause(gen.ctx)
+			return gen.cutTurn(s, from)
 		}
 		if d.ToolCall != nil {
 			if calls == nil {
@@ -155,7 +153,7 @@ func (gen *generation) streamTurn(prompt []PromptMessage, tools []ToolSpec) (mod
 				calls = newCallGatherer(gen, tools)
 			}
 			if full := calls.add(*d.ToolCall); full {
-				return modelTurn{text: text(), usage: s.Usage(), finishReason: "length"}, gen.tooManyEvents()
+				return gen.fullTurn(s, from)
 			}
 			continue
 		}
@@ -163,9 +161,71 @@ func (gen *generation) streamTurn(prompt []PromptMessage, tools []ToolSpec) (mod
 			continue
 		}
 		if full := gen.appendText(CleanText(d.Text)); full {
-			return modelTurn{text: text(), usage: s.Usage(), finishReason: "length"}, gen.tooManyEvents()
+			return gen.fullTurn(s, from)
 		}
 	}
+}
+
+// unopenedTurn is the turn whose stream did not open.
+//
+//go:noinline
+func (gen *generation) unopenedTurn(prompt []PromptMessage, err error) (modelTurn, error) {
+	if gen.ctx.Err() != nil {
+		// Stopped (or interrupted) while the provider was being asked:
+		// the prompt was sent, and providers bill a prompt they read.
+		return modelTurn{usage: Usage{PromptTokens: promptTokens(prompt)}}, err
+	}
+	// The provider refused the request: nothing was billed.
+	return modelTurn{}, err
+}
+
+// openTurn opens the turn's stream.
+func (gen *generation) openTurn(prompt []PromptMessage, tools []ToolSpec) (ModelStream, error) {
+	if gen.ahead != nil {
+		// The first turn, asked while the exchange was saved, with the
+		// same request (firstRequest).
+		s, err := gen.ahead.take()
+		gen.ahead = nil
+		return s, err
+	}
+	return gen.provider.Stream(gen.ctx, gen.g.modelRequest(gen.answer.Model, prompt, tools))
+}
+
+// endTurn is the turn that Recv ended with err: io.EOF at its end, with
+// the calls gathered, or what cut it.
+func (gen *generation) endTurn(s ModelStream, from int, calls *callGatherer, err error) (modelTurn, error) {
+	t := modelTurn{text: gen.textFrom(from), usage: s.Usage(), finishReason: s.FinishReason()}
+	if !errors.Is(err, io.EOF) {
+		return t, err
+	}
+	if calls != nil {
+		t.calls = calls.done()
+	}
+	return t, nil
+}
+
+// cutTurn ends a turn when the answer was stopped or interrupted: it
+// charges what was used so far (the provider's estimate).
+func (gen *generation) cutTurn(s ModelStream, from int) (modelTurn, error) {
+	return modelTurn{text: gen.textFrom(from), usage: s.Usage()}, context.Cause(gen.ctx)
+}
+
+// fullTurn ends a turn whose answer reached MaxDeltas.
+func (gen *generation) fullTurn(s ModelStream, from int) (modelTurn, error) {
+	t := modelTurn{text: gen.textFrom(from), usage: s.Usage(), finishReason: "length"}
+	return t, gen.tooManyEvents()
+}
+
+// textLen is the length of the answer's text so far.
+func (gen *generation) textLen() int {
+	gen.mu.Lock()
+	defer gen.mu.Unlock()
+	return gen.text.Len()
+}
+
+// textFrom is the answer's text from byte from on.
+func (gen *generation) textFrom(from int) string {
+	return gen.content()[from:]
 }
 
 // appendText adds answer text and emits its delta; it reports whether the
@@ -212,6 +272,10 @@ type gathering struct {
 	field   *fieldStreamer
 }
 
+// newCallGatherer is not inlined, so that its maps are not in streamTurn's
+// frame.
+//
+//go:noinline
 func newCallGatherer(gen *generation, tools []ToolSpec) *callGatherer {
 	g := &callGatherer{gen: gen, specs: map[string]ToolSpec{}, byIndex: map[int]*gathering{}}
 	for _, t := range tools {

@@ -441,43 +441,65 @@ func (s *openAIStream) Recv() (chat.Delta, error) {
 	// stalled provider.
 	s.idle.Reset(s.idleTimeout)
 	defer s.idle.Stop()
-	var err error
+	// This loop is where an answer's goroutine waits on the provider, so
+	// what it does per chunk is in calls: with a small frame here the
+	// waiting goroutine's stack fits in a quarter of 16 KiB, and the
+	// collector halves it (see streamTurn in package chat).
 	for s.sse.Next() {
 		s.idle.Reset(s.idleTimeout)
-		f, done, derr := decodeEvent(s.sse.Event())
-		if done || derr != nil {
-			err = derr
-			break
+		d, ok, stop, err := s.chunk(s.sse.Event())
+		if ok {
+			return d, nil
 		}
-		if f.usage != nil {
-			s.usage = *f.usage
-			s.usageFinal = true
-		}
-		text := f.text
-		var calls []chat.Delta // rare: only chunks of tool calls
-		for i := range f.calls {
-			s.received += utf8.RuneCountInString(f.calls[i].Arguments)
-			calls = append(calls, chat.Delta{ToolCall: &f.calls[i]})
-		}
-		if f.finishReason != "" {
-			s.finishReason = f.finishReason
-		}
-		s.received += utf8.RuneCountInString(text)
-		if !s.usageFinal {
-			s.usage.CompletionTokens = int64((s.received + 3) / 4)
-		}
-		switch {
-		case len(calls) == 0 && text != "":
-			// The common chunk: text alone, handed out without a slice.
-			return chat.Delta{Text: text}, nil
-		case len(calls) > 0 && text != "":
-			s.pending = calls
-			return chat.Delta{Text: text}, nil
-		case len(calls) > 0:
-			s.pending = calls[1:]
-			return calls[0], nil
+		if stop {
+			return s.end(err)
 		}
 	}
+	return s.end(nil)
+}
+
+// chunk takes one event of the stream: it returns the first delta it
+// carries (ok), or stop at [DONE] or with the error that ends the stream,
+// or neither for a chunk with nothing to hand out.
+func (s *openAIStream) chunk(ev ssestream.Event) (d chat.Delta, ok, stop bool, err error) {
+	f, done, err := decodeEvent(ev)
+	if done || err != nil {
+		return chat.Delta{}, false, true, err
+	}
+	if f.usage != nil {
+		s.usage = *f.usage
+		s.usageFinal = true
+	}
+	text := f.text
+	var calls []chat.Delta // rare: only chunks of tool calls
+	for i := range f.calls {
+		s.received += utf8.RuneCountInString(f.calls[i].Arguments)
+		calls = append(calls, chat.Delta{ToolCall: &f.calls[i]})
+	}
+	if f.finishReason != "" {
+		s.finishReason = f.finishReason
+	}
+	s.received += utf8.RuneCountInString(text)
+	if !s.usageFinal {
+		s.usage.CompletionTokens = int64((s.received + 3) / 4)
+	}
+	switch {
+	case len(calls) == 0 && text != "":
+		// The common chunk: text alone, handed out without a slice.
+		return chat.Delta{Text: text}, true, false, nil
+	case len(calls) > 0 && text != "":
+		s.pending = calls
+		return chat.Delta{Text: text}, true, false, nil
+	case len(calls) > 0:
+		s.pending = calls[1:]
+		return calls[0], true, false, nil
+	}
+	return chat.Delta{}, false, false, nil
+}
+
+// end ends the stream after its last event: err is nil after [DONE] or
+// when the body ended, or the chunk's error that cut it.
+func (s *openAIStream) end(err error) (chat.Delta, error) {
 	if err == nil {
 		err = s.sse.Err()
 	}

@@ -43,52 +43,60 @@ func newSSEDecoder(res *http.Response) ssestream.Decoder {
 // sseDecoder is openai-go's eventStreamDecoder (packages/ssestream) with a
 // smaller first buffer and a reused data slice.
 type sseDecoder struct {
-	evt  ssestream.Event
-	rc   io.ReadCloser
-	scn  *bufio.Scanner
-	data []byte
-	err  error
+	evt   ssestream.Event
+	rc    io.ReadCloser
+	scn   *bufio.Scanner
+	event string // the event being read: its type
+	data  []byte // and its data, reused from one event to the next
+	err   error
 }
 
 func (s *sseDecoder) Next() bool {
 	if s.err != nil {
 		return false
 	}
-	event := ""
-	data := s.data[:0]
+	s.event, s.data = "", s.data[:0]
+	// An answer's goroutine waits in Scan for the provider's next line, so
+	// the line's handling is a call of its own (streamTurn in package chat
+	// says why the frames of that wait are kept small).
 	for s.scn.Scan() {
-		txt := s.scn.Bytes()
-		// Dispatch event on an empty line.
-		if len(txt) == 0 {
-			if len(data) == 0 {
-				event = ""
-				continue
-			}
-			s.data = data
-			s.evt = ssestream.Event{Type: event, Data: data}
+		if s.line(s.scn.Bytes()) {
 			return true
 		}
-		// Split a string like "event: bar" into name="event" and value=" bar".
-		name, value, _ := bytes.Cut(txt, []byte(":"))
-		// Consume an optional space after the colon if it exists.
-		if len(value) > 0 && value[0] == ' ' {
-			value = value[1:]
-		}
-		switch string(name) {
-		case "":
-			// A line of the form ": something" is a comment.
-			continue
-		case "event":
-			event = string(value)
-		case "data":
-			data = append(data, value...)
-			data = append(data, '\n')
-		}
 	}
-	s.data = data
 	if s.scn.Err() != nil {
 		s.err = s.scn.Err()
 	}
+	return false
+}
+
+// line takes one line of the stream and reports whether it dispatched an
+// event.
+func (s *sseDecoder) line(txt []byte) bool {
+	// Dispatch event on an empty line.
+	if len(txt) == 0 {
+		if len(s.data) == 0 {
+			s.event = ""
+			return false
+		}
+		s.evt = ssestream.Event{Type: s.event, Data: s.data}
+		return true
+	}
+	// Split a string like "event: bar" into name="event" and value=" bar".
+	name, value, _ := bytes.Cut(txt, []byte(":"))
+	// Consume an optional space after the colon if it exists.
+	if len(value) > 0 && value[0] == ' ' {
+		value = value[1:]
+	}
+	switch string(name) {
+	case "event":
+		s.event = string(value)
+	case "data":
+		s.data = append(s.data, value...)
+		s.data = append(s.data, '\n')
+	}
+	// Anything else, and a line of the form ": something" (a comment), is
+	// skipped.
 	return false
 }
 

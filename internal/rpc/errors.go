@@ -97,6 +97,16 @@ func (i *errorInterceptor) WrapStreamingClient(next connect.StreamingClientFunc)
 
 func (i *errorInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		return ToConnect(ctx, i.log, conn.Spec().Procedure, next(ctx, conn))
+		// The stream's handler waits under this frame for the whole
+		// answer: it keeps nothing of its own across next (relay says why).
+		if err := next(ctx, conn); err != nil {
+			return i.streamError(ctx, conn, err)
+		}
+		return nil
 	}
+}
+
+// streamError is ToConnect for a streaming handler's error.
+func (i *errorInterceptor) streamError(ctx context.Context, conn connect.StreamingHandlerConn, err error) error {
+	return ToConnect(ctx, i.log, conn.Spec().Procedure, err)
 }

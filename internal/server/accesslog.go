@@ -15,7 +15,10 @@ import (
 
 // accessInfo is filled in by inner interceptors for the access log, which
 // runs outside them and cannot see their contexts.
-type accessInfo struct{ userID uuid.UUID }
+type accessInfo struct {
+	userID uuid.UUID
+	start  time.Time // streaming calls only (WrapStreamingHandler)
+}
 
 type accessInfoKey struct{}
 
@@ -69,11 +72,18 @@ func (a *accessLog) WrapStreamingClient(next connect.StreamingClientFunc) connec
 
 func (a *accessLog) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		start, info := time.Now(), &accessInfo{}
+		// A stream's handler waits under this frame for the whole answer:
+		// the start time is kept on the heap, with the rest of the line.
+		info := &accessInfo{start: time.Now()}
 		err := next(context.WithValue(ctx, accessInfoKey{}, info), conn)
-		a.record(ctx, conn.Spec().Procedure, conn.Peer().Protocol, info, start, err)
+		a.recordStream(ctx, conn, info, err)
 		return err
 	}
+}
+
+// recordStream is record for a streaming call.
+func (a *accessLog) recordStream(ctx context.Context, conn connect.StreamingHandlerConn, info *accessInfo, err error) {
+	a.record(ctx, conn.Spec().Procedure, conn.Peer().Protocol, info, info.start, err)
 }
 
 // userCapture runs after authentication: it hands the user id to the

@@ -201,20 +201,27 @@ func limitBodies(h http.Handler, oneMessage map[string]int, timeout time.Duratio
 			h.ServeHTTP(w, r)
 			return
 		}
-		body := &deadlineBody{
-			ReadCloser: http.MaxBytesReader(w, r.Body, int64(limit)+envelopeBytes),
-			rc:         http.NewResponseController(w),
-			timeout:    timeout,
-		}
-		// Only a ResponseWriter that is not net/http's refuses; the size
-		// limit still holds without the deadline.
-		body.armed = body.rc.SetReadDeadline(time.Now().Add(timeout)) == nil
-		r.Body = body
-		if encodingHeader, ok := envelopedEncoding(r.Header.Get("Content-Type")); ok {
-			r.Body = &envelopeCheck{ReadCloser: body, encodingHeader: encodingHeader, encoding: r.Header.Get(encodingHeader)}
-		}
+		limitBody(w, r, limit, timeout)
 		h.ServeHTTP(w, r)
 	})
+}
+
+// limitBody replaces r's body with one that enforces limit and timeout,
+// and checks gRPC framing. It is apart from limitBodies so that streams,
+// which last an answer, carry none of its locals.
+func limitBody(w http.ResponseWriter, r *http.Request, limit int, timeout time.Duration) {
+	body := &deadlineBody{
+		ReadCloser: http.MaxBytesReader(w, r.Body, int64(limit)+envelopeBytes),
+		rc:         http.NewResponseController(w),
+		timeout:    timeout,
+	}
+	// Only a ResponseWriter that is not net/http's refuses; the size
+	// limit still holds without the deadline.
+	body.armed = body.rc.SetReadDeadline(time.Now().Add(timeout)) == nil
+	r.Body = body
+	if encodingHeader, ok := envelopedEncoding(r.Header.Get("Content-Type")); ok {
+		r.Body = &envelopeCheck{ReadCloser: body, encodingHeader: encodingHeader, encoding: r.Header.Get(encodingHeader)}
+	}
 }
 
 // deadlineBody turns a body read that outlives its deadline into an error

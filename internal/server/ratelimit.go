@@ -201,17 +201,27 @@ func (l *rateLimiter) WrapStreamingClient(next connect.StreamingClientFunc) conn
 
 func (l *rateLimiter) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		if err := l.check(ctx, conn.Spec().Procedure, conn.Peer(), conn.RequestHeader(), conn.ResponseHeader()); err != nil {
-			// Connect streams answer HTTP 200 with the error in the last
-			// frame: say Retry-After in the headers too.
-			var ce *connect.Error
-			if errors.As(err, &ce) {
-				conn.ResponseHeader().Set("Retry-After", ce.Meta().Get("Retry-After"))
-			}
+		if err := l.checkStream(ctx, conn); err != nil {
 			return err
 		}
+		// The stream's handler waits under this frame for the whole
+		// answer: the check's locals are in checkStream's.
 		return next(ctx, conn)
 	}
+}
+
+// checkStream is check for a streaming call.
+func (l *rateLimiter) checkStream(ctx context.Context, conn connect.StreamingHandlerConn) error {
+	err := l.check(ctx, conn.Spec().Procedure, conn.Peer(), conn.RequestHeader(), conn.ResponseHeader())
+	if err != nil {
+		// Connect streams answer HTTP 200 with the error in the last
+		// frame: say Retry-After in the headers too.
+		var ce *connect.Error
+		if errors.As(err, &ce) {
+			conn.ResponseHeader().Set("Retry-After", ce.Meta().Get("Retry-After"))
+		}
+	}
+	return err
 }
 
 // authFailures refuses, before any signature is checked, client IPs (IPv6:

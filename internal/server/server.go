@@ -261,11 +261,18 @@ func withCORS(h http.Handler, origins []string) http.Handler {
 // written for it joins the trace in Cloud Logging.
 func withTrace(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if t, ok := logging.TraceFromHeaders(r.Header.Get("traceparent"), r.Header.Get("X-Cloud-Trace-Context")); ok {
-			r = r.WithContext(logging.WithTrace(r.Context(), t))
-		}
-		h.ServeHTTP(w, r)
+		h.ServeHTTP(w, traced(r))
 	})
+}
+
+// traced is r with its trace on the context, if it names one. (Apart from
+// withTrace so that streams, which last an answer, carry none of its
+// locals.)
+func traced(r *http.Request) *http.Request {
+	if t, ok := logging.TraceFromHeaders(r.Header.Get("traceparent"), r.Header.Get("X-Cloud-Trace-Context")); ok {
+		return r.WithContext(logging.WithTrace(r.Context(), t))
+	}
+	return r
 }
 
 // dbChecker answers gRPC health checks from a database ping.

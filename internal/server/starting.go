@@ -81,6 +81,13 @@ func (s *Starting) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		(*h).ServeHTTP(w, r)
 		return
 	}
+	s.serveStarting(w, r)
+}
+
+// serveStarting serves a request that came before Ready or Fail. It is
+// apart from ServeHTTP so that a running service's requests, streams that
+// last an answer among them, carry none of its frame.
+func (s *Starting) serveStarting(w http.ResponseWriter, r *http.Request) {
 	if (r.Method == http.MethodGet || r.Method == http.MethodHead) && r.URL.Path == "/health" {
 		s.health.ServeHTTP(w, r)
 		return
