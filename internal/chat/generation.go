@@ -280,9 +280,11 @@ func (s *localStream) Next(ctx context.Context) (Event, error) {
 			return events[0], nil
 		}
 		if done {
+			s.stopWatching()
 			return Event{}, io.EOF
 		}
 		if err := ctx.Err(); err != nil {
+			s.stopWatching()
 			return Event{}, err
 		}
 		// A stream's handler spends its life in this wait, so it is a plain
@@ -296,12 +298,20 @@ func (s *localStream) Next(ctx context.Context) (Event, error) {
 	}
 }
 
-// wakeOnDone has the end of ctx, whose Done channel is done, wake Next's
+// wakeOnDone has the end of ctx (whose Done channel is done) wake Next's
 // wait, in place of the context Next waited with before.
 func (s *localStream) wakeOnDone(ctx context.Context, done <-chan struct{}) {
-	if s.unwatch != nil {
-		s.unwatch()
-	}
+	s.stopWatching()
 	s.watching = done
 	s.unwatch = context.AfterFunc(ctx, s.gen.wakeFollowers)
+}
+
+// stopWatching undoes wakeOnDone, when Next returns for good (the end of
+// the stream, or of its context), so that the context does not keep the
+// generation.
+func (s *localStream) stopWatching() {
+	if s.unwatch != nil {
+		s.unwatch()
+		s.watching, s.unwatch = nil, nil
+	}
 }

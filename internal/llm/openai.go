@@ -118,35 +118,43 @@ func NewOpenAI(cfg OpenAIConfig) *OpenAI {
 // net/http keeps each attempt's request until the response body is done
 // with, for an answer as long as the answer streams, and the request
 // holds its body (the whole prompt, the conversation so far: tens of KB
-// for a long one) through Body and through GetBody, its copy for a retry.
-// Neither is used once the response has begun: the body drops its bytes
-// when it has been read to its end or closed, and GetBody is emptied when
-// next returns. (openai-go's own retries start again from its copy of the
-// request, not from this one.)
+// for a long one) through Body and through GetBody, the copy a retry on a
+// dead connection or a redirect reads. Neither is used once the response
+// has begun: the body drops its reader when it has been read to its end
+// or closed, a body GetBody hands out does the same, and GetBody is
+// emptied when next returns. (openai-go's own retries start again from
+// its copy of the request, not from this one.)
 func releaseBody(req *http.Request, next option.MiddlewareNext) (*http.Response, error) {
 	if req.Body == nil || req.Body == http.NoBody {
 		return next(req)
 	}
-	b := &releasableBody{rc: req.Body, getBody: req.GetBody}
+	b := newReleasableBody(req.Body)
 	req.Body = b
+	var again *rebody
 	if req.GetBody != nil {
-		req.GetBody = b.get
+		getBody := req.GetBody
+		again = &rebody{}
+		again.getBody.Store(&getBody)
+		req.GetBody = again.get
 	}
 	res, err := next(req)
-	b.mu.Lock()
-	b.getBody = nil
-	b.mu.Unlock()
+	if again != nil {
+		again.getBody.Store(nil)
+	}
 	return res, err
 }
 
 // releasableBody is a request body that lets its reader go at its end.
-// Its lock is held through each Read, which is fine for the in-memory
-// bodies openai-go sends (a Read never blocks) and would not be for a
-// body read from a pipe.
+// Read and Close may run at once, as net/http allows a transport to close
+// a body from another goroutine: neither waits for the other.
 type releasableBody struct {
-	mu      sync.Mutex
-	rc      io.ReadCloser // nil once read to its end or closed
-	getBody func() (io.ReadCloser, error)
+	rc atomic.Pointer[io.ReadCloser] // nil once read to its end or closed
+}
+
+func newReleasableBody(rc io.ReadCloser) *releasableBody {
+	b := &releasableBody{}
+	b.rc.Store(&rc)
+	return b
 }
 
 // errBodyReleased is what reading a released body, or asking for another
@@ -154,39 +162,39 @@ type releasableBody struct {
 var errBodyReleased = errors.New("the request body was released")
 
 func (b *releasableBody) Read(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.rc == nil {
+	rc := b.rc.Load()
+	if rc == nil {
 		return 0, errBodyReleased
 	}
-	n, err := b.rc.Read(p)
-	if errors.Is(err, io.EOF) {
-		_ = b.rc.Close()
-		b.rc = nil
+	n, err := (*rc).Read(p)
+	if errors.Is(err, io.EOF) && b.rc.CompareAndSwap(rc, nil) {
+		_ = (*rc).Close()
 	}
 	return n, err
 }
 
 func (b *releasableBody) Close() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.rc == nil {
-		return nil
+	if rc := b.rc.Swap(nil); rc != nil {
+		return (*rc).Close()
 	}
-	err := b.rc.Close()
-	b.rc = nil
-	return err
+	return nil
 }
 
-// get is the request's GetBody until the response has begun.
-func (b *releasableBody) get() (io.ReadCloser, error) {
-	b.mu.Lock()
-	getBody := b.getBody
-	b.mu.Unlock()
+// rebody is a request's GetBody until the response has begun.
+type rebody struct {
+	getBody atomic.Pointer[func() (io.ReadCloser, error)]
+}
+
+func (r *rebody) get() (io.ReadCloser, error) {
+	getBody := r.getBody.Load()
 	if getBody == nil {
 		return nil, errBodyReleased
 	}
-	return getBody()
+	rc, err := (*getBody)()
+	if err != nil {
+		return nil, err
+	}
+	return newReleasableBody(rc), nil
 }
 
 // upstreamBufferSize is the read and write buffer of each connection to

@@ -17,9 +17,9 @@ import (
 )
 
 // TestReleaseBody holds releaseBody to its promise: once next has
-// returned, the request that net/http keeps for as long as the answer
-// streams no longer reaches the body's bytes, while the body was written
-// whole.
+// returned, neither the request that net/http keeps for as long as the
+// answer streams nor a retry's body reaches the body's bytes, while the
+// body was written whole both times.
 func TestReleaseBody(t *testing.T) {
 	t.Parallel()
 	body := bytes.Repeat([]byte("the conversation so far. "), 4<<10)
@@ -31,29 +31,32 @@ func TestReleaseBody(t *testing.T) {
 	}
 	body = nil
 	var (
-		kept    *http.Request // as net/http's connection keeps it
-		written int64
+		kept             *http.Request // as net/http's connection keeps it
+		retried          io.ReadCloser // a retry's body, kept as long
+		written, rewrote int64
 	)
 	res, err := releaseBody(req, func(r *http.Request) (*http.Response, error) {
-		// A retry on a connection found dead gets the body again.
-		again, err := r.GetBody()
-		if err != nil {
-			return nil, err
-		}
-		again.Close()
-		written, err = io.Copy(io.Discard, r.Body)
-		if err != nil {
+		var err error
+		if written, err = io.Copy(io.Discard, r.Body); err != nil {
 			return nil, err
 		}
 		r.Body.Close()
+		// A retry on a connection found dead (or a redirect) sends the
+		// body again, from GetBody.
+		if retried, err = r.GetBody(); err != nil {
+			return nil, err
+		}
+		if rewrote, err = io.Copy(io.Discard, retried); err != nil {
+			return nil, err
+		}
 		kept = r
 		return &http.Response{StatusCode: http.StatusOK, Body: http.NoBody, Request: r}, nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if written != int64(want) {
-		t.Fatalf("wrote %d bytes of the body, want %d", written, want)
+	if written != int64(want) || rewrote != int64(want) {
+		t.Fatalf("wrote %d bytes of the body and %d again, want %d", written, rewrote, want)
 	}
 	if _, err := kept.GetBody(); !errors.Is(err, errBodyReleased) {
 		t.Errorf("GetBody after the response = %v, want errBodyReleased", err)
@@ -68,6 +71,7 @@ func TestReleaseBody(t *testing.T) {
 		t.Error("the request that is kept still reaches its body's bytes")
 	}
 	runtime.KeepAlive(kept)
+	runtime.KeepAlive(retried)
 	runtime.KeepAlive(res)
 }
 
@@ -89,6 +93,9 @@ func TestOpenAIReleasesBody(t *testing.T) {
 	}
 	if _, err := reqs[0].GetBody(); !errors.Is(err, errBodyReleased) {
 		t.Errorf("GetBody of the streaming answer's request = %v, want errBodyReleased", err)
+	}
+	if _, err := reqs[0].Body.Read(make([]byte, 1)); !errors.Is(err, errBodyReleased) {
+		t.Errorf("reading the streaming answer's request body = %v, want errBodyReleased (its bytes let go)", err)
 	}
 	srv.Release(len(llmtest.DefaultChunks))
 	var text string
