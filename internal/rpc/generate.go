@@ -148,7 +148,7 @@ func (h *ChatHandler) StopGeneration(ctx context.Context, req *connect.Request[p
 // the frames of that wait are kept small (every streaming handler starts
 // its stream in a function of its own, the interceptors keep their work
 // in calls, and what relay does per event is in its relayer):
-// 8 KiB per held stream over HTTP/2, where the wait holds 3,000 bytes of
+// 8 KiB per held stream over HTTP/2, where the wait holds 3,040 bytes of
 // the 3,296 that allow it. Over HTTP/1.1 net/http's connection loop adds
 // 1,120 bytes and the stack stays at 16 KiB. TestWaitingStacks holds the
 // HTTP/2 figure.

@@ -1,4 +1,4 @@
-//go:build !race
+//go:build linux && amd64 && !race
 
 package rpc_test
 
@@ -36,7 +36,7 @@ func (w waitingStack) has(fn string) bool {
 // WriteHeapDump, the world stopped) and reads its goroutines back: for
 // each, its frames and the stack it uses, measured as the runtime does
 // when it decides to shrink a stack (from the goroutine's saved stack
-// pointer to the top of its stack).
+// pointer to the top of its stack, stack.hi - sched.sp).
 func dumpStacks(t *testing.T) []waitingStack {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "heap.dump")
@@ -151,10 +151,17 @@ func readStacks(r *bufio.Reader) ([]waitingStack, error) {
 				_, err = r.Discard(int(size))
 			}
 			nums(3)
-			g.funcs = append(g.funcs, str())
+			name := str()
+			g.funcs = append(g.funcs, name)
 			g.sizes = append(g.sizes, size)
 			fields()
-			g.used = sp + size - gsp // the outermost frame ends at the top
+			g.used = sp + size - gsp
+			if name == "runtime.goexit" {
+				// The outermost frame: a goroutine starts 4 words below
+				// its stack's top (runtime/proc.go, newproc1's totalSize),
+				// and goexit's frame holds 1 of them.
+				g.used = sp + 4*8 - gsp
+			}
 		case dumpDefer:
 			nums(7)
 		case dumpPanic:
