@@ -1142,7 +1142,7 @@ func TestOneAnswerPerConversation(t *testing.T) {
 	// insert was refused; that request is canceled, but a held request the
 	// fake has not yet seen canceled would take a released chunk from the
 	// answer. Release once only the answer's request is left.
-	if !waitOnlyOneHeld(fake, 10*time.Second) {
+	if !fake.WaitCanceled(len(fake.Requests())-1, 10*time.Second) {
 		t.Fatalf("the model still holds %d requests, canceled %d; want every refused call's request canceled", len(fake.Requests()), fake.Canceled())
 	}
 	fake.Release(len(llmtest.DefaultChunks))
@@ -1152,17 +1152,6 @@ func TestOneAnswerPerConversation(t *testing.T) {
 	if n := len(messages(t, c, conv.Id)); n != 2 {
 		t.Errorf("%d messages, want 2", n)
 	}
-}
-
-// waitOnlyOneHeld waits until every request the fake model received but
-// one has been canceled.
-func waitOnlyOneHeld(fake *llmtest.Server, timeout time.Duration) bool {
-	for deadline := time.Now().Add(timeout); fake.Canceled() < len(fake.Requests())-1; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			return false
-		}
-	}
-	return true
 }
 
 // TestStopWithoutSharedLog: even when the stop signal cannot reach the
