@@ -27,16 +27,34 @@ func NewChatLog(b Broker) ChatLog { return ChatLog{b: b} }
 func (l ChatLog) Write(ctx context.Context, writes []chat.LogWrite) []error {
 	batch := make([]Write, len(writes))
 	errs := make([]error, len(writes))
-	for i, w := range writes {
-		evs := make([]Event, 0, len(w.Events))
+	// All the events' encodings share one buffer, and their Events one
+	// slice: a mirror batch of deltas is two allocations however many
+	// events it has. (The in-memory broker keeps the buffer while it keeps
+	// any of them.)
+	n, size := 0, 0
+	for _, w := range writes {
+		n += len(w.Events)
 		for _, ev := range w.Events {
-			data, err := encodeEvent(ev)
-			if err != nil {
+			size += eventOverhead + len(ev.Text)
+		}
+	}
+	all := make([]Event, 0, n)
+	buf := make([]byte, 0, size)
+	for i, w := range writes {
+		first := len(all)
+		for _, ev := range w.Events {
+			start := len(buf)
+			var err error
+			if buf, err = appendEvent(buf, ev); err != nil {
 				errs[i] = fmt.Errorf("broker: encode event %d: %w", ev.Seq, err)
-				evs = nil
+				all = all[:first]
 				break
 			}
-			evs = append(evs, Event{Seq: ev.Seq, Data: data})
+			all = append(all, Event{Seq: ev.Seq, Data: buf[start:len(buf):len(buf)]})
+		}
+		evs := all[first:len(all):len(all)]
+		if errs[i] != nil {
+			evs = nil
 		}
 		batch[i] = Write{GenerationID: w.GenerationID, Events: evs, Finish: w.Finish}
 	}
@@ -103,7 +121,12 @@ func (l ChatLog) Stops(ctx context.Context) (<-chan uuid.UUID, error) { return l
 
 // encodeEvent and decodeEvent are the wire form of chat events in the
 // shared log, read by other instances that resume a generation.
-func encodeEvent(e chat.Event) ([]byte, error) { return json.Marshal(e) }
+func encodeEvent(e chat.Event) ([]byte, error) {
+	return appendEvent(make([]byte, 0, eventOverhead+len(e.Text)), e)
+}
+
+// eventOverhead is about what a delta's encoding adds to its text.
+const eventOverhead = 48
 
 func decodeEvent(data []byte) (chat.Event, error) {
 	var e chat.Event
