@@ -19,6 +19,25 @@ const (
 	cacheEntries = 50_000
 )
 
+// tokenKey is the cache's key for token. The token is hashed from a pooled
+// copy: converting it in place would allocate, access tokens being longer
+// than the 32 bytes a conversion finds room for on the stack.
+func tokenKey(token string) [sha256.Size]byte {
+	bp := tokenBuffers.Get().(*[]byte)
+	b := append((*bp)[:0], token...)
+	key := sha256.Sum256(b)
+	if cap(b) <= maxPooledToken {
+		*bp = b
+		tokenBuffers.Put(bp)
+	}
+	return key
+}
+
+// maxPooledToken bounds the copies tokenKey keeps for reuse.
+const maxPooledToken = 16 << 10
+
+var tokenBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 2<<10); return &b }}
+
 type cacheEntry struct {
 	claims Claims
 	until  time.Time

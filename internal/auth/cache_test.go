@@ -1,9 +1,12 @@
 package auth
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -100,4 +103,25 @@ func TestVerifyCacheKeyIsWholeToken(t *testing.T) {
 	if _, err := verifyWithin(t, v, forged, 5*time.Second); !errors.Is(err, ErrInvalidToken) {
 		t.Errorf("a token with another signature passed: %v", err)
 	}
+}
+
+// TestTokenKey: the key is the SHA-256 of the whole token whatever its
+// length, also when concurrent calls share the pooled copies.
+func TestTokenKey(t *testing.T) {
+	lengths := []int{0, 1, 31, 32, 33, 600, 2 << 10, 3 << 10, maxPooledToken, maxPooledToken + 1, 64 << 10}
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for round := range 50 {
+				for _, n := range lengths {
+					token := strings.Repeat(string(rune('a'+(w+round+n)%26)), n)
+					if got, want := tokenKey(token), sha256.Sum256([]byte(token)); got != want {
+						t.Errorf("token of %d bytes: key %x, want %x", n, got, want)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -11,7 +11,6 @@ package auth
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -298,7 +297,7 @@ func newVerifier(cfg Config) (*Verifier, error) {
 // Verify waits for it briefly (bounded by ctx and a few seconds); a token
 // signed by a key not yet in the cache triggers a rate-limited re-fetch.
 func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
-	key := sha256.Sum256([]byte(token))
+	key := tokenKey(token)
 	now := v.now()
 	if claims, ok := v.verified.get(key, now); ok {
 		return claims, nil
