@@ -91,8 +91,10 @@ func (l *rateLimiter) limitFor(c class) ratelimit.Limit {
 	return l.limits.General
 }
 
-// check runs one limit check and writes the headers.
-func (l *rateLimiter) check(ctx context.Context, procedure string, peer connect.Peer, reqHeader, resHeader http.Header) error {
+// check runs one limit check. checked says whether it ran (it did unless
+// the caller's plan could not be read): then res is what the response's
+// headers say, and err, when the call is refused, carries them already.
+func (l *rateLimiter) check(ctx context.Context, procedure string, peer connect.Peer, reqHeader http.Header) (res ratelimit.Result, checked bool, err error) {
 	c, ok := classes[procedure]
 	if !ok {
 		c = classGeneral
@@ -104,24 +106,23 @@ func (l *rateLimiter) check(ctx context.Context, procedure string, peer connect.
 		if l.plans != nil {
 			p, err := l.plans.PlanOf(ctx, claims.UserID)
 			if err != nil {
-				return err
+				return ratelimit.Result{}, false, err
 			}
 			limit = limit.Scale(p.RateMultiplier)
 		}
 	} else {
 		key = c.name + ":ip:" + clientIP(reqHeader, peer.Addr, l.hops)
 	}
-	res, _ := l.limiter.Allow(ctx, key, limit, c.failOpen)
-	setRateHeaders(resHeader, res)
+	res, _ = l.limiter.Allow(ctx, key, limit, c.failOpen)
 	if res.Allowed {
-		return nil
+		return res, true, nil
 	}
 	retry := seconds(res.RetryAfter)
-	err := connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
+	ce := connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
 		"rate limit exceeded: %d %s requests per %s; retry in %ds", limit.Rate, c.name, limit.Period, retry))
-	setRateHeaders(err.Meta(), res)
-	err.Meta().Set("Retry-After", strconv.Itoa(retry))
-	return err
+	setRateHeaders(ce.Meta(), res)
+	ce.Meta().Set("Retry-After", strconv.Itoa(retry))
+	return res, true, ce
 }
 
 func seconds(d time.Duration) int { return int(math.Ceil(d.Seconds())) }
@@ -170,26 +171,20 @@ func clientIP(h http.Header, peerAddr string, hops int) string {
 
 func (l *rateLimiter) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		header := http.Header{}
-		if err := l.check(ctx, req.Spec().Procedure, req.Peer(), req.Header(), header); err != nil {
+		limited, _, err := l.check(ctx, req.Spec().Procedure, req.Peer(), req.Header())
+		if err != nil {
 			return nil, err
 		}
 		res, err := next(ctx, req)
 		// The headers travel on success and on failure alike; a domain
 		// error becomes its Connect form here so it can carry them.
 		err = rpc.ToConnect(ctx, l.log, req.Spec().Procedure, err)
-		var target http.Header
 		var ce *connect.Error
 		switch {
 		case err == nil && res != nil:
-			target = res.Header()
+			setRateHeaders(res.Header(), limited)
 		case errors.As(err, &ce):
-			target = ce.Meta()
-		}
-		for k, v := range header {
-			if target != nil {
-				target[k] = v
-			}
+			setRateHeaders(ce.Meta(), limited)
 		}
 		return res, err
 	}
@@ -212,7 +207,10 @@ func (l *rateLimiter) WrapStreamingHandler(next connect.StreamingHandlerFunc) co
 
 // checkStream is check for a streaming call.
 func (l *rateLimiter) checkStream(ctx context.Context, conn connect.StreamingHandlerConn) error {
-	err := l.check(ctx, conn.Spec().Procedure, conn.Peer(), conn.RequestHeader(), conn.ResponseHeader())
+	res, checked, err := l.check(ctx, conn.Spec().Procedure, conn.Peer(), conn.RequestHeader())
+	if checked {
+		setRateHeaders(conn.ResponseHeader(), res)
+	}
 	if err != nil {
 		// Connect streams answer HTTP 200 with the error in the last
 		// frame: say Retry-After in the headers too.
