@@ -117,6 +117,15 @@ func (l *rateLimiter) check(ctx context.Context, procedure string, peer connect.
 	if res.Allowed {
 		return res, true, nil
 	}
+	if err := ctx.Err(); err != nil {
+		// The caller's deadline passed or it left during the check, which
+		// then says nothing: answer that, not a refusal to retry in 0s.
+		code := connect.CodeCanceled
+		if errors.Is(err, context.DeadlineExceeded) {
+			code = connect.CodeDeadlineExceeded
+		}
+		return res, false, connect.NewError(code, err)
+	}
 	retry := seconds(res.RetryAfter)
 	ce := connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
 		"rate limit exceeded: %d %s requests per %s; retry in %ds", limit.Rate, c.name, limit.Period, retry))

@@ -1,6 +1,18 @@
 package server
 
-import "testing"
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	parleyv1 "github.com/parleyhq/parley/internal/gen/parley/v1"
+	"github.com/parleyhq/parley/internal/ratelimit"
+	"github.com/parleyhq/parley/internal/redisconn"
+	"github.com/parleyhq/parley/internal/redistest"
+)
 
 func TestClientKey(t *testing.T) {
 	t.Parallel()
@@ -17,6 +29,51 @@ func TestClientKey(t *testing.T) {
 			t.Parallel()
 			if got := clientKey(tt.ip); got != tt.want {
 				t.Errorf("clientKey(%q) = %q, want %q", tt.ip, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestRateLimiterCallerGone: a call whose context ends during its limit
+// check (its deadline passes, or its client leaves) is answered with that,
+// not with a refusal to retry in 0 seconds, and reaches no handler.
+func TestRateLimiterCallerGone(t *testing.T) {
+	t.Parallel()
+	client, err := redisconn.NewClient(redistest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	log := slog.New(slog.DiscardHandler)
+	l := &rateLimiter{
+		log:     log,
+		limiter: ratelimit.NewResilient(ratelimit.NewRedis(client, redistest.Prefix(t)), log),
+		limits:  RateLimits{Chat: ratelimit.PerMinute(100), Agent: ratelimit.PerMinute(100), General: ratelimit.PerMinute(100)},
+	}
+	handler := l.WrapUnary(func(context.Context, connect.AnyRequest) (connect.AnyResponse, error) {
+		t.Error("the handler ran for a call whose context had ended")
+		return nil, nil
+	})
+	for _, tt := range []struct {
+		name string
+		end  func(context.Context) (context.Context, context.CancelFunc)
+		want connect.Code
+	}{
+		{"Canceled", func(ctx context.Context) (context.Context, context.CancelFunc) {
+			ctx, cancel := context.WithCancel(ctx)
+			cancel()
+			return ctx, cancel
+		}, connect.CodeCanceled},
+		{"DeadlineExceeded", func(ctx context.Context) (context.Context, context.CancelFunc) {
+			return context.WithDeadline(ctx, time.Now().Add(-time.Second))
+		}, connect.CodeDeadlineExceeded},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := tt.end(t.Context())
+			defer cancel()
+			_, err := handler(ctx, connect.NewRequest(&parleyv1.ListConversationsRequest{}))
+			if got := connect.CodeOf(err); got != tt.want {
+				t.Errorf("got %v (%v), want %v", got, err, tt.want)
 			}
 		})
 	}
