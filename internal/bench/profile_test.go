@@ -135,12 +135,13 @@ func TestProfileUnaryHTTP1(t *testing.T) {
 	lg := startLoadgen(t, buildBenchTool(t, root, "./internal/bench/loadgen"), env.URL, get)
 	lg.run(500*time.Millisecond, 0)
 	var run unaryRun
+	heapProfile(t, "unary-get-http1-allocs-base")
 	r0, w0 := syscallCounts(t)
 	cpuProfile(t, "unary-get-http1", func() { run = lg.run(3*time.Second, 0) })
 	r1, w1 := syscallCounts(t)
 	heapProfile(t, "unary-get-http1-allocs")
-	t.Logf("in-process GetConversation over HTTP/1.1 JSON: %.0f calls/s, errors %v; per call %.2f read and %.2f write system calls (/proc/self/io)",
-		run.perSecond, run.errs, float64(r1-r0)/float64(run.calls), float64(w1-w0)/float64(run.calls))
+	t.Logf("in-process GetConversation over HTTP/1.1 JSON: %d calls, %.0f calls/s, errors %v; per call %.2f read and %.2f write system calls (/proc/self/io)",
+		run.calls, run.perSecond, run.errs, float64(r1-r0)/float64(run.calls), float64(w1-w0)/float64(run.calls))
 }
 
 // heapProfile writes the allocation profile (every allocation since the
