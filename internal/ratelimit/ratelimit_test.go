@@ -446,3 +446,49 @@ func TestRedisPipelinedHonoursContext(t *testing.T) {
 	}
 	<-first
 }
+
+// panickingScripter panics on its first script, as a bug in a client
+// would.
+type panickingScripter struct {
+	Scripter
+	panicked atomic.Bool
+}
+
+func (p *panickingScripter) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
+	if p.panicked.CompareAndSwap(false, true) {
+		panic("scripter bug")
+	}
+	return p.Scripter.EvalSha(ctx, sha1, keys, args...)
+}
+
+// TestRedisPanicLeavesNoCheckInFlight: a check that panics is not counted
+// as in flight afterwards, so the next check alone still takes the plain
+// client rather than the pipeliner.
+func TestRedisPanicLeavesNoCheckInFlight(t *testing.T) {
+	t.Parallel()
+	client, err := redisconn.NewClient(redistest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	ap, err := client.AutoPipeline()
+	if err != nil {
+		t.Fatal(err)
+	}
+	batched := &countingScripter{Scripter: ap}
+	l := NewRedis(&panickingScripter{Scripter: client}, redistest.Prefix(t), Pipelined(batched))
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("the first check did not panic")
+			}
+		}()
+		l.Allow(context.Background(), "k", PerMinute(50))
+	}()
+	if res, err := l.Allow(context.Background(), "k", PerMinute(50)); err != nil || !res.Allowed {
+		t.Fatalf("the check after the panic: %+v %v", res, err)
+	}
+	if n := batched.evals.Load(); n != 0 {
+		t.Errorf("the check after the panic went through the pipeliner (%d scripts), as if the panicked one were still in flight", n)
+	}
+}

@@ -62,13 +62,17 @@ func (r *Redis) Allow(ctx context.Context, key string, limit Limit) (Result, err
 	rl := redis_rate.Limit{Rate: limit.Rate, Burst: limit.Burst, Period: limit.Period}
 	var res *redis_rate.Result
 	var err error
-	if r.batched != nil && r.inFlight.Add(1) > 1 {
-		res, err = r.allowBatched(ctx, r.prefix+key, rl)
+	if r.batched != nil {
+		// Deferred, so that a panic in a check cannot leave every later
+		// check counted as overlapping.
+		defer r.inFlight.Add(-1)
+		if r.inFlight.Add(1) > 1 {
+			res, err = r.allowBatched(ctx, r.prefix+key, rl)
+		} else {
+			res, err = r.limiter.Allow(ctx, r.prefix+key, rl)
+		}
 	} else {
 		res, err = r.limiter.Allow(ctx, r.prefix+key, rl)
-	}
-	if r.batched != nil {
-		r.inFlight.Add(-1)
 	}
 	if err != nil {
 		return Result{}, err
