@@ -155,7 +155,14 @@ func (p *agentParts) forgetReplays(ctx context.Context) {
 // meanwhile watchers poll and steps see cancels at their next heartbeat.
 func (a *App) listenAgents(ctx context.Context) {
 	a.keepTrying(ctx, "cannot listen for agent notifications; retrying", func(ctx context.Context) error {
-		return a.store.ListenAgents(ctx, func(kind byte, id uuid.UUID) {
+		// Plan changes notified while no connection listened were missed:
+		// the plan cache starts over each time one does.
+		listening := func() {
+			if a.planCache != nil {
+				a.planCache.ForgetAll()
+			}
+		}
+		return a.store.ListenAgents(ctx, listening, func(kind byte, id uuid.UUID) {
 			switch kind {
 			case 'e':
 				a.agents.hub.Notify(id)

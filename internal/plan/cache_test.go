@@ -74,3 +74,72 @@ func TestCacheExpires(t *testing.T) {
 		t.Errorf("asked %d times, want twice (the entry expired)", next.asked)
 	}
 }
+
+// hooked answers with the plan in a table, running during() while the
+// read is under way.
+type hooked struct {
+	plans  map[uuid.UUID]plan.Plan
+	during func()
+}
+
+func (h *hooked) PlanOf(_ context.Context, id uuid.UUID) (plan.Plan, error) {
+	p := h.plans[id]
+	if h.during != nil {
+		during := h.during
+		h.during = nil
+		during()
+	}
+	return p, nil
+}
+
+// TestCacheReadRacingForget: a read that was under way when the plan
+// changed (and Forget came) does not keep what it read: the next call
+// reads again and sees the change.
+func TestCacheReadRacingForget(t *testing.T) {
+	user := uuid.New()
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name   string
+		forget func(*plan.Cache)
+	}{
+		{"Forget", func(c *plan.Cache) { c.Forget(user) }},
+		{"ForgetAll", (*plan.Cache).ForgetAll},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			next := &hooked{plans: map[uuid.UUID]plan.Plan{user: {Name: plan.Free}}}
+			c := plan.NewCache(next, time.Minute, 10)
+			// The read has got the old plan; then the change commits and
+			// its notification arrives, before the read stores its answer.
+			next.during = func() {
+				next.plans[user] = plan.Plan{Name: plan.Pro}
+				tt.forget(c)
+			}
+			if p, _ := c.PlanOf(ctx, user); p.Name != plan.Free {
+				t.Fatalf("the racing read: %s, want the free plan it read", p.Name)
+			}
+			if p, _ := c.PlanOf(ctx, user); p.Name != plan.Pro {
+				t.Errorf("the next read: %s, want pro (the racing read's answer was kept)", p.Name)
+			}
+		})
+	}
+}
+
+// TestCacheForgetAll: ForgetAll drops every user's entry.
+func TestCacheForgetAll(t *testing.T) {
+	a, b := uuid.New(), uuid.New()
+	next := &counting{plans: map[uuid.UUID]plan.Plan{a: {Name: plan.Free}, b: {Name: plan.Free}}}
+	c := plan.NewCache(next, time.Minute, 10)
+	ctx := context.Background()
+	c.PlanOf(ctx, a)
+	c.PlanOf(ctx, b)
+	next.plans[a], next.plans[b] = plan.Plan{Name: plan.Pro}, plan.Plan{Name: plan.Pro}
+	c.ForgetAll()
+	for _, id := range []uuid.UUID{a, b} {
+		if p, _ := c.PlanOf(ctx, id); p.Name != plan.Pro {
+			t.Errorf("after ForgetAll: %s, want pro", p.Name)
+		}
+	}
+	if next.asked != 4 {
+		t.Errorf("asked %d times, want 4", next.asked)
+	}
+}

@@ -483,10 +483,12 @@ func (a *Agents) Events(ctx context.Context, userID, runID uuid.UUID, afterSeq i
 	return out, nil
 }
 
-// ListenAgents delivers the agent notifications of every instance to fn
-// (kind 'e' or 'c', and the run id) until ctx ends, on a connection of its
-// own. It returns when the connection fails; the caller retries.
-func (s *Store) ListenAgents(ctx context.Context, fn func(kind byte, runID uuid.UUID)) error {
+// ListenAgents delivers the notifications of every instance to fn (kind
+// 'e' or 'c' and a run id, or 'p' and a user id) until ctx ends, on a
+// connection of its own. listening is called once the connection listens:
+// what was notified before then is not delivered. It returns when the
+// connection fails; the caller retries.
+func (s *Store) ListenAgents(ctx context.Context, listening func(), fn func(kind byte, id uuid.UUID)) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return interpretError(err, "notifications")
@@ -497,6 +499,7 @@ func (s *Store) ListenAgents(ctx context.Context, fn func(kind byte, runID uuid.
 	if _, err := pc.Exec(ctx, "LISTEN "+NotifyChannel); err != nil {
 		return interpretError(err, "notifications")
 	}
+	listening()
 	for {
 		n, err := pc.WaitForNotification(ctx)
 		if err != nil {
