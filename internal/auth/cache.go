@@ -94,6 +94,6 @@ func (v *Verifier) Recognizes(header http.Header) bool {
 	if !ok {
 		return false
 	}
-	_, ok = v.verified.get(sha256.Sum256([]byte(token)), v.now())
+	_, ok = v.verified.get(tokenKey(token), v.now())
 	return ok
 }

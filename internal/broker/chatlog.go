@@ -28,14 +28,15 @@ func (l ChatLog) Write(ctx context.Context, writes []chat.LogWrite) []error {
 	batch := make([]Write, len(writes))
 	errs := make([]error, len(writes))
 	// All the events' encodings share one buffer, and their Events one
-	// slice: a mirror batch of deltas is two allocations however many
-	// events it has. (The in-memory broker keeps the buffer while it keeps
-	// any of them.)
+	// slice, whatever the number of events. The buffer is sized for the
+	// text deltas; a larger event (started, completed) makes it grow.
 	n, size := 0, 0
 	for _, w := range writes {
 		n += len(w.Events)
 		for _, ev := range w.Events {
-			size += eventOverhead + len(ev.Text)
+			if plainDelta(ev) {
+				size += eventOverhead + len(ev.Text)
+			}
 		}
 	}
 	all := make([]Event, 0, n)

@@ -67,8 +67,10 @@ var classes = map[string]class{
 }
 
 // rateLimiter is the interceptor that applies the limits: per user when
-// the call is authenticated, per client IP otherwise. Every answer carries
-// RateLimit-* headers; over the limit answers resource_exhausted with
+// the call is authenticated, per client IP otherwise. Every answer to a
+// checked call carries RateLimit-* headers (a call whose plan could not be
+// read, or whose context ended during the check, has no check to report);
+// over the limit answers resource_exhausted with
 // Retry-After, as an HTTP header for Connect and gRPC-Web and as metadata
 // for gRPC.
 type rateLimiter struct {
@@ -91,9 +93,10 @@ func (l *rateLimiter) limitFor(c class) ratelimit.Limit {
 	return l.limits.General
 }
 
-// check runs one limit check. checked says whether it ran (it did unless
-// the caller's plan could not be read): then res is what the response's
-// headers say, and err, when the call is refused, carries them already.
+// check runs one limit check. checked says whether it gave an answer (it
+// did not if the caller's plan could not be read, or if the caller's
+// context ended during the check): then res is what the response's headers
+// say, and err, when the call is refused, carries them already.
 func (l *rateLimiter) check(ctx context.Context, procedure string, peer connect.Peer, reqHeader http.Header) (res ratelimit.Result, checked bool, err error) {
 	c, ok := classes[procedure]
 	if !ok {
@@ -225,7 +228,9 @@ func (l *rateLimiter) checkStream(ctx context.Context, conn connect.StreamingHan
 		// frame: say Retry-After in the headers too.
 		var ce *connect.Error
 		if errors.As(err, &ce) {
-			conn.ResponseHeader().Set("Retry-After", ce.Meta().Get("Retry-After"))
+			if retry := ce.Meta().Get("Retry-After"); retry != "" {
+				conn.ResponseHeader().Set("Retry-After", retry)
+			}
 		}
 	}
 	return err

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"testing"
 	"time"
 
@@ -76,5 +77,55 @@ func TestRateLimiterCallerGone(t *testing.T) {
 				t.Errorf("got %v (%v), want %v", got, err, tt.want)
 			}
 		})
+	}
+}
+
+// fakeStreamConn is the least of a streaming call that the limiter reads.
+type fakeStreamConn struct {
+	connect.StreamingHandlerConn
+	req, res http.Header
+}
+
+func (c *fakeStreamConn) Spec() connect.Spec          { return connect.Spec{Procedure: "/test/Stream"} }
+func (c *fakeStreamConn) Peer() connect.Peer          { return connect.Peer{Addr: "127.0.0.1:1"} }
+func (c *fakeStreamConn) RequestHeader() http.Header  { return c.req }
+func (c *fakeStreamConn) ResponseHeader() http.Header { return c.res }
+
+// TestRateLimiterCallerGoneStream: the same for a streaming call, whose
+// headers then carry neither limit headers nor an empty Retry-After.
+func TestRateLimiterCallerGoneStream(t *testing.T) {
+	t.Parallel()
+	client, err := redisconn.NewClient(redistest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	log := slog.New(slog.DiscardHandler)
+	l := &rateLimiter{
+		log:     log,
+		limiter: ratelimit.NewResilient(ratelimit.NewRedis(client, redistest.Prefix(t)), log),
+		limits:  RateLimits{Chat: ratelimit.PerMinute(100), Agent: ratelimit.PerMinute(100), General: ratelimit.PerMinute(100)},
+	}
+	handler := l.WrapStreamingHandler(func(context.Context, connect.StreamingHandlerConn) error {
+		t.Error("the handler ran for a call whose context had ended")
+		return nil
+	})
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	conn := &fakeStreamConn{req: http.Header{}, res: http.Header{}}
+	if err := handler(ctx, conn); connect.CodeOf(err) != connect.CodeCanceled {
+		t.Errorf("got %v (%v), want canceled", connect.CodeOf(err), err)
+	}
+	if len(conn.res) != 0 {
+		t.Errorf("response headers %v, want none", conn.res)
+	}
+	// A live call gets its limit headers.
+	conn = &fakeStreamConn{req: http.Header{}, res: http.Header{}}
+	live := l.WrapStreamingHandler(func(context.Context, connect.StreamingHandlerConn) error { return nil })
+	if err := live(t.Context(), conn); err != nil {
+		t.Fatal(err)
+	}
+	if conn.res.Get("RateLimit-Remaining") == "" || conn.res.Get("Retry-After") != "" {
+		t.Errorf("a live call's headers %v, want the limit headers and no Retry-After", conn.res)
 	}
 }
