@@ -10,6 +10,10 @@
 // Use it from TestMain:
 //
 //	func TestMain(m *testing.M) { pgtest.Main(m) }
+//
+// or, in a package whose tests also use Redis (redistest),
+//
+//	func TestMain(m *testing.M) { pgtest.MainWith(m, redistest.Setup) }
 package pgtest
 
 import (
@@ -19,6 +23,7 @@ import (
 	"github.com/parleyhq/parley/internal/leaktest"
 	"net/url"
 	"os"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -51,6 +56,21 @@ var extraDatabases atomic.Int64
 // when no database can be set up, or when cleaning up fails.
 func Main(m *testing.M) {
 	os.Exit(leaktest.Check(Run(m)))
+}
+
+// MainWith is Main for a package whose tests also use other helpers: each
+// setup (such as redistest.Setup) runs first, and the teardown it returns
+// runs after the tests and the database's clean-up.
+func MainWith(m *testing.M, setups ...func() (teardown func())) {
+	teardowns := make([]func(), 0, len(setups))
+	for _, setup := range setups {
+		teardowns = append(teardowns, setup())
+	}
+	code := Run(m)
+	for _, teardown := range slices.Backward(teardowns) {
+		teardown()
+	}
+	os.Exit(leaktest.Check(code))
 }
 
 // Run is Main without the exit, for a TestMain that also sets up other

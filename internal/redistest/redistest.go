@@ -67,12 +67,7 @@ func Main(m *testing.M) {
 
 // Setup is Main's first half for a TestMain that also runs other helpers:
 //
-//	func TestMain(m *testing.M) {
-//		teardown := redistest.Setup()
-//		code := pgtest.Run(m)
-//		teardown()
-//		os.Exit(code)
-//	}
+//	func TestMain(m *testing.M) { pgtest.MainWith(m, redistest.Setup) }
 //
 // The returned func stops the shared Redis, if one was started.
 func Setup() func() {

@@ -1,17 +1,10 @@
 package store_test
 
 import (
-	"github.com/parleyhq/parley/internal/leaktest"
-	"os"
 	"testing"
 
 	"github.com/parleyhq/parley/internal/pgtest"
 	"github.com/parleyhq/parley/internal/redistest"
 )
 
-func TestMain(m *testing.M) {
-	teardown := redistest.Setup()
-	code := pgtest.Run(m)
-	teardown()
-	os.Exit(leaktest.Check(code))
-}
+func TestMain(m *testing.M) { pgtest.MainWith(m, redistest.Setup) }
