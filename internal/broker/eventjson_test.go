@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -18,6 +19,23 @@ var eventJSONCases = []string{
 	"", " w41xxxxxxxxxxxx", `say "hi" \ there`, "line\nbreak\r\ttab\b\f", "\x00\x01\x1f\x7f",
 	"<script>&amp;</script>", "héllo wörld ✓ 🎉", "\u2028\u2029", "bad \xff\xfe utf8 \xc3", "\xed\xa0\x80 surrogate",
 	"ends in a partial rune \xe2\x82",
+}
+
+// checkEncodesAsJSON fails the test, naming the event what, unless
+// encodeEvent writes ev exactly as encoding/json does.
+func checkEncodesAsJSON(t *testing.T, what string, ev chat.Event) {
+	t.Helper()
+	want, err := json.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := encodeEvent(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s:\n got %s\nwant %s", what, got, want)
+	}
 }
 
 // TestAppendEventMatchesJSON: a text delta is written byte for byte as
@@ -35,17 +53,7 @@ func TestAppendEventMatchesJSON(t *testing.T) {
 		chat.Event{Seq: 9, Kind: chat.EventCompleted, Message: &chat.Message{ID: uuid.New(), Content: "<b>done</b>"}},
 	)
 	for _, ev := range events {
-		want, err := json.Marshal(ev)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := encodeEvent(ev)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, want) {
-			t.Errorf("event %+v:\n got %s\nwant %s", ev, got, want)
-		}
+		checkEncodesAsJSON(t, fmt.Sprintf("event %+v", ev), ev)
 	}
 }
 
@@ -92,17 +100,7 @@ func TestAppendEventEveryField(t *testing.T) {
 		default:
 			t.Fatalf("field %s of kind %s: teach this test to set it", f.Name, v.Kind())
 		}
-		want, err := json.Marshal(ev)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := encodeEvent(ev)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, want) {
-			t.Errorf("a delta with %s set:\n got %s\nwant %s", f.Name, got, want)
-		}
+		checkEncodesAsJSON(t, "a delta with "+f.Name+" set", ev)
 	}
 }
 

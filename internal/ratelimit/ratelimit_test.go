@@ -39,6 +39,21 @@ func newRedis(t *testing.T, url string) *Redis {
 	return NewRedis(client, redistest.Prefix(t))
 }
 
+// newPipelined returns a client of the test Redis and its auto-pipeliner.
+func newPipelined(t *testing.T) (*redis.Client, *redis.AutoPipeliner) {
+	t.Helper()
+	client, err := redisconn.NewClient(redistest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	ap, err := client.AutoPipeline()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client, ap
+}
+
 // TestLimiters runs one table against both implementations: they must agree.
 // wait lets time pass for a limiter. Memory runs on a fake clock that wait
 // advances. Redis computes with its own TIME, which no test can move, so
@@ -353,15 +368,7 @@ func (c *countingScripter) EvalSha(ctx context.Context, sha1 string, keys []stri
 // burst of 50, exactly 50 pass; and a check alone takes the plain client.
 func TestRedisPipelined(t *testing.T) {
 	t.Parallel()
-	client, err := redisconn.NewClient(redistest.URL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
-	ap, err := client.AutoPipeline()
-	if err != nil {
-		t.Fatal(err)
-	}
+	client, ap := newPipelined(t)
 	direct, batched := &countingScripter{Scripter: client}, &countingScripter{Scripter: ap}
 	l := NewRedis(direct, redistest.Prefix(t), Pipelined(batched))
 	ctx := context.Background()
@@ -466,15 +473,7 @@ func (p *panickingScripter) EvalSha(ctx context.Context, sha1 string, keys []str
 // client rather than the pipeliner.
 func TestRedisPanicLeavesNoCheckInFlight(t *testing.T) {
 	t.Parallel()
-	client, err := redisconn.NewClient(redistest.URL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
-	ap, err := client.AutoPipeline()
-	if err != nil {
-		t.Fatal(err)
-	}
+	client, ap := newPipelined(t)
 	batched := &countingScripter{Scripter: ap}
 	l := NewRedis(&panickingScripter{Scripter: client}, redistest.Prefix(t), Pipelined(batched))
 	func() {

@@ -35,22 +35,28 @@ func TestClientKey(t *testing.T) {
 	}
 }
 
-// TestRateLimiterCallerGone: a call whose context ends during its limit
-// check (its deadline passes, or its client leaves) is answered with that,
-// not with a refusal to retry in 0 seconds, and reaches no handler.
-func TestRateLimiterCallerGone(t *testing.T) {
-	t.Parallel()
+// newRedisRateLimiter is the interceptor on the test Redis, limits of 100
+// calls a minute.
+func newRedisRateLimiter(t *testing.T) *rateLimiter {
 	client, err := redisconn.NewClient(redistest.URL(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { client.Close() })
 	log := slog.New(slog.DiscardHandler)
-	l := &rateLimiter{
+	return &rateLimiter{
 		log:     log,
 		limiter: ratelimit.NewResilient(ratelimit.NewRedis(client, redistest.Prefix(t)), log),
 		limits:  RateLimits{Chat: ratelimit.PerMinute(100), Agent: ratelimit.PerMinute(100), General: ratelimit.PerMinute(100)},
 	}
+}
+
+// TestRateLimiterCallerGone: a call whose context ends during its limit
+// check (its deadline passes, or its client leaves) is answered with that,
+// not with a refusal to retry in 0 seconds, and reaches no handler.
+func TestRateLimiterCallerGone(t *testing.T) {
+	t.Parallel()
+	l := newRedisRateLimiter(t)
 	handler := l.WrapUnary(func(context.Context, connect.AnyRequest) (connect.AnyResponse, error) {
 		t.Error("the handler ran for a call whose context had ended")
 		return nil, nil
@@ -95,17 +101,7 @@ func (c *fakeStreamConn) ResponseHeader() http.Header { return c.res }
 // headers then carry neither limit headers nor an empty Retry-After.
 func TestRateLimiterCallerGoneStream(t *testing.T) {
 	t.Parallel()
-	client, err := redisconn.NewClient(redistest.URL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
-	log := slog.New(slog.DiscardHandler)
-	l := &rateLimiter{
-		log:     log,
-		limiter: ratelimit.NewResilient(ratelimit.NewRedis(client, redistest.Prefix(t)), log),
-		limits:  RateLimits{Chat: ratelimit.PerMinute(100), Agent: ratelimit.PerMinute(100), General: ratelimit.PerMinute(100)},
-	}
+	l := newRedisRateLimiter(t)
 	handler := l.WrapStreamingHandler(func(context.Context, connect.StreamingHandlerConn) error {
 		t.Error("the handler ran for a call whose context had ended")
 		return nil
