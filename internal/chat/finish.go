@@ -71,12 +71,12 @@ func (gen *generation) finish(usage Usage, finishReason string, err error, title
 	g := gen.g
 	end := endingOf(err, context.Cause(gen.ctx))
 	if end.byProvider {
-		g.log.Warn("generation failed", "generation_id", gen.id, "model", gen.answer.Model, "err", err)
+		g.log.Warn("generation failed", "generation_id", gen.id, "model", gen.model, "err", err)
 	}
 	if end.finishReason != "" {
 		finishReason = end.finishReason
 	}
-	outcome := Outcome{Content: gen.content(), Status: end.status, Model: gen.answer.Model, Usage: usage, FinishReason: finishReason, ToolRounds: gen.toolRounds(),
+	outcome := Outcome{Content: gen.content(), Status: end.status, Model: gen.model, Usage: usage, FinishReason: finishReason, ToolRounds: gen.toolRounds(),
 		Cached: gen.cached != nil}
 	failure := end.failure
 

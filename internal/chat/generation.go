@@ -42,13 +42,22 @@ type generation struct {
 	id uuid.UUID // the generation id: events, stop and resume use it
 	// messageID is the assistant message the generation writes: the
 	// database uses it. answer is that message as first saved.
-	messageID   uuid.UUID
-	answer      Message
-	userID      uuid.UUID
-	userMessage Message
-	xc          ExchangeContext
-	prompt      []PromptMessage
-	provider    Provider
+	messageID uuid.UUID
+	// model, conversationID and createTime are the answer's, as first
+	// saved. Only these fields of the answer and of the user's message are
+	// kept: a generation lives as long as its answer, held by every
+	// stream that follows it (the whole messages are in its started event).
+	model          string
+	conversationID uuid.UUID
+	createTime     time.Time
+	userID         uuid.UUID
+	// wantsTitle is set when the exchange is a conversation's first and
+	// the conversation has no title yet; titleFrom is the user's message
+	// the title is written from.
+	wantsTitle bool
+	titleFrom  string
+	prompt     []PromptMessage
+	provider   Provider
 	// ahead is the first turn's request, sent while the exchange was
 	// saved; nil when it was not (see overlap.go). The first turn takes it.
 	ahead *askedAhead
@@ -105,17 +114,24 @@ func (g *Generator) newRunContext(request context.Context) runContext {
 	if g.cfg.Carry != nil {
 		base = g.cfg.Carry(request, base)
 	}
-	ctx, cancelTimeout := context.WithTimeoutCause(base, g.cfg.MaxDuration, errTooLong)
-	ctx, cancel := context.WithCancelCause(ctx)
-	return runContext{ctx: ctx, cancel: func(cause error) { cancel(cause); cancelTimeout() }, deadline: time.Now().Add(g.cfg.MaxDuration)}
+	// One cancel context, its time limit a timer: a timeout context under
+	// a cancel context would be two contexts and a child map more, for the
+	// whole of every answer's life.
+	ctx, cancel := context.WithCancelCause(base)
+	limit := time.AfterFunc(g.cfg.MaxDuration, func() { cancel(errTooLong) })
+	return runContext{ctx: ctx, cancel: func(cause error) { cancel(cause); limit.Stop() }, deadline: time.Now().Add(g.cfg.MaxDuration)}
 }
 
 func (g *Generator) newGeneration(userID uuid.UUID, userMessage, answer Message, p prepared, rc runContext, ahead *askedAhead) *generation {
 	gen := &generation{
-		g: g, id: answer.GenerationID, messageID: answer.ID, answer: answer,
-		userID: userID, userMessage: userMessage, xc: p.xc, prompt: p.prompt, provider: p.provider,
+		g: g, id: answer.GenerationID, messageID: answer.ID,
+		model: answer.Model, conversationID: answer.ConversationID, createTime: answer.CreateTime,
+		userID: userID, prompt: p.prompt, provider: p.provider,
 		ctx: rc.ctx, cancel: rc.cancel, deadline: rc.deadline, ahead: ahead,
 		wake: make(chan struct{}), mirrored: make(chan struct{}),
+	}
+	if g.cfg.Titler != nil && p.xc.Title == "" && len(p.xc.Branch) == 0 && userMessage.ParentID == uuid.Nil {
+		gen.wantsTitle, gen.titleFrom = true, userMessage.Content
 	}
 	gen.emit(Event{Kind: EventStarted, Started: &Started{
 		UserMessage: userMessage, AssistantMessageID: answer.ID, GenerationID: answer.GenerationID, Model: answer.Model,

@@ -124,10 +124,9 @@ func (gen *generation) streamTurn(prompt []PromptMessage, tools []ToolSpec) (mod
 		return gen.unopenedTurn(prompt, err)
 	}
 	defer s.Close()
-	// Close unblocks a Recv waiting on the provider when the generation
-	// is stopped or interrupted.
-	stopWatch := context.AfterFunc(gen.ctx, func() { s.Close() })
-	defer stopWatch()
+	// A stop or an interruption cancels gen.ctx, the context the stream
+	// was opened with, and that ends a Recv waiting on the provider
+	// (Provider's contract): no watch of its own is needed here.
 	// This is where an answer's goroutine spends its life, waiting in Recv
 	// on the provider, so the frames down to that wait are kept small:
 	// what is done once per turn, or rarely, is in calls of its own. The
@@ -188,7 +187,7 @@ func (gen *generation) openTurn(prompt []PromptMessage, tools []ToolSpec) (Model
 		gen.ahead = nil
 		return s, err
 	}
-	return gen.provider.Stream(gen.ctx, gen.g.modelRequest(gen.answer.Model, prompt, tools))
+	return gen.provider.Stream(gen.ctx, gen.g.modelRequest(gen.model, prompt, tools))
 }
 
 // endTurn is the turn that Recv ended with err: io.EOF at its end, with
@@ -345,7 +344,7 @@ func (gen *generation) runTool(call ToolCall, offered []ToolSpec) ToolUse {
 	if !slices.ContainsFunc(offered, func(s ToolSpec) bool { return s.Name == call.Name }) {
 		res = ToolResult{IsError: true, Content: "there is no tool named " + strconv.Quote(call.Name)}
 	} else {
-		res = gen.g.cfg.Tools.Call(gen.ctx, ToolContext{UserID: gen.userID, ConversationID: gen.answer.ConversationID, MessageID: gen.messageID}, call)
+		res = gen.g.cfg.Tools.Call(gen.ctx, ToolContext{UserID: gen.userID, ConversationID: gen.conversationID, MessageID: gen.messageID}, call)
 	}
 	use.Result, use.IsError, use.Artifact = TruncateResult(res.Content, gen.g.cfg.MaxToolResultBytes), res.IsError, res.Artifact
 	ev := &ToolEvent{CallID: call.ID, Name: call.Name, Artifact: res.Artifact}

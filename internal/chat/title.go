@@ -8,8 +8,6 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
-
-	"github.com/google/uuid"
 )
 
 // Titler writes a short title for a conversation from its first message.
@@ -90,7 +88,7 @@ func CleanTitle(s string) string {
 func (gen *generation) startTitle() <-chan struct{} {
 	done := make(chan struct{})
 	g := gen.g
-	if g.cfg.Titler == nil || gen.xc.Title != "" || len(gen.xc.Branch) > 0 || gen.userMessage.ParentID != uuid.Nil {
+	if !gen.wantsTitle {
 		close(done)
 		return done
 	}
@@ -105,7 +103,7 @@ func (gen *generation) startTitle() <-chan struct{} {
 		// Not canceled by a stop (the title is still wanted), but by shutdown.
 		ctx, cancel := context.WithTimeout(g.base, 20*time.Second)
 		defer cancel()
-		title, usage, err := g.cfg.Titler.Title(ctx, gen.answer.Model, gen.userMessage.Content)
+		title, usage, err := g.cfg.Titler.Title(ctx, gen.model, gen.titleFrom)
 		if err != nil {
 			g.log.Warn("title generation failed", "generation_id", gen.id, "err", err)
 			title = ""
@@ -118,7 +116,7 @@ func (gen *generation) startTitle() <-chan struct{} {
 		// when no title came or shutdown cut it short, in the same write.
 		saveCtx, cancelSave := context.WithTimeout(context.WithoutCancel(ctx), finalSaveTimeout)
 		defer cancelSave()
-		set, err := g.store.SaveTitle(saveCtx, gen.userID, gen.answer.ConversationID, title, gen.answer.CreateTime, tokens)
+		set, err := g.store.SaveTitle(saveCtx, gen.userID, gen.conversationID, title, gen.createTime, tokens)
 		if err != nil {
 			g.log.Warn("saving a title failed", "generation_id", gen.id, "tokens", tokens, "err", err)
 			return

@@ -103,16 +103,37 @@ func NewOpenAI(cfg OpenAIConfig) *OpenAI {
 	// which reads OPENAI_API_KEY, OPENAI_BASE_URL and friends from the
 	// environment: configuration belongs to internal/config alone, and an
 	// ambient OpenAI key must never be sent to another provider's host.
-	p.completions = openai.NewChatCompletionService(
+	p.completions = openai.NewChatCompletionService(append([]option.RequestOption{
 		option.WithBaseURL(baseURL),
 		option.WithAPIKey(cfg.APIKey),
 		option.WithHTTPClient(httpClient),
 		option.WithMaxRetries(max(cfg.MaxRetries, 0)),
 		option.WithMaxRetryDelay(maxRetryDelay),
 		option.WithMiddleware(releaseBody),
-	)
+	}, withoutPlatformHeaders...)...)
 	return p
 }
+
+// withoutPlatformHeaders drops the headers in which openai-go tells the
+// provider the host's OS, architecture and Go version on every request.
+// The provider needs none of them, a third-party endpoint should not learn
+// them, and net/http keeps each streaming request, headers and all, for
+// the answer's life: with them the request's header map holds 11 entries,
+// past the 8 a small map holds, and costs about 1 KiB more per running
+// answer. They are deleted before openai-go clones the request for an
+// attempt, so the clone is made small. The retry count, which a provider
+// may use, stays.
+var withoutPlatformHeaders = func() []option.RequestOption {
+	names := [...]string{
+		"X-Stainless-Lang", "X-Stainless-Package-Version", "X-Stainless-OS",
+		"X-Stainless-Arch", "X-Stainless-Runtime", "X-Stainless-Runtime-Version",
+	}
+	opts := make([]option.RequestOption, len(names))
+	for i, name := range names {
+		opts[i] = option.WithHeaderDel(name)
+	}
+	return opts
+}()
 
 // releaseBody lets a request's body go once the provider has answered.
 // net/http keeps each attempt's request until the response body is done

@@ -84,7 +84,7 @@ func (m *Model) Stream(ctx context.Context, req chat.ModelRequest) (chat.ModelSt
 		<-ctx.Done()
 		return nil, apperr.New(apperr.Canceled, "the request was canceled")
 	}
-	t := &Turn{Request: req, parts: make(chan part, 64), closed: make(chan struct{})}
+	t := &Turn{Request: req, ctx: ctx, parts: make(chan part, 64), closed: make(chan struct{})}
 	for _, msg := range req.Messages {
 		t.usage.PromptTokens += int64(chat.EstimateTokens(msg.Content))
 	}
@@ -109,6 +109,9 @@ type Turn struct {
 	// Request is what the generator asked for.
 	Request chat.ModelRequest
 
+	// ctx is the context Stream was called with: its end ends a waiting
+	// Recv, as chat.Provider requires.
+	ctx       context.Context
 	parts     chan part
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -188,6 +191,9 @@ func (t *Turn) Recv() (chat.Delta, error) {
 		return chat.Delta{Text: p.text}, nil
 	case <-t.closed:
 		t.err = apperr.New(apperr.Canceled, "the answer was canceled")
+		return chat.Delta{}, t.err
+	case <-t.ctx.Done():
+		t.err = apperr.New(apperr.Canceled, "the request was canceled")
 		return chat.Delta{}, t.err
 	}
 }

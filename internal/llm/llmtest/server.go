@@ -22,6 +22,7 @@ import (
 	"mime"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -61,6 +62,10 @@ type RecordedRequest struct {
 	Temperature   *float64
 	Authorization string
 	Tools         []string // the names of the tools offered
+	// Platform lists the X-Stainless-* headers describing the client's
+	// platform (language, OS, architecture, runtime and their versions)
+	// that the request carried, by name; nil when none.
+	Platform []string
 }
 
 // RecordedMessage is one message of a RecordedRequest. Content given as an
@@ -362,6 +367,12 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		Temperature:         body.Temperature,
 		Authorization:       r.Header.Get("Authorization"),
 	}
+	for name := range r.Header {
+		if strings.HasPrefix(name, "X-Stainless-") && name != "X-Stainless-Retry-Count" && name != "X-Stainless-Timeout" {
+			rec.Platform = append(rec.Platform, name)
+		}
+	}
+	slices.Sort(rec.Platform)
 	for _, m := range body.Messages {
 		msg := RecordedMessage{Role: m.Role, Content: contentText(m.Content), Images: contentImages(m.Content), ToolCallID: m.ToolCallID}
 		for _, c := range m.ToolCalls {
