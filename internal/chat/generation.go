@@ -41,7 +41,7 @@ type generation struct {
 	g  *Generator
 	id uuid.UUID // the generation id: events, stop and resume use it
 	// messageID is the assistant message the generation writes: the
-	// database uses it. answer is that message as first saved.
+	// database uses it.
 	messageID uuid.UUID
 	// model, conversationID and createTime are the answer's, as first
 	// saved. Only these fields of the answer and of the user's message are
