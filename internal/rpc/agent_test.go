@@ -53,6 +53,7 @@ func agentEnv(t *testing.T, fake *llmtest.Server, opts apitest.Options) *apitest
 		fake = llmtest.NewServer(t, llmtest.Respond(agentScript))
 	}
 	tune := opts.Agent
+	// Setting Agent is also what gives the server agent workers (fakeEnv).
 	opts.Agent = func(c *agent.RunnerConfig) {
 		c.RetryBackoff = 10 * time.Millisecond
 		c.FlushInterval = 20 * time.Millisecond

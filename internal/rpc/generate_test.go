@@ -34,6 +34,14 @@ const testIdleTimeout = 30 * time.Second
 
 // fakeEnv is a server whose model is the fake OpenAI-compatible upstream,
 // spoken to by the real openai-go client.
+//
+// Only agentEnv's servers (opts.Agent set) run agent steps. The package's
+// tests share one database, hence one River queue: a server with workers
+// also runs the steps of runs that other tests started and left unfinished,
+// and asks its own fake model for them. On a held fake those requests take
+// the chunks the test releases for its answers, which then wait until the
+// provider's idle timeout fails them (seen in TestWaitingStacks: 17
+// requests at the fake for its 8 answers, 9 of them agent steps).
 func fakeEnv(t *testing.T, fake *llmtest.Server, opts apitest.Options) *apitest.Env {
 	t.Helper()
 	return fakeEnvModels(t, fake, opts, fakeModel)
@@ -44,6 +52,9 @@ func fakeEnvModels(t *testing.T, fake *llmtest.Server, opts apitest.Options, mod
 	t.Helper()
 	opts.Provider = llm.NewOpenAI(llm.OpenAIConfig{BaseURL: fake.URL, APIKey: "sk-test", IdleTimeout: testIdleTimeout})
 	opts.Models = models
+	if opts.Agent == nil {
+		opts.NoAgentWorkers = true
+	}
 	return apitest.New(t, opts)
 }
 

@@ -41,6 +41,8 @@ func userEnv(t *testing.T) (*apitest.Env, *llmtest.Server) {
 		Provider: llm.NewOpenAI(llm.OpenAIConfig{BaseURL: fake.URL, APIKey: "sk-test", IdleTimeout: testIdleTimeout}),
 		Models:   []string{"cheap-model", "big-model"},
 		Plans:    userPlans,
+		// As fakeEnv's servers: no other test's agent steps on this fake.
+		NoAgentWorkers: true,
 	}), fake
 }
 
