@@ -23,7 +23,9 @@ import (
 // building the SDK's types, when the chunk has exactly the shape the SDK's
 // types describe; anything else (a field of another type, invalid JSON)
 // goes through the SDK's decoder, so an odd chunk is handled exactly as it
-// was. FuzzChunkDecoders checks that both ways agree.
+// was. Before either, a text delta (nearly every event) is read in one
+// pass by scanTextChunk (chunkscan.go). FuzzChunkDecoders checks that all
+// the ways agree.
 
 // chunkFields is what Parley reads from one chunk.
 type chunkFields struct {
@@ -40,6 +42,11 @@ func decodeEvent(ev ssestream.Event) (f chunkFields, done bool, err error) {
 	data := ev.Data
 	if len(data) >= 6 && string(data[:6]) == "[DONE]" {
 		return chunkFields{}, true, nil
+	}
+	// A text delta, nearly every event, in one pass; anything else as
+	// below.
+	if f, ok := scanTextChunk(data); ok {
+		return f, false, nil
 	}
 	// A valid object is read in one pass per level: its top-level members
 	// are the ones gjson.GetBytes would find (the first of each name).

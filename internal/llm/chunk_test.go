@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/openai/openai-go/v3/packages/ssestream"
@@ -23,6 +24,8 @@ var recordedChunks = []string{
 	`{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_2","function":{"name":"search","arguments":"{}"}}]},"finish_reason":"tool_calls"}]}`,
 	`{"choices":[{"index":1,"delta":{"content":"second choice"}},{"index":0,"delta":{"content":"first"}}]}`,
 	`{"choices":[{"delta":{"content":null,"tool_calls":null},"finish_reason":null}]}`,
+	`{"id":"chatcmpl-CX1","object":"chat.completion.chunk","created":1764806400,"model":"gpt-4o-mini","service_tier":"default","system_fingerprint":"fp_5","choices":[{"index":0,"delta":{"content":" hello"},"logprobs":null,"finish_reason":null}],"obfuscation":"Zk3vS"}`,
+	`{"choices":[{"index":0,"delta":{"content":"line\none \"two\"\t\\ / \/"},"logprobs":{"content":[{"token":"x","logprob":-0.5e-3,"bytes":[120],"top_logprobs":[]}]}}]}`,
 	// Shapes the fast path leaves to the SDK.
 	`{"choices":[{"index":0.0,"delta":{"content":"float index"}}]}`,
 	`{"choices":[{"index":"0","delta":{"content":"string index"}}]}`,
@@ -88,6 +91,12 @@ func checkAgree(t *testing.T, name string, data []byte) {
 	if !deepEqualChunk(got, want) {
 		t.Fatalf("%s: %q decodes differently:\n ours %+v\n SDK  %+v", name, data, got, want)
 	}
+	// The one-pass reader takes a chunk only if it reads it as the SDK
+	// does, and then without an error.
+	scanned, scannedOK := scanTextChunk(data)
+	if scannedOK && (wantErr != nil || !deepEqualChunk(scanned, want)) {
+		t.Fatalf("%s: %q: the one-pass reader takes it as\n %+v\n SDK %+v, %v", name, data, scanned, want, wantErr)
+	}
 	// The decoder reuses its buffer for the next event: nothing decoded
 	// may still point into it.
 	original := string(data)
@@ -96,6 +105,55 @@ func checkAgree(t *testing.T, name string, data []byte) {
 	}
 	if !deepEqualChunk(got, want) {
 		t.Fatalf("%s: %q: what was decoded changed with the buffer:\n ours %+v\n SDK  %+v", name, original, got, want)
+	}
+	if scannedOK && !deepEqualChunk(scanned, want) {
+		t.Fatalf("%s: %q: what the one-pass reader decoded changed with the buffer:\n %+v\n SDK %+v", name, original, scanned, want)
+	}
+}
+
+// TestScanTextChunk: text deltas, the chunks nearly every event is, take
+// the one-pass reader (BenchmarkDecodeEvent: about a third of gjson's
+// time); every other shape is left to the readers before it.
+func TestScanTextChunk(t *testing.T) {
+	t.Parallel()
+	taken := []string{
+		recordedChunks[0], recordedChunks[2],
+		recordedChunks[9], recordedChunks[10],
+		` {"choices":[{"index":1,"delta":{"content":"other"}},{"index":0,"delta":{"content":"wörld 😀"},"finish_reason":"length"}],"usage":null} `,
+		`{"choices":null}`, `{}`,
+	}
+	left := []string{
+		recordedChunks[1], // a \u escape in the content
+		recordedChunks[3], // usage
+		recordedChunks[4], // tool calls
+		`{"choices":[{"index":0,"delta":{"content":"a"}}],"choices":[]}`,
+		`{"choices":[{"index":0,"delta":{"content":"a","content":"b"}}]}`,
+		`{"ch\u006fices":[{"index":0,"delta":{"content":"escaped name"}}]}`,
+		`{"choices":[{"index":01,"delta":{"content":"leading zero"}}]}`,
+		`{"choices":[{"index":0,"delta":{"content":"trailing comma"},}]}`,
+		`{"choices":[{"index":0,"delta":{"content":"ok"}}]} trailing`,
+		"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"raw \x01 control\"}}]}",
+		"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"bad \xff utf-8\"}}]}",
+		`{"choices":[{"index":0,"delta":{"content":"x"}}],"x":` + strings.Repeat("[", 40) + strings.Repeat("]", 40) + `}`,
+	}
+	for _, c := range errorEvents {
+		// Those openai-go reads as errors; the rest are chunks.
+		if gjson.Get(c, "error").Exists() {
+			left = append(left, c)
+		} else {
+			checkAgree(t, "not an error", []byte(c))
+		}
+	}
+	for _, c := range taken {
+		if _, ok := scanTextChunk([]byte(c)); !ok {
+			t.Errorf("%s: not taken by the one-pass reader", c)
+		}
+		checkAgree(t, "taken", []byte(c))
+	}
+	for _, c := range left {
+		if f, ok := scanTextChunk([]byte(c)); ok {
+			t.Errorf("%s: taken by the one-pass reader (%+v), which should leave it", c, f)
+		}
 	}
 }
 
