@@ -403,7 +403,7 @@ func (a *App) shared(prefix string, forced bool, clk clock.Clock) (chat.EventLog
 		// Checks that overlap go out together, one pipeline on one
 		// connection (closed with its client).
 		var opts []ratelimit.RedisOption
-		if ap, err := fast.AutoPipeline(); err == nil {
+		if ap, err := redisconn.AutoPipeline(fast); err == nil {
 			opts = append(opts, ratelimit.Pipelined(ap))
 		} else {
 			a.log.Warn("rate-limit checks are not pipelined", "err", err)

@@ -22,7 +22,7 @@ func BenchmarkRedisAllow(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer client.Close()
-	ap, err := client.AutoPipeline()
+	ap, err := redisconn.AutoPipeline(client)
 	if err != nil {
 		b.Fatal(err)
 	}

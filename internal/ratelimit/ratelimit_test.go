@@ -47,7 +47,7 @@ func newPipelined(t *testing.T) (*redis.Client, *redis.AutoPipeliner) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { client.Close() })
-	ap, err := client.AutoPipeline()
+	ap, err := redisconn.AutoPipeline(client)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -422,7 +422,7 @@ func TestRedisPipelinedHonoursContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { client.Close() })
-	ap, err := client.AutoPipeline()
+	ap, err := redisconn.AutoPipeline(client)
 	if err != nil {
 		t.Fatal(err)
 	}

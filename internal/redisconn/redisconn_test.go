@@ -155,3 +155,48 @@ func TestNewClientHonoursDeadlines(t *testing.T) {
 		}
 	}
 }
+
+// TestAutoPipeline: the pipeliner batches at most 100 commands, the
+// capacity go-redis pools its batch queues at (so a flush reuses a queue
+// instead of allocating one of MaxBatchSize entries), and commands that
+// overlap all run.
+func TestAutoPipeline(t *testing.T) {
+	t.Parallel()
+	client, err := redisconn.NewClient(redistest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ap, err := redisconn.AutoPipeline(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ap.Config().MaxBatchSize; got != 100 {
+		t.Errorf("MaxBatchSize = %d, want 100 (go-redis's pooled queue capacity)", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	key := "redisconn-test:autopipeline:" + t.Name()
+	const callers, each = 32, 20
+	errs := make(chan error, callers)
+	for range callers {
+		go func() {
+			var err error
+			for range each {
+				if err = ap.Incr(ctx, key).Err(); err != nil {
+					break
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range callers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := client.Get(ctx, key).Int(); err != nil || n != callers*each {
+		t.Errorf("counter = %d, %v; want %d", n, err, callers*each)
+	}
+	client.Del(ctx, key)
+}

@@ -67,8 +67,12 @@ func main() {
 	}
 	// As Parley's limiter: a check that overlaps others goes out with them
 	// as one pipeline, a check alone straight to the connection.
+	// Batches of 100, as Parley's (redisconn.AutoPipeline: go-redis
+	// pools its batch queues at that capacity).
 	client := redis.NewClient(opt)
-	ap, err := client.AutoPipeline()
+	apOpt := redis.DefaultBlockingAutoPipelineOptions()
+	apOpt.MaxBatchSize = 100
+	ap, err := client.AutoPipelineWithOptions(apOpt)
 	if err != nil {
 		fail(err)
 	}
