@@ -94,8 +94,17 @@ func TestOpenAIReleasesBody(t *testing.T) {
 	if _, err := reqs[0].GetBody(); !errors.Is(err, errBodyReleased) {
 		t.Errorf("GetBody of the streaming answer's request = %v, want errBodyReleased", err)
 	}
-	if _, err := reqs[0].Body.Read(make([]byte, 1)); !errors.Is(err, errBodyReleased) {
-		t.Errorf("reading the streaming answer's request body = %v, want errBodyReleased (its bytes let go)", err)
+	// net/http closes the body from its write loop once the request is
+	// written, which can come after the response's headers arrive (the
+	// held fake answers them at once): wait for that, boundedly.
+	var readErr error
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if _, readErr = reqs[0].Body.Read(make([]byte, 1)); errors.Is(readErr, errBodyReleased) {
+			break
+		}
+	}
+	if !errors.Is(readErr, errBodyReleased) {
+		t.Errorf("reading the streaming answer's request body = %v, want errBodyReleased (its bytes let go)", readErr)
 	}
 	srv.Release(len(llmtest.DefaultChunks))
 	var text string
