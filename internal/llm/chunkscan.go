@@ -27,31 +27,23 @@ func scanTextChunk(data []byte) (f chunkFields, ok bool) {
 		return chunkFields{}, false
 	}
 	var seenChoices, seenUsage bool
-	ok = s.object(1, func(key []byte, escaped bool) bool {
-		if escaped {
-			return false
-		}
-		switch string(key) {
+	ok = s.fields(1, func(name []byte) bool {
+		switch string(name) {
 		case "error":
 			return false
 		case "usage":
-			if seenUsage {
-				return false
-			}
-			seenUsage = true
-			return s.null()
+			return once(&seenUsage) && s.null()
 		case "choices":
-			if seenChoices {
+			if !once(&seenChoices) {
 				return false
 			}
-			seenChoices = true
-			if s.peek() == 'n' {
+			switch s.peek() {
+			case 'n':
 				return s.null()
+			case '[':
+				return s.array(1, func() bool { return s.choice(&f.text, &f.finishReason) })
 			}
-			if s.peek() != '[' {
-				return false
-			}
-			return s.array(1, func() bool { return s.choice(&f.text, &f.finishReason) })
+			return false
 		}
 		return s.skip(1)
 	})
@@ -72,91 +64,45 @@ func (s *jsonScan) choice(text, finish *string) bool {
 		return false
 	}
 	var (
-		index                  int64
-		content, reason        []byte
-		contentEsc, reasonEsc  bool
-		seenIndex, seenDelta   bool
-		seenReason, hasReason  bool
-		seenContent, seenCalls bool
+		index                            int64
+		content, reason                  []byte
+		contentEsc, reasonEsc            bool
+		seenIndex, seenDelta, seenReason bool
 	)
-	ok := s.object(2, func(key []byte, escaped bool) bool {
-		if escaped {
-			return false
-		}
-		switch string(key) {
+	ok := s.fields(2, func(name []byte) bool {
+		var ok bool
+		switch string(name) {
 		case "index":
-			if seenIndex {
+			if !once(&seenIndex) {
 				return false
 			}
-			seenIndex = true
 			if s.peek() == 'n' {
 				return s.null()
 			}
-			var ok bool
 			index, ok = s.integer()
 			return ok
 		case "finish_reason":
-			if seenReason {
+			if !once(&seenReason) {
 				return false
 			}
-			seenReason = true
-			if s.peek() == 'n' {
-				return s.null()
-			}
-			if s.peek() != '"' {
-				return false
-			}
-			var ok bool
-			reason, reasonEsc, ok = s.str()
-			hasReason = ok
+			reason, reasonEsc, ok = s.stringOrNull()
 			return ok
 		case "delta":
-			if seenDelta {
+			if !once(&seenDelta) {
 				return false
 			}
-			seenDelta = true
-			if s.peek() == 'n' {
+			switch s.peek() {
+			case 'n':
 				return s.null()
+			case '{':
+				return s.delta(&content, &contentEsc)
 			}
-			if s.peek() != '{' {
-				return false
-			}
-			return s.object(3, func(key []byte, escaped bool) bool {
-				if escaped {
-					return false
-				}
-				switch string(key) {
-				case "content":
-					if seenContent {
-						return false
-					}
-					seenContent = true
-					if s.peek() == 'n' {
-						return s.null()
-					}
-					if s.peek() != '"' {
-						return false
-					}
-					var ok bool
-					content, contentEsc, ok = s.str()
-					return ok
-				case "tool_calls":
-					if seenCalls {
-						return false
-					}
-					seenCalls = true
-					return s.null()
-				}
-				return s.skip(3)
-			})
+			return false
 		}
 		return s.skip(2)
 	})
-	if !ok {
-		return false
-	}
-	if index != 0 {
-		return true
+	if !ok || index != 0 {
+		return ok
 	}
 	if len(content) > 0 {
 		c, ok := unescape(content, contentEsc)
@@ -165,13 +111,43 @@ func (s *jsonScan) choice(text, finish *string) bool {
 		}
 		*text += c
 	}
-	if hasReason && len(reason) > 0 {
+	if len(reason) > 0 {
 		r, ok := unescape(reason, reasonEsc)
 		if !ok {
 			return false
 		}
 		*finish = r
 	}
+	return true
+}
+
+// delta reads a choice's delta object: its content (nil when absent or
+// null), and tool_calls only if null.
+func (s *jsonScan) delta(content *[]byte, escaped *bool) bool {
+	var seenContent, seenCalls bool
+	return s.fields(3, func(name []byte) bool {
+		switch string(name) {
+		case "content":
+			if !once(&seenContent) {
+				return false
+			}
+			var ok bool
+			*content, *escaped, ok = s.stringOrNull()
+			return ok
+		case "tool_calls":
+			return once(&seenCalls) && s.null()
+		}
+		return s.skip(3)
+	})
+}
+
+// once reports whether a name is met for the first time, and marks it
+// met: a repeated name is left to the other readers.
+func once(seen *bool) bool {
+	if *seen {
+		return false
+	}
+	*seen = true
 	return true
 }
 
@@ -278,6 +254,23 @@ func (s *jsonScan) object(depth int, member func(key []byte, escaped bool) bool)
 			return false
 		}
 	}
+}
+
+// fields is object for an object whose names are compared: an escaped
+// name fails it.
+func (s *jsonScan) fields(depth int, field func(name []byte) bool) bool {
+	return s.object(depth, func(key []byte, escaped bool) bool { return !escaped && field(key) })
+}
+
+// stringOrNull reads a string or null (raw nil).
+func (s *jsonScan) stringOrNull() (raw []byte, escaped, ok bool) {
+	switch s.peek() {
+	case 'n':
+		return nil, false, s.null()
+	case '"':
+		return s.str()
+	}
+	return nil, false, false
 }
 
 // array reads the array at s.i, calling elem with s.i at each element,
